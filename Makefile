@@ -1,0 +1,37 @@
+# cellvol's quick start is two commands:
+#   make demo   install cellvol into .venv and write a synthetic tomogram as an OME-Zarr pyramid
+#   make test   install the test dependencies into .venv and run the test suite
+# Both find a Python >= 3.12 by themselves (tools/find-python) and say what to install if none.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# pip on some machines warns about unreachable local indexes on every package; hide only that.
+QUIET_PIP = 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
+
+.PHONY: demo test install install-dev clean
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/cellvol demo $(DEMO_ARGS)
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+$(PY):
+	@python="$$(tools/find-python)"; echo "Creating $(VENV) with $$python"; "$$python" -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip $(QUIET_PIP)
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e . $(QUIET_PIP)
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[dev]" $(QUIET_PIP)
+	touch $@ $(VENV)/.installed
+
+clean:
+	rm -rf $(VENV) cellvol-demo.ome.zarr site .pytest_cache .mypy_cache .ruff_cache
