@@ -1,0 +1,813 @@
+"""cellvol.storage against real backends: local disk, a moto S3 server, a loopback HTTP server.
+
+:class:`StorageContract` holds what every backend must do; each backend subclasses it with a
+``backend`` fixture (zarr-python's style of store tests). Nothing here mocks a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+import zarr.api.asynchronous
+from conftest import DEAD_ENDPOINT, S3Bucket, S3Server
+from s3fs import S3FileSystem
+from zarr.storage import FsspecStore, LocalStore
+
+from cellvol import storage
+from cellvol.errors import (
+    CellvolError,
+    InvalidInputError,
+    ReadOnlyStoreError,
+    StoreNotFoundError,
+    UnsupportedURLError,
+    WriteConflictError,
+)
+from cellvol.storage import (
+    Location,
+    delete_prefix,
+    join,
+    list_keys,
+    object_size,
+    open_store,
+    parse_location,
+    read_bytes,
+    write_bytes,
+)
+
+Serve = Callable[[str | os.PathLike[str]], str]
+
+#: Credentials no message or repr may ever show. moto accepts any key and secret.
+SECRET = "cellvol-SECRET-sentinel-7f3a9c"
+KEY_ID = "AKIACELLVOLSENTINEL1"
+TOKEN = "cellvol-bearer-sentinel-51d0"
+
+DATA = np.arange(8 * 20, dtype="uint16").reshape(8, 20)  # 2 shards of 2 x 2 chunks
+
+
+def write_sample(store: Any) -> None:
+    """Write a small zarr v3 group with attributes and one sharded array."""
+    group = zarr.create_group(store, zarr_format=3, attributes={"cellvol": {"test": True}})
+    array = group.create_array(
+        "raw", shape=DATA.shape, chunks=(4, 5), shards=(8, 10), dtype=DATA.dtype
+    )
+    array[:] = DATA
+
+
+def check_sample(store: Any) -> None:
+    """Read the sample back: whole, and one part of each shard (byte-range reads)."""
+    group = zarr.open_group(store=store, mode="r", zarr_format=3)
+    assert group.attrs["cellvol"] == {"test": True}
+    array = group["raw"]
+    assert isinstance(array, zarr.Array)
+    np.testing.assert_array_equal(array[:], DATA)
+    np.testing.assert_array_equal(array[3:6, 4:16], DATA[3:6, 4:16])
+    direct = zarr.open_array(store=store, path="raw", mode="r", zarr_format=3)
+    assert (direct.shape, direct.dtype) == (DATA.shape, DATA.dtype)
+
+
+def no_secret_in(text: str) -> bool:
+    return all(secret not in text for secret in (SECRET, KEY_ID, TOKEN))
+
+
+def full_report(exc: BaseException) -> str:
+    """The message, repr and the whole printed traceback, causes included."""
+    return "".join([str(exc), repr(exc), *traceback.format_exception(exc)])
+
+
+@dataclass
+class Backend:
+    """Where a backend's tests write and read, and with which options."""
+
+    write_root: str
+    read_root: str
+    write_options: dict[str, Any] | None = None
+    read_options: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def write_url(self, name: str) -> str:
+        return join(self.write_root, name)
+
+    def read_url(self, name: str) -> str:
+        return join(self.read_root, name)
+
+    def write(self, name: str, mode: str = "w") -> Any:
+        return open_store(self.write_url(name), mode=mode, storage_options=self.write_options)
+
+    def read(self, name: str, mode: str = "r") -> Any:
+        return open_store(self.read_url(name), mode=mode, storage_options=self.read_options)
+
+
+# --------------------------------------------------------------------------------------------
+# What every backend does
+# --------------------------------------------------------------------------------------------
+
+
+class StorageContract:
+    """Tests every backend passes. Subclasses provide the ``backend`` fixture."""
+
+    @pytest.fixture
+    def backend(self) -> Backend:
+        raise NotImplementedError
+
+    def test_write_then_read_back(self, backend: Backend) -> None:
+        write_sample(backend.write("vol.ome.zarr"))
+        store = backend.read("vol.ome.zarr")
+        assert store.read_only
+        check_sample(store)
+
+    def test_read_only_store_refuses_writes(self, backend: Backend) -> None:
+        write_sample(backend.write("vol.zarr"))
+        group = zarr.open_group(store=backend.read("vol.zarr"), mode="r")
+        with pytest.raises(ValueError, match="read-only"):
+            group.attrs["changed"] = 1
+
+    def test_missing_location_in_read_mode(self, backend: Backend) -> None:
+        write_sample(backend.write("present.zarr"))  # the parent exists; the child does not
+        with pytest.raises(StoreNotFoundError) as info:
+            backend.read("missing.zarr")
+        assert isinstance(info.value, FileNotFoundError)
+        assert isinstance(info.value, CellvolError)
+        assert backend.read_url("missing.zarr") in str(info.value)
+
+    def test_no_credentials_in_reprs_or_errors(self, backend: Backend) -> None:
+        write_sample(backend.write("vol.zarr"))
+        store = backend.read("vol.zarr")
+        group = zarr.open_group(store=store, mode="r")
+        for text in (repr(store), str(store), repr(group), str(group.store_path)):
+            assert no_secret_in(text), text
+        with pytest.raises(StoreNotFoundError) as info:
+            backend.read("missing.zarr")
+        assert no_secret_in(full_report(info.value))
+
+    def test_mode_is_checked(self, backend: Backend) -> None:
+        with pytest.raises(InvalidInputError, match="unknown mode 'rw'"):
+            backend.read("vol.zarr", mode="rw")
+
+
+class WritableStorageContract(StorageContract):
+    """Tests of the writable backends (local disk and S3)."""
+
+    def test_r_plus_opens_existing_for_writing(self, backend: Backend) -> None:
+        write_sample(backend.write("vol.zarr"))
+        store = backend.write("vol.zarr", mode="r+")
+        assert not store.read_only
+        zarr.open_group(store=store, mode="r+").attrs["more"] = 2
+        assert zarr.open_group(store=backend.read("vol.zarr"), mode="r").attrs["more"] == 2
+
+    def test_r_plus_needs_an_existing_store(self, backend: Backend) -> None:
+        with pytest.raises(StoreNotFoundError):
+            backend.write("missing.zarr", mode="r+")
+
+    def test_append_mode_creates(self, backend: Backend) -> None:
+        store = backend.write("new.zarr", mode="a")
+        assert not store.read_only
+        write_sample(store)
+        check_sample(backend.read("new.zarr"))
+
+    def test_w_keeps_existing_content_until_zarr_overwrites(self, backend: Backend) -> None:
+        write_sample(backend.write("vol.zarr"))
+        backend.write("vol.zarr", mode="w")  # opening alone deletes nothing
+        check_sample(backend.read("vol.zarr"))
+
+    def test_exclusive_mode_refuses_a_used_location(self, backend: Backend) -> None:
+        write_sample(backend.write("vol.zarr"))
+        with pytest.raises(WriteConflictError, match="not empty") as info:
+            backend.write("vol.zarr", mode="w-")
+        assert isinstance(info.value, FileExistsError)
+        write_sample(backend.write("fresh.zarr", mode="w-"))
+        check_sample(backend.read("fresh.zarr"))
+
+    def test_object_helpers(self, backend: Backend) -> None:
+        store = backend.write("objects")
+        assert read_bytes(store, "a/b.json") is None
+        assert object_size(store, "a/b.json") is None
+        assert list_keys(store) == []
+        for key in ("a/b.json", "a/bc", "a/b/c/d", "top"):
+            write_bytes(store, key, key.encode())
+        assert read_bytes(store, "a/b/c/d") == b"a/b/c/d"
+        assert object_size(store, "a/bc") == 4
+        assert list_keys(store) == ["a/b.json", "a/b/c/d", "a/bc", "top"]
+        assert list_keys(store, "a/b") == list_keys(store, "a/b/") == ["a/b/c/d"]
+        assert list_keys(store, "nothing/here") == []
+        delete_prefix(store, "a/b")  # the subtree a/b/, not a/bc nor a/b.json
+        assert list_keys(store) == ["a/b.json", "a/bc", "top"]
+        delete_prefix(store, "a/b.json")  # a single object
+        delete_prefix(store, "never/written")
+        assert list_keys(store) == ["a/bc", "top"]
+        write_bytes(store, "top", b"replaced")
+        assert read_bytes(store, "top") == b"replaced"
+        delete_prefix(store, "")
+        assert list_keys(store) == []
+
+    def test_object_helpers_refuse_read_only_stores(self, backend: Backend) -> None:
+        write_sample(backend.write("vol.zarr"))
+        store = backend.read("vol.zarr")
+        with pytest.raises(ReadOnlyStoreError, match="read-only"):
+            write_bytes(store, "x", b"")
+        with pytest.raises(ReadOnlyStoreError):
+            delete_prefix(store, "")
+        assert list_keys(store, "raw/c")  # reading is fine
+        assert object_size(store, "zarr.json") == len(read_bytes(store, "zarr.json") or b"")
+
+
+# --------------------------------------------------------------------------------------------
+# Local disk
+# --------------------------------------------------------------------------------------------
+
+
+class TestLocal(WritableStorageContract):
+    @pytest.fixture
+    def backend(self, tmp_path: Path) -> Backend:
+        return Backend(str(tmp_path), str(tmp_path))
+
+    def test_stores_are_local_stores(self, tmp_path: Path) -> None:
+        store = open_store(tmp_path / "a.zarr", mode="w")
+        assert isinstance(store, LocalStore)
+        assert store.root == tmp_path / "a.zarr"
+
+    def test_write_modes_create_the_directory(self, tmp_path: Path) -> None:
+        for mode in ("a", "w", "w-"):
+            target = tmp_path / mode / "deep" / "vol.zarr"
+            open_store(target, mode=mode)
+            assert target.is_dir()
+
+    def test_existing_empty_directory_opens_for_reading(self, tmp_path: Path) -> None:
+        assert open_store(tmp_path, mode="r").read_only
+
+    def test_a_file_is_not_a_store(self, tmp_path: Path) -> None:
+        (tmp_path / "file.zarr").write_bytes(b"not a directory")
+        for mode in ("r", "w"):
+            with pytest.raises(InvalidInputError, match="is a file, not a directory"):
+                open_store(tmp_path / "file.zarr", mode=mode)
+
+    def test_file_url_and_relative_path(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        write_sample(open_store(f"file://{tmp_path}/vol.zarr", mode="w"))
+        monkeypatch.chdir(tmp_path)
+        check_sample(open_store("vol.zarr"))
+        check_sample(open_store(Path("vol.zarr")))
+
+    def test_storage_options_do_not_apply(self, tmp_path: Path) -> None:
+        with pytest.raises(InvalidInputError, match=r"storage_options \(anon\) only apply"):
+            open_store(tmp_path, mode="r", storage_options={"anon": True})
+        assert isinstance(open_store(tmp_path, mode="r", storage_options={}), LocalStore)
+
+    def test_missing_path_message(self, tmp_path: Path) -> None:
+        with pytest.raises(FileNotFoundError, match=r"does not exist: mode 'r' opens an existing"):
+            open_store(tmp_path / "nope.zarr")
+
+
+# --------------------------------------------------------------------------------------------
+# S3 (moto)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.s3
+class TestS3(WritableStorageContract):
+    @pytest.fixture
+    def backend(self, s3_bucket: S3Bucket, s3_server: S3Server) -> Backend:
+        options = s3_server.storage_options(key=KEY_ID, secret=SECRET)
+        return Backend(s3_bucket.url("data"), s3_bucket.url("data"), options, options)
+
+    def test_stores_are_fsspec_stores_over_s3fs(self, backend: Backend) -> None:
+        store = backend.write("vol.zarr")
+        assert isinstance(store, FsspecStore)
+        assert type(store.fs).__name__ == "S3FileSystem"
+        assert store.fs.asynchronous
+        assert store.path == backend.write_url("vol.zarr").removeprefix("s3://")
+
+    def test_objects_land_under_the_prefix(self, backend: Backend, s3_server: S3Server) -> None:
+        write_sample(backend.write("deep/vol.ome.zarr"))
+        bucket = backend.write_root.removeprefix("s3://").split("/")[0]
+        listing = s3_server.client().list_objects_v2(Bucket=bucket, Prefix="data/deep/")
+        keys = {entry["Key"] for entry in listing["Contents"]}
+        assert "data/deep/vol.ome.zarr/zarr.json" in keys
+        assert "data/deep/vol.ome.zarr/raw/zarr.json" in keys
+
+    @pytest.mark.parametrize("mode", ["r", "r+", "a", "w", "w-"])
+    def test_missing_bucket_in_every_mode(self, s3_server: S3Server, mode: str) -> None:
+        options = s3_server.storage_options(key=KEY_ID, secret=SECRET)
+        with pytest.raises(StoreNotFoundError) as info:
+            open_store("s3://no-such-bucket-here/vol.zarr", mode=mode, storage_options=options)
+        message = str(info.value)
+        assert "bucket 'no-such-bucket-here' does not exist" in message
+        assert s3_server.endpoint_url in message
+        assert no_secret_in(full_report(info.value))
+
+    def test_no_bucket_is_created(self, s3_server: S3Server) -> None:
+        with pytest.raises(StoreNotFoundError):
+            open_store(
+                "s3://never-made-bucket/x", mode="w", storage_options=s3_server.storage_options()
+            )
+        names = {b["Name"] for b in s3_server.client().list_buckets()["Buckets"]}
+        assert "never-made-bucket" not in names
+
+    def test_empty_prefix_is_not_found_for_reading(self, s3_bucket: S3Bucket) -> None:
+        _name, options = s3_bucket
+        with pytest.raises(StoreNotFoundError, match=r"holds no object in it"):
+            open_store(s3_bucket.url(), storage_options=options)
+        with pytest.raises(StoreNotFoundError, match=r"holds no object under the prefix 'a/b/'"):
+            open_store(s3_bucket.url("a/b"), storage_options=options)
+        assert not open_store(s3_bucket.url("a/b"), mode="a", storage_options=options).read_only
+
+    def test_prefix_match_is_by_whole_component(self, s3_bucket: S3Bucket) -> None:
+        write_sample(open_store(s3_bucket.url("vol.zarr"), mode="w", storage_options=s3_bucket[1]))
+        with pytest.raises(StoreNotFoundError):
+            open_store(s3_bucket.url("vol"), storage_options=s3_bucket.storage_options)
+
+    def test_trailing_slash_and_bucket_root(self, s3_bucket: S3Bucket) -> None:
+        name, options = s3_bucket
+        write_sample(open_store(f"s3://{name}/", mode="w", storage_options=options))
+        check_sample(open_store(f"s3://{name}", storage_options=options))
+        check_sample(open_store(f"s3://{name}//", storage_options=options))
+
+    def test_endpoint_from_aws_endpoint_url(
+        self,
+        s3_bucket: S3Bucket,
+        s3_server: S3Server,
+        monkeypatch: pytest.MonkeyPatch,
+        clean_fsspec_cache: None,
+    ) -> None:
+        write_sample(open_store(s3_bucket.url("v.zarr"), mode="w", storage_options=s3_bucket[1]))
+        monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
+        check_sample(open_store(s3_bucket.url("v.zarr")))  # credentials from the environment
+
+    def test_endpoint_from_aws_endpoint_url_s3_wins(
+        self,
+        s3_bucket: S3Bucket,
+        s3_server: S3Server,
+        monkeypatch: pytest.MonkeyPatch,
+        clean_fsspec_cache: None,
+    ) -> None:
+        write_sample(open_store(s3_bucket.url("v.zarr"), mode="w", storage_options=s3_bucket[1]))
+        monkeypatch.setenv("AWS_ENDPOINT_URL", DEAD_ENDPOINT)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint_url)
+        check_sample(open_store(s3_bucket.url("v.zarr")))
+
+    def test_explicit_endpoint_beats_the_environment(self, s3_bucket: S3Bucket) -> None:
+        assert os.environ["AWS_ENDPOINT_URL"] == DEAD_ENDPOINT  # set for the whole session
+        write_sample(open_store(s3_bucket.url("v.zarr"), mode="w", storage_options=s3_bucket[1]))
+        check_sample(open_store(s3_bucket.url("v.zarr"), storage_options=s3_bucket[1]))
+
+    def test_profile_from_aws_config(
+        self,
+        s3_bucket: S3Bucket,
+        s3_server: S3Server,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        clean_fsspec_cache: None,
+    ) -> None:
+        write_sample(open_store(s3_bucket.url("v.zarr"), mode="w", storage_options=s3_bucket[1]))
+        config = tmp_path / "config"
+        config.write_text(
+            "[profile archive]\n"
+            f"aws_access_key_id = {KEY_ID}\n"
+            f"aws_secret_access_key = {SECRET}\n"
+            f"endpoint_url = {s3_server.endpoint_url}\n"
+        )
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+        for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.delenv(name)
+        check_sample(open_store(s3_bucket.url("v.zarr"), storage_options={"profile": "archive"}))
+        monkeypatch.setenv("AWS_PROFILE", "archive")
+        check_sample(open_store(s3_bucket.url("v.zarr")))
+
+    def test_unknown_profile(
+        self, s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch, clean_fsspec_cache: None
+    ) -> None:
+        options = {**s3_bucket.storage_options, "profile": "no-such-profile"}
+        with pytest.raises(InvalidInputError, match="AWS profile 'no-such-profile' was not found"):
+            open_store(s3_bucket.url("v.zarr"), storage_options=options)
+
+    def test_anonymous_access(
+        self,
+        s3_bucket: S3Bucket,
+        s3_server: S3Server,
+        monkeypatch: pytest.MonkeyPatch,
+        clean_fsspec_cache: None,
+    ) -> None:
+        # moto enforces ACLs on unsigned requests: a public-read bucket of public-read objects
+        name, options = s3_bucket
+        public = {**options, "s3_additional_kwargs": {"ACL": "public-read"}}
+        write_sample(open_store(s3_bucket.url("v.zarr"), mode="w", storage_options=public))
+        s3_server.client().put_bucket_acl(Bucket=name, ACL="public-read")
+        # No credentials anywhere: only unsigned (anonymous) requests can work.
+        monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+        endpoint = {"endpoint_url": s3_server.endpoint_url}
+        with pytest.raises(PermissionError, match=r"no usable AWS credentials.*anon=True"):
+            open_store(s3_bucket.url("v.zarr"), storage_options=endpoint)
+        store = open_store(s3_bucket.url("v.zarr"), storage_options={**endpoint, "anon": True})
+        assert store.fs.anon is True
+        check_sample(store)
+
+    def test_metadata_probe_when_listing_is_denied(
+        self, s3_bucket: S3Bucket, s3_server: S3Server
+    ) -> None:
+        # Where listing is denied (a GetObject-only policy), reading falls back to looking for
+        # a metadata document. moto lets anyone list any bucket, so that fallback is driven
+        # directly here, with a real anonymous client against moto's ACL checks.
+        _, options = s3_bucket
+        public = {**options, "s3_additional_kwargs": {"ACL": "public-read"}}
+        write_sample(open_store(s3_bucket.url("v.zarr"), mode="w", storage_options=public))
+        write_sample(open_store(s3_bucket.url("private.zarr"), mode="w", storage_options=options))
+
+        async def probe(url: str) -> None:
+            fs = S3FileSystem(
+                endpoint_url=s3_server.endpoint_url,
+                anon=True,
+                asynchronous=True,
+                skip_instance_cache=True,
+            )
+            client = await fs.set_session()
+            location = parse_location(url)
+            bucket, _, key = location.path.partition("/")
+            try:
+                await storage._probe_s3_metadata(
+                    client, location, s3_server.endpoint_url, bucket, key, {"anon": True}
+                )
+            finally:
+                await client.close()
+
+        asyncio.run(probe(s3_bucket.url("v.zarr")))
+        with pytest.raises(PermissionError, match=r"access denied .* pass credentials"):
+            asyncio.run(probe(s3_bucket.url("private.zarr")))
+        with pytest.raises(StoreNotFoundError, match=r"none of zarr\.json, \.zattrs"):
+            asyncio.run(probe(s3_bucket.url("missing.zarr")))
+
+    def test_unreachable_endpoint_is_a_connection_error(self, s3_bucket: S3Bucket) -> None:
+        options = {
+            **s3_bucket.storage_options,
+            "endpoint_url": DEAD_ENDPOINT,
+            "secret": SECRET,
+            "config_kwargs": {"retries": {"max_attempts": 1}},  # botocore's default retries 4x
+        }
+        start = time.monotonic()
+        with pytest.raises(
+            ConnectionError, match=r"could not reach the S3 endpoint http://127\.0\.0\.1:9"
+        ) as info:
+            open_store(s3_bucket.url("v.zarr"), storage_options=options)
+        assert time.monotonic() - start < 5
+        assert no_secret_in(full_report(info.value))
+
+    def test_credentials_in_the_url_are_refused_unechoed(self) -> None:
+        with pytest.raises(InvalidInputError) as info:
+            open_store(f"s3://{KEY_ID}:{SECRET}@bucket/x")
+        assert no_secret_in(full_report(info.value))
+
+    @pytest.mark.parametrize(
+        ("options", "message"),
+        [
+            (
+                {"endpoint": "http://x"},
+                r"unknown S3 storage option 'endpoint' \(did you mean 'endpoint_url'\?\)",
+            ),
+            ({"asynchronous": False}, r"asynchronous are set by cellvol"),
+            ({"loop": None}, r"loop are set by cellvol"),
+            (["anon"], r"storage_options must be a mapping"),
+        ],
+    )
+    def test_bad_options(self, s3_bucket: S3Bucket, options: Any, message: str) -> None:
+        with pytest.raises(InvalidInputError, match=message):
+            open_store(s3_bucket.url("v.zarr"), storage_options=options)
+
+    def test_fs_options_are_passed_through(self, s3_bucket: S3Bucket) -> None:
+        options = {**s3_bucket.storage_options, "default_block_size": 1 << 20, "use_ssl": False}
+        store = open_store(s3_bucket.url("v.zarr"), mode="w", storage_options=options)
+        assert store.fs.default_block_size == 1 << 20
+        assert store.fs.endpoint_url == s3_bucket.storage_options["endpoint_url"]
+        write_sample(store)
+
+    def test_open_store_inside_a_running_event_loop(self, s3_bucket: S3Bucket) -> None:
+        write_sample(open_store(s3_bucket.url("v.zarr"), mode="w", storage_options=s3_bucket[1]))
+        options = {**s3_bucket.storage_options, "skip_instance_cache": True}
+
+        async def read_in_this_loop() -> np.ndarray:
+            store = open_store(s3_bucket.url("v.zarr"), storage_options=options)
+            group = await zarr.api.asynchronous.open_group(store=store, mode="r")
+            array = await group.getitem("raw")
+            return np.asarray(await array.getitem(slice(None)))
+
+        np.testing.assert_array_equal(asyncio.run(read_in_this_loop()), DATA)
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP (read-only)
+# --------------------------------------------------------------------------------------------
+
+
+class TestHTTP(StorageContract):
+    @pytest.fixture
+    def backend(self, tmp_path: Path, http_server: Serve) -> Backend:
+        base = http_server(tmp_path)
+        headers = {"Authorization": f"Bearer {TOKEN}"}  # ignored by the server; never shown
+        return Backend(str(tmp_path), base, read_options={"headers": headers})
+
+    def test_stores_are_read_only_fsspec_stores(self, backend: Backend) -> None:
+        write_sample(backend.write("vol.zarr"))
+        store = backend.read("vol.zarr")
+        assert isinstance(store, FsspecStore)
+        assert type(store.fs).__name__ == "HTTPFileSystem"
+        assert store.read_only
+        assert store.path == backend.read_url("vol.zarr")
+
+    @pytest.mark.parametrize("mode", ["r+", "a", "w", "w-"])
+    def test_write_modes_are_refused(self, backend: Backend, mode: str) -> None:
+        url = backend.read_url("vol.zarr")
+        with pytest.raises(ReadOnlyStoreError, match="read-only") as info:
+            open_store(url, mode=mode)
+        assert isinstance(info.value, PermissionError)
+        assert url in str(info.value)
+
+    def test_root_without_metadata_is_not_found(self, backend: Backend, tmp_path: Path) -> None:
+        (tmp_path / "plain").mkdir()
+        (tmp_path / "plain" / "readme.txt").write_text("not zarr")
+        with pytest.raises(
+            StoreNotFoundError, match=r"no zarr store at .*/plain.*zarr\.json \(HTTP 404\)"
+        ):
+            backend.read("plain")
+
+    def test_zarr_v2_root_is_found(self, backend: Backend) -> None:
+        group = zarr.create_group(backend.write_url("v2.zarr"), zarr_format=2, attributes={"a": 1})
+        group.create_array("x", shape=(3,), dtype="i2")[:] = [1, 2, 3]
+        store = backend.read("v2.zarr")
+        np.testing.assert_array_equal(
+            zarr.open_array(store=store, path="x", mode="r")[:], [1, 2, 3]
+        )
+
+    def test_byte_ranges_are_served(self, backend: Backend, tmp_path: Path) -> None:
+        write_sample(backend.write("vol.zarr"))
+        store = backend.read("vol.zarr")
+        # zarr reads each shard's index with a suffix range request
+        shard = next(
+            p
+            for p in (tmp_path / "vol.zarr" / "raw").rglob("*")
+            if p.is_file() and p.name != "zarr.json"
+        )
+        whole = shard.read_bytes()
+        key = shard.relative_to(tmp_path / "vol.zarr").as_posix()
+        fs = store.fs
+        assert asyncio.run(_cat(fs, f"{store.path}/{key}", -16, None)) == whole[-16:]
+        assert asyncio.run(_cat(fs, f"{store.path}/{key}", 3, 9)) == whole[3:9]
+
+    def test_client_options_are_passed_through(self, backend: Backend) -> None:
+        write_sample(backend.write("vol.zarr"))
+        options = {"client_kwargs": {"headers": {"X-Cellvol": "1"}}, "block_size": 0}
+        store = open_store(backend.read_url("vol.zarr"), storage_options=options)
+        assert store.fs.client_kwargs == {"headers": {"X-Cellvol": "1"}}
+        assert store.fs.block_size == 0
+        check_sample(store)
+
+    def test_authentication_required(self, tmp_path: Path) -> None:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unauthorized)
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        try:
+            host, port = server.server_address[:2]
+            with pytest.raises(PermissionError, match=r"requires authentication \(HTTP 401\)"):
+                open_store(f"http://{host!s}:{port}/vol.zarr")
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+    def test_unreachable_server_is_a_connection_error(self) -> None:
+        with pytest.raises(
+            ConnectionError, match=r"could not reach http://127\.0\.0\.1:9/vol\.zarr"
+        ):
+            open_store("http://127.0.0.1:9/vol.zarr")
+
+    def test_credentials_in_the_url_are_refused_unechoed(self) -> None:
+        with pytest.raises(InvalidInputError) as info:
+            open_store(f"https://user:{SECRET}@127.0.0.1/x.zarr")
+        assert no_secret_in(full_report(info.value))
+
+
+class _Unauthorized(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Bearer realm="archive"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+async def _cat(fs: Any, url: str, start: int, end: int | None) -> bytes:
+    from fsspec.implementations.http import HTTPFileSystem
+
+    fresh = HTTPFileSystem(asynchronous=True, skip_instance_cache=True, **fs.kwargs)
+    session = await fresh.set_session()
+    try:
+        return bytes(await fresh._cat_file(url, start=start, end=end))
+    finally:
+        await session.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing locations
+# --------------------------------------------------------------------------------------------
+
+HOME = os.path.expanduser("~")
+
+
+@pytest.mark.parametrize(
+    ("given", "scheme", "path", "url", "name"),
+    [
+        ("/data/vol.ome.zarr", "file", "/data/vol.ome.zarr", "/data/vol.ome.zarr", "vol"),
+        ("/data/vol.ome.zarr/", "file", "/data/vol.ome.zarr", "/data/vol.ome.zarr", "vol"),
+        ("/data/x/../vol.zarr", "file", "/data/vol.zarr", "/data/vol.zarr", "vol"),
+        ("~/v.zarr", "file", f"{HOME}/v.zarr", f"{HOME}/v.zarr", "v"),
+        ("file:///data/vol.zarr", "file", "/data/vol.zarr", "/data/vol.zarr", "vol"),
+        ("file://localhost/data/v.zarr", "file", "/data/v.zarr", "/data/v.zarr", "v"),
+        ("file:/data/v.zarr", "file", "/data/v.zarr", "/data/v.zarr", "v"),
+        ("file:///data/my%20vol.zarr", "file", "/data/my vol.zarr", "/data/my vol.zarr", "my vol"),
+        ("/data/plain", "file", "/data/plain", "/data/plain", "plain"),
+        ("/data/.zarr", "file", "/data/.zarr", "/data/.zarr", ".zarr"),
+        ("/data/UPPER.OME.ZARR", "file", "/data/UPPER.OME.ZARR", "/data/UPPER.OME.ZARR", "UPPER"),
+        ("s3://bucket", "s3", "bucket", "s3://bucket", "bucket"),
+        ("s3://bucket/", "s3", "bucket", "s3://bucket", "bucket"),
+        ("S3://bucket/k", "s3", "bucket/k", "s3://bucket/k", "k"),
+        (
+            "s3://bucket/deep/key.zarr/",
+            "s3",
+            "bucket/deep/key.zarr",
+            "s3://bucket/deep/key.zarr",
+            "key",
+        ),
+        (
+            "s3://bucket//a//b.ome.zarr",
+            "s3",
+            "bucket/a/b.ome.zarr",
+            "s3://bucket/a/b.ome.zarr",
+            "b",
+        ),
+        (
+            "s3://my.bucket-1/t.ome.zarr",
+            "s3",
+            "my.bucket-1/t.ome.zarr",
+            "s3://my.bucket-1/t.ome.zarr",
+            "t",
+        ),
+        ("http://host/x.zarr", "http", "http://host/x.zarr", "http://host/x.zarr", "x"),
+        (
+            "HTTPS://Host.ORG:8443/a/x.ome.zarr/",
+            "https",
+            "https://host.org:8443/a/x.ome.zarr",
+            "https://host.org:8443/a/x.ome.zarr",
+            "x",
+        ),
+        (
+            "https://h.org/my%20vol.zarr",
+            "https",
+            "https://h.org/my%20vol.zarr",
+            "https://h.org/my%20vol.zarr",
+            "my vol",
+        ),
+        (
+            "https://data.example.org",
+            "https",
+            "https://data.example.org",
+            "https://data.example.org",
+            "data.example.org",
+        ),
+        (
+            "http://[::1]:8000/v.zarr",
+            "http",
+            "http://[::1]:8000/v.zarr",
+            "http://[::1]:8000/v.zarr",
+            "v",
+        ),
+    ],
+)
+def test_parse_location(given: str, scheme: str, path: str, url: str, name: str) -> None:
+    location = parse_location(given)
+    assert (location.scheme, location.path, location.url, location.name) == (
+        scheme,
+        path,
+        url,
+        name,
+    )
+    assert parse_location(location.url) == location  # canonical forms round-trip
+    assert parse_location(location) is location
+    assert str(location) == url
+    assert location.is_remote is (scheme != "file")
+
+
+def test_relative_paths_are_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert parse_location("vol.zarr").path == str(tmp_path / "vol.zarr")
+    assert parse_location("./a/../b.ome.zarr").url == str(tmp_path / "b.ome.zarr")
+    assert parse_location(Path("v.zarr")).url == str(tmp_path / "v.zarr")
+    # a path object is always local, even when its name looks like a URL
+    assert parse_location(Path("s3:odd")).url == str(tmp_path / "s3:odd")
+    assert parse_location("./scan:001.zarr").url == str(tmp_path / "scan:001.zarr")
+    assert parse_location("2024-01-01T10:00.zarr").name == "2024-01-01T10:00"
+
+
+def test_location_is_frozen_and_slotted() -> None:
+    location = parse_location("s3://bucket/key")
+    with pytest.raises(AttributeError):
+        location.url = "elsewhere"
+    assert not hasattr(location, "__dict__")
+    assert Location("s3", "bucket/key", "s3://bucket/key") == location
+
+
+@pytest.mark.parametrize(
+    ("given", "scheme"),
+    [
+        ("gs://bucket/x.zarr", "'gs'"),
+        ("gcs://bucket/x.zarr", "'gcs'"),
+        ("ftp://host/x.zarr", "'ftp'"),
+        ("zip:///data/x.zip", "'zip'"),
+        ("az://container/x", "'az'"),
+        ("memory://x", "'memory'"),
+        ("s3a://bucket/x", "'s3a'"),
+        ("zip::s3://bucket/x.zip", "'zip::s3'"),
+        ("simplecache::https://h/x.zarr", "'simplecache::https'"),
+        ("s3:/bucket/x", "'s3'"),
+        ("s3:bucket/x", "'s3'"),
+        ("http:/host/x", "'http'"),
+        ("c:/data/x.zarr" if os.name != "nt" else "c:data", "'c'"),
+        ("C:\\data\\x.zarr" if os.name != "nt" else "C:data", "'c'"),
+        ("scan:001.zarr", "'scan'"),
+    ],
+)
+def test_unsupported_schemes(given: str, scheme: str) -> None:
+    with pytest.raises(UnsupportedURLError, match=scheme) as info:
+        parse_location(given)
+    message = str(info.value)
+    assert "s3://" in message
+    assert "http" in message
+    assert "file://" in message
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(UnsupportedURLError):
+        open_store(given)
+
+
+def test_remote_file_url_is_unsupported() -> None:
+    with pytest.raises(UnsupportedURLError, match="remote host 'server'"):
+        parse_location("file://server/share/x.zarr")
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("", "empty path"),
+        ("s3://", "has no bucket"),
+        ("s3:///key", "has no bucket"),
+        ("s3://bucket/a/../b", r"'\.' or '\.\.'"),
+        ("s3://bucket/x?versionId=3", "query string"),
+        ("s3://bu cket/x", "not a valid S3 bucket name"),
+        ("https://host/x.zarr?token=abc", "query string"),
+        ("https://host/x.zarr#frag", "query string or fragment"),
+        ("https:///x.zarr", "no valid host"),
+        ("http://host:notaport/x", "no valid host"),
+        ("https://user:pw@host/x.zarr", "credentials in the URL"),
+    ],
+)
+def test_malformed_urls(given: str, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message) as info:
+        parse_location(given)
+    assert "pw@" not in str(info.value)
+    assert "token=abc" not in str(info.value)
+
+
+def test_non_string_input() -> None:
+    with pytest.raises(InvalidInputError, match="expected a path or URL string, got int"):
+        parse_location(3)
+
+
+@pytest.mark.parametrize(
+    ("parent", "parts", "expected"),
+    [
+        ("s3://bucket", ("vol.zarr",), "s3://bucket/vol.zarr"),
+        ("s3://bucket/a/", ("b/", "/c"), "s3://bucket/a/b/c"),
+        ("https://h/x.zarr", ("0",), "https://h/x.zarr/0"),
+        ("/data", ("a", "b.zarr"), "/data/a/b.zarr"),
+        ("/data", (), "/data"),
+        ("s3://bucket/a", ("", "/"), "s3://bucket/a"),
+    ],
+)
+def test_join(parent: str, parts: tuple[str, ...], expected: str) -> None:
+    assert join(parent, *parts) == expected
+    assert join(parse_location(parent), *parts) == expected
+
+
+def test_join_never_leaves_the_parent() -> None:
+    with pytest.raises(InvalidInputError, match=r"'\.' and '\.\.'"):
+        join("s3://bucket/a", "../b")
