@@ -34,12 +34,18 @@ from cellvol.spec import VoxelSize
 
 __all__ = [
     "DEFAULT_CHUNKS",
+    "DEFAULT_MEMORY_LIMIT",
     "DEFAULT_SHARDS",
     "DEFAULT_TILE",
     "LevelPlan",
     "PyramidPlan",
+    "Schedule",
+    "StagePlan",
     "anisotropic_factors",
+    "check_alignment",
+    "child_regions",
     "plan_pyramid",
+    "plan_schedule",
     "shard_regions",
 ]
 
@@ -49,6 +55,9 @@ Region = tuple[slice, ...]
 DEFAULT_CHUNKS: Shape = (64, 64, 64)
 DEFAULT_SHARDS: Shape = (256, 256, 256)
 DEFAULT_TILE = 256
+DEFAULT_MEMORY_LIMIT = 2**30
+# Per task, besides its data: kernel slabs (see cellvol.downsample) and codec buffers.
+_TASK_OVERHEAD = 64 * 2**20
 # Cap on the number of levels: a 2**32-voxel axis needs 24 halvings to reach a 256 tile.
 _MAX_LEVELS = 32
 
@@ -94,6 +103,179 @@ class PyramidPlan:
 
     def __len__(self) -> int:
         return len(self.levels)
+
+
+@dataclass(frozen=True, slots=True)
+class StagePlan:
+    """One pass that reads a base once and produces the levels above it.
+
+    A task owns one shard of the stage's top level. It obtains that shard's children (the
+    shards of the level below that it covers) one at a time, depth first, down to the base,
+    writes each as soon as it is complete and folds its downsampled data into its parent's
+    buffer. A task therefore holds about one shard per level, and every shard is written by
+    exactly one task.
+
+    Attributes
+    ----------
+    index
+        Position of the stage in the schedule.
+    base
+        The level read by the stage; ``-1`` for the source itself (then level 0 is produced
+        from source regions of one level-0 shard each).
+    levels
+        The levels this stage writes, finest first; the last is the top level.
+    task_bytes
+        Estimated peak memory of one task.
+    workers
+        Tasks of this stage that may run at once within the memory limit.
+    """
+
+    index: int
+    base: int
+    levels: tuple[int, ...]
+    task_bytes: int
+    workers: int
+
+    @property
+    def top(self) -> int:
+        """The level whose shards are the stage's tasks."""
+        return self.levels[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """The stages of a pyramid write and the memory limit they were planned for."""
+
+    stages: tuple[StagePlan, ...]
+    memory_limit: int
+
+    @property
+    def peak_bytes(self) -> int:
+        """Estimated peak memory of the whole write: the largest stage at full parallelism."""
+        return max(stage.workers * stage.task_bytes for stage in self.stages)
+
+
+def plan_schedule(
+    plan: PyramidPlan,
+    itemsize: int,
+    *,
+    memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    workers: int = 2,
+    tasks_per_worker: int = 4,
+) -> Schedule:
+    """Group a planned pyramid's levels into stages whose tasks fit in memory and in parallel.
+
+    Each stage's top level is the coarsest level that still has at least
+    ``tasks_per_worker * workers`` shards (so the workers stay busy and a killed task loses
+    little); when no level above the base has that many, the stage runs to the last level,
+    because what remains is small. The source is read once; only the top level of each stage
+    is read back, by the next stage.
+
+    Parameters
+    ----------
+    plan
+        The pyramid's levels.
+    itemsize
+        Bytes per voxel.
+    memory_limit
+        Bytes the write's tasks may hold at once (default 1 GiB).
+    workers
+        Tasks to run at once at most (typically the number of cores or cluster workers).
+    tasks_per_worker
+        Tasks wanted per worker in each stage, for load balance.
+
+    Raises
+    ------
+    LayoutError
+        If one task does not fit in ``memory_limit``, or if a level's shards are not aligned
+        with the shards of the level below (a parent shard must cover whole child shards).
+    """
+    if workers < 1:
+        raise LayoutError(f"workers must be at least 1, got {workers}")
+    levels = plan.levels
+    check_alignment(plan)
+    wanted = tasks_per_worker * workers
+
+    def task_bytes(first: int, top: int) -> int:
+        # One buffer per produced level, the child being folded in, and codec buffers.
+        shard_bytes = [math.prod(levels[j].shards) * itemsize for j in range(first, top + 1)]
+        return int(1.25 * sum(shard_bytes)) + 2 * max(shard_bytes) + _TASK_OVERHEAD
+
+    def coarsest(first: int, min_tasks: int, parallel: int) -> int | None:
+        fitting = [
+            top
+            for top in range(first, len(levels))
+            if levels[top].n_shards >= min_tasks
+            and parallel * task_bytes(first, top) <= memory_limit
+        ]
+        return max(fitting) if fitting else None
+
+    stages: list[StagePlan] = []
+    base = -1
+    while base + 1 < len(levels):
+        first = base + 1
+        top = coarsest(first, wanted, workers)
+        if top is None:
+            top = coarsest(first, workers, workers)
+        if top is None:
+            # Too few shards left to keep the workers busy: finish in one task if it fits.
+            last = len(levels) - 1
+            top = last if task_bytes(first, last) <= memory_limit else first
+        need = task_bytes(first, top)
+        if need > memory_limit:
+            raise LayoutError(
+                f"memory_limit of {memory_limit / 2**20:.0f} MiB is below what one task needs "
+                f"({need / 2**20:.0f} MiB for level {first} with shards of "
+                f"{levels[first].shards} {itemsize}-byte voxels); raise memory_limit or "
+                "choose smaller shards"
+            )
+        parallel = max(1, min(workers, memory_limit // need, levels[top].n_shards))
+        stages.append(StagePlan(len(stages), base, tuple(range(first, top + 1)), need, parallel))
+        base = top
+    return Schedule(tuple(stages), memory_limit=memory_limit)
+
+
+def check_alignment(plan: PyramidPlan) -> None:
+    """Raise unless each shard of every level covers whole shards of the level below.
+
+    Along each axis, a level's shard scaled back by its factor must be a whole number of the
+    lower level's shards, and those must be a whole number of factors (so no downsampling
+    window straddles two shards); an axis with a single shard is always aligned.
+
+    Raises
+    ------
+    LayoutError
+        Naming the level, the axis and the shapes that do not fit.
+    """
+    for index in range(1, len(plan.levels)):
+        upper, lower = plan.levels[index], plan.levels[index - 1]
+        for axis, name in enumerate("zyx"):
+            f = upper.factors[axis]
+            if upper.shape[axis] <= upper.shards[axis]:
+                continue
+            span = upper.shards[axis] * f
+            if span % lower.shards[axis] or lower.shards[axis] % f:
+                raise LayoutError(
+                    f"level {index} shards {upper.shards} times factors {upper.factors} do not "
+                    f"cover whole shards {lower.shards} of level {index - 1} along {name}; "
+                    "use shard shapes that are equal or powers of two apart"
+                )
+
+
+def child_regions(plan: PyramidPlan, level: int, region: Region) -> Iterator[Region]:
+    """The shards of ``level - 1`` that make up ``region`` (one shard of ``level``)."""
+    lower = plan.levels[level - 1]
+    factors = plan.levels[level].factors
+    span = tuple(
+        slice(r.start * f, min(r.stop * f, n))
+        for r, f, n in zip(region, factors, lower.shape, strict=True)
+    )
+    counts = [-(-(s.stop - s.start) // c) for s, c in zip(span, lower.shards, strict=True)]
+    for index in np.ndindex(*counts):
+        yield tuple(
+            slice(s.start + i * c, min(s.start + (i + 1) * c, s.stop))
+            for s, i, c in zip(span, index, lower.shards, strict=True)
+        )
 
 
 def anisotropic_factors(voxel: Sequence[float], shape: Sequence[int], tile: int) -> Shape:
@@ -199,8 +381,7 @@ def shard_regions(shape: Sequence[int], shards: Sequence[int]) -> Iterator[Regio
     counts = [-(-n // s) for n, s in zip(shape, shards, strict=True)]
     for index in np.ndindex(*counts):
         yield tuple(
-            slice(i * s, min((i + 1) * s, n))
-            for i, s, n in zip(index, shards, shape, strict=True)
+            slice(i * s, min((i + 1) * s, n)) for i, s, n in zip(index, shards, shape, strict=True)
         )
 
 

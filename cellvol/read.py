@@ -1,0 +1,355 @@
+"""Open any OME-Zarr image (0.4 or 0.5) or bare zarr array as a :class:`Volume`.
+
+A volume is a list of levels, finest first. Each :class:`Level` is sliced numpy-style and
+returns numpy arrays; ``volume[...]`` slices level 0.
+
+Layouts recognised, in this order: an image group with ``multiscales`` metadata (0.5 under the
+``ome`` key, 0.4 at the top level); a bioformats2raw collection (its first image, ``0``); a bare
+zarr array, read as a single level with unit voxel size.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import zarr
+import zarr.errors
+
+from cellvol.errors import IntegrityError, LevelError, MetadataError, NotOMEZarrError
+from cellvol.metadata import PROVENANCE_KEY, Axis, Dataset, Multiscale, read_multiscale
+from cellvol.spec import SPATIAL_AXES, VoxelSize
+from cellvol.storage import open_store, parse_location
+
+__all__ = ["Level", "Volume", "open"]
+
+_BF2RAW_KEY = "bioformats2raw.layout"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Level:
+    """One pyramid level: a zarr array and where its voxels sit in physical space.
+
+    Attributes
+    ----------
+    index
+        0 for full resolution, increasing towards coarser levels.
+    path
+        The array's path inside the image group.
+    array
+        The underlying zarr array.
+    scale, translation
+        Physical size and offset of a voxel along each axis, in the axes' units.
+    """
+
+    index: int
+    path: str
+    array: zarr.Array[Any]
+    scale: tuple[float, ...]
+    translation: tuple[float, ...]
+    axes: tuple[Axis, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape in voxels."""
+        return tuple(self.array.shape)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Element type."""
+        return np.dtype(self.array.dtype)
+
+    @property
+    def ndim(self) -> int:
+        """Number of axes."""
+        return len(self.array.shape)
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        """Shape of the smallest unit read and decoded (the inner chunk when sharded)."""
+        return tuple(self.array.chunks)
+
+    @property
+    def shards(self) -> tuple[int, ...] | None:
+        """Shape of one stored object when the array is sharded, else None."""
+        shards = self.array.shards
+        return tuple(shards) if shards is not None else None
+
+    @property
+    def nbytes(self) -> int:
+        """Uncompressed size in bytes."""
+        return int(self.array.nbytes)
+
+    def nbytes_stored(self) -> int:
+        """Bytes the level occupies in its store (lists the store: slow on large S3 levels)."""
+        return int(self.array.nbytes_stored())
+
+    @property
+    def voxel_size(self) -> VoxelSize | None:
+        """The ``z, y, x`` voxel size, or None if the level is not 3-D spatial."""
+        return Multiscale(
+            version="", axes=self.axes, datasets=(Dataset(self.path, self.scale, self.translation),)
+        ).voxel_size(0)
+
+    def __getitem__(self, key: Any) -> npt.NDArray[Any]:
+        """Read a region numpy-style (integers, slices, Ellipsis); returns a numpy array.
+
+        Raises
+        ------
+        IntegrityError
+            If a stored chunk in the region fails its checksum.
+        """
+        try:
+            return np.asarray(self.array[key])
+        except ValueError as exc:
+            # zarr reports a CRC32C mismatch (chunk or shard index) as a plain ValueError.
+            if "checksum" not in str(exc):
+                raise
+            raise IntegrityError(
+                f"level {self.index} ('{self.path}'): stored data in region {key!r} is "
+                f"corrupt ({exc})"
+            ) from exc
+
+    def __repr__(self) -> str:
+        return (
+            f"<Level {self.index} '{self.path}' shape={self.shape} dtype={self.dtype} "
+            f"chunks={self.chunks} shards={self.shards}>"
+        )
+
+
+class Volume:
+    """A multiscale image opened for reading.
+
+    Use :func:`cellvol.open` to make one.
+
+    Attributes
+    ----------
+    url
+        Where the image lives.
+    multiscale
+        Its metadata as read (axes, datasets, version, method).
+    levels
+        The pyramid levels, finest first.
+    attributes
+        The image group's raw attributes (empty for a bare array).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        multiscale: Multiscale,
+        levels: tuple[Level, ...],
+        attributes: Mapping[str, Any],
+    ) -> None:
+        self.url = url
+        self.multiscale = multiscale
+        self.levels = levels
+        self.attributes = attributes
+
+    @property
+    def ome_version(self) -> str | None:
+        """The OME-Zarr version of the metadata, or None for a bare zarr array."""
+        return self.multiscale.version or None
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """Axis names in array order."""
+        return self.multiscale.axis_names
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Full-resolution shape."""
+        return self.levels[0].shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Element type."""
+        return self.levels[0].dtype
+
+    @property
+    def ndim(self) -> int:
+        """Number of axes."""
+        return self.levels[0].ndim
+
+    @property
+    def voxel_size(self) -> VoxelSize | None:
+        """Full-resolution voxel size, or None if the image is not 3-D spatial."""
+        return self.levels[0].voxel_size
+
+    @property
+    def provenance(self) -> Mapping[str, Any] | None:
+        """Cellvol's provenance record, when cellvol wrote the image."""
+        record = self.attributes.get(PROVENANCE_KEY)
+        return record if isinstance(record, Mapping) else None
+
+    def info(self, *, stored_bytes: bool = True) -> dict[str, Any]:
+        """A JSON-serialisable summary: levels, shapes, dtype, chunks, shards, sizes.
+
+        Parameters
+        ----------
+        stored_bytes
+            Also measure the bytes each level occupies in the store, which lists every
+            object (fast locally, one listing per level on S3).
+        """
+        levels = []
+        for level in self.levels:
+            voxel = level.voxel_size
+            entry: dict[str, Any] = {
+                "index": level.index,
+                "path": level.path,
+                "shape": list(level.shape),
+                "chunks": list(level.chunks),
+                "shards": list(level.shards) if level.shards else None,
+                "scale": list(level.scale),
+                "translation": list(level.translation),
+                "voxel_size": list(voxel.zyx) if voxel else None,
+                "nbytes": level.nbytes,
+            }
+            if stored_bytes:
+                entry["nbytes_stored"] = level.nbytes_stored()
+            levels.append(entry)
+        voxel = self.voxel_size
+        return {
+            "url": self.url,
+            "ome_version": self.ome_version,
+            "name": self.multiscale.name,
+            "axes": list(self.axes),
+            "dtype": str(self.dtype),
+            "unit": voxel.unit if voxel else None,
+            "method": self.multiscale.method,
+            "levels": levels,
+        }
+
+    def level(self, index: int) -> Level:
+        """Return pyramid level ``index`` (negative indices count from the coarsest).
+
+        Raises
+        ------
+        LevelError
+            If the index is out of range.
+        """
+        n = len(self.levels)
+        if not -n <= index < n:
+            raise LevelError(
+                f"level {index} is out of range: {self.url} has {n} level(s), 0 to {n - 1}"
+            )
+        return self.levels[index]
+
+    def __len__(self) -> int:
+        return len(self.levels)
+
+    def __iter__(self) -> Iterator[Level]:
+        return iter(self.levels)
+
+    def __getitem__(self, key: Any) -> npt.NDArray[Any]:
+        """Read a region of the full-resolution level numpy-style."""
+        return self.levels[0][key]
+
+    def __repr__(self) -> str:
+        return (
+            f"<Volume {self.url!r} shape={self.shape} dtype={self.dtype} "
+            f"levels={len(self.levels)} voxel_size={self.voxel_size}>"
+        )
+
+
+def open(
+    path_or_url: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+) -> Volume:
+    """Open an OME-Zarr image or a zarr array for reading.
+
+    Parameters
+    ----------
+    path_or_url
+        A local path, ``file://``, ``s3://bucket/key`` or ``http(s)://`` URL.
+    storage_options
+        Passed to the store (for S3: ``endpoint_url``, ``anon``, ``key``/``secret``...).
+
+    Raises
+    ------
+    StoreNotFoundError
+        If nothing exists at the location.
+    NotOMEZarrError
+        If the location holds neither an OME-Zarr image nor a zarr array.
+    MetadataError
+        If the multiscale metadata is present but unusable.
+    UnsupportedURLError
+        For a URL scheme cellvol cannot open.
+    """
+    location = parse_location(path_or_url)
+    store = open_store(location.url, mode="r", storage_options=storage_options)
+    try:
+        node = zarr.open(store=store, mode="r")
+    except (FileNotFoundError, KeyError, zarr.errors.NodeTypeValidationError) as exc:
+        raise NotOMEZarrError(
+            f"{location.url} holds no zarr group or array (no zarr.json, .zgroup or .zarray)"
+        ) from exc
+    if isinstance(node, zarr.Array):
+        return _bare_array_volume(location.url, node)
+    return _image_volume(location.url, node)
+
+
+def _image_volume(url: str, group: zarr.Group) -> Volume:
+    attributes = dict(group.attrs)
+    multiscale = read_multiscale(attributes, where=url)
+    if multiscale is None and _is_bioformats2raw(attributes):
+        try:
+            series = group["0"]
+        except KeyError:
+            raise NotOMEZarrError(f"{url}: bioformats2raw layout without image '0'") from None
+        if isinstance(series, zarr.Group):
+            return _image_volume(f"{url.rstrip('/')}/0", series)
+    if multiscale is None:
+        raise NotOMEZarrError(
+            f"{url} is a zarr group without OME-Zarr 'multiscales' metadata: not an OME-Zarr "
+            "image, or a write that did not finish"
+        )
+    levels: list[Level] = []
+    for index, dataset in enumerate(multiscale.datasets):
+        try:
+            array = group[dataset.path]
+        except KeyError:
+            raise MetadataError(
+                f"{url}: level {index} names array {dataset.path!r}, which does not exist"
+            ) from None
+        if not isinstance(array, zarr.Array):
+            raise MetadataError(f"{url}: level {index} path {dataset.path!r} is not an array")
+        if array.ndim != len(multiscale.axes):
+            raise MetadataError(
+                f"{url}: level {index} array {dataset.path!r} is {array.ndim}-D but the "
+                f"metadata names {len(multiscale.axes)} axes {multiscale.axis_names}"
+            )
+        levels.append(
+            Level(index, dataset.path, array, dataset.scale, dataset.translation, multiscale.axes)
+        )
+    return Volume(url, multiscale, tuple(levels), attributes)
+
+
+def _is_bioformats2raw(attributes: Mapping[str, Any]) -> bool:
+    ome = attributes.get("ome")
+    return _BF2RAW_KEY in attributes or (isinstance(ome, Mapping) and _BF2RAW_KEY in ome)
+
+
+def _bare_array_volume(url: str, array: zarr.Array[Any]) -> Volume:
+    names = _dimension_names(array)
+    axes = tuple(
+        Axis(name=n, type="space" if n in SPATIAL_AXES else None, unit=None) for n in names
+    )
+    ones = tuple(1.0 for _ in names)
+    zeros = tuple(0.0 for _ in names)
+    multiscale = Multiscale(version="", axes=axes, datasets=(Dataset("", ones, zeros),))
+    return Volume(url, multiscale, (Level(0, "", array, ones, zeros, axes),), {})
+
+
+def _dimension_names(array: zarr.Array[Any]) -> tuple[str, ...]:
+    stored = getattr(array.metadata, "dimension_names", None)
+    if stored and all(isinstance(n, str) for n in stored):
+        return tuple(stored)
+    # Without names, the last three axes of an array are taken as z, y, x.
+    defaults = ("t", "c", *SPATIAL_AXES)
+    if array.ndim <= len(defaults):
+        return defaults[len(defaults) - array.ndim :]
+    return tuple(f"dim_{i}" for i in range(array.ndim))

@@ -1,0 +1,111 @@
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cellvol.errors import LayoutError
+from cellvol.plan import plan_pyramid, shard_regions
+from cellvol.spec import VoxelSize
+
+
+def test_anisotropic_3d_sem_downsamples_xy_first() -> None:
+    plan = plan_pyramid((2000, 8192, 8192), VoxelSize(30, 5, 5))
+    steps = [level.factors for level in plan.levels[1:]]
+    # 5 nm -> 10 -> 20 (still finer than 30/sqrt2), then 40 ~ 30: isotropic from there.
+    assert steps[:3] == [(1, 2, 2)] * 3
+    assert steps[3] == (2, 2, 2)
+    assert plan.levels[3].scale == (30.0, 40.0, 40.0)
+
+
+def test_isotropic_halves_all_axes_and_stops_at_one_tile() -> None:
+    plan = plan_pyramid((1024, 1024, 1024), VoxelSize.of(1.0))
+    assert [lv.shape for lv in plan.levels] == [(1024,) * 3, (512,) * 3, (256,) * 3]
+    assert all(lv.factors == (2, 2, 2) for lv in plan.levels[1:])
+
+
+def test_thin_axis_stops_shrinking_once_it_fits_a_tile() -> None:
+    plan = plan_pyramid((100, 4096, 4096), VoxelSize.of(1.0))
+    assert plan.levels[-1].shape == (100, 256, 256)
+    assert all(lv.factors[0] == 1 for lv in plan.levels)
+
+
+def test_levels_align_at_voxel_centres() -> None:
+    plan = plan_pyramid((64, 64, 64), VoxelSize(2, 2, 2), n_levels=3)
+    # Level 2 voxel covers 4 fine voxels whose centres are at 0, 2, 4, 6 nm: centre at 3 nm.
+    assert plan.levels[2].scale == (8.0, 8.0, 8.0)
+    assert plan.levels[2].translation == (3.0, 3.0, 3.0)
+
+
+def test_user_factors_override() -> None:
+    plan = plan_pyramid((64, 64, 64), VoxelSize.of(1), factors=[(1, 2, 2), (2, 2, 2)])
+    assert [lv.shape for lv in plan.levels] == [(64, 64, 64), (64, 32, 32), (32, 16, 16)]
+
+
+def test_chunks_and_shards_clip_to_small_levels() -> None:
+    plan = plan_pyramid((40, 300, 300), VoxelSize.of(1), chunks=(32, 32, 32), shards=(64, 128, 128))
+    level = plan.levels[0]
+    assert level.chunks == (32, 32, 32)
+    assert level.shards == (64, 128, 128)
+    small = plan.levels[-1]
+    assert all(s % c == 0 for s, c in zip(small.shards, small.chunks, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"shards": (100, 128, 128)}, "whole number of chunks"),
+        ({"chunks": (0, 64, 64)}, "positive"),
+        ({"chunks": (64, 64)}, "needs 3 entries"),
+        ({"n_levels": 0}, "between 1 and"),
+        ({"n_levels": 3, "factors": [(2, 2, 2)]}, "contradicts"),
+        ({"factors": [(128, 2, 2)]}, "exceed"),
+        ({"n_levels": 12}, "cannot make 12 levels"),
+    ],
+)
+def test_layouts_that_cannot_be_honoured_fail_before_work(kwargs, message: str) -> None:
+    with pytest.raises(LayoutError, match=message):
+        plan_pyramid((64, 256, 256), VoxelSize.of(1), **kwargs)
+
+
+def test_2d_shape_refused() -> None:
+    with pytest.raises(LayoutError, match="3-D"):
+        plan_pyramid((64, 64), VoxelSize.of(1))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    shape=st.tuples(*[st.integers(1, 5000)] * 3),
+    voxel=st.tuples(*[st.floats(0.1, 100)] * 3),
+    chunk=st.sampled_from([16, 32, 64]),
+    per_shard=st.sampled_from([1, 2, 4]),
+)
+def test_plan_invariants(shape, voxel, chunk, per_shard) -> None:
+    plan = plan_pyramid(
+        shape, VoxelSize.of(voxel), chunks=(chunk,) * 3, shards=(chunk * per_shard,) * 3
+    )
+    previous = None
+    for level in plan.levels:
+        assert all(s % c == 0 for s, c in zip(level.shards, level.chunks, strict=True))
+        assert all(c <= n for c, n in zip(level.chunks, level.shape, strict=True))
+        if previous is not None:
+            assert level.shape == tuple(
+                -(-n // f) for n, f in zip(previous.shape, level.factors, strict=True)
+            )
+            assert any(f > 1 for f in level.factors)
+        previous = level
+    # Stops at one tile unless an axis was already small (then it is left alone).
+    assert all(n <= 256 for n in plan.levels[-1].shape)
+    assert len(plan.levels) <= 1 + math.ceil(math.log2(max(shape)))
+
+
+def test_shard_regions_cover_exactly_once() -> None:
+    shape, shards = (10, 7, 5), (4, 4, 4)
+    seen = set()
+    for region in shard_regions(shape, shards):
+        for z in range(region[0].start, region[0].stop):
+            for y in range(region[1].start, region[1].stop):
+                for x in range(region[2].start, region[2].stop):
+                    assert (z, y, x) not in seen
+                    seen.add((z, y, x))
+    assert len(seen) == math.prod(shape)

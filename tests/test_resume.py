@@ -1,0 +1,228 @@
+"""Interrupted writes resume to exactly the bytes of an uninterrupted one."""
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cellvol
+from cellvol.errors import WriteConflictError
+from cellvol.testing import SyntheticVolume
+
+LAYOUT = {"chunks": (16, 16, 16), "shards": (32, 32, 32), "n_levels": 3, "name": "tomo"}
+SHAPE = (64, 96, 128)
+
+
+def data_files(root: Path) -> dict[str, str]:
+    """Digest of every file of the image except the ledger (which counts work done)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).parts[0] != "_cellvol"
+    }
+
+
+@pytest.fixture(scope="module")
+def clean_build(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    path = tmp_path_factory.mktemp("clean") / "clean.zarr"
+    result = cellvol.write_pyramid(SyntheticVolume(SHAPE, seed=7), path, 2.0, **LAYOUT)
+    assert result.shards_reused == 0
+    return data_files(path)
+
+
+class Flaky:
+    """A source that fails after ``n`` reads, as a crashed reader or network would."""
+
+    def __init__(self, source: SyntheticVolume, n: int) -> None:
+        self.source, self.n, self.shape, self.dtype = source, n, source.shape, source.dtype
+        self.reads = 0
+
+    def __getitem__(self, key):
+        self.reads += 1
+        if self.reads > self.n:
+            raise OSError("simulated read failure")
+        return self.source[key]
+
+
+@pytest.mark.parametrize("fail_after", [3, 10, 25])
+def test_resume_after_failure_is_byte_identical(
+    tmp_path: Path, clean_build, fail_after: int
+) -> None:
+    dest = tmp_path / "r.zarr"
+    source = SyntheticVolume(SHAPE, seed=7)
+    with pytest.raises(OSError, match="simulated"):
+        cellvol.write_pyramid(Flaky(source, fail_after), dest, 2.0, workers=1, **LAYOUT)
+    with pytest.raises(cellvol.NotOMEZarrError):
+        cellvol.open(dest)  # not mistaken for a finished image
+    result = cellvol.write_pyramid(source, dest, 2.0, **LAYOUT)
+    assert result.shards_reused > 0
+    assert data_files(dest) == clean_build
+    assert (dest / "_cellvol" / "complete.json").exists()
+
+
+def test_torn_shard_is_detected_and_rewritten(tmp_path: Path, clean_build) -> None:
+    dest = tmp_path / "t.zarr"
+    source = SyntheticVolume(SHAPE, seed=7)
+    with pytest.raises(OSError, match="simulated"):
+        cellvol.write_pyramid(Flaky(source, 12), dest, 2.0, workers=1, **LAYOUT)
+    shard = dest / "0" / "c" / "0" / "0" / "0"
+    assert shard.exists()
+    with shard.open("r+b") as f:  # as a non-atomic store could leave it
+        f.truncate(shard.stat().st_size // 2)
+    cellvol.write_pyramid(source, dest, 2.0, **LAYOUT)
+    assert data_files(dest) == clean_build
+
+
+def test_finished_write_is_not_redone(tmp_path: Path) -> None:
+    dest = tmp_path / "f.zarr"
+    source = SyntheticVolume(SHAPE, seed=7)
+    cellvol.write_pyramid(source, dest, 2.0, **LAYOUT)
+    again = cellvol.write_pyramid(source, dest, 2.0, **LAYOUT)
+    assert again.shards_written == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"method": "max"}, "method"),
+        ({"compression_level": 5}, "compression"),
+        ({"shards": (64, 64, 64)}, "levels"),
+        ({"voxel_size": 3.0}, "voxel_size"),
+    ],
+)
+def test_different_parameters_are_refused(tmp_path: Path, change: dict, named: str) -> None:
+    dest = tmp_path / "d.zarr"
+    source = SyntheticVolume(SHAPE, seed=7)
+    with pytest.raises(OSError, match="simulated"):
+        cellvol.write_pyramid(Flaky(source, 5), dest, 2.0, workers=1, **LAYOUT)
+    arguments = {"voxel_size": 2.0, **LAYOUT, **change}
+    with pytest.raises(WriteConflictError, match=rf"different parameters(.|\n)*{named}: recorded"):
+        cellvol.write_pyramid(source, dest, **arguments)
+
+
+def test_different_data_with_the_same_shape_is_refused(tmp_path: Path) -> None:
+    dest = tmp_path / "s.zarr"
+    cellvol.write_pyramid(SyntheticVolume(SHAPE, seed=7), dest, 2.0, **LAYOUT)
+    with pytest.raises(WriteConflictError, match="source_sample"):
+        cellvol.write_pyramid(SyntheticVolume(SHAPE, seed=8), dest, 2.0, **LAYOUT)
+
+
+def test_foreign_content_is_refused(tmp_path: Path) -> None:
+    dest = tmp_path / "foreign"
+    dest.mkdir()
+    (dest / "thesis.pdf").write_bytes(b"irreplaceable")
+    with pytest.raises(WriteConflictError, match="not empty and holds no cellvol write"):
+        cellvol.write_pyramid(np.zeros((8, 8, 8), np.uint8), dest, 1.0)
+    assert (dest / "thesis.pdf").read_bytes() == b"irreplaceable"
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import cellvol
+    from cellvol.testing import SyntheticVolume
+    cellvol.write_pyramid(SyntheticVolume({shape}, seed=7), sys.argv[1], 2.0, workers=2, **{layout})
+    """
+)
+
+
+def test_kill_9_at_random_moments_then_resume(tmp_path: Path, clean_build) -> None:
+    script = tmp_path / "write.py"
+    script.write_text(KILL_SCRIPT.format(shape=SHAPE, layout=LAYOUT))
+    started = time.perf_counter()
+    subprocess.run([sys.executable, str(script), str(tmp_path / "timing.zarr")], check=True)
+    duration = time.perf_counter() - started
+    rng = random.Random(2026)
+    interrupted = 0
+    for trial in range(10):
+        dest = tmp_path / f"k{trial}.zarr"
+        process = subprocess.Popen([sys.executable, str(script), str(dest)])
+        time.sleep(rng.uniform(0.0, duration))
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            interrupted += 1
+        process.wait()
+        cellvol.write_pyramid(SyntheticVolume(SHAPE, seed=7), dest, 2.0, **LAYOUT)
+        assert data_files(dest) == clean_build, f"trial {trial} differs from a clean build"
+    assert interrupted >= 5, "too few trials were actually killed mid-write"
+
+
+def test_distributed_gives_the_same_bytes(tmp_path: Path, clean_build) -> None:
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            host="127.0.0.1",
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        dest = tmp_path / "dist.zarr"
+        result = cellvol.write_pyramid(
+            SyntheticVolume(SHAPE, seed=7), dest, 2.0, client=client, **LAYOUT
+        )
+    assert result.shards_written > 0
+    assert data_files(dest) == clean_build
+
+
+def test_memory_mapped_source_travels_to_worker_processes(tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    raw = tmp_path / "raw.npy"
+    data = np.lib.format.open_memmap(raw, mode="w+", dtype=np.uint16, shape=(40, 50, 60))
+    data[:] = np.arange(data.size, dtype=np.uint16).reshape(data.shape)
+    data.flush()
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            host="127.0.0.1",
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        cellvol.write_pyramid(np.load(raw, mmap_mode="r"), tmp_path / "m.zarr", 1.0, client=client)
+    np.testing.assert_array_equal(cellvol.open(tmp_path / "m.zarr")[:], np.load(raw))
+
+
+def test_corrupt_chunk_is_reported_on_read(tmp_path: Path) -> None:
+    dest = tmp_path / "c.zarr"
+    cellvol.write_pyramid(SyntheticVolume(SHAPE, seed=7), dest, 2.0, **LAYOUT)
+    shard = dest / "0" / "c" / "0" / "0" / "0"
+    damaged = bytearray(shard.read_bytes())
+    damaged[200] ^= 0xFF
+    shard.write_bytes(bytes(damaged))
+    vol = cellvol.open(dest)
+    with pytest.raises(cellvol.IntegrityError, match=r"level 0 \('0'\).*corrupt"):
+        vol[:16, :16, :16]
+    vol[40:, 40:, 40:]  # chunks elsewhere still read
+
+
+def test_leftover_temporaries_of_a_killed_write_are_removed(tmp_path: Path, clean_build) -> None:
+    dest = tmp_path / "p.zarr"
+    source = SyntheticVolume(SHAPE, seed=7)
+    with pytest.raises(OSError, match="simulated"):
+        cellvol.write_pyramid(Flaky(source, 4), dest, 2.0, workers=1, **LAYOUT)
+    # What zarr's atomic write leaves when killed between writing and renaming.
+    (dest / "0" / "c" / "1" / "1").mkdir(parents=True, exist_ok=True)
+    (dest / "0" / "c" / "1" / "1" / f"1.{'ab' * 16}.partial").write_bytes(b"half a shard")
+    cellvol.write_pyramid(source, dest, 2.0, **LAYOUT)
+    assert data_files(dest) == clean_build
+
+
+def test_a_kill_before_the_job_record_landed_is_not_foreign(tmp_path: Path, clean_build) -> None:
+    dest = tmp_path / "j.zarr"
+    (dest / "_cellvol").mkdir(parents=True)
+    (dest / "_cellvol" / f"job.{'cd' * 16}.partial").write_bytes(b"{")
+    cellvol.write_pyramid(SyntheticVolume(SHAPE, seed=7), dest, 2.0, **LAYOUT)
+    assert data_files(dest) == clean_build
