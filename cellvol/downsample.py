@@ -128,8 +128,15 @@ def _reduce_windows(
         def phase(k: int, ndim: int = result.ndim, ax: int = axis, f: int = factor) -> Any:
             return tuple(slice(k, None, f) if i == ax else slice(None) for i in range(ndim))
 
-        combined = result[phase(0)].astype(dtype or result.dtype, copy=True)
-        for k in range(1, factor):
+        first, second = result[phase(0)], result[phase(1)]
+        if second.shape == first.shape:
+            # The common case in one pass: widen and combine the first two phases at once.
+            combined = ufunc(first, second, dtype=dtype or result.dtype)
+            remaining = range(2, factor)
+        else:
+            combined = first.astype(dtype or result.dtype, copy=True)
+            remaining = range(1, factor)
+        for k in remaining:
             part = result[phase(k)]
             # A partial last window has fewer phases: combine only where this phase exists.
             head = tuple(

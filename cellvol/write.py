@@ -36,7 +36,6 @@ import dask.array as da
 import numpy as np
 import numpy.typing as npt
 import zarr
-from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from cellvol.downsample import METHODS, Method, downsample
 from cellvol.errors import InvalidInputError, WriteConflictError
@@ -55,8 +54,15 @@ from cellvol.plan import (
     shard_regions,
 )
 from cellvol.progress import ProgressCallback, ProgressReporter
+from cellvol.shard import encode_shard, sharding_codecs
 from cellvol.spec import SPATIAL_AXES, VoxelSize
-from cellvol.storage import delete_prefix, list_keys, object_size, open_store, parse_location
+from cellvol.storage import (
+    delete_prefix,
+    list_keys,
+    open_store,
+    parse_location,
+    write_bytes,
+)
 
 __all__ = ["LazyArray", "WriteResult", "write_pyramid"]
 
@@ -229,6 +235,7 @@ def write_pyramid(
         storage_options=options,
         plan=plan,
         method=method,
+        compression_level=compression_level,
         source=_portable(source),
     )
     written = reused = 0
@@ -352,8 +359,9 @@ def _create_level(
         dtype=dtype,
         chunks=level.chunks,
         shards=level.shards,
-        compressors=[ZstdCodec(level=compression_level), Crc32cCodec()],
         fill_value=0,
+        # What cellvol.shard.encode_shard writes; zarr itself only writes the metadata.
+        **sharding_codecs(compression_level),
         dimension_names=SPATIAL_AXES,
         # Store every chunk, even uniform ones, so a missing chunk always means damage.
         config={"write_empty_chunks": True},
@@ -372,6 +380,7 @@ class _Job:
     storage_options: Mapping[str, Any]
     plan: PyramidPlan
     method: Method
+    compression_level: int
     source: Any
 
 
@@ -435,9 +444,10 @@ def _run_task(
             nbytes_read += data.nbytes
         else:
             data = _fold_children(level, shard, obtain, plan, job.method, array.dtype)
-        array[shard] = data
-        size = _stored_size(context, plan.levels[level].path, index)
-        context.ledger.record(level, index, size)
+        layout = plan.levels[level]
+        encoded = encode_shard(data, layout.chunks, layout.shards, job.compression_level)
+        write_bytes(context.store, shard_object_key(layout.path, index), encoded)
+        context.ledger.record(level, index, len(encoded))
         return data
 
     obtain(stage.top, region)
@@ -466,13 +476,6 @@ def _fold_children(
 
 def _shard_index(region: Region, shards: Sequence[int]) -> tuple[int, ...]:
     return tuple(r.start // s for r, s in zip(region, shards, strict=True))
-
-
-def _stored_size(context: _Context, level_path: str, index: tuple[int, ...]) -> int:
-    size = object_size(context.store, shard_object_key(level_path, index))
-    if size is None:
-        raise OSError(f"shard {shard_object_key(level_path, index)} vanished right after writing")
-    return size
 
 
 def _read_source(source: Any, region: Region) -> npt.NDArray[Any]:

@@ -1,0 +1,126 @@
+"""One pyramid build per tool, run in a fresh process by compare_pyramid.py.
+
+Usage: python benchmarks/_tools.py TOOL INPUT.npy OUTPUT_DIR LEVELS CHUNK
+
+Every tool builds the same thing: LEVELS levels of 2x mean (or the tool's closest equivalent)
+from a raw uint8 volume memory-mapped from INPUT.npy, zstd level 3, CHUNK³ chunks. Prints one
+JSON line with the seconds the build itself took (imports and interpreter start excluded).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def build_cellvol(source: np.ndarray, out: Path, levels: int, chunk: int) -> None:
+    import cellvol
+
+    cellvol.write_pyramid(
+        source, out, 1.0, chunks=(chunk,) * 3, n_levels=levels, overwrite=True, name="bench"
+    )
+
+
+def build_cellvol_default(source: np.ndarray, out: Path, levels: int, chunk: int) -> None:
+    """cellvol with its own default layout (64³ chunks in 256³ shards)."""
+    import cellvol
+
+    cellvol.write_pyramid(source, out, 1.0, n_levels=levels, overwrite=True, name="bench")
+
+
+def build_tensorstore(source: np.ndarray, out: Path, levels: int, chunk: int) -> None:
+    import tensorstore as ts
+
+    shape = source.shape
+    arrays = []
+    for level in range(levels):
+        level_shape = [-(-n // 2**level) for n in shape]
+        spec = {
+            "driver": "zarr3",
+            "kvstore": {"driver": "file", "path": str(out / str(level))},
+            "metadata": {
+                "shape": level_shape,
+                "data_type": "uint8",
+                "chunk_grid": {
+                    "name": "regular",
+                    "configuration": {"chunk_shape": [min(chunk, n) for n in level_shape]},
+                },
+                "codecs": [
+                    {"name": "bytes", "configuration": {"endian": "little"}},
+                    {"name": "zstd", "configuration": {"level": 3}},
+                ],
+            },
+            "create": True,
+            "delete_existing": True,
+        }
+        arrays.append(ts.open(spec).result())
+    arrays[0].write(source).result()
+    for level in range(1, levels):
+        view = ts.downsample(arrays[level - 1], [2, 2, 2], "mean")
+        arrays[level].write(view).result()
+
+
+def build_ome_zarr(source: np.ndarray, out: Path, levels: int, chunk: int) -> None:
+    import dask.array as da
+    import zarr
+    from ome_zarr.scale import Methods
+    from ome_zarr.writer import write_image
+    from zarr.codecs import ZstdCodec
+
+    group = zarr.open_group(out, mode="w")
+    image = da.from_array(source, chunks=(chunk,) * 3)
+    write_image(
+        image=image,
+        group=group,
+        scale_factors=[2**i for i in range(1, levels)],
+        method=Methods.LOCAL_MEAN,
+        axes="zyx",
+        storage_options={"chunks": (chunk,) * 3, "compressor": ZstdCodec(level=3)},
+    )
+
+
+def build_ngff_zarr(source: np.ndarray, out: Path, levels: int, chunk: int) -> None:
+    import dask.array as da
+    import ngff_zarr as nz
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    image = nz.to_ngff_image(da.from_array(source, chunks=(chunk,) * 3), dims=["z", "y", "x"])
+    multiscales = nz.to_multiscales(
+        image,
+        scale_factors=[2**i for i in range(1, levels)],
+        method=nz.Methods.DASK_BIN_SHRINK,
+        chunks=chunk,
+    )
+    nz.to_ngff_zarr(str(out), multiscales, compressors=[ZstdCodec(level=3)])
+    zarr.open_group(out, mode="r")  # it must have written a readable group
+
+
+TOOLS = {
+    "cellvol": build_cellvol,
+    "cellvol-default-layout": build_cellvol_default,
+    "tensorstore": build_tensorstore,
+    "ome-zarr": build_ome_zarr,
+    "ngff-zarr": build_ngff_zarr,
+}
+
+
+def main() -> None:
+    tool, source_path, out, levels, chunk = sys.argv[1:6]
+    source = np.load(source_path, mmap_mode="r")
+    out_path = Path(out)
+    shutil.rmtree(out_path, ignore_errors=True)
+    started = time.perf_counter()
+    TOOLS[tool](source, out_path, int(levels), int(chunk))
+    seconds = time.perf_counter() - started
+    stored = sum(p.stat().st_size for p in out_path.rglob("*") if p.is_file())
+    print(json.dumps({"tool": tool, "build_seconds": seconds, "stored_bytes": stored}))
+
+
+if __name__ == "__main__":
+    main()

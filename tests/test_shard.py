@@ -1,0 +1,69 @@
+"""cellvol's shard encoder writes exactly the bytes zarr writes, and every reader decodes them."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from cellvol.shard import encode_shard, sharding_codecs
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "uint16", "float32", "uint64"])
+@pytest.mark.parametrize(
+    ("shape", "chunks", "shards"),
+    [
+        ((32, 32, 32), (16, 16, 16), (32, 32, 32)),  # one full shard
+        ((40, 33, 17), (16, 16, 16), (32, 32, 32)),  # edge shards, partial and absent chunks
+        ((5, 70, 9), (8, 16, 4), (8, 64, 8)),
+    ],
+)
+def test_bytes_equal_zarrs_own_encoding(tmp_path: Path, dtype: str, shape, chunks, shards) -> None:
+    rng = np.random.default_rng(0)
+    data = (rng.random(shape) * 200).astype(dtype)
+    array = zarr.create_array(
+        tmp_path / "a.zarr",
+        shape=shape,
+        dtype=dtype,
+        chunks=chunks,
+        shards=shards,
+        fill_value=0,
+        config={"write_empty_chunks": True},
+        **sharding_codecs(3),
+    )
+    array[:] = data
+    grid = [-(-n // s) for n, s in zip(shape, shards, strict=True)]
+    for index in np.ndindex(*grid):
+        region = tuple(
+            slice(i * s, min((i + 1) * s, n)) for i, s, n in zip(index, shards, shape, strict=True)
+        )
+        key = tmp_path / "a.zarr" / "c" / Path(*map(str, index))
+        assert encode_shard(data[region], chunks, shards, 3) == key.read_bytes(), index
+
+
+def test_tensorstore_reads_encoded_shards(tmp_path: Path) -> None:
+    ts = pytest.importorskip("tensorstore")
+    shape, chunks, shards = (40, 33, 17), (16, 16, 16), (32, 32, 32)
+    data = np.random.default_rng(1).integers(0, 60000, size=shape, dtype=np.uint16)
+    zarr.create_array(
+        tmp_path / "b.zarr",
+        shape=shape,
+        dtype="uint16",
+        chunks=chunks,
+        shards=shards,
+        fill_value=0,
+        **sharding_codecs(5),
+    )
+    grid = [-(-n // s) for n, s in zip(shape, shards, strict=True)]
+    for index in np.ndindex(*grid):
+        region = tuple(
+            slice(i * s, min((i + 1) * s, n)) for i, s, n in zip(index, shards, shape, strict=True)
+        )
+        key = tmp_path / "b.zarr" / "c" / Path(*map(str, index))
+        key.parent.mkdir(parents=True, exist_ok=True)
+        key.write_bytes(encode_shard(data[region], chunks, shards, 5))
+    store = ts.open(
+        {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(tmp_path / "b.zarr")}}
+    ).result()
+    np.testing.assert_array_equal(store.read().result(), data)
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "b.zarr")[:], data)
