@@ -27,6 +27,7 @@ import mmap
 import os
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -239,12 +240,16 @@ def write_pyramid(
         source=_portable(source),
     )
     written = reused = 0
-    for stage in schedule.stages:
-        done_here, reused_here = _run_stage(
-            job, stage, finished, client, threads, progress, _shared_context(job, store)
-        )
-        written += done_here
-        reused += reused_here
+    context = _Context(job, store)
+    try:
+        for stage in schedule.stages:
+            done_here, reused_here = _run_stage(
+                job, stage, finished, client, threads, progress, context
+            )
+            written += done_here
+            reused += reused_here
+    finally:
+        context.writers.shutdown()
 
     record = provenance(source_description or _describe(source), parameters)
     attributes = image_attributes(
@@ -390,6 +395,8 @@ class _Context:
     def __init__(self, job: _Job, store: Any) -> None:
         self.store = store
         self.ledger = Ledger(store, job.url)
+        # Stores run I/O, not compute: a few threads overlap it with the tasks' work.
+        self.writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cellvol-store")
         group = zarr.open_group(store=store, mode="r+", zarr_format=3)
         self.arrays: list[zarr.Array[Any]] = []
         for level in job.plan.levels:
@@ -397,10 +404,6 @@ class _Context:
             if not isinstance(array, zarr.Array):
                 raise WriteConflictError(f"{job.url}: level {level.path!r} is not an array")
             self.arrays.append(array)
-
-
-def _shared_context(job: _Job, store: Any) -> _Context:
-    return _Context(job, store)
 
 
 @functools.lru_cache(maxsize=8)
@@ -446,12 +449,48 @@ def _run_task(
             data = _fold_children(level, shard, obtain, plan, job.method, array.dtype)
         layout = plan.levels[level]
         encoded = encode_shard(data, layout.chunks, layout.shards, job.compression_level)
-        write_bytes(context.store, shard_object_key(layout.path, index), encoded)
-        context.ledger.record(level, index, len(encoded))
+        writer.submit(level, index, shard_object_key(layout.path, index), encoded)
         return data
 
-    obtain(stage.top, region)
+    writer = _ShardWriter(context)
+    try:
+        obtain(stage.top, region)
+    finally:
+        writer.finish()
     return nbytes_read
+
+
+class _ShardWriter:
+    """Stores a task's encoded shards in the background, so the task keeps computing.
+
+    At most ``in_flight`` shards wait to be stored (each holds its encoded bytes); a shard's
+    record is written only after the shard itself has been stored.
+    """
+
+    def __init__(self, context: _Context, in_flight: int = 2) -> None:
+        self._context = context
+        self._in_flight = in_flight
+        self._pending: deque[Future[None]] = deque()
+
+    def submit(self, level: int, index: tuple[int, ...], key: str, encoded: bytes) -> None:
+        self._pending.append(self._context.writers.submit(self._store, level, index, key, encoded))
+        while len(self._pending) > self._in_flight:
+            self._pending.popleft().result()
+
+    def _store(self, level: int, index: tuple[int, ...], key: str, encoded: bytes) -> None:
+        write_bytes(self._context.store, key, encoded)
+        self._context.ledger.record(level, index, len(encoded))
+
+    def finish(self) -> None:
+        """Wait for every submitted shard; re-raise the first failure."""
+        failures = []
+        while self._pending:
+            try:
+                self._pending.popleft().result()
+            except Exception as exc:  # keep waiting: no write may outlive its task
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
 
 def _fold_children(

@@ -1,0 +1,169 @@
+"""Pyramid build: cellvol beside tensorstore, ome-zarr-py and ngff-zarr, on the same input.
+
+    .venv/bin/pip install -r benchmarks/requirements.txt
+    .venv/bin/python benchmarks/compare_pyramid.py --size-gib 1
+    .venv/bin/python benchmarks/compare_pyramid.py --size-gib 16 --tools cellvol,tensorstore
+
+The input is a synthetic uint8 tomogram (cellvol.testing.SyntheticVolume, seed 0) written once
+to a raw ``.npy`` file in ``--data-dir`` and memory-mapped by every tool. Every tool builds a
+4-level 2x mean pyramid (its closest method) with zstd level 3 and 128³ chunks, in a fresh
+process; the parent samples the child's memory. In the same run the machine's limits are
+measured: zstd level 3 compression and decompression of the input on both cores, memory copy,
+and disk write and read bandwidth of the data directory. Results go to a JSON file and a
+Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _measure import measure  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SHAPES = {1: (512, 1024, 2048), 4: (1024, 2048, 2048), 16: (2048, 2048, 4096)}
+
+
+def make_input(size_gib: int, data_dir: Path) -> Path:
+    """Write the synthetic input once; later runs reuse it."""
+    path = data_dir / f"tomo_{size_gib}gib.npy"
+    if path.exists():
+        return path
+    from cellvol.testing import SyntheticVolume
+
+    shape = SHAPES[size_gib]
+    volume = SyntheticVolume(shape, seed=0)
+    partial = path.with_suffix(".partial.npy")
+    out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+
+    def slab(z: int) -> None:
+        out[z : z + 32] = volume[z : z + 32]
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        list(pool.map(slab, range(0, shape[0], 32)))
+    out.flush()
+    del out
+    partial.rename(path)
+    return path
+
+
+def machine_limits(source: Path, data_dir: Path) -> dict[str, float]:
+    """MB/s of zstd-3 (both cores), memory copy, and disk write / read of data_dir."""
+    from numcodecs import Zstd
+
+    data = np.load(source, mmap_mode="r")
+    blocks = [
+        np.ascontiguousarray(data[z : z + 128, y : y + 128, x : x + 128])
+        for z in range(0, min(256, data.shape[0]), 128)
+        for y in range(0, 512, 128)
+        for x in range(0, 1024, 128)
+    ]
+    total = sum(b.nbytes for b in blocks)
+    codec = Zstd(level=3)
+    workers = os.cpu_count() or 1
+    with ThreadPoolExecutor(workers) as pool:
+        started = time.perf_counter()
+        encoded = list(pool.map(codec.encode, blocks))
+        compress = total / (time.perf_counter() - started) / 1e6
+        started = time.perf_counter()
+        list(pool.map(codec.decode, encoded))
+        decompress = total / (time.perf_counter() - started) / 1e6
+    buffer = np.ones(2**28, dtype=np.uint8)
+    target = np.empty_like(buffer)
+    started = time.perf_counter()
+    np.copyto(target, buffer)
+    copy = buffer.nbytes / (time.perf_counter() - started) / 1e6
+    probe = data_dir / "disk-probe.bin"
+    chunk = os.urandom(2**24)
+    started = time.perf_counter()
+    with probe.open("wb") as f:
+        for _ in range(64):  # 1 GiB
+            f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    write = 2**30 / (time.perf_counter() - started) / 1e6
+    started = time.perf_counter()
+    with probe.open("rb") as f:
+        while f.read(2**24):
+            pass
+    read = 2**30 / (time.perf_counter() - started) / 1e6
+    probe.unlink()
+    return {
+        "zstd3_compress_MBps": compress,
+        "zstd3_decompress_MBps": decompress,
+        "compression_ratio": total / sum(len(e) for e in encoded),
+        "memory_copy_MBps": copy,
+        "disk_write_fsync_MBps": write,
+        "disk_read_cached_MBps": read,
+    }
+
+
+def run_tool(tool: str, source: Path, out: Path) -> dict[str, object]:
+    result = measure([sys.executable, str(HERE / "_tools.py"), tool, str(source), str(out), "4", "128"])
+    record: dict[str, object] = {"tool": tool, **result.as_dict()}
+    for line in result.output.splitlines():
+        if line.startswith("{"):
+            record.update(json.loads(line))
+    shutil.rmtree(out, ignore_errors=True)
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-gib", type=int, choices=sorted(SHAPES), default=1)
+    parser.add_argument("--tools", default="cellvol,cellvol-default-layout,tensorstore,ome-zarr,ngff-zarr")
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CELLVOL_BENCH_DIR", "/tmp/cellvol-bench")))
+    parser.add_argument("--repeat", type=int, default=1, help="runs per tool; the fastest is kept")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "pyramid.json")
+    args = parser.parse_args()
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    source = make_input(args.size_gib, args.data_dir)
+    input_bytes = source.stat().st_size
+    limits = machine_limits(source, args.data_dir)
+    runs = []
+    for tool in args.tools.split(","):
+        best = None
+        for _ in range(args.repeat):
+            record = run_tool(tool, source, args.data_dir / f"out-{tool}.zarr")
+            if record["returncode"] == 0 and (best is None or record["build_seconds"] < best["build_seconds"]):
+                best = record
+            elif record["returncode"] != 0:
+                print(f"{tool} failed:\n{record['output']}", file=sys.stderr)
+        if best is not None:
+            runs.append(best)
+    report = {
+        "case": f"4-level 2x mean pyramid, uint8, zstd-3, 128³ chunks, {input_bytes / 2**30:.0f} GiB input",
+        "input_shape": list(SHAPES[args.size_gib]),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "limits": limits,
+        "runs": runs,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    peers = [r for r in runs if not str(r["tool"]).startswith("cellvol")]
+    best_peer = min((float(r["build_seconds"]) for r in peers), default=None)
+    print(f"\n{report['case']}; zstd-3 on {os.cpu_count()} cores: {limits['zstd3_compress_MBps']:.0f} MB/s, "
+          f"disk write (fsync): {limits['disk_write_fsync_MBps']:.0f} MB/s\n")
+    print("| tool | build (s) | input MB/s | peak anonymous memory (MiB) | peak RSS (MiB) | vs best peer | of zstd limit |")
+    print("|---|---|---|---|---|---|---|")
+    for r in runs:
+        seconds = float(r["build_seconds"])
+        rate = input_bytes / seconds / 1e6
+        speedup = f"{best_peer / seconds:.2f}x" if best_peer else "-"
+        print(f"| {r['tool']} | {seconds:.2f} | {rate:.0f} | {r['peak_anon_mib']:.0f} | {r['peak_rss_mib']:.0f} | "
+              f"{speedup} | {rate / limits['zstd3_compress_MBps']:.0%} |")
+    print(f"\nraw results: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
