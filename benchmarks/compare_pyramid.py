@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import measure  # noqa: E402
+from _measure import measure
 
 HERE = Path(__file__).resolve().parent
 SHAPES = {1: (512, 1024, 2048), 4: (1024, 2048, 2048), 16: (2048, 2048, 4096)}
@@ -52,7 +52,6 @@ def make_input(size_gib: int, data_dir: Path) -> Path:
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         list(pool.map(slab, range(0, shape[0], 32)))
     out.flush()
-    del out
     partial.rename(path)
     return path
 
@@ -109,7 +108,9 @@ def machine_limits(source: Path, data_dir: Path) -> dict[str, float]:
 
 
 def run_tool(tool: str, source: Path, out: Path) -> dict[str, object]:
-    result = measure([sys.executable, str(HERE / "_tools.py"), tool, str(source), str(out), "4", "128"])
+    result = measure(
+        [sys.executable, str(HERE / "_tools.py"), tool, str(source), str(out), "4", "128"]
+    )
     record: dict[str, object] = {"tool": tool, **result.as_dict()}
     for line in result.output.splitlines():
         if line.startswith("{"):
@@ -119,10 +120,18 @@ def run_tool(tool: str, source: Path, out: Path) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size-gib", type=int, choices=sorted(SHAPES), default=1)
-    parser.add_argument("--tools", default="cellvol,cellvol-default-layout,tensorstore,ome-zarr,ngff-zarr")
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CELLVOL_BENCH_DIR", "/tmp/cellvol-bench")))
+    parser.add_argument(
+        "--tools", default="cellvol,cellvol-default-layout,tensorstore,ome-zarr,ngff-zarr"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("CELLVOL_BENCH_DIR", "/tmp/cellvol-bench")),
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per tool; the fastest is kept")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "pyramid.json")
     args = parser.parse_args()
@@ -135,16 +144,25 @@ def main() -> None:
         best = None
         for _ in range(args.repeat):
             record = run_tool(tool, source, args.data_dir / f"out-{tool}.zarr")
-            if record["returncode"] == 0 and (best is None or record["build_seconds"] < best["build_seconds"]):
+            if record["returncode"] == 0 and (
+                best is None or record["build_seconds"] < best["build_seconds"]
+            ):
                 best = record
             elif record["returncode"] != 0:
                 print(f"{tool} failed:\n{record['output']}", file=sys.stderr)
         if best is not None:
             runs.append(best)
     report = {
-        "case": f"4-level 2x mean pyramid, uint8, zstd-3, 128³ chunks, {input_bytes / 2**30:.0f} GiB input",
+        "case": (
+            "4-level 2x mean pyramid, uint8, zstd-3, 128³ chunks, "
+            f"{input_bytes / 2**30:.0f} GiB input"
+        ),
         "input_shape": list(SHAPES[args.size_gib]),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "limits": limits,
         "runs": runs,
     }
@@ -152,16 +170,24 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=1))
     peers = [r for r in runs if not str(r["tool"]).startswith("cellvol")]
     best_peer = min((float(r["build_seconds"]) for r in peers), default=None)
-    print(f"\n{report['case']}; zstd-3 on {os.cpu_count()} cores: {limits['zstd3_compress_MBps']:.0f} MB/s, "
-          f"disk write (fsync): {limits['disk_write_fsync_MBps']:.0f} MB/s\n")
-    print("| tool | build (s) | input MB/s | peak anonymous memory (MiB) | peak RSS (MiB) | vs best peer | of zstd limit |")
+    print(
+        f"\n{report['case']}; zstd-3 on {os.cpu_count()} cores: "
+        f"{limits['zstd3_compress_MBps']:.0f} MB/s, "
+        f"disk write (fsync): {limits['disk_write_fsync_MBps']:.0f} MB/s\n"
+    )
+    print(
+        "| tool | build (s) | input MB/s | peak anonymous memory (MiB) | peak RSS (MiB) "
+        "| vs best peer | of zstd limit |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in runs:
         seconds = float(r["build_seconds"])
         rate = input_bytes / seconds / 1e6
         speedup = f"{best_peer / seconds:.2f}x" if best_peer else "-"
-        print(f"| {r['tool']} | {seconds:.2f} | {rate:.0f} | {r['peak_anon_mib']:.0f} | {r['peak_rss_mib']:.0f} | "
-              f"{speedup} | {rate / limits['zstd3_compress_MBps']:.0%} |")
+        print(
+            f"| {r['tool']} | {seconds:.2f} | {rate:.0f} | {r['peak_anon_mib']:.0f} "
+            f"| {r['peak_rss_mib']:.0f} | {speedup} | {rate / limits['zstd3_compress_MBps']:.0%} |"
+        )
     print(f"\nraw results: {args.out}")
 
 

@@ -1,0 +1,233 @@
+"""The ``cellvol`` command line: a thin shell over the library that draws with rich."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cellvol._version import __version__
+from cellvol.errors import CellvolError, WriteConflictError
+from cellvol.progress import ProgressEvent
+from cellvol.read import Volume
+from cellvol.read import open as open_volume
+from cellvol.testing import SyntheticVolume
+from cellvol.validation import validate
+from cellvol.write import write_pyramid
+
+app = typer.Typer(
+    name="cellvol",
+    help="Very large 3-D microscopy volumes as pyramidal, sharded OME-Zarr.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Messages soft-wrap: a path or an error must stay on one line in logs, whatever the width.
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
+_SHORT_UNITS = {"nanometer": "nm", "angstrom": "Å", "micrometer": "µm", "millimeter": "mm"}
+
+# What the demo writes by default: a 64 MiB uint8 tomogram with 2 nm voxels (a bin-2 cryo-ET).
+_DEMO_SHAPE = "256,512,512"
+_DEMO_SOURCE = "cellvol demo"
+
+
+def main() -> None:
+    """Run the command line, turning cellvol errors into a message and exit status 1."""
+    try:
+        app()
+    except CellvolError as exc:
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise SystemExit(1) from None
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"cellvol {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print cellvol's version and exit.",
+            is_eager=True,
+            callback=_print_version,
+        ),
+    ] = False,
+) -> None:
+    """Very large 3-D microscopy volumes as pyramidal, sharded OME-Zarr."""
+
+
+def _triple(text: str, what: str) -> tuple[int, int, int]:
+    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise typer.BadParameter(f"{what} must be three integers like 256,512,512") from None
+    if len(values) != 3:
+        raise typer.BadParameter(f"{what} must have three entries (z,y,x), got {text!r}")
+    return values[0], values[1], values[2]
+
+
+def _storage_options(endpoint_url: str | None, anon: bool) -> dict[str, Any] | None:
+    options: dict[str, Any] = {}
+    if endpoint_url:
+        options["endpoint_url"] = endpoint_url
+    if anon:
+        options["anon"] = True
+    return options or None
+
+
+@app.command()
+def demo(
+    dest: Annotated[Path, typer.Argument(help="Where to write the demo image.")] = Path(
+        "cellvol-demo.ome.zarr"
+    ),
+    shape: Annotated[str, typer.Option(help="Volume shape z,y,x in voxels.")] = _DEMO_SHAPE,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic volume.")] = 0,
+    dtype: Annotated[str, typer.Option(help="uint8, uint16, int8, int16 or float32.")] = "uint8",
+    voxel_size: Annotated[float, typer.Option(help="Isotropic voxel size in nm.")] = 2.0,
+) -> None:
+    """Generate a synthetic cryo-electron tomogram and write it as a multiscale OME-Zarr."""
+    zyx = _triple(shape, "--shape")
+    _refuse_non_demo(dest)
+    source = SyntheticVolume(zyx, dtype=dtype, seed=seed)
+    console.print(
+        f"Generating a synthetic tomogram {zyx[0]}×{zyx[1]}×{zyx[2]} {dtype} "
+        f"({source.nbytes / 2**20:,.1f} MiB, seed {seed}) into [bold]{dest}[/]"
+    )
+    with _progress_bar() as draw:
+        result = write_pyramid(
+            source,
+            dest,
+            voxel_size,
+            source_description=f"{_DEMO_SOURCE}: SyntheticVolume(shape={zyx}, dtype={dtype}, "
+            f"seed={seed})",
+            overwrite=dest.exists(),
+            progress=draw,
+        )
+    elapsed = result.seconds
+    volume = open_volume(dest)
+    _print_volume(volume, validate_metadata=True)
+    stored = sum(level.nbytes_stored() for level in volume.levels)
+    raw = sum(level.nbytes for level in volume.levels)
+    console.print(
+        f"Wrote {raw / 2**20:,.1f} MiB of voxels as {stored / 2**20:,.1f} MiB "
+        f"(compression ratio {raw / max(stored, 1):.2f}) in {elapsed:.1f} s "
+        f"({volume.levels[0].nbytes / 2**20 / elapsed:,.0f} MiB/s of input)."
+    )
+    console.print("Open it with:")
+    console.print(f"  cellvol info {dest}")
+    console.print(f"  python -c \"import cellvol; v = cellvol.open('{dest}'); print(v[0].mean())\"")
+
+
+def _refuse_non_demo(dest: Path) -> None:
+    """The demo may replace its own earlier output, never anything else."""
+    if not dest.exists():
+        return
+    try:
+        record = open_volume(dest).provenance or {}
+    except CellvolError:
+        record = {}
+    if not str(record.get("source", "")).startswith(_DEMO_SOURCE):
+        raise WriteConflictError(
+            f"{dest} exists and is not an earlier cellvol demo; choose another destination"
+        )
+
+
+class _RichProgress:
+    """Draws :class:`ProgressEvent` values as one rich bar per pyramid level."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._tasks: dict[int, Any] = {}
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.stage not in self._tasks:
+            first, last = event.levels[0], event.levels[-1]
+            label = f"level {first}" if first == last else f"levels {first}-{last}"
+            self._tasks[event.stage] = self._progress.add_task(label, total=event.total)
+        self._progress.update(self._tasks[event.stage], completed=event.done)
+
+
+class _progress_bar:
+    def __enter__(self) -> _RichProgress:
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("tasks"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self._progress.__enter__()
+        return _RichProgress(self._progress)
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(None, None, None)
+
+
+@app.command()
+def info(
+    path_or_url: Annotated[str, typer.Argument(help="Local path, s3:// or http(s):// URL.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    endpoint_url: Annotated[
+        str | None, typer.Option(help="S3 endpoint, for S3-compatible object stores.")
+    ] = None,
+    anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
+) -> None:
+    """Describe an OME-Zarr image: levels, shapes, chunks, shards, voxel size, bytes, validity."""
+    volume = open_volume(path_or_url, storage_options=_storage_options(endpoint_url, anon))
+    if as_json:
+        summary = volume.info()
+        summary["metadata_problems"] = _metadata_problems(volume)
+        console.print_json(json.dumps(summary))
+        return
+    _print_volume(volume, validate_metadata=True)
+
+
+def _metadata_problems(volume: Volume) -> list[str] | None:
+    """Problems with the image's OME-NGFF metadata; None for a bare zarr array."""
+    if volume.ome_version is None:
+        return None
+    return [f"{p.path}: {p.message}" for p in validate(volume.attributes)]
+
+
+def _print_volume(volume: Volume, *, validate_metadata: bool) -> None:
+    summary = volume.info()
+    unit = _SHORT_UNITS.get(summary["unit"], summary["unit"] or "unitless")
+    table = Table(title=f"{volume.url}  ({summary['dtype']}, axes {','.join(volume.axes)})")
+    for column in ("level", "shape", "chunks", "shards", f"voxel size ({unit})", "stored"):
+        table.add_column(column, justify="right" if column in ("level", "stored") else "left")
+    for level in summary["levels"]:
+        voxel = level["voxel_size"]
+        table.add_row(
+            str(level["index"]),
+            "×".join(map(str, level["shape"])),
+            "×".join(map(str, level["chunks"])),
+            "×".join(map(str, level["shards"])) if level["shards"] else "-",
+            " × ".join(f"{v:g}" for v in voxel) if voxel else "-",
+            f"{level['nbytes_stored'] / 2**20:,.2f} MiB",
+        )
+    console.print(table, soft_wrap=False)
+    if not validate_metadata:
+        return
+    problems = _metadata_problems(volume)
+    if problems is None:
+        console.print("A bare zarr array (no OME-Zarr metadata), read as one level.")
+    elif problems:
+        console.print(f"[bold red]OME-Zarr {volume.ome_version} metadata has problems:[/]")
+        for problem in problems:
+            console.print(f"  - {problem}", highlight=False)
+    else:
+        console.print(f"[green]valid OME-Zarr {volume.ome_version}[/] metadata")

@@ -1,0 +1,113 @@
+"""The command line, run as a user runs it: a real subprocess for the entry point."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import cellvol
+from cellvol.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``cellvol`` entry point in a new process."""
+    exe = Path(sys.executable).with_name("cellvol")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_commands() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("demo", "info"):
+        assert command in result.stdout
+
+
+def test_version() -> None:
+    assert run("--version").stdout.strip() == f"cellvol {cellvol.__version__}"
+
+
+def test_demo_writes_a_valid_pyramid_and_reports_it(tmp_path: Path) -> None:
+    dest = tmp_path / "demo.ome.zarr"
+    result = run("demo", str(dest), "--shape", "64,160,300", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for expected in (
+        "level",
+        "shape",
+        "chunks",
+        "shards",
+        "voxel size (nm)",
+        "compression ratio",
+        "valid OME-Zarr 0.5",
+        "cellvol info",
+        "MiB",
+    ):
+        assert expected in out, f"{expected!r} missing from demo output:\n{out}"
+    vol = cellvol.open(dest)
+    assert vol.shape == (64, 160, 300)
+    assert vol.voxel_size == cellvol.VoxelSize.of(2.0)
+    assert len(vol) > 1
+    # A second run replaces the earlier demo (and only a demo).
+    assert run("demo", str(dest), "--shape", "32,32,32").returncode == 0
+    assert cellvol.open(dest).shape == (32, 32, 32)
+
+
+def test_demo_refuses_to_replace_something_else(tmp_path: Path) -> None:
+    dest = tmp_path / "precious.zarr"
+    cellvol.write_pyramid(np.ones((8, 8, 8), np.uint8), dest, 1.0)
+    result = run("demo", str(dest), "--shape", "16,16,16")
+    assert result.returncode == 1
+    assert "not an earlier cellvol demo" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert cellvol.open(dest)[:].min() == 1
+
+
+def test_info_table_and_json(tmp_path: Path) -> None:
+    dest = tmp_path / "i.ome.zarr"
+    cellvol.write_pyramid(np.zeros((32, 64, 64), np.uint8), dest, (3, 1, 1), n_levels=2)
+    table = runner.invoke(app, ["info", str(dest)], terminal_width=200)
+    assert table.exit_code == 0, table.output
+    assert "valid OME-Zarr 0.5" in table.output
+    assert "32×64×64" in table.output
+    result = runner.invoke(app, ["info", str(dest), "--json"])
+    summary = json.loads(result.output)
+    assert summary["metadata_problems"] == []
+    assert summary["levels"][0]["voxel_size"] == [3.0, 1.0, 1.0]
+    assert summary["levels"][1]["shape"] == [32, 32, 32]
+
+
+def test_info_reports_invalid_metadata(tmp_path: Path) -> None:
+    import zarr
+
+    dest = tmp_path / "bad.ome.zarr"
+    cellvol.write_pyramid(np.zeros((8, 8, 8), np.uint8), dest, 1.0)
+    group = zarr.open_group(dest, mode="r+")
+    attrs = group.attrs.asdict()
+    transforms = attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"]
+    transforms.reverse()  # translation before scale: the spec requires the scale first
+    group.attrs.put(attrs)
+    result = runner.invoke(app, ["info", str(dest)], terminal_width=200)
+    assert result.exit_code == 0
+    assert "metadata has problems" in result.output
+    assert "must come first" in result.output
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("{tmp}/missing.zarr", "missing.zarr"),
+        ("gs://bucket/x.zarr", "gs"),
+        ("{tmp}", "holds no zarr group or array"),
+    ],
+)
+def test_info_bad_input_is_one_clear_line(tmp_path: Path, target: str, message: str) -> None:
+    result = run("info", target.format(tmp=tmp_path))
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
