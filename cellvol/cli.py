@@ -12,10 +12,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cellvol._version import __version__
-from cellvol.errors import CellvolError, WriteConflictError
+from cellvol.errors import CellvolError, InvalidInputError, WriteConflictError
 from cellvol.progress import ProgressEvent
 from cellvol.read import Volume
 from cellvol.read import open as open_volume
+from cellvol.spec import VoxelSize
 from cellvol.testing import SyntheticVolume
 from cellvol.validation import validate
 from cellvol.write import write_pyramid
@@ -175,6 +176,65 @@ class _progress_bar:
 
     def __exit__(self, *exc: object) -> None:
         self._progress.__exit__(None, None, None)
+
+
+@app.command()
+def convert(
+    src: Annotated[str, typer.Argument(help="Input: a .npy array or a zarr / OME-Zarr image.")],
+    dest: Annotated[str, typer.Argument(help="Output image: a local path or s3:// URL.")],
+    voxel_size: Annotated[
+        str | None,
+        typer.Option(help="Voxel size z,y,x (or one value); default: what the input records."),
+    ] = None,
+    unit: Annotated[str, typer.Option(help="Unit of --voxel-size.")] = "nm",
+    method: Annotated[str, typer.Option(help="mean, mode (labels), stride, min or max.")] = "mean",
+    chunks: Annotated[str | None, typer.Option(help="Inner chunk shape z,y,x.")] = None,
+    shards: Annotated[str | None, typer.Option(help="Shard shape z,y,x.")] = None,
+    levels: Annotated[
+        int | None, typer.Option(help="Number of levels (default: to a tile).")
+    ] = None,
+    memory_limit_mib: Annotated[int, typer.Option(help="Memory the tasks may hold.")] = 1024,
+    workers: Annotated[int | None, typer.Option(help="Parallel tasks (default: CPUs).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace whatever is at DEST.")] = False,
+    endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for DEST.")] = None,
+) -> None:
+    """Write an input as a multiscale OME-Zarr; run again after an interruption to resume."""
+    from cellvol.sources import open_source
+
+    source = open_source(src)
+    if voxel_size is not None:
+        parts = [float(v) for v in voxel_size.split(",")]
+        voxel = VoxelSize.of(parts[0] if len(parts) == 1 else parts, unit)
+    elif source.voxel_size is not None:
+        voxel = source.voxel_size
+    else:
+        raise InvalidInputError(f"{src} records no voxel size; pass --voxel-size z,y,x")
+    console.print(f"Converting {source.description}\n  into [bold]{dest}[/] at {voxel}")
+    with _progress_bar() as draw:
+        result = write_pyramid(
+            source.array,
+            dest,
+            voxel,
+            method=method,  # type: ignore[arg-type]  # checked by write_pyramid
+            chunks=_triple(chunks, "--chunks") if chunks else None,
+            shards=_triple(shards, "--shards") if shards else None,
+            n_levels=levels,
+            memory_limit=memory_limit_mib * 2**20,
+            workers=workers,
+            source_description=source.description,
+            storage_options=_storage_options(endpoint_url, anon=False),
+            overwrite=overwrite,
+            progress=draw,
+        )
+    reused = f", {result.shards_reused} reused from an earlier run" if result.shards_reused else ""
+    console.print(
+        f"{result.shards_written} shards written{reused} in {result.seconds:.1f} s "
+        f"({len(result.plan)} levels)."
+    )
+    _print_volume(
+        open_volume(dest, storage_options=_storage_options(endpoint_url, False)),
+        validate_metadata=True,
+    )
 
 
 @app.command()

@@ -111,3 +111,28 @@ def test_info_bad_input_is_one_clear_line(tmp_path: Path, target: str, message: 
     assert result.returncode == 1
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_convert_npy_then_rerun_is_a_resume(tmp_path: Path) -> None:
+    data = np.random.default_rng(0).integers(0, 255, size=(40, 300, 300), dtype=np.uint8)
+    np.save(tmp_path / "in.npy", data)
+    dest = tmp_path / "out.ome.zarr"
+    args = ["convert", str(tmp_path / "in.npy"), str(dest), "--voxel-size", "30,5,5"]
+    first = runner.invoke(app, args, terminal_width=200)
+    assert first.exit_code == 0, first.output
+    assert "valid OME-Zarr 0.5" in first.output
+    vol = cellvol.open(dest)
+    np.testing.assert_array_equal(vol[:], data)
+    assert vol.voxel_size == cellvol.VoxelSize(30, 5, 5)
+    assert vol.level(1).voxel_size == cellvol.VoxelSize(30, 10, 10)  # anisotropic: y, x only
+    second = runner.invoke(app, args, terminal_width=200)
+    assert second.exit_code == 0
+    assert "0 shards written" in second.output
+
+
+def test_convert_without_voxel_size_is_refused(tmp_path: Path) -> None:
+    np.save(tmp_path / "in.npy", np.zeros((4, 4, 4), np.uint8))
+    result = run("convert", str(tmp_path / "in.npy"), str(tmp_path / "o.zarr"))
+    assert result.returncode == 1
+    assert "records no voxel size; pass --voxel-size" in result.stderr
+    assert not (tmp_path / "o.zarr").exists()

@@ -77,12 +77,12 @@ def test_the_official_schemas_agree_with_the_suites(schema_validator, version, s
 @needs_spec
 @pytest.mark.parametrize(
     "example",
-    sorted(SPEC.glob("*/examples/*/*.json")) if SPEC.is_dir() else [],
+    sorted(p for p in SPEC.glob("*/examples/*/*.json") if p.name != ".config.json")
+    if SPEC.is_dir()
+    else [],
     ids=lambda p: f"{p.parts[-4]}-{p.parent.name}-{p.name}",
 )
 def test_specification_examples_are_valid(example: Path) -> None:
-    if example.name == ".config.json":
-        pytest.skip("configuration, not an example")
     config = json.loads((example.parent / ".config.json").read_text())
     suite = Path(config["schema"]).stem
     if suite in ("bf2raw", "ome"):
