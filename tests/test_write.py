@@ -7,13 +7,13 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
-from cellvol.validation import validate
 
 import cellvol
 from cellvol.downsample import downsample
 from cellvol.errors import InvalidInputError, LayoutError, WriteConflictError
 from cellvol.progress import ProgressEvent
 from cellvol.testing import SyntheticVolume
+from cellvol.validation import validate
 
 
 def test_numpy_round_trip_every_level_equals_kernel_applied_to_level_below(tmp_path: Path) -> None:
