@@ -407,16 +407,25 @@ def _omero(value: object, path: str, out: _Collector) -> None:
 # -- labels ------------------------------------------------------------------------------------
 
 
+def _section(
+    ns: Mapping[str, Any], key: str, base: str, version: Version, out: _Collector
+) -> Mapping[str, Any] | None:
+    """The object under ``key`` (image-label, plate, well), with its 0.4 version checked."""
+    path = f"{base}/{key}"
+    if key not in ns:
+        out.add(path, f"'{key}' is required for this kind of document")
+        return None
+    section = _object(ns[key], path, out)
+    if section is not None and version == "0.4":
+        _version_04(section, path, out, required=True)
+    return section
+
+
 def _label(ns: Mapping[str, Any], base: str, version: Version, out: _Collector) -> None:
     path = f"{base}/image-label"
-    if "image-label" not in ns:
-        out.add(path, "'image-label' is required for a label image")
-        return
-    label = _object(ns["image-label"], path, out)
+    label = _section(ns, "image-label", base, version, out)
     if label is None:
         return
-    if version == "0.4":
-        _version_04(label, path, out, required=True)
     _required(label, ("colors",), path, out, strict=True)
     if "colors" in label:
         colors = _array(label["colors"], f"{path}/colors", out, min_items=1, unique=True)
@@ -466,14 +475,9 @@ def _label(ns: Mapping[str, Any], base: str, version: Version, out: _Collector) 
 
 def _plate(ns: Mapping[str, Any], base: str, version: Version, out: _Collector) -> None:
     path = f"{base}/plate"
-    if "plate" not in ns:
-        out.add(path, "'plate' is required for a plate")
-        return
-    plate = _object(ns["plate"], path, out)
+    plate = _section(ns, "plate", base, version, out)
     if plate is None:
         return
-    if version == "0.4":
-        _version_04(plate, path, out, required=True)
     _required(plate, ("columns", "rows", "wells"), path, out)
     _required(plate, ("name",), path, out, strict=True)
     _typed(plate, "name", path, out, "string")
@@ -553,14 +557,9 @@ def _acquisition(entry: object, path: str, out: _Collector) -> None:
 
 def _well(ns: Mapping[str, Any], base: str, version: Version, out: _Collector) -> None:
     path = f"{base}/well"
-    if "well" not in ns:
-        out.add(path, "'well' is required for a well")
-        return
-    well = _object(ns["well"], path, out)
+    well = _section(ns, "well", base, version, out)
     if well is None:
         return
-    if version == "0.4":
-        _version_04(well, path, out, required=True)
     _required(well, ("images",), path, out)
     for i, entry in enumerate(
         _array(well.get("images", []), f"{path}/images", out, min_items=1, unique=True) or []

@@ -155,7 +155,9 @@ def test_kill_9_at_random_moments_then_resume(tmp_path: Path, clean_build) -> No
     assert interrupted >= 5, "too few trials were actually killed mid-write"
 
 
-def test_distributed_gives_the_same_bytes(tmp_path: Path, clean_build) -> None:
+@pytest.fixture(scope="module")
+def cluster_client():
+    """A dask.distributed cluster of two worker processes on 127.0.0.1."""
     distributed = pytest.importorskip("distributed")
     with (
         distributed.LocalCluster(
@@ -167,31 +169,25 @@ def test_distributed_gives_the_same_bytes(tmp_path: Path, clean_build) -> None:
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
-        dest = tmp_path / "dist.zarr"
-        result = cellvol.write_pyramid(
-            SyntheticVolume(SHAPE, seed=7), dest, 2.0, client=client, **LAYOUT
-        )
+        yield client
+
+
+def test_distributed_gives_the_same_bytes(tmp_path: Path, clean_build, cluster_client) -> None:
+    dest = tmp_path / "dist.zarr"
+    result = cellvol.write_pyramid(
+        SyntheticVolume(SHAPE, seed=7), dest, 2.0, client=cluster_client, **LAYOUT
+    )
     assert result.shards_written > 0
     assert data_files(dest) == clean_build
 
 
-def test_memory_mapped_source_travels_to_worker_processes(tmp_path: Path) -> None:
-    distributed = pytest.importorskip("distributed")
+def test_memory_mapped_source_travels_to_worker_processes(tmp_path: Path, cluster_client) -> None:
     raw = tmp_path / "raw.npy"
     data = np.lib.format.open_memmap(raw, mode="w+", dtype=np.uint16, shape=(40, 50, 60))
     data[:] = np.arange(data.size, dtype=np.uint16).reshape(data.shape)
     data.flush()
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            host="127.0.0.1",
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        cellvol.write_pyramid(np.load(raw, mmap_mode="r"), tmp_path / "m.zarr", 1.0, client=client)
+    source = np.load(raw, mmap_mode="r")
+    cellvol.write_pyramid(source, tmp_path / "m.zarr", 1.0, client=cluster_client)
     np.testing.assert_array_equal(cellvol.open(tmp_path / "m.zarr")[:], np.load(raw))
 
 
