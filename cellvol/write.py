@@ -20,50 +20,43 @@ refused.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import mmap
 import os
 import re
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import dask.array as da
 import numpy as np
 import numpy.typing as npt
 import zarr
 
-from cellvol.downsample import METHODS, Method, downsample
+from cellvol.downsample import METHODS, Method
 from cellvol.errors import InvalidInputError, WriteConflictError
-from cellvol.ledger import Ledger, ShardKey, shard_object_key
+from cellvol.ledger import Ledger, shard_object_key
 from cellvol.metadata import image_attributes, provenance
 from cellvol.plan import (
     DEFAULT_MEMORY_LIMIT,
     LevelPlan,
     PyramidPlan,
-    Region,
     Schedule,
-    StagePlan,
-    child_regions,
     plan_pyramid,
     plan_schedule,
-    shard_regions,
 )
-from cellvol.progress import ProgressCallback, ProgressReporter
-from cellvol.shard import encode_shard, sharding_codecs
+from cellvol.progress import ProgressCallback
+from cellvol.shard import sharding_codecs
+from cellvol.sources.npy import portable
 from cellvol.spec import SPATIAL_AXES, VoxelSize
 from cellvol.storage import (
     delete_prefix,
     list_keys,
     open_store,
     parse_location,
-    write_bytes,
 )
+from cellvol.tasks import Job, TaskContext, cluster_threads, read_source, run_stage
 
 __all__ = ["LazyArray", "WriteResult", "write_pyramid"]
 
@@ -203,7 +196,7 @@ def write_pyramid(
     threads = workers if workers is not None else (os.cpu_count() or 1)
     if threads < 1:
         raise InvalidInputError(f"workers must be at least 1, got {threads}")
-    parallel = _cluster_threads(client) if client is not None else threads
+    parallel = cluster_threads(client) if client is not None else threads
     schedule = plan_schedule(plan, dtype.itemsize, memory_limit=memory_limit, workers=parallel)
     parameters = _parameters(plan, dtype, method, compression_level)
     parameters["source_sample"] = _source_sample(source, plan.levels[0])
@@ -231,19 +224,19 @@ def write_pyramid(
             _create_level(group, level, dtype, compression_level)
 
     finished = ledger.finished()
-    job = _Job(
+    job = Job(
         url=location.url,
         storage_options=options,
         plan=plan,
         method=method,
         compression_level=compression_level,
-        source=_portable(source),
+        source=portable(source),
     )
     written = reused = 0
-    context = _Context(job, store)
+    context = TaskContext(job, store)
     try:
         for stage in schedule.stages:
-            done_here, reused_here = _run_stage(
+            done_here, reused_here = run_stage(
                 job, stage, finished, client, threads, progress, context
             )
             written += done_here
@@ -320,7 +313,7 @@ def _source_sample(source: Any, level0: LevelPlan) -> str:
             slice(0, c) if corner == "first" else slice(max(n - c, 0), n)
             for n, c in zip(level0.shape, level0.chunks, strict=True)
         )
-        digest.update(np.ascontiguousarray(_read_source(source, region)).tobytes())
+        digest.update(np.ascontiguousarray(read_source(source, region)).tobytes())
     return digest.hexdigest()[:32]
 
 
@@ -372,328 +365,6 @@ def _create_level(
         config={"write_empty_chunks": True},
         overwrite=True,
     )
-
-
-# -- the job a task runs -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Job:
-    """What every task needs; pickles small, so tasks can run in other processes."""
-
-    url: str
-    storage_options: Mapping[str, Any]
-    plan: PyramidPlan
-    method: Method
-    compression_level: int
-    source: Any
-
-
-class _Context:
-    """A process's open handles for a job: its store, level arrays and ledger."""
-
-    def __init__(self, job: _Job, store: Any) -> None:
-        self.store = store
-        self.ledger = Ledger(store, job.url)
-        # Stores run I/O, not compute: a few threads overlap it with the tasks' work.
-        self.writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cellvol-store")
-        group = zarr.open_group(store=store, mode="r+", zarr_format=3)
-        self.arrays: list[zarr.Array[Any]] = []
-        for level in job.plan.levels:
-            array = group[level.path]
-            if not isinstance(array, zarr.Array):
-                raise WriteConflictError(f"{job.url}: level {level.path!r} is not an array")
-            self.arrays.append(array)
-
-
-@functools.lru_cache(maxsize=8)
-def _worker_context(job_key: str) -> _Context:
-    job: _Job = _JOBS[job_key]
-    return _Context(job, open_store(job.url, mode="r+", storage_options=job.storage_options))
-
-
-# Jobs by key, so a worker process opens the store once per job, not once per task.
-_JOBS: dict[str, _Job] = {}
-
-
-def _task_on_worker(job: _Job, stage: StagePlan, region: Region, reuse: dict[ShardKey, int]) -> int:
-    key = f"{job.url}|{json.dumps(job.storage_options, sort_keys=True, default=str)}"
-    _JOBS.setdefault(key, job)
-    return _run_task(job, _worker_context(key), stage, region, reuse)
-
-
-def _run_task(
-    job: _Job, context: _Context, stage: StagePlan, region: Region, reuse: dict[ShardKey, int]
-) -> int:
-    """Produce one shard of the stage's top level and everything below it; return bytes read."""
-    plan = job.plan
-    nbytes_read = 0
-
-    def obtain(level: int, shard: Region) -> npt.NDArray[Any]:
-        nonlocal nbytes_read
-        array = context.arrays[level]
-        if level == stage.base:
-            data = np.asarray(array[shard])
-            nbytes_read += data.nbytes
-            return data
-        index = _shard_index(shard, plan.levels[level].shards)
-        recorded = reuse.get((level, index))
-        if recorded is not None:
-            if context.ledger.still_intact(plan.levels[level].path, index, recorded):
-                return np.asarray(array[shard])
-            context.ledger.forget(level, index, recorded)  # torn or replaced: write it again
-        if level == 0:
-            data = _read_source(job.source, shard)
-            nbytes_read += data.nbytes
-        else:
-            data = _fold_children(level, shard, obtain, plan, job.method, array.dtype)
-        layout = plan.levels[level]
-        encoded = encode_shard(data, layout.chunks, layout.shards, job.compression_level)
-        writer.submit(level, index, shard_object_key(layout.path, index), encoded)
-        return data
-
-    writer = _ShardWriter(context)
-    try:
-        obtain(stage.top, region)
-    finally:
-        writer.finish()
-    return nbytes_read
-
-
-class _ShardWriter:
-    """Stores a task's encoded shards in the background, so the task keeps computing.
-
-    At most ``in_flight`` shards wait to be stored (each holds its encoded bytes); a shard's
-    record is written only after the shard itself has been stored.
-    """
-
-    def __init__(self, context: _Context, in_flight: int = 2) -> None:
-        self._context = context
-        self._in_flight = in_flight
-        self._pending: deque[Future[None]] = deque()
-
-    def submit(self, level: int, index: tuple[int, ...], key: str, encoded: bytes) -> None:
-        self._pending.append(self._context.writers.submit(self._store, level, index, key, encoded))
-        while len(self._pending) > self._in_flight:
-            self._pending.popleft().result()
-
-    def _store(self, level: int, index: tuple[int, ...], key: str, encoded: bytes) -> None:
-        write_bytes(self._context.store, key, encoded)
-        self._context.ledger.record(level, index, len(encoded))
-
-    def finish(self) -> None:
-        """Wait for every submitted shard; re-raise the first failure."""
-        failures = []
-        while self._pending:
-            try:
-                self._pending.popleft().result()
-            except Exception as exc:  # keep waiting: no write may outlive its task
-                failures.append(exc)
-        if failures:
-            raise failures[0]
-
-
-def _fold_children(
-    level: int,
-    shard: Region,
-    obtain: Callable[[int, Region], npt.NDArray[Any]],
-    plan: PyramidPlan,
-    method: Method,
-    dtype: Any,
-) -> npt.NDArray[Any]:
-    factors = plan.levels[level].factors
-    out = np.empty(tuple(s.stop - s.start for s in shard), dtype=dtype)
-    for child in child_regions(plan, level, shard):
-        reduced = downsample(obtain(level - 1, child), factors, method)
-        target = tuple(
-            slice(c.start // f - s.start, c.start // f - s.start + n)
-            for c, f, s, n in zip(child, factors, shard, reduced.shape, strict=True)
-        )
-        out[target] = reduced
-    return out
-
-
-def _shard_index(region: Region, shards: Sequence[int]) -> tuple[int, ...]:
-    return tuple(r.start // s for r, s in zip(region, shards, strict=True))
-
-
-def _read_source(source: Any, region: Region) -> npt.NDArray[Any]:
-    if isinstance(source, da.Array):
-        # Synchronously in this task's thread: the tasks themselves are the parallelism.
-        block = source[region].compute(scheduler="synchronous")
-    else:
-        block = source[region]
-    data = np.asarray(block)
-    expected = tuple(r.stop - r.start for r in region)
-    if data.shape != expected:
-        raise InvalidInputError(
-            f"source returned shape {data.shape} for region {region}; expected {expected}"
-        )
-    return data
-
-
-# -- running a stage ---------------------------------------------------------------------------
-
-
-def _run_stage(
-    job: _Job,
-    stage: StagePlan,
-    finished: Mapping[ShardKey, int],
-    client: Any,
-    threads: int,
-    progress: ProgressCallback | None,
-    context: _Context,
-) -> tuple[int, int]:
-    plan = job.plan
-    top = plan.levels[stage.top]
-    regions = list(shard_regions(top.shape, top.shards))
-    by_task = _records_by_task(plan, stage, finished)
-    pending = []
-    for region in regions:
-        index = _shard_index(region, top.shards)
-        recorded = finished.get((stage.top, index))
-        # A finished top shard is skipped only if its object is still whole; otherwise its
-        # task runs, finds the record stale, and writes the shard again.
-        if recorded is None or not context.ledger.still_intact(top.path, index, recorded):
-            pending.append((region, by_task.get(index, {})))
-    reporter = ProgressReporter(progress, stage.index, stage.levels, len(regions))
-    reporter.start(already_done=len(regions) - len(pending))
-    if client is None:
-        _run_on_threads(job, stage, pending, context, min(threads, stage.workers), reporter)
-    else:
-        _run_on_cluster(job, stage, pending, client, reporter)
-    shards_in_stage = sum(plan.levels[level].n_shards for level in stage.levels)
-    reused = sum(1 for (level, _) in finished if level in stage.levels)
-    return shards_in_stage - reused, reused
-
-
-def _records_by_task(
-    plan: PyramidPlan, stage: StagePlan, finished: Mapping[ShardKey, int]
-) -> dict[tuple[int, ...], dict[ShardKey, int]]:
-    """Group the finished shards of a stage's levels by the top-level shard that contains them."""
-    grouped: dict[tuple[int, ...], dict[ShardKey, int]] = {}
-    top = plan.levels[stage.top]
-    for (level, index), nbytes in finished.items():
-        if level not in stage.levels:
-            continue
-        scale = [1] * len(index)
-        for k in range(level + 1, stage.top + 1):
-            scale = [s * f for s, f in zip(scale, plan.levels[k].factors, strict=True)]
-        start = [i * s for i, s in zip(index, plan.levels[level].shards, strict=True)]
-        owner = tuple((p // c) // t for p, c, t in zip(start, scale, top.shards, strict=True))
-        grouped.setdefault(owner, {})[(level, index)] = nbytes
-    return grouped
-
-
-def _run_on_threads(
-    job: _Job,
-    stage: StagePlan,
-    pending: list[tuple[Region, dict[ShardKey, int]]],
-    context: _Context,
-    threads: int,
-    reporter: ProgressReporter,
-) -> None:
-    def one(region: Region, reuse: dict[ShardKey, int]) -> None:
-        reporter.advance(_run_task(job, context, stage, region, reuse))
-
-    # Submit lazily, keeping `threads` tasks in flight: memory stays bounded and a failure
-    # stops the write after the tasks already running, not after every queued one.
-    work: Iterator[tuple[Region, dict[ShardKey, int]]] = iter(pending)
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cellvol-write") as pool:
-        running: set[Future[None]] = set()
-        for region, reuse in work:
-            running.add(pool.submit(one, region, reuse))
-            if len(running) >= threads:
-                running = _wait_first(running)
-        while running:
-            running = _wait_first(running)
-
-
-def _wait_first(running: set[Future[None]]) -> set[Future[None]]:
-    """Wait until a task ends; re-raise its failure here, in the caller's thread."""
-    done, still = wait(running, return_when=FIRST_EXCEPTION)
-    for future in done:
-        future.result()
-    return still
-
-
-def _run_on_cluster(
-    job: _Job,
-    stage: StagePlan,
-    pending: list[tuple[Region, dict[ShardKey, int]]],
-    client: Any,
-    reporter: ProgressReporter,
-) -> None:
-    from distributed import as_completed
-
-    futures = [
-        client.submit(_task_on_worker, job, stage, region, reuse, pure=False)
-        for region, reuse in pending
-    ]
-    try:
-        for future in as_completed(futures):  # type: ignore[no-untyped-call]
-            reporter.advance(int(future.result()))
-    except BaseException:
-        client.cancel(futures)
-        raise
-
-
-def _cluster_threads(client: Any) -> int:
-    try:
-        return max(1, int(sum(client.nthreads().values())))
-    except Exception:  # a client without workers yet: plan for one
-        return 1
-
-
-# -- sources that travel -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)  # not slotted: the opened map is cached on the instance
-class _MemmapSource:
-    """A memory-mapped array by file name, so it pickles as a reference, not as its data."""
-
-    filename: str
-    dtype: str
-    shape: tuple[int, ...]
-    offset: int
-    order: Literal["C", "F"]
-
-    @functools.cached_property
-    def _array(self) -> npt.NDArray[Any]:
-        return np.memmap(
-            self.filename,
-            dtype=np.dtype(self.dtype),
-            mode="r",
-            shape=self.shape,
-            offset=self.offset,
-            order=self.order,
-        )
-
-    def __getitem__(self, key: Any) -> Any:
-        return self._array[key]
-
-
-def _portable(source: Any) -> Any:
-    """Replace a memory-mapped array by a reference that workers reopen.
-
-    Only the mapping itself qualifies (its ``base`` is the ``mmap`` object): numpy views of a
-    memmap are memmaps too and keep the parent's file name and offset, so they travel as
-    ordinary arrays rather than be reopened as the wrong region.
-    """
-    if (
-        isinstance(source, np.memmap)
-        and isinstance(getattr(source, "base", None), mmap.mmap)
-        and source.filename
-        and (source.flags.c_contiguous or source.flags.f_contiguous)
-    ):
-        return _MemmapSource(
-            str(source.filename),
-            str(source.dtype),
-            tuple(source.shape),
-            int(source.offset),
-            "C" if source.flags.c_contiguous else "F",
-        )
-    return source
 
 
 # -- the end of a write ------------------------------------------------------------------------

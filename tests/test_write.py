@@ -207,14 +207,14 @@ def test_dask_source_is_not_computed_whole(tmp_path: Path) -> None:
 
 
 def test_memmap_views_are_not_mistaken_for_the_whole_file(tmp_path: Path) -> None:
-    from cellvol.write import _MemmapSource, _portable
+    from cellvol.sources.npy import MemmapSource, portable
 
     path = tmp_path / "raw.npy"
     data = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(10, 4, 4))
     data[:] = np.arange(10, dtype=np.uint8)[:, None, None]
     data.flush()
     mapped = np.load(path, mmap_mode="r")
-    assert isinstance(_portable(mapped), _MemmapSource)
-    np.testing.assert_array_equal(_portable(mapped)[3:5], mapped[3:5])
+    assert isinstance(portable(mapped), MemmapSource)
+    np.testing.assert_array_equal(portable(mapped)[3:5], mapped[3:5])
     view = mapped[5:]
-    assert _portable(view) is view
+    assert portable(view) is view

@@ -1,0 +1,312 @@
+"""What runs inside a pyramid write: tasks, their per-process handles, and the runners.
+
+A :class:`Job` holds everything a task needs and pickles small. :func:`run_task` produces one
+shard of a stage's top level and every shard beneath it, depth first (see
+:mod:`cellvol.write` for the whole write and ``docs/pyramid.md`` for the design).
+:func:`run_stage` runs a stage's tasks on local threads or on a ``dask.distributed`` cluster.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import numpy.typing as npt
+import zarr
+
+from cellvol.downsample import Method, downsample
+from cellvol.errors import InvalidInputError, WriteConflictError
+from cellvol.ledger import Ledger, ShardKey, shard_object_key
+from cellvol.plan import PyramidPlan, Region, StagePlan, child_regions, shard_regions
+from cellvol.progress import ProgressCallback, ProgressReporter
+from cellvol.shard import encode_shard
+from cellvol.storage import open_store, write_bytes
+
+__all__ = [
+    "Job",
+    "TaskContext",
+    "cluster_threads",
+    "read_source",
+    "run_stage",
+    "run_task",
+    "shard_index",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What every task needs; pickles small, so tasks can run in other processes."""
+
+    url: str
+    storage_options: Mapping[str, Any]
+    plan: PyramidPlan
+    method: Method
+    compression_level: int
+    source: Any
+
+
+class TaskContext:
+    """A process's open handles for a job: its store, level arrays and ledger."""
+
+    def __init__(self, job: Job, store: Any) -> None:
+        self.store = store
+        self.ledger = Ledger(store, job.url)
+        # Stores run I/O, not compute: a few threads overlap it with the tasks' work.
+        self.writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cellvol-store")
+        group = zarr.open_group(store=store, mode="r+", zarr_format=3)
+        self.arrays: list[zarr.Array[Any]] = []
+        for level in job.plan.levels:
+            array = group[level.path]
+            if not isinstance(array, zarr.Array):
+                raise WriteConflictError(f"{job.url}: level {level.path!r} is not an array")
+            self.arrays.append(array)
+
+
+@functools.lru_cache(maxsize=8)
+def _worker_context(job_key: str) -> TaskContext:
+    job: Job = _JOBS[job_key]
+    return TaskContext(job, open_store(job.url, mode="r+", storage_options=job.storage_options))
+
+
+# Jobs by key, so a worker process opens the store once per job, not once per task.
+_JOBS: dict[str, Job] = {}
+
+
+def _task_on_worker(job: Job, stage: StagePlan, region: Region, reuse: dict[ShardKey, int]) -> int:
+    key = f"{job.url}|{json.dumps(job.storage_options, sort_keys=True, default=str)}"
+    _JOBS.setdefault(key, job)
+    return run_task(job, _worker_context(key), stage, region, reuse)
+
+
+def run_task(
+    job: Job, context: TaskContext, stage: StagePlan, region: Region, reuse: dict[ShardKey, int]
+) -> int:
+    """Produce one shard of the stage's top level and everything below it; return bytes read."""
+    plan = job.plan
+    nbytes_read = 0
+
+    def obtain(level: int, shard: Region) -> npt.NDArray[Any]:
+        nonlocal nbytes_read
+        array = context.arrays[level]
+        if level == stage.base:
+            data = np.asarray(array[shard])
+            nbytes_read += data.nbytes
+            return data
+        index = shard_index(shard, plan.levels[level].shards)
+        recorded = reuse.get((level, index))
+        if recorded is not None:
+            if context.ledger.still_intact(plan.levels[level].path, index, recorded):
+                return np.asarray(array[shard])
+            context.ledger.forget(level, index, recorded)  # torn or replaced: write it again
+        if level == 0:
+            data = read_source(job.source, shard)
+            nbytes_read += data.nbytes
+        else:
+            data = _fold_children(level, shard, obtain, plan, job.method, array.dtype)
+        layout = plan.levels[level]
+        encoded = encode_shard(data, layout.chunks, layout.shards, job.compression_level)
+        writer.submit(level, index, shard_object_key(layout.path, index), encoded)
+        return data
+
+    writer = _ShardWriter(context)
+    try:
+        obtain(stage.top, region)
+    finally:
+        writer.finish()
+    return nbytes_read
+
+
+class _ShardWriter:
+    """Stores a task's encoded shards in the background, so the task keeps computing.
+
+    At most ``in_flight`` shards wait to be stored (each holds its encoded bytes); a shard's
+    record is written only after the shard itself has been stored.
+    """
+
+    def __init__(self, context: TaskContext, in_flight: int = 2) -> None:
+        self._context = context
+        self._in_flight = in_flight
+        self._pending: deque[Future[None]] = deque()
+
+    def submit(self, level: int, index: tuple[int, ...], key: str, encoded: bytes) -> None:
+        self._pending.append(self._context.writers.submit(self._store, level, index, key, encoded))
+        while len(self._pending) > self._in_flight:
+            self._pending.popleft().result()
+
+    def _store(self, level: int, index: tuple[int, ...], key: str, encoded: bytes) -> None:
+        write_bytes(self._context.store, key, encoded)
+        self._context.ledger.record(level, index, len(encoded))
+
+    def finish(self) -> None:
+        """Wait for every submitted shard; re-raise the first failure."""
+        failures = []
+        while self._pending:
+            try:
+                self._pending.popleft().result()
+            except Exception as exc:  # keep waiting: no write may outlive its task
+                failures.append(exc)
+        if failures:
+            raise failures[0]
+
+
+def _fold_children(
+    level: int,
+    shard: Region,
+    obtain: Callable[[int, Region], npt.NDArray[Any]],
+    plan: PyramidPlan,
+    method: Method,
+    dtype: Any,
+) -> npt.NDArray[Any]:
+    factors = plan.levels[level].factors
+    out = np.empty(tuple(s.stop - s.start for s in shard), dtype=dtype)
+    for child in child_regions(plan, level, shard):
+        reduced = downsample(obtain(level - 1, child), factors, method)
+        target = tuple(
+            slice(c.start // f - s.start, c.start // f - s.start + n)
+            for c, f, s, n in zip(child, factors, shard, reduced.shape, strict=True)
+        )
+        out[target] = reduced
+    return out
+
+
+def shard_index(region: Region, shards: Sequence[int]) -> tuple[int, ...]:
+    """The position in the shard grid of the shard that starts ``region``."""
+    return tuple(r.start // s for r, s in zip(region, shards, strict=True))
+
+
+def read_source(source: Any, region: Region) -> npt.NDArray[Any]:
+    """Read one region of a source as numpy, checking it has the shape asked for."""
+    if isinstance(source, da.Array):
+        # Synchronously in this task's thread: the tasks themselves are the parallelism.
+        block = source[region].compute(scheduler="synchronous")
+    else:
+        block = source[region]
+    data = np.asarray(block)
+    expected = tuple(r.stop - r.start for r in region)
+    if data.shape != expected:
+        raise InvalidInputError(
+            f"source returned shape {data.shape} for region {region}; expected {expected}"
+        )
+    return data
+
+
+# -- running a stage ---------------------------------------------------------------------------
+
+
+def run_stage(
+    job: Job,
+    stage: StagePlan,
+    finished: Mapping[ShardKey, int],
+    client: Any,
+    threads: int,
+    progress: ProgressCallback | None,
+    context: TaskContext,
+) -> tuple[int, int]:
+    """Run a stage's pending tasks; return shards written and shards reused."""
+    plan = job.plan
+    top = plan.levels[stage.top]
+    regions = list(shard_regions(top.shape, top.shards))
+    by_task = _records_by_task(plan, stage, finished)
+    pending = []
+    for region in regions:
+        index = shard_index(region, top.shards)
+        recorded = finished.get((stage.top, index))
+        # A finished top shard is skipped only if its object is still whole; otherwise its
+        # task runs, finds the record stale, and writes the shard again.
+        if recorded is None or not context.ledger.still_intact(top.path, index, recorded):
+            pending.append((region, by_task.get(index, {})))
+    reporter = ProgressReporter(progress, stage.index, stage.levels, len(regions))
+    reporter.start(already_done=len(regions) - len(pending))
+    if client is None:
+        _run_on_threads(job, stage, pending, context, min(threads, stage.workers), reporter)
+    else:
+        _run_on_cluster(job, stage, pending, client, reporter)
+    shards_in_stage = sum(plan.levels[level].n_shards for level in stage.levels)
+    reused = sum(1 for (level, _) in finished if level in stage.levels)
+    return shards_in_stage - reused, reused
+
+
+def _records_by_task(
+    plan: PyramidPlan, stage: StagePlan, finished: Mapping[ShardKey, int]
+) -> dict[tuple[int, ...], dict[ShardKey, int]]:
+    """Group the finished shards of a stage's levels by the top-level shard that contains them."""
+    grouped: dict[tuple[int, ...], dict[ShardKey, int]] = {}
+    top = plan.levels[stage.top]
+    for (level, index), nbytes in finished.items():
+        if level not in stage.levels:
+            continue
+        scale = [1] * len(index)
+        for k in range(level + 1, stage.top + 1):
+            scale = [s * f for s, f in zip(scale, plan.levels[k].factors, strict=True)]
+        start = [i * s for i, s in zip(index, plan.levels[level].shards, strict=True)]
+        owner = tuple((p // c) // t for p, c, t in zip(start, scale, top.shards, strict=True))
+        grouped.setdefault(owner, {})[(level, index)] = nbytes
+    return grouped
+
+
+def _run_on_threads(
+    job: Job,
+    stage: StagePlan,
+    pending: list[tuple[Region, dict[ShardKey, int]]],
+    context: TaskContext,
+    threads: int,
+    reporter: ProgressReporter,
+) -> None:
+    def one(region: Region, reuse: dict[ShardKey, int]) -> None:
+        reporter.advance(run_task(job, context, stage, region, reuse))
+
+    # Submit lazily, keeping `threads` tasks in flight: memory stays bounded and a failure
+    # stops the write after the tasks already running, not after every queued one.
+    work: Iterator[tuple[Region, dict[ShardKey, int]]] = iter(pending)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cellvol-write") as pool:
+        running: set[Future[None]] = set()
+        for region, reuse in work:
+            running.add(pool.submit(one, region, reuse))
+            if len(running) >= threads:
+                running = _wait_first(running)
+        while running:
+            running = _wait_first(running)
+
+
+def _wait_first(running: set[Future[None]]) -> set[Future[None]]:
+    """Wait until a task ends; re-raise its failure here, in the caller's thread."""
+    done, still = wait(running, return_when=FIRST_EXCEPTION)
+    for future in done:
+        future.result()
+    return still
+
+
+def _run_on_cluster(
+    job: Job,
+    stage: StagePlan,
+    pending: list[tuple[Region, dict[ShardKey, int]]],
+    client: Any,
+    reporter: ProgressReporter,
+) -> None:
+    from distributed import as_completed
+
+    futures = [
+        client.submit(_task_on_worker, job, stage, region, reuse, pure=False)
+        for region, reuse in pending
+    ]
+    try:
+        for future in as_completed(futures):  # type: ignore[no-untyped-call]
+            reporter.advance(int(future.result()))
+    except BaseException:
+        client.cancel(futures)
+        raise
+
+
+def cluster_threads(client: Any) -> int:
+    """How many tasks a distributed client's workers run at once."""
+    try:
+        return max(1, int(sum(client.nthreads().values())))
+    except Exception:  # a client without workers yet: plan for one
+        return 1
