@@ -127,18 +127,24 @@ class _ShardWriter:
     """Stores a task's encoded shards in the background, so the task keeps computing.
 
     At most ``in_flight`` shards wait to be stored (each holds its encoded bytes); a shard's
-    record is written only after the shard itself has been stored.
+    record is written only after the shard itself has been stored, and a parent is stored
+    only after all its children: records then always describe a complete subtree, which is
+    what lets a resume skip a recorded top shard without looking beneath it.
     """
 
     def __init__(self, context: TaskContext, in_flight: int = 2) -> None:
         self._context = context
         self._in_flight = in_flight
-        self._pending: deque[Future[None]] = deque()
+        self._pending: deque[tuple[int, Future[None]]] = deque()
 
     def submit(self, level: int, index: tuple[int, ...], key: str, encoded: bytes) -> None:
-        self._pending.append(self._context.writers.submit(self._store, level, index, key, encoded))
+        # Shards arrive children first (depth first), so a finer pending shard is a child.
+        if any(pending_level < level for pending_level, _ in self._pending):
+            self.finish()
+        future = self._context.writers.submit(self._store, level, index, key, encoded)
+        self._pending.append((level, future))
         while len(self._pending) > self._in_flight:
-            self._pending.popleft().result()
+            self._pending.popleft()[1].result()
 
     def _store(self, level: int, index: tuple[int, ...], key: str, encoded: bytes) -> None:
         write_bytes(self._context.store, key, encoded)
@@ -149,7 +155,7 @@ class _ShardWriter:
         failures = []
         while self._pending:
             try:
-                self._pending.popleft().result()
+                self._pending.popleft()[1].result()
             except Exception as exc:  # keep waiting: no write may outlive its task
                 failures.append(exc)
         if failures:

@@ -222,3 +222,62 @@ def test_a_kill_before_the_job_record_landed_is_not_foreign(tmp_path: Path, clea
     (dest / "_cellvol" / f"job.{'cd' * 16}.partial").write_bytes(b"{")
     cellvol.write_pyramid(SyntheticVolume(SHAPE, seed=7), dest, 2.0, **LAYOUT)
     assert data_files(dest) == clean_build
+
+
+def test_a_parent_is_recorded_only_after_all_its_children(tmp_path: Path, monkeypatch) -> None:
+    # A resume skips a recorded top shard without looking beneath it, so records must always
+    # describe complete subtrees, however the background stores are scheduled.
+    import threading
+
+    import cellvol.tasks
+    from cellvol.ledger import Ledger
+    from cellvol.plan import child_regions, shard_regions
+
+    original_write, original_record = cellvol.tasks.write_bytes, Ledger.record
+    order: list[tuple[int, tuple[int, ...]]] = []
+    lock = threading.Lock()
+
+    def slow_level0_write(store, key, data):
+        if key.startswith("0/"):
+            time.sleep(0.02)  # level-0 stores finish last unless the writer waits for them
+        original_write(store, key, data)
+
+    def remember(self, level, index, nbytes):
+        original_record(self, level, index, nbytes)
+        with lock:
+            order.append((level, tuple(index)))
+
+    monkeypatch.setattr(cellvol.tasks, "write_bytes", slow_level0_write)
+    monkeypatch.setattr(Ledger, "record", remember)
+    result = cellvol.write_pyramid(
+        SyntheticVolume((64, 128, 128), seed=1),
+        tmp_path / "o.zarr",
+        1.0,
+        chunks=(8, 8, 8),
+        shards=(16, 16, 16),  # 256 level-0 shards: stage 0 builds levels 0 and 1 together
+        n_levels=3,
+        workers=2,
+    )
+    assert any(len(stage.levels) > 1 for stage in result.schedule.stages)
+    position = {shard: i for i, shard in enumerate(order)}
+    plan = result.plan
+    checked = 0
+    for number in range(1, len(plan)):
+        level = plan.levels[number]
+        for region in shard_regions(level.shape, level.shards):
+            parent = (
+                number,
+                tuple(r.start // s for r, s in zip(region, level.shards, strict=True)),
+            )
+            stage = next(s for s in result.schedule.stages if number in s.levels)
+            if number - 1 not in stage.levels:
+                continue  # the level below was written by an earlier stage, already complete
+            for child in child_regions(plan, number, region):
+                below = plan.levels[number - 1]
+                key = (
+                    number - 1,
+                    tuple(c.start // s for c, s in zip(child, below.shards, strict=True)),
+                )
+                assert position[key] < position[parent], f"{parent} recorded before child {key}"
+                checked += 1
+    assert checked > 0
