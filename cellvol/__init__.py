@@ -1,7 +1,8 @@
 """cellvol: very large 3-D microscopy volumes as pyramidal, sharded OME-Zarr.
 
-Write a volume with :func:`write_pyramid`, open any OME-Zarr image with :func:`open`, and
-slice it numpy-style::
+Convert a file with :func:`convert` (MRC, TIFF, HDF5, zarr) or write an array with
+:func:`write_pyramid`, open any OME-Zarr image with :func:`open`, slice it numpy-style, and
+:func:`export` a region back to MRC or TIFF::
 
     import cellvol
     vol = cellvol.open("s3://bucket/tomogram.ome.zarr")
@@ -10,6 +11,7 @@ slice it numpy-style::
 """
 
 from cellvol._version import __version__
+from cellvol.convert import convert
 from cellvol.errors import (
     CellvolError,
     CellvolWarning,
@@ -20,10 +22,12 @@ from cellvol.errors import (
     MetadataError,
     NotOMEZarrError,
     ReadOnlyStoreError,
+    SourceChangedError,
     StoreNotFoundError,
     UnsupportedURLError,
     WriteConflictError,
 )
+from cellvol.export import export
 from cellvol.progress import ProgressEvent
 from cellvol.read import Level, Volume, open
 from cellvol.spec import VoxelSize
@@ -41,12 +45,15 @@ __all__ = [
     "NotOMEZarrError",
     "ProgressEvent",
     "ReadOnlyStoreError",
+    "SourceChangedError",
     "StoreNotFoundError",
     "UnsupportedURLError",
     "Volume",
     "VoxelSize",
     "WriteConflictError",
     "__version__",
+    "convert",
+    "export",
     "open",
     "write_pyramid",
 ]

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cellvol._version import __version__
-from cellvol.errors import CellvolError, InvalidInputError, WriteConflictError
+from cellvol.errors import CellvolError, WriteConflictError
 from cellvol.progress import ProgressEvent
 from cellvol.read import Volume
 from cellvol.read import open as open_volume
@@ -180,7 +180,13 @@ class _progress_bar:
 
 @app.command()
 def convert(
-    src: Annotated[str, typer.Argument(help="Input: a .npy array or a zarr / OME-Zarr image.")],
+    src: Annotated[
+        str,
+        typer.Argument(
+            help="Input: an MRC file, a TIFF file, a directory or glob of TIFF slices, an HDF5 "
+            "file (file.h5:/dataset), a .npy array, or a zarr / OME-Zarr image."
+        ),
+    ],
     dest: Annotated[str, typer.Argument(help="Output image: a local path or s3:// URL.")],
     voxel_size: Annotated[
         str | None,
@@ -193,37 +199,50 @@ def convert(
     levels: Annotated[
         int | None, typer.Option(help="Number of levels (default: to a tile).")
     ] = None,
+    dataset: Annotated[str | None, typer.Option(help="HDF5 dataset to read.")] = None,
+    int8: Annotated[
+        str, typer.Option(help="MRC mode 0 bytes: auto (IMOD's flag), signed or unsigned.")
+    ] = "auto",
     memory_limit_mib: Annotated[int, typer.Option(help="Memory the tasks may hold.")] = 1024,
     workers: Annotated[int | None, typer.Option(help="Parallel tasks (default: CPUs).")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted conversion into DEST.")
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace whatever is at DEST.")] = False,
+    digest: Annotated[
+        bool, typer.Option(help="Record each input file's SHA-256 in the provenance.")
+    ] = True,
     endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for DEST.")] = None,
 ) -> None:
-    """Write an input as a multiscale OME-Zarr; run again after an interruption to resume."""
+    """Convert an input into a multiscale OME-Zarr; after an interruption, run with --resume."""
+    from cellvol.convert import convert as convert_file
     from cellvol.sources import open_source
 
-    source = open_source(src)
-    if voxel_size is not None:
-        parts = [float(v) for v in voxel_size.split(",")]
-        voxel = VoxelSize.of(parts[0] if len(parts) == 1 else parts, unit)
-    elif source.voxel_size is not None:
-        voxel = source.voxel_size
-    else:
-        raise InvalidInputError(f"{src} records no voxel size; pass --voxel-size z,y,x")
-    console.print(f"Converting {source.description}\n  into [bold]{dest}[/] at {voxel}")
+    if int8 not in ("auto", "signed", "unsigned"):
+        raise typer.BadParameter("--int8 must be auto, signed or unsigned")
+    # Opened here too, only to say what is converted before the work starts (headers only).
+    source = open_source(src, dataset=dataset, int8=int8)  # type: ignore[arg-type]
+    voxel = _voxel_option(voxel_size, unit) or source.voxel_size
+    shown = f" at {voxel}" if voxel is not None else ""
+    console.print(f"Converting {source.description}\n  into [bold]{dest}[/]{shown}")
+    options = _storage_options(endpoint_url, anon=False)
     with _progress_bar() as draw:
-        result = write_pyramid(
-            source.array,
+        result = convert_file(
+            src,
             dest,
-            voxel,
+            voxel_size=voxel,
+            dataset=dataset,
+            int8=int8,  # type: ignore[arg-type]
             method=method,  # type: ignore[arg-type]  # checked by write_pyramid
             chunks=_triple(chunks, "--chunks") if chunks else None,
             shards=_triple(shards, "--shards") if shards else None,
             n_levels=levels,
             memory_limit=memory_limit_mib * 2**20,
             workers=workers,
-            source_description=source.description,
-            storage_options=_storage_options(endpoint_url, anon=False),
+            storage_options=options,
             overwrite=overwrite,
+            resume=resume,
+            digest=digest,
             progress=draw,
         )
     reused = f", {result.shards_reused} reused from an earlier run" if result.shards_reused else ""
@@ -231,10 +250,47 @@ def convert(
         f"{result.shards_written} shards written{reused} in {result.seconds:.1f} s "
         f"({len(result.plan)} levels)."
     )
-    _print_volume(
-        open_volume(dest, storage_options=_storage_options(endpoint_url, False)),
-        validate_metadata=True,
+    _print_volume(open_volume(dest, storage_options=options), validate_metadata=True)
+
+
+def _voxel_option(text: str | None, unit: str) -> VoxelSize | None:
+    if text is None:
+        return None
+    try:
+        parts = [float(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--voxel-size takes numbers like 50,4,4, not {text!r}") from None
+    if len(parts) not in (1, 3):
+        raise typer.BadParameter(f"--voxel-size needs one or three values, got {text!r}")
+    return VoxelSize.of(parts[0] if len(parts) == 1 else parts, unit)
+
+
+@app.command()
+def export(
+    image: Annotated[
+        str, typer.Argument(help="An OME-Zarr image: local path, s3:// or http(s)://.")
+    ],
+    out: Annotated[Path, typer.Argument(help="File to write: .mrc/.map/.rec or .tif/.tiff.")],
+    level: Annotated[int, typer.Option(help="Pyramid level (0 = full resolution).")] = 0,
+    region: Annotated[
+        str | None, typer.Option(help="Region z0:z1,y0:y1,x0:x1 of that level (default: all).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT.")] = False,
+    endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for IMAGE.")] = None,
+    anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
+) -> None:
+    """Write a region of a pyramid level to an MRC or TIFF file, with its voxel size."""
+    from cellvol.export import export as export_region
+
+    written = export_region(
+        image,
+        out,
+        level=level,
+        region=region,
+        overwrite=overwrite,
+        storage_options=_storage_options(endpoint_url, anon),
     )
+    console.print(f"Wrote {written} ({written.stat().st_size:,} bytes).")
 
 
 @app.command()

@@ -6,7 +6,8 @@ keeps working without knowing about cellvol::
 
     CellvolError
     ├── InvalidInputError (ValueError)           a value or array the caller passed is unusable
-    │   └── LayoutError                          chunk / shard / factor layout cannot be honoured
+    │   ├── LayoutError                          chunk / shard / factor layout cannot be honoured
+    │   └── SourceChangedError                   an input file changed while it was converted
     ├── UnsupportedURLError (ValueError)         a URL scheme cellvol cannot open
     ├── StoreNotFoundError (FileNotFoundError)   nothing at the path, URL or bucket
     ├── ReadOnlyStoreError (PermissionError)     a write was attempted on a read-only store
@@ -32,6 +33,7 @@ __all__ = [
     "MetadataError",
     "NotOMEZarrError",
     "ReadOnlyStoreError",
+    "SourceChangedError",
     "StoreNotFoundError",
     "UnsupportedURLError",
     "WriteConflictError",
@@ -52,6 +54,10 @@ class InvalidInputError(CellvolError, ValueError):
 
 class LayoutError(InvalidInputError):
     """A requested chunk, shard or downsampling layout cannot be honoured."""
+
+
+class SourceChangedError(InvalidInputError):
+    """An input file changed (size or modification time) while it was being converted."""
 
 
 class UnsupportedURLError(CellvolError, ValueError):

@@ -42,7 +42,10 @@ __all__ = [
 PROVENANCE_KEY: Final = "cellvol"
 
 # Libraries whose versions decide the bytes a write produces; recorded with every write.
-_RECORDED_PACKAGES: Final = ("cellvol", "zarr", "numcodecs", "numpy", "dask", "ome-zarr-models")
+_RECORDED_PACKAGES: Final = (
+    "cellvol", "zarr", "numcodecs", "numpy", "dask", "ome-zarr-models",
+    "mrcfile", "tifffile", "h5py",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +170,9 @@ def image_attributes(
     return {"ome": ome, PROVENANCE_KEY: dict(provenance_record)}
 
 
-def provenance(source: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
+def provenance(
+    source: str, parameters: Mapping[str, Any], inputs: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """A provenance record: what was written from what, with which software.
 
     Parameters
@@ -176,9 +181,14 @@ def provenance(source: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
         A human-readable description of the input (file name, array type and shape, ...).
     parameters
         The write's parameters, JSON-serialisable.
+    inputs
+        What is known of the input beyond its description (files with sizes and digests,
+        header fields), JSON-serialisable; recorded under ``input``.
     """
-    return {
-        "source": source,
+    record: dict[str, Any] = {"source": source}
+    if inputs:
+        record["input"] = dict(inputs)
+    return record | {
         "parameters": dict(parameters),
         "software": {name: _package_version(name) for name in _RECORDED_PACKAGES},
         "python": platform.python_version(),

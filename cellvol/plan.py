@@ -100,6 +100,7 @@ class PyramidPlan:
 
     levels: tuple[LevelPlan, ...]
     voxel_size: VoxelSize
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def __len__(self) -> int:
         return len(self.levels)
@@ -298,6 +299,8 @@ def plan_pyramid(
     n_levels: int | None = None,
     factors: Sequence[Sequence[int]] | None = None,
     tile: int = DEFAULT_TILE,
+    origin: Sequence[float] | None = None,
+    downsample_z: bool = True,
 ) -> PyramidPlan:
     """Plan the levels of a pyramid for a ``(z, y, x)`` volume.
 
@@ -317,6 +320,11 @@ def plan_pyramid(
         first); overrides the anisotropy rule and fixes the number of levels.
     tile
         Target extent of the coarsest level along each axis.
+    origin
+        Physical position of level 0's first voxel centre, ``(z, y, x)`` in the voxel size's
+        unit (default: the origin).
+    downsample_z
+        False for a stack of separate images (z is not a spatial axis): only y and x shrink.
 
     Raises
     ------
@@ -340,7 +348,8 @@ def plan_pyramid(
     if tile < 1:
         raise LayoutError(f"tile must be a positive number of voxels, got {tile}")
 
-    steps = _level_factors(shape, voxel_size, n_levels, factors, tile)
+    start = _origin(origin)
+    steps = _level_factors(shape, voxel_size, n_levels, factors, tile, downsample_z)
     levels: list[LevelPlan] = []
     level_shape: Shape = shape
     cumulative: Shape = tuple(1 for _ in shape)
@@ -360,7 +369,7 @@ def plan_pyramid(
         scale = tuple(v * c for v, c in zip(voxel_size.zyx, cumulative, strict=True))
         # Voxel centres align: a coarse voxel's centre is the mean of the fine centres it covers.
         translation = tuple(
-            v * (c - 1) / 2 for v, c in zip(voxel_size.zyx, cumulative, strict=True)
+            o + v * (c - 1) / 2 for o, v, c in zip(start, voxel_size.zyx, cumulative, strict=True)
         )
         levels.append(
             LevelPlan(
@@ -373,7 +382,19 @@ def plan_pyramid(
                 translation=translation,
             )
         )
-    return PyramidPlan(levels=tuple(levels), voxel_size=voxel_size)
+    return PyramidPlan(levels=tuple(levels), voxel_size=voxel_size, origin=start)
+
+
+def _origin(origin: Sequence[float] | None) -> tuple[float, float, float]:
+    if origin is None:
+        return (0.0, 0.0, 0.0)
+    try:
+        values = tuple(float(v) for v in origin)
+    except (TypeError, ValueError):
+        raise LayoutError(f"origin must be three numbers (z, y, x), got {origin!r}") from None
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        raise LayoutError(f"origin must be three finite numbers (z, y, x), got {origin!r}")
+    return (values[0], values[1], values[2])
 
 
 def shard_regions(shape: Sequence[int], shards: Sequence[int]) -> Iterator[Region]:
@@ -391,6 +412,7 @@ def _level_factors(
     n_levels: int | None,
     factors: Sequence[Sequence[int]] | None,
     tile: int,
+    downsample_z: bool = True,
 ) -> list[Shape]:
     ones: Shape = tuple(1 for _ in shape)
     if factors is not None:
@@ -415,7 +437,9 @@ def _level_factors(
     current = shape
     while len(result) < (n_levels or _MAX_LEVELS):
         # With an explicit level count, keep halving past the tile until the count is met.
-        step = anisotropic_factors(voxel, current, tile if n_levels is None else 1)
+        # An image stack's z is never eligible: its sections are separate images.
+        candidates = current if downsample_z else (1, *current[1:])
+        step = anisotropic_factors(voxel, candidates, tile if n_levels is None else 1)
         if all(f == 1 for f in step):
             if n_levels is not None:
                 raise LayoutError(

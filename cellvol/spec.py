@@ -136,8 +136,14 @@ class VoxelSize:
     def to(self, unit: str) -> VoxelSize:
         """Return the same size expressed in another length unit."""
         target = normalize_unit(unit)
-        factor = UNIT_IN_NM[self.unit] / UNIT_IN_NM[target]
-        return VoxelSize(self.z * factor, self.y * factor, self.x * factor, target)
+        # Every unit is a power of ten of another: divide by 10**k rather than multiply by
+        # 10**-k, so 3 Å becomes exactly 0.3 nm, not 0.30000000000000004.
+        exponent = round(math.log10(UNIT_IN_NM[self.unit] / UNIT_IN_NM[target]))
+        if exponent >= 0:
+            z, y, x = (v * 10**exponent for v in self.zyx)
+        else:
+            z, y, x = (v / 10**-exponent for v in self.zyx)
+        return VoxelSize(z, y, x, target)
 
     def scaled(self, factors: Iterable[float]) -> VoxelSize:
         """Return the voxel size after downsampling by per-axis ``factors``."""

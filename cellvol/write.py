@@ -25,7 +25,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,7 +48,7 @@ from cellvol.plan import (
 )
 from cellvol.progress import ProgressCallback
 from cellvol.shard import sharding_codecs
-from cellvol.sources.npy import portable
+from cellvol.sources.arrays import portable
 from cellvol.spec import SPATIAL_AXES, VoxelSize
 from cellvol.storage import (
     delete_prefix,
@@ -114,14 +114,18 @@ def write_pyramid(
     shards: Sequence[int] | None = None,
     n_levels: int | None = None,
     factors: Sequence[Sequence[int]] | None = None,
+    origin: Sequence[float] | None = None,
+    downsample_z: bool = True,
     compression_level: int = 3,
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
     workers: int | None = None,
     client: Any = None,
     name: str | None = None,
     source_description: str | None = None,
+    source_record: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    resume: bool = True,
     progress: ProgressCallback | None = None,
 ) -> WriteResult:
     """Write ``source`` as a multiscale OME-Zarr 0.5 image at ``dest``, or resume that write.
@@ -142,6 +146,11 @@ def write_pyramid(
         Downsampling: ``mean`` for images, ``mode`` for labels, ``stride``, ``min``, ``max``.
     chunks, shards, n_levels, factors
         Layout overrides, see :func:`cellvol.plan.plan_pyramid`.
+    origin
+        Physical position of the first voxel's centre, ``(z, y, x)`` in the voxel size's unit;
+        written as the levels' translations.
+    downsample_z
+        False when ``z`` indexes separate images (an image stack): only y and x shrink.
     compression_level
         zstd level of every chunk (1-22).
     memory_limit
@@ -158,11 +167,17 @@ def write_pyramid(
         The multiscale's name (default: the destination's name).
     source_description
         Recorded in the provenance block (default: a description of the source array).
+    source_record
+        More about the source for the provenance block (files, digests, header fields), or a
+        callable returning it, called once the data is written (so that, for example, file
+        digests can be computed while the pyramid is).
     storage_options
         Passed to the store (for S3: ``endpoint_url``, ``anon``, ``key``/``secret``...).
     overwrite
         Delete whatever is at ``dest`` first. Without it, ``dest`` must be empty or hold an
         unfinished or finished write with the same parameters (which is resumed or kept).
+    resume
+        With False, an unfinished write at ``dest`` is refused instead of resumed.
     progress
         Called with a :class:`~cellvol.progress.ProgressEvent` as tasks finish, from the
         calling thread's pool threads or, with a client, from the calling thread.
@@ -191,7 +206,14 @@ def write_pyramid(
         raise InvalidInputError(f"compression_level must be 1-22, got {compression_level}")
     voxel = VoxelSize.of(voxel_size, unit)
     plan = plan_pyramid(
-        shape, voxel, chunks=chunks, shards=shards, n_levels=n_levels, factors=factors
+        shape,
+        voxel,
+        chunks=chunks,
+        shards=shards,
+        n_levels=n_levels,
+        factors=factors,
+        origin=origin,
+        downsample_z=downsample_z,
     )
     threads = workers if workers is not None else (os.cpu_count() or 1)
     if threads < 1:
@@ -214,6 +236,11 @@ def write_pyramid(
         ledger.check_same(parameters)
         if ledger.is_complete():
             return WriteResult(location.url, plan, schedule, 0, 0, time.perf_counter() - started)
+        if not resume:
+            raise WriteConflictError(
+                f"{location.url} holds an interrupted write of this volume; resume it "
+                "(resume=True, or --resume on the command line) or start again with overwrite"
+            )
         _remove_interrupted_temporaries(store)
 
     if ledger.job() is None:
@@ -244,7 +271,8 @@ def write_pyramid(
     finally:
         context.writers.shutdown()
 
-    record = provenance(source_description or _describe(source), parameters)
+    extra = source_record() if callable(source_record) else source_record
+    record = provenance(source_description or _describe(source), parameters, extra)
     attributes = image_attributes(
         plan, name=name or location.name, method=method, provenance_record=record
     )
@@ -285,6 +313,7 @@ def _parameters(
     return {
         "dtype": str(dtype),
         "voxel_size": list(plan.voxel_size.zyx),
+        "origin": list(plan.origin),
         "unit": plan.voxel_size.unit,
         "method": method,
         "compression": {"codec": "zstd", "level": compression_level, "checksum": "crc32c"},

@@ -15,6 +15,9 @@ default S3 endpoint at a closed loopback port, so that an S3 call that forgot it
     range support (zarr reads shard indexes with suffix ranges), until the test ends.
 ``shared_data``
     ``../shared/data`` beside the project, where the real test files live in CI.
+``cluster_client``
+    A ``dask.distributed`` client of a LocalCluster of two worker processes on 127.0.0.1
+    (one per module that asks for it).
 ``clean_fsspec_cache``
     For tests that change the AWS environment: fsspec's cached filesystems are closed and
     forgotten before and after the test (they would keep the old configuration).
@@ -300,6 +303,23 @@ def http_server() -> Iterator[Callable[[str | os.PathLike[str]], str]]:
 # --------------------------------------------------------------------------------------------
 # Real data
 # --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster_client() -> Iterator[Any]:
+    """A dask.distributed cluster of two worker processes on 127.0.0.1."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            host="127.0.0.1",
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
 
 
 @pytest.fixture(scope="session")

@@ -155,23 +155,6 @@ def test_kill_9_at_random_moments_then_resume(tmp_path: Path, clean_build) -> No
     assert interrupted >= 5, "too few trials were actually killed mid-write"
 
 
-@pytest.fixture(scope="module")
-def cluster_client():
-    """A dask.distributed cluster of two worker processes on 127.0.0.1."""
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            host="127.0.0.1",
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        yield client
-
-
 def test_distributed_gives_the_same_bytes(tmp_path: Path, clean_build, cluster_client) -> None:
     dest = tmp_path / "dist.zarr"
     result = cellvol.write_pyramid(

@@ -207,7 +207,7 @@ def test_dask_source_is_not_computed_whole(tmp_path: Path) -> None:
 
 
 def test_memmap_views_are_not_mistaken_for_the_whole_file(tmp_path: Path) -> None:
-    from cellvol.sources.npy import MemmapSource, portable
+    from cellvol.sources.arrays import MemmapSource, portable
 
     path = tmp_path / "raw.npy"
     data = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(10, 4, 4))

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-import mmap
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from cellvol.errors import InvalidInputError, StoreNotFoundError
 from cellvol.sources import Source
 
-__all__ = ["MemmapSource", "open_npy", "portable"]
+__all__ = ["open_npy"]
 
 
 def open_npy(path: str) -> Source:
@@ -41,51 +36,3 @@ def open_npy(path: str) -> Source:
         description=f"{file.name}: .npy array {array.shape} {array.dtype}, {size} bytes",
         details={"file": str(file.resolve()), "bytes": size},
     )
-
-
-@dataclass(frozen=True)  # not slotted: the opened map is cached on the instance
-class MemmapSource:
-    """A memory-mapped array by file name, so it pickles as a reference, not as its data."""
-
-    filename: str
-    dtype: str
-    shape: tuple[int, ...]
-    offset: int
-    order: Literal["C", "F"]
-
-    @functools.cached_property
-    def _array(self) -> npt.NDArray[Any]:
-        return np.memmap(
-            self.filename,
-            dtype=np.dtype(self.dtype),
-            mode="r",
-            shape=self.shape,
-            offset=self.offset,
-            order=self.order,
-        )
-
-    def __getitem__(self, key: Any) -> Any:
-        return self._array[key]
-
-
-def portable(source: Any) -> Any:
-    """Replace a memory-mapped array by a reference that workers reopen.
-
-    Only the mapping itself qualifies (its ``base`` is the ``mmap`` object): numpy views of a
-    memmap are memmaps too and keep the parent's file name and offset, so they travel as
-    ordinary arrays rather than be reopened as the wrong region.
-    """
-    if (
-        isinstance(source, np.memmap)
-        and isinstance(getattr(source, "base", None), mmap.mmap)
-        and source.filename
-        and (source.flags.c_contiguous or source.flags.f_contiguous)
-    ):
-        return MemmapSource(
-            str(source.filename),
-            str(source.dtype),
-            tuple(source.shape),
-            int(source.offset),
-            "C" if source.flags.c_contiguous else "F",
-        )
-    return source

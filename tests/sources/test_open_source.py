@@ -1,4 +1,4 @@
-"""Opening conversion inputs: .npy and zarr / OME-Zarr."""
+"""Choosing a reader from an input's name; the .npy and zarr / OME-Zarr readers."""
 
 from pathlib import Path
 
@@ -27,8 +27,14 @@ def test_ome_zarr_gives_level_0_and_its_voxel_size(tmp_path: Path) -> None:
 
 
 def test_unknown_format_names_the_path_and_the_formats(tmp_path: Path) -> None:
-    with pytest.raises(InvalidInputError, match=r"scan\.xyz: cannot tell its format.*\.npy"):
+    (tmp_path / "scan.xyz").write_bytes(b"?")
+    with pytest.raises(InvalidInputError, match=r"scan\.xyz: cannot tell its format.*MRC.*TIFF"):
         open_source(tmp_path / "scan.xyz")
+
+
+def test_missing_input_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(StoreNotFoundError, match=r"tomo\.mrc: no such file"):
+        open_source(tmp_path / "tomo.mrc")
 
 
 def test_missing_and_broken_npy(tmp_path: Path) -> None:

@@ -1,0 +1,135 @@
+"""Lazy arrays that sources hand to the writer: small to pickle, read region by region.
+
+A source must travel to dask workers in other processes without its data, so each class here
+holds only what is needed to reopen the file (name, offset, layout) and opens it again on first
+use in the process that reads it.
+"""
+
+from __future__ import annotations
+
+import functools
+import mmap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["MemmapSource", "Transposed", "portable", "region_of"]
+
+
+@dataclass(frozen=True)  # not slotted: the opened map is cached on the instance
+class MemmapSource:
+    """A memory-mapped array by file name, so it pickles as a reference, not as its data."""
+
+    filename: str
+    dtype_str: str
+    shape: tuple[int, ...]
+    offset: int
+    order: Literal["C", "F"] = "C"
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Element type (with its byte order)."""
+        return np.dtype(self.dtype_str)
+
+    @functools.cached_property
+    def _array(self) -> npt.NDArray[Any]:
+        return np.memmap(
+            self.filename,
+            dtype=self.dtype,
+            mode="r",
+            shape=self.shape,
+            offset=self.offset,
+            order=self.order,
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_array", None)  # reopened where it is unpickled
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._array[key]
+
+
+@dataclass(frozen=True)
+class Transposed:
+    """A lazy array seen with its axes permuted, as ``numpy.transpose`` would (no data read).
+
+    Attributes
+    ----------
+    base
+        Any array with ``shape``, ``dtype`` and numpy-style slicing.
+    axes
+        ``axes[i]`` is the axis of ``base`` that becomes axis ``i``.
+    """
+
+    base: Any
+    axes: tuple[int, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape after the permutation."""
+        return tuple(int(self.base.shape[a]) for a in self.axes)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Element type of the base array."""
+        dtype: np.dtype[Any] = np.dtype(self.base.dtype)
+        return dtype
+
+    def __getitem__(self, key: Any) -> npt.NDArray[Any]:
+        region = region_of(key, self.shape)
+        inner: list[slice] = [slice(None)] * len(self.axes)
+        for out_axis, base_axis in enumerate(self.axes):
+            inner[base_axis] = region[out_axis]
+        block = np.asarray(self.base[tuple(inner)])
+        return np.ascontiguousarray(block.transpose(self.axes))
+
+
+def region_of(key: Any, shape: Sequence[int]) -> tuple[slice, ...]:
+    """Turn a key of slices with unit steps (what the writer asks for) into explicit slices.
+
+    Raises
+    ------
+    IndexError
+        For anything but a tuple of slices with unit step (integers, steps, fancy indexing):
+        the lazy sources answer region reads, not general indexing.
+    """
+    parts = key if isinstance(key, tuple) else (key,)
+    if len(parts) < len(shape):
+        parts = (*parts, *([slice(None)] * (len(shape) - len(parts))))
+    if len(parts) != len(shape) or not all(isinstance(p, slice) for p in parts):
+        raise IndexError(f"expected {len(shape)} slices, got {key!r}")
+    region = tuple(p.indices(n) for p, n in zip(parts, shape, strict=True))
+    if any(step != 1 for _, _, step in region):
+        raise IndexError(f"only unit-step slices are supported, got {key!r}")
+    return tuple(slice(start, max(start, stop)) for start, stop, _ in region)
+
+
+def portable(source: Any) -> Any:
+    """Replace a memory-mapped array by a reference that workers reopen.
+
+    Only the mapping itself qualifies (its ``base`` is the ``mmap`` object): numpy views of a
+    memmap are memmaps too and keep the parent's file name and offset, so they travel as
+    ordinary arrays rather than be reopened as the wrong region.
+    """
+    if (
+        isinstance(source, np.memmap)
+        and isinstance(getattr(source, "base", None), mmap.mmap)
+        and source.filename
+        and (source.flags.c_contiguous or source.flags.f_contiguous)
+    ):
+        return MemmapSource(
+            str(source.filename),
+            str(source.dtype),
+            tuple(source.shape),
+            int(source.offset),
+            "C" if source.flags.c_contiguous else "F",
+        )
+    return source
