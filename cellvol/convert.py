@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import numpy as np
+
 from cellvol.downsample import Method
 from cellvol.errors import InvalidInputError, SourceChangedError
 from cellvol.plan import DEFAULT_MEMORY_LIMIT
@@ -86,6 +88,7 @@ def convert(
         If an input file changed while it was converted.
     """
     source = open_source(src, dataset=dataset, int8=int8)
+    _check_element_type(source, src)
     voxel = _voxel_size(source, src, voxel_size, unit)
     origin = _origin_in(source, voxel.unit)
     digests = _Digests(source.files) if digest else None
@@ -187,6 +190,14 @@ def _file_sizes(files: Sequence[str], *, with_times: bool = False) -> list[dict[
             entry |= {"path": name, "mtime_ns": stat.st_mtime_ns}
         entries.append(entry)
     return entries
+
+
+def _check_element_type(source: Source, src: str | os.PathLike[str]) -> None:
+    dtype = np.dtype(source.array.dtype)
+    if dtype.kind not in "iuf" or dtype.itemsize > 8:
+        raise InvalidInputError(
+            f"{os.fspath(src)}: holds {dtype} voxels; cellvol stores integer and float volumes"
+        )
 
 
 def _voxel_size(

@@ -14,9 +14,11 @@ the physical voxel size.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import struct
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -201,7 +203,10 @@ def _write_mrc(
     dtype = level.dtype
     shape = tuple(r.stop - r.start for r in box)
     stats = _Statistics()
-    with mrcfile.new_mmap(file, shape=shape, mrc_mode=MRC_MODES[dtype.name]) as mrc:
+    with (
+        _without_numpy_deprecations(),
+        mrcfile.new_mmap(file, shape=shape, mrc_mode=MRC_MODES[dtype.name]) as mrc,
+    ):
         z = 0
         for slab in _slabs(level, box):
             # mrcfile maps mode 0 as int8; unsigned bytes go in unchanged, flagged below.
@@ -218,6 +223,14 @@ def _write_mrc(
         mrc.add_label(label[:80])
     if dtype.itemsize == 1:
         _stamp_imod_signedness(file, signed=dtype == np.int8)
+
+
+@contextlib.contextmanager
+def _without_numpy_deprecations() -> Iterator[None]:
+    """Silence the numpy 2.5 deprecations mrcfile triggers: nothing a user could act on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 class _Statistics:

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -134,5 +135,59 @@ def test_convert_without_voxel_size_is_refused(tmp_path: Path) -> None:
     np.save(tmp_path / "in.npy", np.zeros((4, 4, 4), np.uint8))
     result = run("convert", str(tmp_path / "in.npy"), str(tmp_path / "o.zarr"))
     assert result.returncode == 1
-    assert "records no voxel size; pass --voxel-size" in result.stderr
+    assert "records no complete voxel size; give one" in result.stderr
+    assert "--voxel-size Z,Y,X" in result.stderr
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_convert_mrc_resume_and_export(tmp_path: Path) -> None:
+    mrcfile = pytest.importorskip("mrcfile")
+    data = np.random.default_rng(1).integers(-500, 500, (30, 80, 90), dtype=np.int16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # mrcfile vs numpy 2.5
+        with mrcfile.new(tmp_path / "tomo.mrc") as mrc:
+            mrc.set_data(data)
+            mrc.voxel_size = 8.0  # Å
+    dest = tmp_path / "tomo.ome.zarr"
+    first = run("convert", str(tmp_path / "tomo.mrc"), str(dest))
+    assert first.returncode == 0, first.stderr
+    assert "tomo.mrc: MRC volume 30 × 80 × 90 (z, y, x) mode 1 int16" in first.stdout
+    assert "0.8 × 0.8 × 0.8 nanometer" in first.stdout
+    np.testing.assert_array_equal(cellvol.open(dest)[:], data)
+
+    # An interrupted write (no completion marker) needs --resume to continue.
+    (dest / "_cellvol" / "complete.json").unlink()
+    refused = run("convert", str(tmp_path / "tomo.mrc"), str(dest))
+    assert refused.returncode == 1
+    assert "interrupted write" in refused.stderr
+    assert "--resume" in refused.stderr
+    resumed = run("convert", str(tmp_path / "tomo.mrc"), str(dest), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+
+    out = tmp_path / "part.mrc"
+    exported = run("export", str(dest), str(out), "--region", "0:10,:,20:60")
+    assert exported.returncode == 0, exported.stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with mrcfile.open(out) as mrc:
+            np.testing.assert_array_equal(mrc.data, data[0:10, :, 20:60])
+            assert float(mrc.voxel_size.x) == pytest.approx(8.0)
+    again = run("export", str(dest), str(out))
+    assert again.returncode == 1
+    assert "part.mrc exists" in again.stderr
+
+
+def test_convert_tiff_stack_with_voxel_size(tmp_path: Path) -> None:
+    tifffile = pytest.importorskip("tifffile")
+    stack = tmp_path / "fib"
+    stack.mkdir()
+    data = np.random.default_rng(2).integers(0, 255, (12, 40, 50), dtype=np.uint8)
+    for z, plane in enumerate(data):
+        tifffile.imwrite(stack / f"img_{z}.tif", plane)
+    result = runner.invoke(
+        app, ["convert", str(stack), str(tmp_path / "f.zarr"), "--voxel-size", "10,5,5"],
+        terminal_width=200,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "stack of 12 TIFF slices img_0.tif .. img_11.tif" in result.output
+    np.testing.assert_array_equal(cellvol.open(tmp_path / "f.zarr")[:], data)

@@ -129,7 +129,12 @@ class Hdf5Dataset:
         region = region_of(key, self.shape)
         # h5py serialises calls into the HDF5 library, so writer threads can share the handle
         # (two threads racing to open it first merely open the file twice).
-        return np.asarray(self._node[region])
+        try:
+            return np.asarray(self._node[region])
+        except OSError as exc:  # what h5py raises for a damaged chunk or a failed filter
+            raise InvalidInputError(
+                f"{self.filename}:{self.dataset}: cannot read region {region} ({exc})"
+            ) from exc
 
 
 def _only_volume(handle: Any, name: str) -> str:

@@ -32,6 +32,7 @@ Image stacks
 from __future__ import annotations
 
 import math
+import struct
 import warnings
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -109,6 +110,7 @@ def open_mrc(path: str | Path, *, int8: Literal["auto", "signed", "unsigned"] = 
             f"{name}: {size} bytes is too short for an MRC file (its header alone is "
             f"{_HEADER_BYTES} bytes)"
         )
+    _check_raw_header(file, name, size)
     header, extended = _read_header(file, name)
 
     mode = int(header.mode)
@@ -136,8 +138,6 @@ def open_mrc(path: str | Path, *, int8: Literal["auto", "signed", "unsigned"] = 
             "of 1, 2, 3 (X, Y, Z)"
         )
     nsymbt = int(header.nsymbt)
-    if nsymbt < 0:
-        raise InvalidInputError(f"{name}: negative extended header size nsymbt = {nsymbt}")
 
     dtype = mrcfile.utils.data_dtype_from_header(header)
     if mode == 0 and _bytes_unsigned(file, header, int8):
@@ -190,6 +190,29 @@ def open_mrc(path: str | Path, *, int8: Literal["auto", "signed", "unsigned"] = 
         image_stack=is_stack,
         details=details,
     )
+
+
+def _check_raw_header(file: Path, name: str, size: int) -> None:
+    """Refuse a file with no MRC identifier or an impossible NSYMBT, before mrcfile reads it.
+
+    mrcfile would read (and allocate) an extended header of whatever size NSYMBT claims.
+    """
+    with file.open("rb") as stream:
+        head = stream.read(_HEADER_BYTES)
+    if head[208:212] != b"MAP ":
+        raise InvalidInputError(
+            f"{name}: not an MRC file (no 'MAP ' identifier at byte 208 of the header)"
+        )
+    # The machine stamp at byte 212 says the byte order: 0x44 little-endian, 0x11 big-endian.
+    order = ">" if head[212] == 0x11 else "<"
+    (nsymbt,) = struct.unpack_from(f"{order}i", head, 92)
+    if nsymbt < 0:
+        raise InvalidInputError(f"{name}: negative extended header size nsymbt = {nsymbt}")
+    if _HEADER_BYTES + nsymbt > size:
+        raise InvalidInputError(
+            f"{name}: file is truncated: its header announces a {nsymbt:,}-byte extended header "
+            f"but the file has {size:,} bytes"
+        )
 
 
 def _read_header(file: Path, name: str) -> tuple[Any, Any]:

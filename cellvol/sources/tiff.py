@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import functools
 import glob
+import logging
 import math
 import os
 import re
+import struct
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,6 +74,7 @@ def open_tiff(path: str | Path) -> Source:
         series = tif.series[0]
         if len(tif.series) > 1 and not (tif.is_ome or tif.is_imagej):
             _report_differing_pages(tif, name)
+        _check_extent(tif, name)
         axes, shape = series.axes, tuple(int(n) for n in series.shape)
         kept = _spatial_axes(axes, shape, name)
         zyx = _as_zyx(tuple(shape[i] for i in kept))
@@ -196,7 +199,12 @@ class TiffSeries:
     def __getitem__(self, key: Any) -> npt.NDArray[Any]:
         region = region_of(key, self.shape)
         inner = tuple(slice(0, 1) if a is None else region[a] for a in self.view_axes)
-        data = np.asarray(self._view[inner])
+        try:
+            data = np.asarray(self._view[inner])
+        except Exception as exc:  # any decoder's error (zlib.error, ...): the file is damaged
+            raise InvalidInputError(
+                f"{self.filename}: cannot read region {region} ({exc})"
+            ) from exc
         return data.reshape(tuple(r.stop - r.start for r in region))
 
 
@@ -244,7 +252,7 @@ class TiffSlices:
                 mapped._mmap.close()  # type: ignore[attr-defined]  # free the map now, not at GC
         try:
             data = tifffile.imread(filename, selection=(ys, xs))
-        except (OSError, ValueError, tifffile.TiffFileError) as exc:
+        except Exception as exc:  # any decoder's error (zlib.error, ...): the slice is damaged
             raise InvalidInputError(f"{filename}: cannot read slice {z} ({exc})") from exc
         return np.asarray(data).reshape(ys.stop - ys.start, xs.stop - xs.start)
 
@@ -270,6 +278,7 @@ def _slice_header(file: Path, depth: int) -> _SliceHeader:
                 "one image"
             )
         series = tif.series[0]
+        _check_extent(tif, str(file))
         kept = _spatial_axes(series.axes, tuple(series.shape), str(file))
         shape = tuple(int(series.shape[i]) for i in kept)
         if len(shape) != 2:
@@ -287,22 +296,55 @@ def _slice_header(file: Path, depth: int) -> _SliceHeader:
 
 
 class _tiff_file:
-    """``tifffile.TiffFile`` that reports an unreadable file as an InvalidInputError."""
+    """``tifffile.TiffFile``, with every page header read, as a context manager.
+
+    An unreadable file is an InvalidInputError; so is anything tifffile would only log and
+    skip (a page offset past the end of a truncated file would otherwise lose those pages).
+    """
 
     def __init__(self, file: Path, name: str) -> None:
         self._file, self._name = file, name
 
     def __enter__(self) -> tifffile.TiffFile:
+        complaints = _Complaints()
+        logger = logging.getLogger("tifffile")
+        logger.addHandler(complaints)
         try:
             self._tif = tifffile.TiffFile(self._file)
-            if not self._tif.series:
+            pages = len(self._tif.pages)  # reads every page header
+            if not pages or not self._tif.series:
                 raise ValueError("no image data")
-        except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
+        except (
+            tifffile.TiffFileError,
+            ValueError,
+            OSError,
+            IndexError,
+            KeyError,
+            struct.error,
+        ) as exc:
             raise InvalidInputError(f"{self._name}: not a readable TIFF file ({exc})") from exc
+        finally:
+            logger.removeHandler(complaints)
+        if complaints.messages:
+            self._tif.close()
+            raise InvalidInputError(
+                f"{self._name}: damaged TIFF file ({'; '.join(complaints.messages[:3])})"
+            )
         return self._tif
 
     def __exit__(self, *exc: object) -> None:
         self._tif.close()
+
+
+class _Complaints(logging.Handler):
+    """Collects what tifffile logs at warning level or above while a file is opened."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def _stack_files(text: str) -> list[Path]:
@@ -324,6 +366,18 @@ def _stack_files(text: str) -> list[Path]:
     else:
         raise StoreNotFoundError(f"{text}: no such directory")
     return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def _check_extent(tif: tifffile.TiffFile, name: str) -> None:
+    """Refuse a file whose image data would run past its end (a truncated file)."""
+    size = tif.filehandle.size
+    for index, page in enumerate(tif.pages):
+        ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False)]
+        if ends and max(ends) > size:
+            raise InvalidInputError(
+                f"{name}: truncated: page {index}'s image data ends at byte {max(ends):,} but "
+                f"the file has {size:,} bytes"
+            )
 
 
 def _compression(tif: tifffile.TiffFile) -> str:
