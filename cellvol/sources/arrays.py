@@ -15,13 +15,22 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.array_utils import byte_bounds
 
 __all__ = ["MemmapSource", "Transposed", "portable", "region_of"]
+
+_CAN_RELEASE = hasattr(mmap, "MADV_DONTNEED")  # Linux and macOS
 
 
 @dataclass(frozen=True)  # not slotted: the opened map is cached on the instance
 class MemmapSource:
-    """A memory-mapped array by file name, so it pickles as a reference, not as its data."""
+    """A memory-mapped array by file name, so it pickles as a reference, not as its data.
+
+    Each read returns a copy of the region and then tells the kernel this process no longer
+    needs the file pages it touched (``MADV_DONTNEED``). They stay in the page cache, but no
+    longer count in the process's resident memory, which therefore does not grow with the
+    file's size even though every byte of a multi-terabyte file passes through the map.
+    """
 
     filename: str
     dtype_str: str
@@ -35,26 +44,38 @@ class MemmapSource:
         return np.dtype(self.dtype_str)
 
     @functools.cached_property
+    def _map(self) -> mmap.mmap:
+        with open(self.filename, "rb") as stream:
+            return mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+
+    @functools.cached_property
     def _array(self) -> npt.NDArray[Any]:
-        return np.memmap(
-            self.filename,
-            dtype=self.dtype,
-            mode="r",
-            shape=self.shape,
-            offset=self.offset,
-            order=self.order,
+        return np.ndarray(
+            self.shape, self.dtype, buffer=self._map, offset=self.offset, order=self.order
         )
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_array", None)  # reopened where it is unpickled
+        state.pop("_map", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
-    def __getitem__(self, key: Any) -> Any:
-        return self._array[key]
+    def __getitem__(self, key: Any) -> npt.NDArray[Any]:
+        view = self._array[key]
+        block = np.array(view)
+        if isinstance(view, np.ndarray) and view.size and _CAN_RELEASE:
+            self._release(view)
+        return block
+
+    def _release(self, view: npt.NDArray[Any]) -> None:
+        """Drop this process's mapping of the pages ``view`` spans (the data stays cached)."""
+        low, high = byte_bounds(view)
+        start = low - self._array.ctypes.data + self.offset
+        first = start - start % mmap.PAGESIZE
+        self._map.madvise(mmap.MADV_DONTNEED, first, high - low + (start - first))
 
 
 @dataclass(frozen=True)
