@@ -7,8 +7,8 @@ use in the process that reads it.
 
 from __future__ import annotations
 
-import functools
 import mmap
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -20,6 +20,8 @@ from numpy.lib.array_utils import byte_bounds
 __all__ = ["MemmapSource", "Transposed", "portable", "region_of"]
 
 _CAN_RELEASE = hasattr(mmap, "MADV_DONTNEED")  # Linux and macOS
+_OPENING = threading.Lock()
+_FOLIO_ALIGNMENT = 2 * 2**20  # the largest page-cache folio (a PMD) on common 4 KiB-page systems
 
 
 @dataclass(frozen=True)  # not slotted: the opened map is cached on the instance
@@ -43,39 +45,44 @@ class MemmapSource:
         """Element type (with its byte order)."""
         return np.dtype(self.dtype_str)
 
-    @functools.cached_property
-    def _map(self) -> mmap.mmap:
-        with open(self.filename, "rb") as stream:
-            return mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
-
-    @functools.cached_property
-    def _array(self) -> npt.NDArray[Any]:
-        return np.ndarray(
-            self.shape, self.dtype, buffer=self._map, offset=self.offset, order=self.order
-        )
+    @property
+    def _mapped(self) -> tuple[mmap.mmap, npt.NDArray[Any]]:
+        """The file's map and the array over it, made once per process (writer threads race)."""
+        opened = self.__dict__.get("_opened")
+        if opened is None:
+            with _OPENING:
+                opened = self.__dict__.get("_opened")
+                if opened is None:
+                    with open(self.filename, "rb") as stream:
+                        file_map = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+                    array = np.ndarray(
+                        self.shape, self.dtype, buffer=file_map, offset=self.offset,
+                        order=self.order,
+                    )  # fmt: skip
+                    opened = self.__dict__["_opened"] = (file_map, array)
+        return opened
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.pop("_array", None)  # reopened where it is unpickled
-        state.pop("_map", None)
+        state.pop("_opened", None)  # reopened where it is unpickled
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
     def __getitem__(self, key: Any) -> npt.NDArray[Any]:
-        view = self._array[key]
+        file_map, array = self._mapped
+        view = array[key]
         block = np.array(view)
-        if isinstance(view, np.ndarray) and view.size and _CAN_RELEASE:
-            self._release(view)
+        if _CAN_RELEASE and view.size and np.may_share_memory(view, array):
+            # Drop this process's mapping of the pages the view spans; they stay cached. The
+            # kernel maps a whole large folio (up to 2 MiB) on a fault, so widen the span to
+            # that alignment or the folios at its ends would stay mapped.
+            low, high = (a - array.ctypes.data + self.offset for a in byte_bounds(view))
+            first = low - low % _FOLIO_ALIGNMENT
+            end = min(len(file_map), -(-high // _FOLIO_ALIGNMENT) * _FOLIO_ALIGNMENT)
+            file_map.madvise(mmap.MADV_DONTNEED, first, end - first)
         return block
-
-    def _release(self, view: npt.NDArray[Any]) -> None:
-        """Drop this process's mapping of the pages ``view`` spans (the data stays cached)."""
-        low, high = byte_bounds(view)
-        start = low - self._array.ctypes.data + self.offset
-        first = start - start % mmap.PAGESIZE
-        self._map.madvise(mmap.MADV_DONTNEED, first, high - low + (start - first))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,87 @@
+"""The lazy arrays sources hand to the writer: memory maps, transposed views, region keys."""
+
+import pickle
+import re
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cellvol.sources.arrays import MemmapSource, Transposed, portable, region_of
+
+DATA = np.random.default_rng(9).integers(0, 60000, (32, 128, 256), dtype=np.uint16)
+
+
+@pytest.fixture
+def mapped(tmp_path: Path) -> MemmapSource:
+    np.save(tmp_path / "d.npy", DATA)
+    source = portable(np.load(tmp_path / "d.npy", mmap_mode="r"))
+    assert isinstance(source, MemmapSource)
+    return source
+
+
+def test_reads_from_eight_threads_are_correct(mapped: MemmapSource) -> None:
+    failures: list[tuple[int, int]] = []
+
+    def work(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(100):
+            z, y = int(rng.integers(0, 28)), int(rng.integers(0, 100))
+            if not np.array_equal(
+                mapped[z : z + 4, y : y + 28, 3:250], DATA[z : z + 4, y : y + 28, 3:250]
+            ):
+                failures.append((z, y))
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+
+
+def test_reads_return_copies_and_pickle_small(mapped: MemmapSource) -> None:
+    block = mapped[1:3, :, :]
+    assert block.flags.owndata
+    assert len(pickle.dumps(mapped)) < 500
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(mapped))[5], DATA[5])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/smaps")
+def test_pages_read_are_released_from_the_process(mapped: MemmapSource) -> None:
+    for z in range(0, 32, 4):  # 2 MiB of pages pass through the map
+        mapped[z : z + 4, :, :]
+    assert _resident_kib(mapped.filename) < 256  # a full map would hold 2048 KiB
+
+
+def _resident_kib(filename: str) -> int:
+    """Resident KiB of this process's mappings of ``filename``."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            inside = line.endswith(filename)
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_transposed_reads_the_permuted_region() -> None:
+    view = Transposed(DATA, (2, 0, 1))
+    assert view.shape == (256, 32, 128)
+    np.testing.assert_array_equal(
+        view[10:20, 3:9, 100:128], DATA.transpose(2, 0, 1)[10:20, 3:9, 100:128]
+    )
+
+
+def test_region_of_accepts_unit_slices_only() -> None:
+    assert region_of((slice(None), slice(2, 5)), (4, 6, 8)) == (
+        slice(0, 4),
+        slice(2, 5),
+        slice(0, 8),
+    )
+    with pytest.raises(IndexError, match="expected 3 slices"):
+        region_of((1, slice(None), slice(None)), (4, 6, 8))
+    with pytest.raises(IndexError, match="unit-step"):
+        region_of((slice(0, 4, 2),), (4, 6, 8))
