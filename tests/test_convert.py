@@ -376,3 +376,14 @@ def test_mode_0_unsigned_flag_survives_conversion(tmp_path: Path) -> None:
     volume = cellvol.open(cellvol.convert(path, tmp_path / "u.zarr").url)
     assert volume.dtype == np.uint8
     np.testing.assert_array_equal(volume[:], raw)
+
+
+def test_ome_zarr_in_is_rechunked_and_repyramided(tmp_path: Path) -> None:
+    data = np.random.default_rng(6).integers(0, 255, (20, 100, 120), dtype=np.uint8)
+    cellvol.write_pyramid(data, tmp_path / "a.ome.zarr", (40, 4, 4), chunks=(8, 32, 32))
+    result = cellvol.convert(tmp_path / "a.ome.zarr", tmp_path / "b.ome.zarr", chunks=(4, 16, 16))
+    volume = cellvol.open(result.url)
+    np.testing.assert_array_equal(volume[:], data)
+    assert volume.voxel_size == cellvol.VoxelSize(40, 4, 4)
+    assert volume.levels[0].chunks == (4, 16, 16)
+    assert volume.provenance["input"]["files"] == []  # a store, not files: nothing to hash

@@ -73,16 +73,29 @@ class MemmapSource:
     def __getitem__(self, key: Any) -> npt.NDArray[Any]:
         file_map, array = self._mapped
         view = array[key]
-        block = np.array(view)
-        if _CAN_RELEASE and view.size and np.may_share_memory(view, array):
-            # Drop this process's mapping of the pages the view spans; they stay cached. The
-            # kernel maps a whole large folio (up to 2 MiB) on a fault, so widen the span to
-            # that alignment or the folios at its ends would stay mapped.
-            low, high = (a - array.ctypes.data + self.offset for a in byte_bounds(view))
-            first = low - low % _FOLIO_ALIGNMENT
-            end = min(len(file_map), -(-high // _FOLIO_ALIGNMENT) * _FOLIO_ALIGNMENT)
-            file_map.madvise(mmap.MADV_DONTNEED, first, end - first)
+        if not (_CAN_RELEASE and view.size and np.may_share_memory(view, array)):
+            return np.array(view)
+        block: npt.NDArray[Any] = np.empty_like(view, order="C")
+        # Copy one outer index (a z plane) at a time and release it at once, so the pages
+        # mapped at any moment are about one plane's span, not the whole region's.
+        parts = range(len(view)) if view.ndim > 1 else [slice(None)]
+        for part in parts:
+            block[part] = view[part]
+            self._release(file_map, array, view[part])
         return block
+
+    def _release(
+        self, file_map: mmap.mmap, array: npt.NDArray[Any], view: npt.NDArray[Any]
+    ) -> None:
+        """Drop this process's mapping of the pages ``view`` spans; they stay cached.
+
+        The kernel maps a whole large folio (up to 2 MiB) on a fault, so the span is widened to
+        that alignment, or the folios at its ends would stay mapped.
+        """
+        low, high = (a - array.ctypes.data + self.offset for a in byte_bounds(view))
+        first = low - low % _FOLIO_ALIGNMENT
+        end = min(len(file_map), -(-high // _FOLIO_ALIGNMENT) * _FOLIO_ALIGNMENT)
+        file_map.madvise(mmap.MADV_DONTNEED, first, end - first)
 
 
 @dataclass(frozen=True)
