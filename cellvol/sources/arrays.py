@@ -11,21 +11,36 @@ import mmap
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
 from numpy.lib.array_utils import byte_bounds
 
-__all__ = ["MemmapSource", "Transposed", "portable", "region_of"]
+__all__ = ["MemmapSource", "OpenedPerProcess", "Transposed", "portable", "region_of"]
 
 _CAN_RELEASE = hasattr(mmap, "MADV_DONTNEED")  # Linux and macOS
 _OPENING = threading.Lock()
 _FOLIO_ALIGNMENT = 2 * 2**20  # the largest page-cache folio (a PMD) on common 4 KiB-page systems
 
 
+class OpenedPerProcess:
+    """Pickles without the open handles it caches: each process reopens the file on first use.
+
+    Subclasses cache their handle in ``__dict__`` under a name listed in ``_HANDLES``.
+    """
+
+    _HANDLES: ClassVar[tuple[str, ...]] = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._HANDLES}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
 @dataclass(frozen=True)  # not slotted: the opened map is cached on the instance
-class MemmapSource:
+class MemmapSource(OpenedPerProcess):
     """A memory-mapped array by file name, so it pickles as a reference, not as its data.
 
     Each read returns a copy of the region and then tells the kernel this process no longer
@@ -39,6 +54,7 @@ class MemmapSource:
     shape: tuple[int, ...]
     offset: int
     order: Literal["C", "F"] = "C"
+    _HANDLES: ClassVar[tuple[str, ...]] = ("_opened",)
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -61,14 +77,6 @@ class MemmapSource:
                     )  # fmt: skip
                     opened = self.__dict__["_opened"] = (file_map, array)
         return opened
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_opened", None)  # reopened where it is unpickled
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
     def __getitem__(self, key: Any) -> npt.NDArray[Any]:
         file_map, array = self._mapped

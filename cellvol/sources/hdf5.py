@@ -12,14 +12,14 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
 from cellvol.errors import InvalidInputError, StoreNotFoundError
 from cellvol.sources import Source
-from cellvol.sources.arrays import region_of
+from cellvol.sources.arrays import OpenedPerProcess, region_of
 from cellvol.spec import VoxelSize
 
 __all__ = ["Hdf5Dataset", "open_hdf5"]
@@ -100,13 +100,14 @@ def open_hdf5(path: str | Path, dataset: str | None = None) -> Source:
 
 
 @dataclass(frozen=True)  # not slotted: the open file is cached on the instance
-class Hdf5Dataset:
+class Hdf5Dataset(OpenedPerProcess):
     """A dataset of an HDF5 file by name, opened on first read in each process."""
 
     filename: str
     dataset: str
     shape: tuple[int, int, int]
     dtype_str: str
+    _HANDLES: ClassVar[tuple[str, ...]] = ("_node",)
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -118,12 +119,6 @@ class Hdf5Dataset:
         import h5py
 
         return h5py.File(self.filename, "r")[self.dataset]
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_node"}  # reopened there
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
     def __getitem__(self, key: Any) -> npt.NDArray[Any]:
         region = region_of(key, self.shape)

@@ -24,7 +24,7 @@ import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +32,7 @@ import tifffile
 
 from cellvol.errors import InvalidInputError, StoreNotFoundError
 from cellvol.sources import TIFF_SUFFIXES, Source
-from cellvol.sources.arrays import MemmapSource, region_of
+from cellvol.sources.arrays import MemmapSource, OpenedPerProcess, region_of
 from cellvol.spec import VoxelSize
 
 __all__ = ["TiffSeries", "TiffSlices", "natural_key", "open_tiff", "open_tiff_stack"]
@@ -167,7 +167,7 @@ def open_tiff_stack(directory_or_pattern: str | Path) -> Source:
 
 
 @dataclass(frozen=True)  # not slotted: the opened view is cached on the instance
-class TiffSeries:
+class TiffSeries(OpenedPerProcess):
     """The first image series of a compressed or non-contiguous TIFF file, read by region."""
 
     filename: str
@@ -175,6 +175,7 @@ class TiffSeries:
     dtype_str: str
     view_axes: tuple[int | None, ...]
     """Per axis of the series: the ``z, y, x`` axis it is, or None for a length-one axis."""
+    _HANDLES: ClassVar[tuple[str, ...]] = ("_view",)
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -187,14 +188,6 @@ class TiffSeries:
 
         store = tifffile.TiffFile(self.filename).series[0].aszarr()
         return zarr.open_array(store, mode="r")
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_view", None)  # reopened where it is unpickled
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
     def __getitem__(self, key: Any) -> npt.NDArray[Any]:
         region = region_of(key, self.shape)
