@@ -21,6 +21,8 @@ import zarr
 import zarr.errors
 
 from cellvol.errors import IntegrityError, LevelError, MetadataError, NotOMEZarrError
+from cellvol.integrity import ShardPresence
+from cellvol.ledger import Ledger
 from cellvol.metadata import PROVENANCE_KEY, Axis, Dataset, Multiscale, read_multiscale
 from cellvol.spec import SPATIAL_AXES, VoxelSize
 from cellvol.storage import open_store, parse_location
@@ -52,6 +54,8 @@ class Level:
     scale: tuple[float, ...]
     translation: tuple[float, ...]
     axes: tuple[Axis, ...]
+    presence: ShardPresence | None = None
+    """For images with a write manifest: checks the shards a read touches exist."""
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -101,8 +105,11 @@ class Level:
         Raises
         ------
         IntegrityError
-            If a stored chunk in the region fails its checksum.
+            If a stored chunk in the region fails its checksum, or a shard the write's
+            manifest lists is missing (instead of reading it as fill values).
         """
+        if self.presence is not None:
+            self.presence.check(key, self.shape)
         try:
             return np.asarray(self.array[key])
         except ValueError as exc:
@@ -289,10 +296,16 @@ def open(
         ) from exc
     if isinstance(node, zarr.Array):
         return _bare_array_volume(location.url, node)
-    return _image_volume(location.url, node)
+    manifest = Ledger(store, location.url).manifest()
+    return _image_volume(location.url, node, store, manifest)
 
 
-def _image_volume(url: str, group: zarr.Group) -> Volume:
+def _image_volume(
+    url: str,
+    group: zarr.Group,
+    store: Any = None,
+    manifest: Mapping[str, Mapping[str, int]] | None = None,
+) -> Volume:
     attributes = dict(group.attrs)
     multiscale = read_multiscale(attributes, where=url)
     if multiscale is None and _is_bioformats2raw(attributes):
@@ -322,8 +335,19 @@ def _image_volume(url: str, group: zarr.Group) -> Volume:
                 f"{url}: level {index} array {dataset.path!r} is {array.ndim}-D but the "
                 f"metadata names {len(multiscale.axes)} axes {multiscale.axis_names}"
             )
+        presence = None
+        if manifest is not None and dataset.path in manifest and array.shards is not None:
+            presence = ShardPresence(store, url, dataset.path, array.shards, manifest[dataset.path])
         levels.append(
-            Level(index, dataset.path, array, dataset.scale, dataset.translation, multiscale.axes)
+            Level(
+                index,
+                dataset.path,
+                array,
+                dataset.scale,
+                dataset.translation,
+                multiscale.axes,
+                presence,
+            )
         )
     return Volume(url, multiscale, tuple(levels), attributes)
 

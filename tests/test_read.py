@@ -1,5 +1,6 @@
 """Opening OME-Zarr written by cellvol and by others; slicing; errors."""
 
+import concurrent.futures
 import json
 from pathlib import Path
 
@@ -8,7 +9,14 @@ import pytest
 import zarr
 
 import cellvol
-from cellvol.errors import LevelError, MetadataError, NotOMEZarrError, StoreNotFoundError
+from cellvol.errors import (
+    IntegrityError,
+    LevelError,
+    MetadataError,
+    NotOMEZarrError,
+    StoreNotFoundError,
+)
+from cellvol.integrity import touched_ranges
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +172,57 @@ def test_scale_of_the_wrong_length(tmp_path: Path) -> None:
         MetadataError, match=r"scale \[1\.0, 1\.0\] must have one number per axis \(3\)"
     ):
         cellvol.open(tmp_path / "w.zarr")
+
+
+# -- integrity: what the write's manifest lists must be there ---------------------------------
+
+
+def _small_pyramid(path: Path) -> np.ndarray:
+    data = np.random.default_rng(11).integers(1, 255, (32, 64, 64), dtype=np.uint8)
+    cellvol.write_pyramid(data, path, 1.0, chunks=(16, 16, 16), shards=(16, 32, 32), n_levels=2)
+    return data
+
+
+def test_a_missing_shard_raises_instead_of_reading_zeros(tmp_path: Path) -> None:
+    data = _small_pyramid(tmp_path / "v.zarr")
+    (tmp_path / "v.zarr" / "0" / "c" / "1" / "0" / "1").unlink()  # z 16:32, y 0:32, x 32:64
+    volume = cellvol.open(tmp_path / "v.zarr")
+    np.testing.assert_array_equal(volume[0:16], data[0:16])  # other shards still read
+    np.testing.assert_array_equal(volume[16:32, 32:, :], data[16:32, 32:, :])
+    for selection in (np.s_[20], np.s_[16:20, 0:10, 40:50], np.s_[..., 33], np.s_[::-1, 5]):
+        with pytest.raises(IntegrityError, match=r"shard 0/c/1/0/1 is listed in the write"):
+            volume[selection]
+    assert volume.level(1)[:].shape == (16, 32, 32)  # the coarser level is intact
+
+
+def test_images_without_a_manifest_read_missing_chunks_as_fill(tmp_path: Path) -> None:
+    data = _small_pyramid(tmp_path / "v.zarr")
+    (tmp_path / "v.zarr" / "_cellvol" / "manifest.json").unlink()
+    (tmp_path / "v.zarr" / "0" / "c" / "1" / "0" / "1").unlink()
+    volume = cellvol.open(tmp_path / "v.zarr")
+    assert volume[20, 0, 40] == 0  # zarr's rule: no object, fill value
+    assert volume[0, 0, 0] == data[0, 0, 0]
+
+
+def test_eight_threads_read_correct_data(tmp_path: Path) -> None:
+    data = _small_pyramid(tmp_path / "v.zarr")
+    volume = cellvol.open(tmp_path / "v.zarr")
+
+    def read(seed: int) -> bool:
+        rng = np.random.default_rng(seed)
+        for _ in range(20):
+            z, y, x = (int(rng.integers(0, n - 8)) for n in data.shape)
+            if not np.array_equal(volume[z : z + 8, y : y + 8, x:], data[z : z + 8, y : y + 8, x:]):
+                return False
+        return True
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(read, range(8)))
+
+
+def test_touched_ranges() -> None:
+    shape = (10, 20, 30)
+    assert touched_ranges(np.s_[3], shape) == [(3, 4), (0, 20), (0, 30)]
+    assert touched_ranges(np.s_[..., -1], shape) == [(0, 10), (0, 20), (29, 30)]
+    assert touched_ranges(np.s_[8:2:-2, 5:5], shape) == [(3, 9), (5, 5), (0, 30)]
+    assert touched_ranges(np.s_[[1, 2]], shape) == [(0, 10), (0, 20), (0, 30)]

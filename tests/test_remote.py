@@ -7,6 +7,7 @@ import pytest
 
 import cellvol
 from cellvol.errors import NotOMEZarrError, ReadOnlyStoreError, StoreNotFoundError
+from cellvol.storage import delete_prefix, open_store
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,12 @@ def test_s3_round_trip(s3_bucket, volume_data: np.ndarray, tmp_path: Path) -> No
     local = cellvol.open(tmp_path / "local.zarr")
     for remote_level, local_level in zip(vol.levels, local.levels, strict=True):
         np.testing.assert_array_equal(remote_level[:], local_level[:])
+    # A shard deleted from the bucket is an error, not a block of zeros.
+    store = open_store(url, mode="a", storage_options=s3_bucket.storage_options)
+    delete_prefix(store, "0/c/0/0/0")
+    damaged = cellvol.open(url, storage_options=s3_bucket.storage_options)
+    with pytest.raises(cellvol.IntegrityError, match=r"shard 0/c/0/0/0 is listed"):
+        damaged[0:4, 0:4, 0:4]
 
 
 @pytest.mark.s3

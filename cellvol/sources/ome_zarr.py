@@ -17,7 +17,7 @@ def open_zarr(path_or_url: str) -> Source:
     level = volume.levels[0]
     kind = f"OME-Zarr {volume.ome_version}" if volume.ome_version else "a zarr array"
     return Source(
-        array=level.array,
+        array=level,  # reads through the level, so a shard the manifest lists must exist
         voxel_size=volume.voxel_size if volume.ome_version else None,
         description=f"{volume.url}: level 0 of {kind} {level.shape} {level.dtype}",
         details={"url": volume.url, "ome_version": volume.ome_version},
