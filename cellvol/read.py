@@ -20,14 +20,21 @@ import numpy.typing as npt
 import zarr
 import zarr.errors
 
-from cellvol.errors import IntegrityError, LevelError, MetadataError, NotOMEZarrError
+from cellvol.errors import (
+    IntegrityError,
+    InvalidInputError,
+    LevelError,
+    MetadataError,
+    NotOMEZarrError,
+)
 from cellvol.integrity import ShardPresence
 from cellvol.ledger import Ledger
 from cellvol.metadata import PROVENANCE_KEY, Axis, Dataset, Multiscale, read_multiscale
+from cellvol.select import finest_level_within, level_for_resolution, voxel_slices
 from cellvol.spec import SPATIAL_AXES, VoxelSize
 from cellvol.storage import open_store, parse_location
 
-__all__ = ["Level", "Volume", "open"]
+__all__ = ["Level", "Region", "Volume", "open"]
 
 _BF2RAW_KEY = "bioformats2raw.layout"
 
@@ -121,11 +128,65 @@ class Level:
                 f"corrupt ({exc})"
             ) from exc
 
+    def to_dask(self) -> Any:
+        """Return the level as a dask array, one block per shard (see :mod:`cellvol.views`)."""
+        from cellvol.views import level_to_dask
+
+        return level_to_dask(self)
+
+    def to_xarray(self, name: str | None = None) -> Any:
+        """Return the level as a dask-backed ``xarray.DataArray`` in physical coordinates.
+
+        Needs the ``xarray`` extra. ``sel(z=..., method="nearest")`` then selects in the axes'
+        unit (nanometres for images cellvol writes).
+        """
+        from cellvol.views import level_to_xarray
+
+        return level_to_xarray(self, name)
+
     def __repr__(self) -> str:
         return (
             f"<Level {self.index} '{self.path}' shape={self.shape} dtype={self.dtype} "
             f"chunks={self.chunks} shards={self.shards}>"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """A block of one level chosen in physical units (see :meth:`Volume.region`).
+
+    Attributes
+    ----------
+    level
+        The level it is read from.
+    slices
+        Its voxel index range along each axis of that level.
+    """
+
+    level: Level
+    slices: tuple[slice, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape in voxels."""
+        return tuple(s.stop - s.start for s in self.slices)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the region takes once read."""
+        return int(np.prod(self.shape)) * self.level.dtype.itemsize
+
+    @property
+    def origin(self) -> tuple[float, ...]:
+        """Physical position of the region's first voxel centre along each axis."""
+        return tuple(
+            t + s.start * k
+            for t, s, k in zip(self.level.translation, self.slices, self.level.scale, strict=True)
+        )
+
+    def read(self) -> npt.NDArray[Any]:
+        """Read the region as a numpy array."""
+        return self.level[self.slices]
 
 
 class Volume:
@@ -255,6 +316,88 @@ class Volume:
     def __getitem__(self, key: Any) -> npt.NDArray[Any]:
         """Read a region of the full-resolution level numpy-style."""
         return self.levels[0][key]
+
+    def plane(self, axis: str, index: int, level: int = 0) -> npt.NDArray[Any]:
+        """One orthogonal plane: ``plane("z", 10)`` is an XY plane, ``"y"`` XZ, ``"x"`` YZ.
+
+        Parameters
+        ----------
+        axis
+            The axis the plane is perpendicular to.
+        index
+            The plane's position along ``axis``, in voxels of ``level``.
+        level
+            The pyramid level (negative counts from the coarsest).
+
+        Raises
+        ------
+        InvalidInputError
+            For an unknown axis; ``IndexError`` for a position outside the level.
+        """
+        chosen = self.level(level)
+        position = self._axis_number(axis)
+        n = chosen.shape[position]
+        if not -n <= index < n:
+            raise IndexError(f"plane {axis}={index} is outside level {chosen.index} (0 to {n - 1})")
+        key: list[Any] = [slice(None)] * chosen.ndim
+        key[position] = index
+        return chosen[tuple(key)]
+
+    def level_for(self, resolution: float) -> Level:
+        """The coarsest level whose voxels are at most ``resolution`` along every axis.
+
+        ``resolution`` is in the axes' unit (nanometres for images cellvol writes). Level 0 is
+        returned when even it is coarser.
+        """
+        return self.levels[level_for_resolution(self.levels, resolution)]
+
+    def region(
+        self,
+        *,
+        z: tuple[float, float] | None = None,
+        y: tuple[float, float] | None = None,
+        x: tuple[float, float] | None = None,
+        level: int | None = None,
+        max_bytes: int | None = None,
+    ) -> Region:
+        """Choose a block by physical coordinates: ``region(z=(100, 400), x=(0, 2000))``.
+
+        Intervals are in the axes' unit and select the voxels whose centres fall inside; an
+        axis not given is taken whole. With ``max_bytes`` (and no ``level``), the finest level
+        whose block fits in that many bytes is used; otherwise ``level`` (default 0).
+
+        Raises
+        ------
+        InvalidInputError
+            If an interval selects no voxel, or no level fits in ``max_bytes``.
+        """
+        bounds = {
+            self._axis_number(name): interval
+            for name, interval in (("z", z), ("y", y), ("x", x))
+            if interval is not None
+        }
+        if level is None and max_bytes is not None:
+            level = finest_level_within(self.levels, bounds, max_bytes)
+        chosen = self.level(level or 0)
+        return Region(chosen, voxel_slices(chosen, bounds))
+
+    def to_dask(self, level: int = 0) -> Any:
+        """A level as a dask array (see :meth:`Level.to_dask`)."""
+        return self.level(level).to_dask()
+
+    def to_xarray(self, level: int = 0) -> Any:
+        """A level as an ``xarray.DataArray`` in physical units (see :meth:`Level.to_xarray`)."""
+        return self.level(level).to_xarray(name=self.multiscale.name)
+
+    def _axis_number(self, name: str) -> int:
+        if name not in self.axes:
+            raise InvalidInputError(f"{self.url} has no axis {name!r}; its axes are {self.axes}")
+        return self.axes.index(name)
+
+    def _repr_html_(self) -> str:
+        from cellvol.views import volume_html
+
+        return volume_html(self)
 
     def __repr__(self) -> str:
         return (

@@ -18,6 +18,9 @@ default S3 endpoint at a closed loopback port, so that an S3 call that forgot it
 ``cluster_client``
     A ``dask.distributed`` client of a LocalCluster of two worker processes on 127.0.0.1
     (one per module that asks for it).
+``anisotropic_volume``
+    ``(volume, data)``: a small 3-level pyramid of random uint8 voxels of 10 by 2 by 2 nm,
+    written once per session.
 ``clean_fsspec_cache``
     For tests that change the AWS environment: fsspec's cached filesystems are closed and
     forgotten before and after the test (they would keep the old configuration).
@@ -41,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import pytest
 
 #: Where the real (large) test files live, beside the project checkout.
@@ -320,6 +324,17 @@ def cluster_client() -> Iterator[Any]:
         distributed.Client(cluster) as client,
     ):
         yield client
+
+
+@pytest.fixture(scope="session")
+def anisotropic_volume(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, np.ndarray]:
+    """A (32, 96, 128) uint8 pyramid, 10 nm sections of 2 nm pixels, and its data."""
+    import cellvol
+
+    data = np.random.default_rng(12).integers(0, 255, (32, 96, 128), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("anisotropic") / "v.ome.zarr"
+    cellvol.write_pyramid(data, path, (10, 2, 2), chunks=(16, 32, 32), n_levels=3)
+    return cellvol.open(path), data
 
 
 @pytest.fixture(scope="session")
