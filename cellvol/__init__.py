@@ -10,8 +10,9 @@ Convert a file with :func:`convert` (MRC, TIFF, HDF5, zarr) or write an array wi
     overview = vol.level(-1)[:]   # the coarsest level
 """
 
+from typing import TYPE_CHECKING, Any
+
 from cellvol._version import __version__
-from cellvol.convert import convert
 from cellvol.errors import (
     CellvolError,
     CellvolWarning,
@@ -27,11 +28,30 @@ from cellvol.errors import (
     UnsupportedURLError,
     WriteConflictError,
 )
-from cellvol.export import export
+from cellvol.export import export  # light: its format libraries load when it runs
 from cellvol.progress import ProgressEvent
 from cellvol.read import Level, Volume, open
 from cellvol.spec import VoxelSize
-from cellvol.write import write_pyramid
+
+if TYPE_CHECKING:
+    from cellvol.ingest import convert
+    from cellvol.write import write_pyramid
+
+# Writing pulls in dask (about a second to import); reading does not need it. These names are
+# imported on first use, so `import cellvol; cellvol.open(...)` starts fast. (Their modules
+# must not share the function's name: importing a submodule binds its name on the package.)
+_LAZY = {"convert": "cellvol.ingest", "write_pyramid": "cellvol.write"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cellvol' has no attribute {name!r}")
+
 
 __all__ = [
     "CellvolError",

@@ -215,7 +215,7 @@ def convert(
     endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for DEST.")] = None,
 ) -> None:
     """Convert an input into a multiscale OME-Zarr; after an interruption, run with --resume."""
-    from cellvol.convert import convert as convert_file
+    from cellvol.ingest import convert as convert_file
     from cellvol.sources import open_source
 
     if int8 not in ("auto", "signed", "unsigned"):

@@ -17,12 +17,6 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
-from ome_zarr_models.v05.axes import Axis as AxisModel
-from ome_zarr_models.v05.image import ImageAttrs
-from ome_zarr_models.v05.multiscales import Dataset as DatasetModel
-from ome_zarr_models.v05.multiscales import Multiscale as MultiscaleModel
-from pydantic import ValidationError
-
 from cellvol._version import __version__
 from cellvol.errors import MetadataError
 from cellvol.plan import PyramidPlan
@@ -141,6 +135,14 @@ def image_attributes(
     MetadataError
         If ome-zarr-models rejects the document (a bug in cellvol, reported loudly).
     """
+    # Imported here: ome-zarr-models (with pydantic) takes a third of a second to import, and
+    # only writers need it, not the readers of `import cellvol`.
+    from ome_zarr_models.v05.axes import Axis as AxisModel
+    from ome_zarr_models.v05.image import ImageAttrs
+    from ome_zarr_models.v05.multiscales import Dataset as DatasetModel
+    from ome_zarr_models.v05.multiscales import Multiscale as MultiscaleModel
+    from pydantic import ValidationError
+
     unit = normalize_unit(plan.voxel_size.unit)
     try:
         model = ImageAttrs(

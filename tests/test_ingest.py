@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 import cellvol
-from cellvol.convert import _Digests
 from cellvol.errors import (
     InvalidInputError,
     SourceChangedError,
     StoreNotFoundError,
     WriteConflictError,
 )
+from cellvol.ingest import _Digests
 from cellvol.ledger import Ledger
 from cellvol.storage import open_store
 

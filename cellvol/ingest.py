@@ -1,4 +1,4 @@
-"""Convert a file (MRC, TIFF, HDF5, .npy, zarr) into a multiscale OME-Zarr, with its provenance.
+"""Ingest: convert a file (MRC, TIFF, HDF5, .npy, zarr) into a multiscale OME-Zarr, with provenance.
 
 :func:`convert` is what ``cellvol convert`` runs: it opens the input with
 :func:`cellvol.sources.open_source` (which checks headers and refuses bad files before anything
