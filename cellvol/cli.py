@@ -220,7 +220,7 @@ def convert(
 
     if int8 not in ("auto", "signed", "unsigned"):
         raise typer.BadParameter("--int8 must be auto, signed or unsigned")
-    # Opened here too, only to say what is converted before the work starts (headers only).
+    # Opened here to say what is converted before the work starts; convert() reuses it.
     source = open_source(src, dataset=dataset, int8=int8)  # type: ignore[arg-type]
     voxel = _voxel_option(voxel_size, unit) or source.voxel_size
     shown = f" at {voxel}" if voxel is not None else ""
@@ -244,6 +244,7 @@ def convert(
             resume=resume,
             digest=digest,
             progress=draw,
+            opened=source,
         )
     reused = f", {result.shards_reused} reused from an earlier run" if result.shards_reused else ""
     console.print(

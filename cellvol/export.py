@@ -29,7 +29,7 @@ import numpy.typing as npt
 from cellvol.errors import InvalidInputError, WriteConflictError
 from cellvol.read import Level, Volume
 from cellvol.read import open as open_volume
-from cellvol.spec import UNIT_IN_NM, VoxelSize
+from cellvol.spec import VoxelSize, convert_lengths
 
 __all__ = ["MRC_MODES", "SLAB_BYTES", "export", "parse_region"]
 
@@ -218,8 +218,7 @@ def _write_mrc(
         if voxel is not None:
             size = voxel.to("angstrom")
             mrc.voxel_size = (size.x, size.y, size.z)
-            to_angstrom = UNIT_IN_NM[voxel.unit] / UNIT_IN_NM["angstrom"]
-            header.origin = tuple(v * to_angstrom for v in reversed(tuple(origin)))
+            header.origin = convert_lengths(reversed(tuple(origin)), voxel.unit, "angstrom")
         mrc.add_label(label[:80])
     if dtype.itemsize == 1:
         _stamp_imod_signedness(file, signed=dtype == np.int8)

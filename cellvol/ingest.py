@@ -24,8 +24,8 @@ from cellvol.errors import InvalidInputError, SourceChangedError
 from cellvol.plan import DEFAULT_MEMORY_LIMIT
 from cellvol.progress import ProgressCallback
 from cellvol.sources import Source, open_source
-from cellvol.spec import UNIT_IN_NM, VoxelSize, normalize_unit
-from cellvol.write import WriteResult, write_pyramid
+from cellvol.spec import VoxelSize, convert_lengths
+from cellvol.write import WriteResult, supported_dtype, write_pyramid
 
 __all__ = ["convert", "sha256_file"]
 
@@ -53,6 +53,7 @@ def convert(
     resume: bool = True,
     digest: bool = True,
     progress: ProgressCallback | None = None,
+    opened: Source | None = None,
 ) -> WriteResult:
     """Convert an input file into a multiscale OME-Zarr 0.5 image, or resume that conversion.
 
@@ -72,6 +73,9 @@ def convert(
         As for :func:`cellvol.write.write_pyramid`.
     storage_options, overwrite, resume, progress
         As for :func:`cellvol.write.write_pyramid`.
+    opened
+        ``src`` as :func:`~cellvol.sources.open_source` already opened it (with ``dataset`` and
+        ``int8``), so its headers are not read twice; a slice stack can be thousands of files.
     digest
         Stream each input file through SHA-256 for the provenance record (on by default; the
         files are read once more, alongside the write).
@@ -87,7 +91,7 @@ def convert(
     SourceChangedError
         If an input file changed while it was converted.
     """
-    source = open_source(src, dataset=dataset, int8=int8)
+    source = opened if opened is not None else open_source(src, dataset=dataset, int8=int8)
     _check_element_type(source, src)
     voxel = _voxel_size(source, src, voxel_size, unit)
     origin = _origin_in(source, voxel.unit)
@@ -148,18 +152,15 @@ class _Digests(threading.Thread):
     def __init__(self, files: Sequence[str]) -> None:
         super().__init__(name="cellvol-digest", daemon=True)
         self._files = list(files)
-        self._before = _file_sizes(self._files, with_times=True)
+        self._before = [_signature(name) for name in self._files]
         self._cancelled = threading.Event()
-        self._results: list[dict[str, Any]] = []
+        self._digests: list[str] = []
         self._error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            for entry in self._before:
-                entry = dict(entry)
-                entry["sha256"] = sha256_file(entry.pop("path"), self._cancelled)
-                entry.pop("mtime_ns")
-                self._results.append(entry)
+            for name in self._files:
+                self._digests.append(sha256_file(name, self._cancelled))
         except BaseException as exc:  # reported by result() in the calling thread
             self._error = exc
 
@@ -171,30 +172,31 @@ class _Digests(threading.Thread):
         self.join()
         if self._error is not None:
             raise InvalidInputError(f"cannot read an input file: {self._error}") from self._error
-        after = _file_sizes(self._files, with_times=True)
-        for old, new in zip(self._before, after, strict=True):
-            if (old["bytes"], old["mtime_ns"]) != (new["bytes"], new["mtime_ns"]):
+        for name, before in zip(self._files, self._before, strict=True):
+            if _signature(name) != before:
                 raise SourceChangedError(
-                    f"{old['path']}: changed while it was converted (size or modification time); "
+                    f"{name}: changed while it was converted (size or modification time); "
                     "convert it again once it is complete"
                 )
-        return self._results
+        return [
+            entry | {"sha256": digest}
+            for entry, digest in zip(_file_sizes(self._files), self._digests, strict=True)
+        ]
 
 
-def _file_sizes(files: Sequence[str], *, with_times: bool = False) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = []
-    for name in files:
-        stat = os.stat(name)
-        entry: dict[str, Any] = {"name": Path(name).name, "bytes": stat.st_size}
-        if with_times:
-            entry |= {"path": name, "mtime_ns": stat.st_mtime_ns}
-        entries.append(entry)
-    return entries
+def _signature(name: str) -> tuple[int, int]:
+    """Size and modification time: what changes when a file is rewritten or appended to."""
+    stat = os.stat(name)
+    return (stat.st_size, stat.st_mtime_ns)
+
+
+def _file_sizes(files: Sequence[str]) -> list[dict[str, Any]]:
+    return [{"name": Path(name).name, "bytes": os.stat(name).st_size} for name in files]
 
 
 def _check_element_type(source: Source, src: str | os.PathLike[str]) -> None:
     dtype = np.dtype(source.array.dtype)
-    if dtype.kind not in "iuf" or dtype.itemsize > 8:
+    if not supported_dtype(dtype):
         raise InvalidInputError(
             f"{os.fspath(src)}: holds {dtype} voxels; cellvol stores integer and float volumes"
         )
@@ -220,6 +222,5 @@ def _origin_in(source: Source, unit: str) -> tuple[float, float, float] | None:
     """The source's origin (nanometres) in the unit of the voxel size actually used."""
     if source.origin is None:
         return None
-    factor = UNIT_IN_NM["nanometer"] / UNIT_IN_NM[normalize_unit(unit)]
-    z, y, x = (v * factor for v in source.origin)
+    z, y, x = convert_lengths(source.origin, "nanometer", unit)
     return (z, y, x)

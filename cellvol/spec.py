@@ -13,7 +13,14 @@ from typing import Final
 
 from cellvol.errors import InvalidInputError
 
-__all__ = ["SPATIAL_AXES", "UNIT_ALIASES", "UNIT_IN_NM", "VoxelSize", "normalize_unit"]
+__all__ = [
+    "SPATIAL_AXES",
+    "UNIT_ALIASES",
+    "UNIT_IN_NM",
+    "VoxelSize",
+    "convert_lengths",
+    "normalize_unit",
+]
 
 #: Spatial axes of every volume cellvol writes, slowest-varying first.
 SPATIAL_AXES: Final = ("z", "y", "x")
@@ -65,6 +72,19 @@ def normalize_unit(unit: str) -> str:
         known = ", ".join(sorted(UNIT_IN_NM))
         raise InvalidInputError(f"unknown length unit {unit!r}; expected one of {known}")
     return key
+
+
+def convert_lengths(values: Iterable[float], unit: str, target: str) -> tuple[float, ...]:
+    """Express lengths given in ``unit`` in ``target`` (any spelling :func:`normalize_unit` knows).
+
+    Every unit is a power of ten of another: values are divided by 10**k rather than multiplied
+    by 10**-k, so 3 Å becomes exactly 0.3 nm, not 0.30000000000000004.
+    """
+    source, goal = normalize_unit(unit), normalize_unit(target)
+    exponent = round(math.log10(UNIT_IN_NM[source] / UNIT_IN_NM[goal]))
+    if exponent >= 0:
+        return tuple(v * 10**exponent for v in values)
+    return tuple(v / 10**-exponent for v in values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,13 +156,7 @@ class VoxelSize:
     def to(self, unit: str) -> VoxelSize:
         """Return the same size expressed in another length unit."""
         target = normalize_unit(unit)
-        # Every unit is a power of ten of another: divide by 10**k rather than multiply by
-        # 10**-k, so 3 Å becomes exactly 0.3 nm, not 0.30000000000000004.
-        exponent = round(math.log10(UNIT_IN_NM[self.unit] / UNIT_IN_NM[target]))
-        if exponent >= 0:
-            z, y, x = (v * 10**exponent for v in self.zyx)
-        else:
-            z, y, x = (v / 10**-exponent for v in self.zyx)
+        z, y, x = convert_lengths(self.zyx, self.unit, target)
         return VoxelSize(z, y, x, target)
 
     def scaled(self, factors: Iterable[float]) -> VoxelSize:

@@ -58,10 +58,12 @@ from cellvol.storage import (
 )
 from cellvol.tasks import Job, TaskContext, cluster_threads, read_source, run_stage
 
-__all__ = ["LazyArray", "WriteResult", "write_pyramid"]
+__all__ = ["LazyArray", "WriteResult", "supported_dtype", "write_pyramid"]
 
-# Element kinds a pyramid may hold: the integer and float types EM and X-ray volumes use.
-_SUPPORTED_KINDS = "iuf"
+
+def supported_dtype(dtype: np.dtype[Any]) -> bool:
+    """Whether a pyramid can hold this element type: the integers and floats EM and X-ray use."""
+    return dtype.kind in "iuf" and dtype.itemsize <= 8
 
 
 class LazyArray(Protocol):
@@ -299,7 +301,7 @@ def _check_source(source: object) -> tuple[tuple[int, ...], np.dtype[Any]]:
     if any(n == 0 for n in shape):
         raise InvalidInputError(f"source has an empty axis: shape {shape}")
     dtype = np.dtype(dtype)
-    if dtype.kind not in _SUPPORTED_KINDS or dtype.itemsize > 8:
+    if not supported_dtype(dtype):
         raise InvalidInputError(
             f"source dtype {dtype} is not supported; expected an integer or float type"
         )

@@ -110,7 +110,7 @@ def open_mrc(path: str | Path, *, int8: Literal["auto", "signed", "unsigned"] = 
             f"{name}: {size} bytes is too short for an MRC file (its header alone is "
             f"{_HEADER_BYTES} bytes)"
         )
-    _check_raw_header(file, name, size)
+    head = _check_raw_header(file, name, size)
     header, extended = _read_header(file, name)
 
     mode = int(header.mode)
@@ -140,7 +140,7 @@ def open_mrc(path: str | Path, *, int8: Literal["auto", "signed", "unsigned"] = 
     nsymbt = int(header.nsymbt)
 
     dtype = mrcfile.utils.data_dtype_from_header(header)
-    if mode == 0 and _bytes_unsigned(file, header, int8):
+    if mode == 0 and _bytes_unsigned(head, header, int8):
         dtype = np.dtype(np.uint8)
     offset = _HEADER_BYTES + nsymbt
     expected = offset + math.prod(counts) * dtype.itemsize
@@ -192,10 +192,11 @@ def open_mrc(path: str | Path, *, int8: Literal["auto", "signed", "unsigned"] = 
     )
 
 
-def _check_raw_header(file: Path, name: str, size: int) -> None:
+def _check_raw_header(file: Path, name: str, size: int) -> bytes:
     """Refuse a file with no MRC identifier or an impossible NSYMBT, before mrcfile reads it.
 
     mrcfile would read (and allocate) an extended header of whatever size NSYMBT claims.
+    Returns the header's 1024 bytes.
     """
     with file.open("rb") as stream:
         head = stream.read(_HEADER_BYTES)
@@ -213,6 +214,7 @@ def _check_raw_header(file: Path, name: str, size: int) -> None:
             f"{name}: file is truncated: its header announces a {nsymbt:,}-byte extended header "
             f"but the file has {size:,} bytes"
         )
+    return head
 
 
 def _read_header(file: Path, name: str) -> tuple[Any, Any]:
@@ -227,11 +229,8 @@ def _read_header(file: Path, name: str) -> tuple[Any, Any]:
             raise InvalidInputError(f"{name}: not a readable MRC file ({exc})") from exc
     for warning in caught:
         text = str(warning.message)
-        # mrcfile reads on regardless in permissive mode; cellvol refuses what it flags.
-        if "Map ID string not found" in text:
-            raise InvalidInputError(
-                f"{name}: not an MRC file (no 'MAP ' identifier at byte 208 of the header)"
-            )
+        # mrcfile reads on regardless in permissive mode; cellvol refuses what it flags. (A
+        # missing 'MAP ' identifier was refused already, by _check_raw_header.)
         if "machine stamp" in text.lower() or "byte order" in text.lower():
             raise InvalidInputError(f"{name}: unreadable MRC header ({text})")
     return header, extended
@@ -249,13 +248,12 @@ def _indexed_extended_header(mrc: Any) -> Any:
     return None if records is None else np.array(records, copy=True)
 
 
-def _bytes_unsigned(file: Path, header: Any, int8: str) -> bool:
+def _bytes_unsigned(head: bytes, header: Any, int8: str) -> bool:
     if int8 != "auto":
         return int8 == "unsigned"
+    # In the byte order mrcfile settled on (it can guess when the machine stamp is wrong).
     order = header.mode.dtype.byteorder.replace("=", "<" if np.little_endian else ">")
-    with file.open("rb") as stream:
-        stream.seek(152)
-        stamp, flags = np.frombuffer(stream.read(8), dtype=f"{order}i4")
+    stamp, flags = np.frombuffer(head[152:160], dtype=f"{order}i4")
     return bool(stamp == _IMOD_STAMP and not (flags & _IMOD_SIGNED_BYTES))
 
 
