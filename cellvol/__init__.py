@@ -13,6 +13,7 @@ Convert a file with :func:`convert` (MRC, TIFF, HDF5, zarr) or write an array wi
 from typing import TYPE_CHECKING, Any
 
 from cellvol._version import __version__
+from cellvol.cache import ChunkCache
 from cellvol.errors import (
     CellvolError,
     CellvolWarning,
@@ -55,6 +56,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CellvolError",
+    "ChunkCache",
     "CellvolWarning",
     "IntegrityError",
     "InvalidInputError",

@@ -57,6 +57,10 @@ class ShardPresence:
         # Shards seen to exist; a plain set: concurrent readers at worst check one twice.
         self._present: set[str] = set()
 
+    def expects(self, position: Sequence[int]) -> bool:
+        """Whether the manifest lists the shard at grid ``position``."""
+        return ".".join(map(str, position)) in self._listed
+
     def check(self, key: Any, shape: Sequence[int]) -> None:
         """Raise if a listed shard the selection ``key`` touches is missing from the store.
 

@@ -10,6 +10,7 @@ zarr array, read as a single level with unit voxel size.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ import numpy.typing as npt
 import zarr
 import zarr.errors
 
+from cellvol.cache import ChunkCache, default_cache
+from cellvol.chunkread import ChunkReader, box_of, chunk_layout
 from cellvol.errors import (
     IntegrityError,
     InvalidInputError,
@@ -63,6 +66,8 @@ class Level:
     axes: tuple[Axis, ...]
     presence: ShardPresence | None = None
     """For images with a write manifest: checks the shards a read touches exist."""
+    reader: ChunkReader | None = None
+    """Reads boxes directly from the chunks, for layouts it knows (else zarr reads)."""
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -115,6 +120,28 @@ class Level:
             If a stored chunk in the region fails its checksum, or a shard the write's
             manifest lists is missing (instead of reading it as fill values).
         """
+        if self.reader is not None:
+            selected = box_of(key, self.shape)
+            if selected is not None:
+                box, within = selected
+                return np.asarray(self.reader.read(box)[within])
+        return self._read_with_zarr(key)
+
+    async def read_async(self, key: Any) -> npt.NDArray[Any]:
+        """``level[key]`` for asyncio code (a server): awaits without blocking its loop.
+
+        The reads run on zarr's I/O loop, where the level's store lives, and the
+        decompression on cellvol's thread pool; selections the direct reader does not cover
+        run in a worker thread.
+        """
+        if self.reader is not None:
+            selected = box_of(key, self.shape)
+            if selected is not None:
+                box, within = selected
+                return np.asarray((await self.reader.read_async(box))[within])
+        return await asyncio.to_thread(self._read_with_zarr, key)
+
+    def _read_with_zarr(self, key: Any) -> npt.NDArray[Any]:
         if self.presence is not None:
             self.presence.check(key, self.shape)
         try:
@@ -407,7 +434,10 @@ class Volume:
 
 
 def open(
-    path_or_url: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+    path_or_url: str | os.PathLike[str],
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    cache: ChunkCache | None = None,
 ) -> Volume:
     """Open an OME-Zarr image or a zarr array for reading.
 
@@ -417,6 +447,10 @@ def open(
         A local path, ``file://``, ``s3://bucket/key`` or ``http(s)://`` URL.
     storage_options
         Passed to the store (for S3: ``endpoint_url``, ``anon``, ``key``/``secret``...).
+    cache
+        Where decoded chunks are kept between reads; by default the process-wide
+        :func:`cellvol.cache.default_cache` (256 MiB, ``CELLVOL_CACHE_BYTES`` to change it).
+        ``ChunkCache(0)`` disables caching.
 
     Raises
     ------
@@ -437,15 +471,17 @@ def open(
         raise NotOMEZarrError(
             f"{location.url} holds no zarr group or array (no zarr.json, .zgroup or .zarray)"
         ) from exc
+    cache = cache if cache is not None else default_cache()
     if isinstance(node, zarr.Array):
-        return _bare_array_volume(location.url, node)
+        return _bare_array_volume(location.url, node, cache)
     manifest = Ledger(store, location.url).manifest()
-    return _image_volume(location.url, node, store, manifest)
+    return _image_volume(location.url, node, cache, store, manifest)
 
 
 def _image_volume(
     url: str,
     group: zarr.Group,
+    cache: ChunkCache,
     store: Any = None,
     manifest: Mapping[str, Mapping[str, int]] | None = None,
 ) -> Volume:
@@ -457,7 +493,7 @@ def _image_volume(
         except KeyError:
             raise NotOMEZarrError(f"{url}: bioformats2raw layout without image '0'") from None
         if isinstance(series, zarr.Group):
-            return _image_volume(f"{url.rstrip('/')}/0", series)
+            return _image_volume(f"{url.rstrip('/')}/0", series, cache)
     if multiscale is None:
         raise NotOMEZarrError(
             f"{url} is a zarr group without OME-Zarr 'multiscales' metadata: not an OME-Zarr "
@@ -490,6 +526,7 @@ def _image_volume(
                 dataset.translation,
                 multiscale.axes,
                 presence,
+                _direct_reader(array, cache, url, dataset.path, presence),
             )
         )
     return Volume(url, multiscale, tuple(levels), attributes)
@@ -500,7 +537,21 @@ def _is_bioformats2raw(attributes: Mapping[str, Any]) -> bool:
     return _BF2RAW_KEY in attributes or (isinstance(ome, Mapping) and _BF2RAW_KEY in ome)
 
 
-def _bare_array_volume(url: str, array: zarr.Array[Any]) -> Volume:
+def _direct_reader(
+    array: zarr.Array[Any],
+    cache: ChunkCache,
+    url: str,
+    path: str,
+    presence: ShardPresence | None,
+) -> ChunkReader | None:
+    layout = chunk_layout(array)
+    if layout is None:
+        return None
+    expects = presence.expects if presence is not None else None
+    return ChunkReader(array.store_path, layout, cache, url, path, expects)
+
+
+def _bare_array_volume(url: str, array: zarr.Array[Any], cache: ChunkCache) -> Volume:
     names = _dimension_names(array)
     axes = tuple(
         Axis(name=n, type="space" if n in SPATIAL_AXES else None, unit=None) for n in names
@@ -508,7 +559,9 @@ def _bare_array_volume(url: str, array: zarr.Array[Any]) -> Volume:
     ones = tuple(1.0 for _ in names)
     zeros = tuple(0.0 for _ in names)
     multiscale = Multiscale(version="", axes=axes, datasets=(Dataset("", ones, zeros),))
-    return Volume(url, multiscale, (Level(0, "", array, ones, zeros, axes),), {})
+    reader = _direct_reader(array, cache, url, "", None)
+    level = Level(0, "", array, ones, zeros, axes, None, reader)
+    return Volume(url, multiscale, (level,), {})
 
 
 def _dimension_names(array: zarr.Array[Any]) -> tuple[str, ...]:

@@ -1,5 +1,6 @@
 """Write and read pyramids on S3 (a real moto server on 127.0.0.1) and over HTTP (loopback)."""
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +87,38 @@ def test_http_is_read_only(tmp_path: Path, http_server) -> None:
     base = http_server(tmp_path)
     with pytest.raises(ReadOnlyStoreError):
         cellvol.write_pyramid(np.zeros((4, 4, 4), np.uint8), f"{base}/new.zarr", 1.0)
+
+
+@pytest.mark.s3
+def test_s3_reads_directly_and_catches_corruption(
+    s3_server, s3_bucket, volume_data: np.ndarray
+) -> None:
+    url = s3_bucket.url("corrupt.ome.zarr")
+    options = s3_bucket.storage_options
+    cellvol.write_pyramid(
+        volume_data,
+        url,
+        1.0,
+        chunks=(16, 16, 16),
+        shards=(32, 32, 32),
+        n_levels=1,
+        storage_options=options,
+    )
+    vol = cellvol.open(url, storage_options=options, cache=cellvol.ChunkCache(0))
+    assert vol.level(0).reader is not None
+    np.testing.assert_array_equal(vol[5, 3:40], volume_data[5, 3:40])
+    np.testing.assert_array_equal(vol[::-1, 2, 7:9], volume_data[::-1, 2, 7:9])
+
+    async def planes() -> list[np.ndarray]:
+        return list(await asyncio.gather(*(vol.level(0).read_async(i) for i in range(0, 33, 4))))
+
+    for i, plane in zip(range(0, 33, 4), asyncio.run(planes()), strict=True):
+        np.testing.assert_array_equal(plane, volume_data[i])
+    client = s3_server.client()
+    key = "corrupt.ome.zarr/0/c/0/0/0"
+    body = bytearray(client.get_object(Bucket=s3_bucket.name, Key=key)["Body"].read())
+    body[10] ^= 0xFF
+    client.put_object(Bucket=s3_bucket.name, Key=key, Body=bytes(body))
+    damaged = cellvol.open(url, storage_options=options, cache=cellvol.ChunkCache(0))
+    with pytest.raises(cellvol.IntegrityError, match=r"in 0/c/0/0/0 fails its CRC32C"):
+        damaged[0:16, 0:16, 0:16]

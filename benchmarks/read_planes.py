@@ -1,0 +1,369 @@
+"""Plane latency and subvolume throughput: cellvol beside tensorstore and zarr-python.
+
+    .venv/bin/pip install -r benchmarks/requirements.txt
+    .venv/bin/python benchmarks/read_planes.py                # local files, then S3 (moto)
+    .venv/bin/python benchmarks/read_planes.py --no-s3 --planes 10
+
+Input: the 1 GiB synthetic uint8 tomogram of compare_pyramid.py (512 x 1024 x 2048, written
+once to ``--data-dir``). Stores built from it, each a 4-level 2x mean pyramid, zstd level 3:
+
+- ``ts128``: tensorstore's pipeline of compare_pyramid.py, 128³ chunks, no shards;
+- ``cv32``, ``cv64`` (cellvol's default) and ``cv128``: cellvol, 32³, 64³ and 128³ chunks in
+  256³ shards. Their build time and object count give the layout trade-off.
+
+Reads, files in the page cache: random 512 x 512 planes (XY, XZ, YZ) at level 0 and level 2
+(whose shape, 128 x 256 x 512, clips them), and random 256³ subvolumes of level 0. cellvol reads
+with its chunk cache off (``ChunkCache(0)``: every plane decodes its chunks anew, as tensorstore
+and zarr do here) and, for a viewer's pattern, with the default cache on planes that overlap
+(``warm``: the plane beside the previous one).
+
+S3: the stores are uploaded to a moto server on 127.0.0.1 behind a counter of requests and
+response bytes; each tool opens the store and reads a first XY plane, then random planes.
+moto's time per request grows with the object's size, so requests and bytes per plane are
+reported beside the time. Results: ``benchmarks/results/read-planes.json`` and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tools import build_tensorstore
+from compare_pyramid import make_input
+
+HERE = Path(__file__).resolve().parent
+LEVELS = 4
+CELLVOL_LAYOUTS = {"cv32": 32, "cv64": 64, "cv128": 128}
+KEY, SECRET, REGION = "bench", "bench", "us-east-1"
+
+Reader = Callable[[tuple[Any, ...]], Any]
+
+
+def build_stores(source_path: Path, root: Path) -> dict[str, dict[str, Any]]:
+    """Build every store once; return each one's path, build seconds and object count."""
+    import cellvol
+
+    source = np.load(source_path, mmap_mode="r")
+    stores: dict[str, dict[str, Any]] = {}
+    builders: dict[str, Callable[[Path], None]] = {
+        "ts128": lambda out: build_tensorstore(source, out, LEVELS, 128),
+    }
+    for name, chunk in CELLVOL_LAYOUTS.items():
+        builders[name] = lambda out, c=chunk: cellvol.write_pyramid(
+            source, out, 1.0, chunks=(c,) * 3, shards=(256,) * 3, n_levels=LEVELS, name="bench"
+        )
+    for name, build in builders.items():
+        out = root / f"{name}.zarr"
+        marker = out / "build.json"
+        if not marker.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            started = time.perf_counter()
+            build(out)
+            seconds = time.perf_counter() - started
+            objects = sum(1 for p in out.rglob("*") if p.is_file())
+            marker.write_text(json.dumps({"build_s": round(seconds, 2), "objects": objects}))
+        stores[name] = {"path": out, **json.loads(marker.read_text())}
+    return stores
+
+
+def random_planes(shape: tuple[int, ...], count: int, seed: int) -> dict[str, list[tuple]]:
+    """``count`` random 512 x 512 planes per orientation (clipped to the level)."""
+    rng = np.random.default_rng(seed)
+    planes: dict[str, list[tuple]] = {}
+    for name, axis in (("XY", 0), ("XZ", 1), ("YZ", 2)):
+        keys = []
+        for _ in range(count):
+            key: list[Any] = []
+            for a, n in enumerate(shape):
+                if a == axis:
+                    key.append(int(rng.integers(0, n)))
+                else:
+                    length = min(512, n)
+                    start = int(rng.integers(0, n - length + 1))
+                    key.append(slice(start, start + length))
+            keys.append(tuple(key))
+        planes[name] = keys
+    return planes
+
+
+def neighbour_planes(shape: tuple[int, ...], count: int, seed: int) -> dict[str, list[tuple]]:
+    """A viewer's pattern: one 512 x 512 window, stepping one voxel at a time through it."""
+    planes = random_planes(shape, 1, seed)
+    return {
+        name: [
+            tuple(((k + i) % shape[a]) if isinstance(k, int) else k for a, k in enumerate(key))
+            for i in range(count)
+        ]
+        for name, (key,) in planes.items()
+    }
+
+
+def time_reads(read: Reader, keys: list[tuple]) -> list[float]:
+    read(keys[0])  # the first read opens files and fills interpreter caches
+    times = []
+    for key in keys:
+        started = time.perf_counter()
+        read(key)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    ordered = sorted(times)
+    return {
+        "median_ms": round(1000 * statistics.median(ordered), 1),
+        "p90_ms": round(1000 * ordered[int(0.9 * (len(ordered) - 1))], 1),
+    }
+
+
+# Readers ------------------------------------------------------------------------------------
+
+
+def cellvol_reader(url: str, level: int, cached: bool, options: dict | None = None) -> Reader:
+    import cellvol
+
+    cache = cellvol.ChunkCache() if cached else cellvol.ChunkCache(0)
+    chosen = cellvol.open(url, storage_options=options, cache=cache).level(level)
+    return lambda key: chosen[key]
+
+
+def level_path(store: str, level: int) -> str:
+    """Both layouts keep level ``i`` as the array at ``store/i``."""
+    return f"{store}/{level}"
+
+
+def tensorstore_reader(kvstore: dict[str, Any]) -> Reader:
+    import tensorstore as ts
+
+    array = ts.open({"driver": "zarr3", "kvstore": kvstore, "open": True}).result()
+    return lambda key: array[key].read().result()
+
+
+def zarr_reader(url: str, options: dict | None = None) -> Reader:
+    import zarr
+
+    array = zarr.open_array(url, mode="r", storage_options=options)
+    return lambda key: array[key]
+
+
+def local_readers(
+    stores: dict[str, dict[str, Any]], level: int
+) -> Iterator[tuple[str, str, Reader]]:
+    for name, info in stores.items():
+        base = str(info["path"])
+        path = level_path(base, level)
+        yield name, "tensorstore", tensorstore_reader({"driver": "file", "path": path})
+        yield name, "zarr-python", zarr_reader(path)
+        opened = base if name.startswith("cv") else path
+        cv_level = level if name.startswith("cv") else 0
+        yield name, "cellvol", cellvol_reader(opened, cv_level, cached=False)
+        yield name, "cellvol (cache, neighbours)", cellvol_reader(opened, cv_level, cached=True)
+
+
+def run_local(stores: dict[str, dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    import zarr
+
+    rows: list[dict[str, Any]] = []
+    for level in (0, 2):
+        for store, tool, read in local_readers(stores, level):
+            shape = tuple(zarr.open_array(level_path(str(stores[store]["path"]), level)).shape)
+            planes = (
+                neighbour_planes(shape, count, seed=level)
+                if "neighbours" in tool
+                else random_planes(shape, count, seed=level)
+            )
+            row: dict[str, Any] = {"store": store, "tool": tool, "level": level}
+            for orientation, keys in planes.items():
+                row[orientation] = summary(time_reads(read, keys))
+            if level == 0 and "neighbours" not in tool:
+                row["subvolume_MBps"] = subvolume_rate(read, shape)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def subvolume_rate(read: Reader, shape: tuple[int, ...], count: int = 8) -> float:
+    rng = np.random.default_rng(7)
+    keys = []
+    for _ in range(count):
+        start = [int(rng.integers(0, n - 256 + 1)) for n in shape]
+        keys.append(tuple(slice(s, s + 256) for s in start))
+    times = time_reads(read, keys)
+    return round(count * 256**3 / sum(times) / 1e6, 1)
+
+
+# S3 ----------------------------------------------------------------------------------------
+
+
+class Counter:
+    """WSGI middleware that counts requests and response body bytes."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.requests = 0
+        self.bytes = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterator[bytes]:
+        with self.lock:
+            self.requests += 1
+        for chunk in self.app(environ, start_response):
+            with self.lock:
+                self.bytes += len(chunk)
+            yield chunk
+
+    def reset(self) -> tuple[int, int]:
+        with self.lock:
+            counts = self.requests, self.bytes
+            self.requests = self.bytes = 0
+        return counts
+
+
+def start_moto() -> tuple[str, Counter]:
+    import logging
+
+    from moto.server import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    counter = Counter(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, counter, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}", counter
+
+
+def upload(endpoint: str, bucket: str, stores: dict[str, dict[str, Any]], names: list[str]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=KEY,
+        aws_secret_access_key=SECRET,
+        region_name=REGION,
+    )
+    client.create_bucket(Bucket=bucket)
+    files = [
+        (path, f"{name}.zarr/{path.relative_to(stores[name]['path'])}")
+        for name in names
+        for path in stores[name]["path"].rglob("*")
+        if path.is_file()
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda f: client.upload_file(str(f[0]), bucket, f[1]), files))
+
+
+def s3_reader(tool: str, endpoint: str, bucket: str, store: str, options: dict) -> Reader:
+    """Open level 0 of ``store`` in ``bucket`` with ``tool``."""
+    base = f"s3://{bucket}/{store}.zarr"
+    if tool == "tensorstore":
+        kvstore = {
+            "driver": "s3",
+            "bucket": bucket,
+            "path": f"{store}.zarr/0/",
+            "endpoint": endpoint,
+            "aws_region": REGION,
+        }
+        return tensorstore_reader(kvstore)
+    if tool == "zarr-python":
+        return zarr_reader(f"{base}/0", options)
+    return cellvol_reader(base if store.startswith("cv") else f"{base}/0", 0, False, options)
+
+
+def run_s3(stores: dict[str, dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    endpoint, counter = start_moto()
+    os.environ.update(
+        AWS_ACCESS_KEY_ID=KEY,
+        AWS_SECRET_ACCESS_KEY=SECRET,
+        AWS_REGION=REGION,
+        AWS_DEFAULT_REGION=REGION,
+    )
+    bucket = "bench"
+    names = ["ts128", "cv64"]
+    upload(endpoint, bucket, stores, names)
+    options = {"endpoint_url": endpoint, "key": KEY, "secret": SECRET}
+    rows = []
+    for store in names:
+        base = f"s3://{bucket}/{store}.zarr"
+        import zarr
+
+        shape = tuple(zarr.open_array(f"{base}/0", mode="r", storage_options=options).shape)
+        planes = random_planes(shape, count, seed=11)
+        for tool in ("tensorstore", "zarr-python", "cellvol"):
+            counter.reset()
+            started = time.perf_counter()
+            read = s3_reader(tool, endpoint, bucket, store, options)
+            read(planes["XY"][0])
+            first = time.perf_counter() - started
+            requests, nbytes = counter.reset()
+            row: dict[str, Any] = {
+                "store": store,
+                "tool": tool,
+                "open_and_first_XY_ms": round(1000 * first, 1),
+                "first_requests": requests,
+                "first_MB": round(nbytes / 1e6, 2),
+            }
+            for orientation, keys in planes.items():
+                counter.reset()
+                times = []
+                for key in keys:
+                    t = time.perf_counter()
+                    read(key)
+                    times.append(time.perf_counter() - t)
+                requests, nbytes = counter.reset()
+                row[orientation] = {
+                    **summary(times),
+                    "requests": round(requests / len(keys), 1),
+                    "MB": round(nbytes / len(keys) / 1e6, 2),
+                }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/cellvol-bench"))
+    parser.add_argument("--planes", type=int, default=20, help="planes per orientation")
+    parser.add_argument("--no-s3", action="store_true")
+    args = parser.parse_args()
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    source = make_input(1, args.data_dir)
+    stores = build_stores(source, args.data_dir / "read-stores")
+    for info in stores.values():  # the page cache: every file read once
+        for path in info["path"].rglob("*"):
+            if path.is_file():
+                path.read_bytes()
+    record: dict[str, Any] = {
+        "input": str(source),
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "stores": {
+            k: {"build_s": v["build_s"], "objects": v["objects"]} for k, v in stores.items()
+        },
+        "local": run_local(stores, args.planes),
+    }
+    if not args.no_s3:
+        record["s3"] = run_s3(stores, max(5, args.planes // 2))
+    out = HERE / "results" / "read-planes.json"
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\nwritten to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,643 @@
+"""Read a box of a zarr array by fetching and decoding only its chunks, concurrently.
+
+Why not ``zarr.Array.__getitem__``: measured on this project's 2-core machine (see
+``docs/benchmarks.md``), a random 512 x 512 plane of a 1 GiB uint8 volume stored as 64³ zstd
+chunks in 256³ shards took zarr 3.4 about 40-50 ms, tensorstore about 15 ms on the same store.
+zarr's time goes to per-chunk work in its asynchronous codec pipeline; the decompression
+itself is a fraction of it. This module does what tensorstore does for the layouts pyramid
+writers produce: it reads each shard's index once (and caches it), fetches the chunks a box
+needs with one ranged request per run of neighbouring chunks, decompresses them on a thread
+pool (the codecs release the GIL), and keeps decoded chunks in a bounded shared
+:class:`~cellvol.cache.ChunkCache`.
+
+Layouts read here:
+
+- zarr v3 arrays whose chunks are stored as raw bytes in C order (``bytes`` codec) followed by
+  any of ``zstd``, ``blosc``, ``gzip`` and a final ``crc32c``, either one object per chunk or
+  as inner chunks of ``sharding_indexed`` shards (index at the start or end, with or without
+  its own ``crc32c``);
+- zarr v2 arrays in C order with at most a compressor and no filters.
+
+Everything else (transposes, filters, Fortran order, irregular grids) is read by zarr; the
+caller falls back when :func:`chunk_layout` returns None, or when a selection is not a box
+(index arrays, steps). Tests read the same stores both ways and compare.
+
+A checksum mismatch, a truncated shard, or a shard the write's manifest lists but the store
+lacks raises :class:`~cellvol.errors.IntegrityError`; nothing corrupt is returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import numbers
+import os
+import struct
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import google_crc32c
+import numcodecs
+import numpy as np
+import numpy.typing as npt
+from zarr.abc.store import ByteRequest, RangeByteRequest, SuffixByteRequest
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec, ZstdCodec
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import _get_loop, sync
+from zarr.storage import LocalStore
+
+from cellvol.cache import ChunkCache
+from cellvol.errors import IntegrityError
+
+__all__ = ["Box", "ChunkLayout", "ChunkReader", "box_of", "chunk_layout", "on_zarr_loop"]
+
+_MISSING: Final = 2**64 - 1
+_CRC_BYTES: Final = 4
+# Neighbouring chunks closer than this in a shard are fetched in one request: one round trip
+# costs more than this many bytes on S3, and little either way on a local disk.
+_MERGE_GAP: Final = 64 * 1024
+# Shards in flight at once per read, so a large box never holds all its compressed bytes.
+_SHARDS_IN_FLIGHT: Final = 16
+_INDEX_CACHE_BYTES: Final = 16 * 2**20
+
+Box = list[tuple[int, int]]
+"""A ``[start, stop)`` range of voxel indices per axis."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkLayout:
+    """How one array's chunks are keyed, encoded and (optionally) grouped into shards.
+
+    Attributes
+    ----------
+    chunks
+        The shape of one decoded chunk (the inner chunk when sharded).
+    shards
+        The shape of one stored shard object, or None when every chunk is its own object.
+    dtype, stored_dtype
+        The element type of what zarr returns, and as stored (with its byte order).
+    decoders
+        numcodecs codecs to undo, outermost first.
+    checksum
+        Whether each stored chunk ends with a CRC32C of the bytes before it.
+    index_checksum, index_at_end
+        For shards: whether the index ends with its CRC32C, and where the index sits.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None
+    stored_dtype: np.dtype[Any]
+    fill_value: Any
+    decoders: tuple[Any, ...]
+    checksum: bool
+    index_checksum: bool
+    index_at_end: bool
+    chunk_key: Callable[[tuple[int, ...]], str]
+
+    @property
+    def chunks_per_shard(self) -> tuple[int, ...]:
+        """Inner chunks along each axis of a shard (1 each when unsharded)."""
+        if self.shards is None:
+            return tuple(1 for _ in self.chunks)
+        return tuple(s // c for s, c in zip(self.shards, self.chunks, strict=True))
+
+    @property
+    def index_nbytes(self) -> int:
+        """Bytes of one shard index: 16 per inner chunk, plus its checksum."""
+        count = int(np.prod(self.chunks_per_shard))
+        return 16 * count + (_CRC_BYTES if self.index_checksum else 0)
+
+
+def chunk_layout(array: Any) -> ChunkLayout | None:
+    """Describe how ``array`` (a ``zarr.Array``) stores its chunks.
+
+    Returns None for a layout this module does not read; zarr reads those.
+    """
+    metadata = array.metadata
+    if metadata.zarr_format == 2:
+        return _v2_layout(array, metadata)
+    grid_shape = getattr(metadata.chunk_grid, "chunk_shape", None)
+    if getattr(metadata, "storage_transformers", ()) or grid_shape is None:
+        return None  # irregular grids and transformers: zarr reads them
+    outer = tuple(int(n) for n in grid_shape)
+    codecs = tuple(metadata.codecs)
+    dtype = np.dtype(array.dtype)
+    if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec):
+        sharding = codecs[0]
+        inner = tuple(int(n) for n in sharding.chunk_shape)
+        chain = _v3_chain(tuple(sharding.codecs), dtype)
+        index = tuple(sharding.index_codecs)
+        index_ok = (
+            len(index) in (1, 2)
+            and isinstance(index[0], BytesCodec)
+            and index[0].endian in (None, "little")
+            and (len(index) == 1 or isinstance(index[1], Crc32cCodec))
+        )
+        if chain is None or not index_ok or any(o % i for o, i in zip(outer, inner, strict=True)):
+            return None
+        stored, decoders, checksum = chain
+        return ChunkLayout(
+            tuple(array.shape),
+            dtype,
+            inner,
+            outer,
+            stored,
+            metadata.fill_value,
+            decoders,
+            checksum,
+            index_checksum=len(index) == 2,
+            index_at_end=str(getattr(sharding.index_location, "value", sharding.index_location))
+            == "end",
+            chunk_key=metadata.encode_chunk_key,
+        )
+    chain = _v3_chain(codecs, dtype)
+    if chain is None:
+        return None
+    stored, decoders, checksum = chain
+    return ChunkLayout(
+        tuple(array.shape),
+        dtype,
+        outer,
+        None,
+        stored,
+        metadata.fill_value,
+        decoders,
+        checksum,
+        index_checksum=False,
+        index_at_end=True,
+        chunk_key=metadata.encode_chunk_key,
+    )
+
+
+def _v3_chain(
+    codecs: tuple[Any, ...], dtype: np.dtype[Any]
+) -> tuple[np.dtype[Any], tuple[Any, ...], bool] | None:
+    """(stored dtype, decoders outermost first, trailing crc32c) for a bytes-first chain."""
+    if not codecs or not isinstance(codecs[0], BytesCodec) or dtype.kind not in "biufc":
+        return None
+    endian = codecs[0].endian
+    stored = dtype.newbyteorder(">" if str(getattr(endian, "value", endian)) == "big" else "<")
+    rest = list(codecs[1:])
+    checksum = bool(rest) and isinstance(rest[-1], Crc32cCodec)
+    if checksum:
+        rest.pop()
+    decoders: list[Any] = []
+    for codec in rest:
+        if isinstance(codec, ZstdCodec):
+            decoders.append(numcodecs.Zstd())
+        elif isinstance(codec, BloscCodec):
+            decoders.append(numcodecs.Blosc())
+        elif isinstance(codec, GzipCodec):
+            decoders.append(numcodecs.GZip())
+        else:
+            return None
+    return stored, tuple(reversed(decoders)), checksum
+
+
+def _v2_layout(array: Any, metadata: Any) -> ChunkLayout | None:
+    dtype = np.dtype(array.dtype)
+    if metadata.filters or metadata.order != "C" or dtype.kind not in "biufc":
+        return None
+    compressor = metadata.compressor
+    fill = metadata.fill_value if metadata.fill_value is not None else 0
+    return ChunkLayout(
+        tuple(array.shape),
+        dtype,
+        tuple(int(n) for n in metadata.chunks),
+        None,
+        dtype,
+        fill,
+        (compressor,) if compressor is not None else (),
+        checksum=False,
+        index_checksum=False,
+        index_at_end=True,
+        chunk_key=metadata.encode_chunk_key,
+    )
+
+
+def box_of(key: Any, shape: Sequence[int]) -> tuple[Box, tuple[int | slice, ...]] | None:
+    """The box a numpy-style ``key`` reads, and the key that selects the result from it.
+
+    Integers, ``...`` and slices with step 1 or any negative step are covered (a reversed
+    slice reads its box and reverses it). Returns None for index arrays, masks, ``None`` and
+    steps above 1, which zarr reads (it skips the chunks a large step jumps over). Integers
+    out of range raise ``IndexError`` as numpy does.
+    """
+    parts = key if isinstance(key, tuple) else (key,)
+    ellipses = [i for i, part in enumerate(parts) if part is Ellipsis]
+    if len(ellipses) > 1:
+        return None
+    if ellipses:
+        at = ellipses[0]
+        parts = (*parts[:at], *([slice(None)] * (len(shape) - len(parts) + 1)), *parts[at + 1 :])
+    if len(parts) > len(shape):
+        return None
+    parts = (*parts, *([slice(None)] * (len(shape) - len(parts))))
+    box: Box = []
+    within: list[int | slice] = []
+    for axis, (part, n) in enumerate(zip(parts, shape, strict=True)):
+        if isinstance(part, numbers.Integral):
+            index = int(part)
+            if not -n <= index < n:
+                raise IndexError(f"index {index} is out of bounds for axis {axis} with size {n}")
+            index %= n
+            box.append((index, index + 1))
+            within.append(0)
+        elif isinstance(part, slice) and part.step in (None, 1):
+            start, stop, _ = part.indices(n)
+            box.append((start, max(start, stop)))
+            within.append(slice(None))
+        elif isinstance(part, slice) and isinstance(part.step, numbers.Integral) and part.step < 0:
+            start, stop, step = part.indices(n)
+            count = len(range(start, stop, step))
+            if count == 0:
+                box.append((0, 0))
+                within.append(slice(None))
+                continue
+            low = start + step * (count - 1)
+            box.append((low, start + 1))
+            within.append(slice(start - low, None, step))
+        else:
+            return None
+    return box, tuple(within)
+
+
+class ChunkReader:
+    """Reads boxes of one array through its :class:`ChunkLayout`.
+
+    Local files are read with ``os.pread`` on the decompression threads, with no event loop
+    in between (measured: a loop round trip per chunk cost more than the read). Other stores
+    (S3, HTTP) are read through zarr's store on its I/O loop, every request of a box in
+    flight at once.
+
+    Parameters
+    ----------
+    store_path
+        The array's ``zarr.storage.StorePath`` (its store and key prefix).
+    layout
+        From :func:`chunk_layout`.
+    cache
+        Where decoded chunks are kept between reads (shared by all readers).
+    where, level_path
+        The image's location and the array's path in it, for error messages.
+    expects_shard
+        For images with a write manifest: whether a shard (by grid position) must exist, so
+        a missing one raises instead of reading as fill values.
+    """
+
+    def __init__(
+        self,
+        store_path: Any,
+        layout: ChunkLayout,
+        cache: ChunkCache,
+        where: str,
+        level_path: str = "",
+        expects_shard: Callable[[tuple[int, ...]], bool] | None = None,
+    ) -> None:
+        self._store_path = store_path
+        self.layout = layout
+        self._cache = cache
+        self._where = where
+        self._prefix = f"{level_path}/" if level_path else ""
+        self._expects = expects_shard
+        self._root = _local_root(store_path)
+        # Shard indexes are tiny next to the chunks they locate; each reader keeps its own so
+        # that a cache sized (or disabled) for data still reads every index once.
+        self._indexes = ChunkCache(_INDEX_CACHE_BYTES)
+        # The data cache is shared by every reader: this token keeps this reader's entries apart.
+        self._token = object()
+
+    def read(self, box: Box) -> npt.NDArray[Any]:
+        """Read ``box`` (a ``[start, stop)`` range per axis) into a new array."""
+        if self._root is None:
+            return sync(self.read_async(box))
+        out, todo, cacheable = self._start(box)
+        if todo:
+            pool = _decode_pool()
+            located = pool.map(lambda item: self._locate_local(*item), todo.items())
+            pieces = [piece for found in located for piece in self._absorb(found, out, box)]
+            self._decode_in(pool, pieces, out, box, cacheable)
+        return out
+
+    async def read_async(self, box: Box) -> npt.NDArray[Any]:
+        """:meth:`read` for asyncio code; awaits without blocking the running loop."""
+        if self._root is not None:
+            return await asyncio.get_running_loop().run_in_executor(None, self.read, box)
+        return await on_zarr_loop(self._read_from_store(box))
+
+    def _start(
+        self, box: Box
+    ) -> tuple[npt.NDArray[Any], dict[tuple[int, ...], list[tuple[int, ...]]], bool]:
+        """The output array, with cached chunks placed; what remains, grouped by shard."""
+        out = np.empty([stop - start for start, stop in box], dtype=self.layout.dtype)
+        todo: dict[tuple[int, ...], list[tuple[int, ...]]] = defaultdict(list)
+        # A read larger than a quarter of the cache would only evict what others reuse.
+        cacheable = out.nbytes <= self._cache.max_bytes // 4
+        if out.size == 0:
+            return out, todo, cacheable
+        per = self.layout.chunks_per_shard
+        ranges = [
+            range(start // c, (stop - 1) // c + 1)
+            for (start, stop), c in zip(box, self.layout.chunks, strict=True)
+        ]
+        for coords in itertools.product(*ranges):
+            cached = self._cache.get((self._token, coords)) if cacheable else None
+            if cached is not None:
+                self._place(out, box, coords, cached)
+            else:
+                todo[tuple(c // p for c, p in zip(coords, per, strict=True))].append(coords)
+        return out, todo, cacheable
+
+    async def _read_from_store(self, box: Box) -> npt.NDArray[Any]:
+        out, todo, cacheable = self._start(box)
+        if not todo:
+            return out
+        limit = asyncio.Semaphore(_SHARDS_IN_FLIGHT)
+
+        async def locate(shard: tuple[int, ...], chunks: list[tuple[int, ...]]) -> _Located:
+            async with limit:
+                return await self._locate_remote(shard, chunks)
+
+        located = await asyncio.gather(*(locate(s, c) for s, c in todo.items()))
+        pieces = [piece for found in located for piece in self._absorb(found, out, box)]
+        await asyncio.get_running_loop().run_in_executor(
+            None, self._decode_in, _decode_pool(), pieces, out, box, cacheable
+        )
+        return out
+
+    # Locating and fetching: from a shard's grid position to its chunks' stored bytes.
+
+    def _locate_local(self, shard: tuple[int, ...], chunks: list[tuple[int, ...]]) -> _Located:
+        assert self._root is not None
+        key = self._key(shard, chunks)
+        try:
+            fd = os.open(self._root / key, os.O_RDONLY)
+        except FileNotFoundError:
+            return _Located(shard, key, chunks, None)
+        try:
+            size = os.fstat(fd).st_size
+            if self.layout.shards is None:
+                return _Located(shard, key, chunks, [(chunks[0], _pread(fd, size, 0))])
+            index = self._indexes.get(shard)
+            if index is None:
+                n = self.layout.index_nbytes
+                at = size - n if self.layout.index_at_end else 0
+                index = self._parse_index(key, _pread(fd, n, max(at, 0)), size)
+                self._indexes.put(shard, index)
+            runs, absent = self._runs(shard, chunks, index)
+            fetched = [
+                (run, _pread(fd, run[-1][0] + run[-1][1] - run[0][0], run[0][0])) for run in runs
+            ]
+        finally:
+            os.close(fd)
+        return _Located(shard, key, absent, self._split(key, fetched))
+
+    async def _locate_remote(
+        self, shard: tuple[int, ...], chunks: list[tuple[int, ...]]
+    ) -> _Located:
+        key = self._key(shard, chunks)
+        if self.layout.shards is None:
+            data = await self._get(key, None)
+            found = None if data is None else [(chunks[0], data)]
+            return _Located(shard, key, chunks, found)
+        index = self._indexes.get(shard)
+        if index is None:
+            n = self.layout.index_nbytes
+            request: ByteRequest = (
+                SuffixByteRequest(n) if self.layout.index_at_end else RangeByteRequest(0, n)
+            )
+            data = await self._get(key, request)
+            if data is None:
+                return _Located(shard, key, chunks, None)
+            index = self._parse_index(key, data, None)
+            self._indexes.put(shard, index)
+        runs, absent = self._runs(shard, chunks, index)
+        fetched = await asyncio.gather(
+            *(self._get(key, RangeByteRequest(r[0][0], r[-1][0] + r[-1][1])) for r in runs)
+        )
+        return _Located(shard, key, absent, self._split(key, list(zip(runs, fetched, strict=True))))
+
+    async def _get(self, key: str, byte_range: ByteRequest | None) -> memoryview | None:
+        buffer = await (self._store_path / key).get(default_buffer_prototype(), byte_range)
+        if buffer is None:
+            return None
+        return memoryview(buffer.as_numpy_array())
+
+    def _key(self, shard: tuple[int, ...], chunks: list[tuple[int, ...]]) -> str:
+        return self.layout.chunk_key(shard if self.layout.shards is not None else chunks[0])
+
+    def _name(self, key: str) -> str:
+        """A stored object's key from the image's root, for messages."""
+        return self._prefix + key
+
+    def _parse_index(self, key: str, data: Any, size: int | None) -> npt.NDArray[Any]:
+        raw = bytes(data)
+        expected = self.layout.index_nbytes
+        if len(raw) != expected:
+            raise IntegrityError(
+                f"{self._where}: shard {self._name(key)} is truncated: "
+                f"{size if size is not None else len(raw)} bytes where its index alone takes "
+                f"{expected}"
+            )
+        if self.layout.index_checksum:
+            body, stored = raw[:-_CRC_BYTES], raw[-_CRC_BYTES:]
+            if struct.pack("<I", google_crc32c.value(body)) != stored:
+                raise IntegrityError(
+                    f"{self._where}: the index of shard {self._name(key)} fails its CRC32C "
+                    "checksum: the shard is corrupt or was not fully written"
+                )
+            raw = body
+        return np.frombuffer(raw, dtype="<u8").reshape(*self.layout.chunks_per_shard, 2)
+
+    def _runs(
+        self, shard: tuple[int, ...], chunks: list[tuple[int, ...]], index: npt.NDArray[Any]
+    ) -> tuple[list[list[tuple[int, int, tuple[int, ...]]]], list[tuple[int, ...]]]:
+        """The wanted chunks' byte runs (neighbours merged) and the chunks absent from it."""
+        per = self.layout.chunks_per_shard
+        wanted: list[tuple[int, int, tuple[int, ...]]] = []
+        absent: list[tuple[int, ...]] = []
+        for coords in chunks:
+            local = tuple(c - s * p for c, s, p in zip(coords, shard, per, strict=True))
+            offset, length = (int(v) for v in index[local])
+            if offset == _MISSING and length == _MISSING:
+                absent.append(coords)
+            else:
+                wanted.append((offset, length, coords))
+        wanted.sort()
+        runs: list[list[tuple[int, int, tuple[int, ...]]]] = []
+        for item in wanted:
+            if runs and item[0] - (runs[-1][-1][0] + runs[-1][-1][1]) <= _MERGE_GAP:
+                runs[-1].append(item)
+            else:
+                runs.append([item])
+        return runs, absent
+
+    def _split(
+        self, key: str, fetched: Sequence[tuple[list[tuple[int, int, tuple[int, ...]]], Any]]
+    ) -> list[tuple[tuple[int, ...], Any]]:
+        """Cut each fetched run into its chunks' bytes; a short read means a truncated shard."""
+        pieces: list[tuple[tuple[int, ...], Any]] = []
+        for run, data in fetched:
+            start, end = run[0][0], run[-1][0] + run[-1][1]
+            if data is None or len(data) != end - start:
+                raise IntegrityError(
+                    f"{self._where}: shard {self._name(key)} is truncated or vanished while "
+                    f"read: its index lists chunk bytes {start}-{end} that the store did not "
+                    "return"
+                )
+            view = memoryview(data)
+            for offset, length, coords in run:
+                pieces.append((coords, view[offset - start : offset - start + length]))
+        return pieces
+
+    def _absorb(
+        self, found: _Located, out: npt.NDArray[Any], box: Box
+    ) -> list[tuple[str, tuple[int, ...], Any]]:
+        """Fill in the chunks a shard lacks and return the ones to decode.
+
+        A missing shard that the write's manifest lists raises.
+        """
+        if found.pieces is None and self._expects is not None and self._expects(found.shard):
+            raise IntegrityError(
+                f"{self._where}: shard {self._name(found.key)} is listed in the write's "
+                "manifest but missing from the store; it would otherwise read as fill values"
+            )
+        for coords in found.absent:
+            target, _ = self._overlap(box, coords)
+            out[target] = self.layout.fill_value
+        return [(found.key, coords, raw) for coords, raw in found.pieces or ()]
+
+    # Decoding and placing.
+
+    def _decode_in(
+        self,
+        pool: ThreadPoolExecutor,
+        pieces: Sequence[tuple[str, tuple[int, ...], Any]],
+        out: npt.NDArray[Any],
+        box: Box,
+        cacheable: bool,
+    ) -> None:
+        """Decode ``pieces`` into ``out`` on ``pool``, in one batch per thread and core."""
+        if not pieces:
+            return
+        batches = min(len(pieces), 2 * (os.cpu_count() or 2))
+
+        def work(batch: int) -> None:
+            for key, coords, raw in pieces[batch::batches]:
+                chunk = self._decode(key, coords, raw)
+                if cacheable:
+                    self._cache.put((self._token, coords), chunk)
+                self._place(out, box, coords, chunk)
+
+        for _ in pool.map(work, range(batches)):
+            pass
+
+    def _decode(self, key: str, coords: tuple[int, ...], raw: Any) -> npt.NDArray[Any]:
+        layout = self.layout
+        data: Any = raw
+        if layout.checksum:
+            body, stored = data[:-_CRC_BYTES], bytes(data[-_CRC_BYTES:])
+            if struct.pack("<I", google_crc32c.value(bytes(body))) != stored:
+                raise IntegrityError(
+                    f"{self._where}: chunk {coords} in {self._name(key)} fails its CRC32C "
+                    "checksum: the stored data is corrupt"
+                )
+            data = body
+        try:
+            for codec in layout.decoders:
+                data = codec.decode(data)
+        except Exception as exc:  # a codec's own error type varies by library
+            raise IntegrityError(
+                f"{self._where}: chunk {coords} in {self._name(key)} cannot be decompressed ({exc})"
+            ) from exc
+        expected = int(np.prod(layout.chunks)) * layout.stored_dtype.itemsize
+        flat = np.frombuffer(data, dtype=np.uint8)
+        if flat.size != expected:
+            raise IntegrityError(
+                f"{self._where}: chunk {coords} in {self._name(key)} decodes to {flat.size} bytes, "
+                f"expected {expected} for a {layout.chunks} {layout.stored_dtype} chunk"
+            )
+        return flat.view(layout.stored_dtype).reshape(layout.chunks)
+
+    def _place(
+        self, out: npt.NDArray[Any], box: Box, coords: tuple[int, ...], chunk: npt.NDArray[Any]
+    ) -> None:
+        target, source = self._overlap(box, coords)
+        out[target] = chunk[source]
+
+    def _overlap(
+        self, box: Box, coords: tuple[int, ...]
+    ) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+        """Where chunk ``coords`` lands in the output, and which part of the chunk that is."""
+        target, source = [], []
+        for (start, stop), c, size in zip(box, coords, self.layout.chunks, strict=True):
+            lo, hi = max(start, c * size), min(stop, (c + 1) * size)
+            target.append(slice(lo - start, hi - start))
+            source.append(slice(lo - c * size, hi - c * size))
+        return tuple(target), tuple(source)
+
+
+@dataclass(frozen=True, slots=True)
+class _Located:
+    """One shard's part of a read: its chunks' stored bytes, and the chunks it lacks.
+
+    ``pieces`` is None when the shard (or unsharded chunk) object does not exist.
+    """
+
+    shard: tuple[int, ...]
+    key: str
+    absent: list[tuple[int, ...]]
+    pieces: list[tuple[tuple[int, ...], Any]] | None
+
+
+def _local_root(store_path: Any) -> Path | None:
+    """The directory of a local array, whose files this module reads with ``os.pread``."""
+    if not isinstance(store_path.store, LocalStore):
+        return None
+    return (
+        Path(store_path.store.root) / store_path.path
+        if store_path.path
+        else Path(store_path.store.root)
+    )
+
+
+def _pread(fd: int, length: int, offset: int) -> bytes:
+    data = os.pread(fd, length, offset)
+    while len(data) < length:  # pread may return fewer bytes than asked; EOF returns b""
+        more = os.pread(fd, length - len(data), offset + len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+async def on_zarr_loop[T](coroutine: Coroutine[Any, Any, T]) -> T:
+    """Await ``coroutine`` on zarr's I/O loop from any other running loop.
+
+    Stores opened through zarr (an s3fs session above all) belong to zarr's loop; a server
+    running its own loop hands the work over and awaits the result without blocking.
+    """
+    loop = _get_loop()  # zarr's own loop thread; private, but the one its stores use
+    if asyncio.get_running_loop() is loop:
+        return await coroutine
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, loop))
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _decode_pool() -> ThreadPoolExecutor:
+    """One decompression pool per process, a thread per core (the codecs release the GIL)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="cellvol-decode")
+        return _pool
