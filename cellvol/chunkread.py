@@ -319,11 +319,23 @@ class ChunkReader:
         if self._root is None:
             return sync(self.read_async(box))
         out, todo, cacheable = self._start(box)
-        if todo:
-            pool = _decode_pool()
-            located = pool.map(lambda item: self._locate_local(*item), todo.items())
-            pieces = [piece for found in located for piece in self._absorb(found, out, box)]
-            self._decode_in(pool, pieces, out, box, cacheable)
+        if not todo:
+            return out
+        pool = _decode_pool()
+        if self.layout.shards is None:
+            # One object per chunk: each thread reads and decodes chunk after chunk, so reads
+            # overlap decoding. (Measured: for shards, reading every index and run first and
+            # then decoding in even batches was faster; a shard's chunks vary in number.)
+            def whole(item: tuple[tuple[int, ...], list[tuple[int, ...]]]) -> None:
+                for key, coords, raw in self._absorb(self._locate_local(*item), out, box):
+                    self._store(key, coords, raw, out, box, cacheable)
+
+            for _ in pool.map(whole, todo.items()):
+                pass
+            return out
+        located = pool.map(lambda item: self._locate_local(*item), todo.items())
+        pieces = [piece for found in located for piece in self._absorb(found, out, box)]
+        self._decode_in(pool, pieces, out, box, cacheable)
         return out
 
     async def read_async(self, box: Box) -> npt.NDArray[Any]:
@@ -531,13 +543,25 @@ class ChunkReader:
 
         def work(batch: int) -> None:
             for key, coords, raw in pieces[batch::batches]:
-                chunk = self._decode(key, coords, raw)
-                if cacheable:
-                    self._cache.put((self._token, coords), chunk)
-                self._place(out, box, coords, chunk)
+                self._store(key, coords, raw, out, box, cacheable)
 
         for _ in pool.map(work, range(batches)):
             pass
+
+    def _store(
+        self,
+        key: str,
+        coords: tuple[int, ...],
+        raw: Any,
+        out: npt.NDArray[Any],
+        box: Box,
+        cacheable: bool,
+    ) -> None:
+        """Decode one chunk into its place in ``out`` (and the cache)."""
+        chunk = self._decode(key, coords, raw)
+        if cacheable:
+            self._cache.put((self._token, coords), chunk)
+        self._place(out, box, coords, chunk)
 
     def _decode(self, key: str, coords: tuple[int, ...], raw: Any) -> npt.NDArray[Any]:
         layout = self.layout
