@@ -13,6 +13,8 @@ Convert a file with :func:`convert` (MRC, TIFF, HDF5, zarr) or write an array wi
 from typing import TYPE_CHECKING, Any
 
 from cellvol._version import __version__
+from cellvol.annotate import annotate, annotate_from_file
+from cellvol.annotations import Reference
 from cellvol.cache import ChunkCache
 from cellvol.errors import (
     CellvolError,
@@ -36,12 +38,17 @@ from cellvol.spec import VoxelSize
 
 if TYPE_CHECKING:
     from cellvol.ingest import convert
+    from cellvol.labels import write_labels
     from cellvol.write import write_pyramid
 
 # Writing pulls in dask (about a second to import); reading does not need it. These names are
 # imported on first use, so `import cellvol; cellvol.open(...)` starts fast. (Their modules
 # must not share the function's name: importing a submodule binds its name on the package.)
-_LAZY = {"convert": "cellvol.ingest", "write_pyramid": "cellvol.write"}
+_LAZY = {
+    "convert": "cellvol.ingest",
+    "write_labels": "cellvol.labels",
+    "write_pyramid": "cellvol.write",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -67,6 +74,7 @@ __all__ = [
     "NotOMEZarrError",
     "ProgressEvent",
     "ReadOnlyStoreError",
+    "Reference",
     "SourceChangedError",
     "StoreNotFoundError",
     "UnsupportedURLError",
@@ -74,8 +82,11 @@ __all__ = [
     "VoxelSize",
     "WriteConflictError",
     "__version__",
+    "annotate",
+    "annotate_from_file",
     "convert",
     "export",
     "open",
+    "write_labels",
     "write_pyramid",
 ]

@@ -189,12 +189,11 @@ def _from_text(text: str) -> Reference:
     prefix, sep, rest = text.strip().partition(":")
     if not sep:
         raise InvalidInputError(f"reference {text!r} needs a resource: 'UniProt:P69905'")
-    if prefix.lower() in RESOURCES and RESOURCES[prefix.lower()].pattern.fullmatch(rest.strip()):
-        return Reference.of(prefix, rest)
-    # Ontology terms carry their prefix in the accession itself: GO:0005739, CHEBI:15377.
-    for resource in RESOURCES.values():
-        if resource.pattern.fullmatch(text.strip()) and ":" in resource.examples[0]:
-            return Reference.of(resource.name, text)
+    known = RESOURCES.get(prefix.strip().lower())
+    if known is not None and ":" in known.examples[0] and not known.pattern.fullmatch(rest):
+        # Ontology terms carry their prefix in the accession itself: GO:0005739 is the GO
+        # term, where 'chebi:CHEBI:15377' names the resource first.
+        return Reference.of(known.name, text)
     return Reference.of(prefix, rest)
 
 

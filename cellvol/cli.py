@@ -213,8 +213,19 @@ def convert(
         bool, typer.Option(help="Record each input file's SHA-256 in the provenance.")
     ] = True,
     endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for DEST.")] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            help="Add SRC as labels of this name to the existing image DEST (a segmentation: "
+            "integer IDs, the image's shape)."
+        ),
+    ] = None,
 ) -> None:
-    """Convert an input into a multiscale OME-Zarr; after an interruption, run with --resume."""
+    """Convert an input into a multiscale OME-Zarr; after an interruption, run with --resume.
+
+    With --labels NAME, SRC is a segmentation and DEST an existing image: the labels are added
+    to it with the image's levels and layout, and their segment table is computed.
+    """
     from cellvol.ingest import convert as convert_file
     from cellvol.sources import open_source
 
@@ -222,6 +233,25 @@ def convert(
         raise typer.BadParameter("--int8 must be auto, signed or unsigned")
     # Opened here to say what is converted before the work starts; convert() reuses it.
     source = open_source(src, dataset=dataset, int8=int8)  # type: ignore[arg-type]
+    if labels is not None:
+        given = [
+            flag
+            for flag, value in (
+                ("--voxel-size", voxel_size),
+                ("--chunks", chunks),
+                ("--shards", shards),
+                ("--levels", levels),
+                ("--method", None if method == "mean" else method),
+            )
+            if value is not None
+        ]
+        if given:
+            raise typer.BadParameter(
+                f"{', '.join(given)} do not apply with --labels: labels take the image's voxel "
+                "size, levels and layout, and are downsampled with mode"
+            )
+        _add_labels(source, dest, labels, _storage_options(endpoint_url, anon=False), overwrite)
+        return
     voxel = _voxel_option(voxel_size, unit) or source.voxel_size
     shown = f" at {voxel}" if voxel is not None else ""
     console.print(f"Converting {source.description}\n  into [bold]{dest}[/]{shown}")
@@ -252,6 +282,45 @@ def convert(
         f"({len(result.plan)} levels)."
     )
     _print_volume(open_volume(dest, storage_options=options), validate_metadata=True)
+
+
+def _add_labels(
+    source: Any, image: str, name: str, options: dict[str, Any] | None, overwrite: bool
+) -> None:
+    from cellvol.labels import write_labels
+
+    console.print(f"Adding {source.description}\n  to [bold]{image}[/] as labels '{name}'")
+    with _progress_bar() as draw:
+        written = write_labels(
+            image, source.array, name, storage_options=options, overwrite=overwrite, progress=draw
+        )
+    table = written.segments
+    console.print(
+        f"{len(written.levels)} levels; {len(table)} segments "
+        f"(largest: {int(table.voxel_count.max()) if len(table) else 0:,} voxels)."
+    )
+
+
+@app.command()
+def annotate(
+    image: Annotated[str, typer.Argument(help="The OME-Zarr image: local path or s3:// URL.")],
+    annotations: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV (segment_id,name,description,references) or JSON list of segments; "
+            "references like 'UniProt:P69905; GO:0005739'."
+        ),
+    ],
+    labels: Annotated[str, typer.Option(help="The label image's name.")],
+    endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for IMAGE.")] = None,
+) -> None:
+    """Name segments and link them to UniProt, GO, PDB, EMDB... without rewriting data."""
+    from cellvol.annotate import annotate_from_file
+
+    count = annotate_from_file(
+        image, labels, annotations, storage_options=_storage_options(endpoint_url, anon=False)
+    )
+    console.print(f"Annotated {count} segment(s) of labels '{labels}' in {image}.")
 
 
 def _voxel_option(text: str | None, unit: str) -> VoxelSize | None:
@@ -337,6 +406,8 @@ def _print_volume(volume: Volume, *, validate_metadata: bool) -> None:
             f"{level['nbytes_stored'] / 2**20:,.2f} MiB",
         )
     console.print(table, soft_wrap=False)
+    for name in volume.labels:
+        console.print(f"labels [bold]{name}[/]: {volume.labels[name].url}")
     if not validate_metadata:
         return
     problems = _metadata_problems(volume)

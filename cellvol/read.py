@@ -14,7 +14,7 @@ import asyncio
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,7 @@ import zarr.errors
 
 from cellvol.cache import ChunkCache, default_cache
 from cellvol.chunkread import ChunkReader, box_of, chunk_layout
+from cellvol.display import Window, window_of
 from cellvol.errors import (
     IntegrityError,
     InvalidInputError,
@@ -36,6 +37,9 @@ from cellvol.metadata import PROVENANCE_KEY, Axis, Dataset, Multiscale, read_mul
 from cellvol.select import finest_level_within, level_for_resolution, voxel_slices
 from cellvol.spec import SPATIAL_AXES, VoxelSize
 from cellvol.storage import open_store, parse_location
+
+if TYPE_CHECKING:
+    from cellvol.labels import Labels
 
 __all__ = ["Level", "Region", "Volume", "open"]
 
@@ -231,6 +235,10 @@ class Volume:
         The pyramid levels, finest first.
     attributes
         The image group's raw attributes (empty for a bare array).
+    group
+        The image's zarr group (None for a bare array).
+    storage_options, cache
+        As given to :func:`open`; labels and other parts of the image open with them.
     """
 
     def __init__(
@@ -239,11 +247,26 @@ class Volume:
         multiscale: Multiscale,
         levels: tuple[Level, ...],
         attributes: Mapping[str, Any],
+        *,
+        group: zarr.Group | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        cache: ChunkCache | None = None,
     ) -> None:
         self.url = url
         self.multiscale = multiscale
         self.levels = levels
         self.attributes = attributes
+        self.group = group
+        self.storage_options = dict(storage_options or {})
+        self.cache = cache
+
+    @property
+    def labels(self) -> Labels:
+        """The image's label images by name: ``volume.labels["cells"]`` (empty if none)."""
+        from cellvol.labels import Labels, label_names
+
+        names = label_names(self.group) if self.group is not None else []
+        return Labels(self, names)
 
     @property
     def ome_version(self) -> str | None:
@@ -274,6 +297,11 @@ class Volume:
     def voxel_size(self) -> VoxelSize | None:
         """Full-resolution voxel size, or None if the image is not 3-D spatial."""
         return self.levels[0].voxel_size
+
+    @property
+    def window(self) -> Window | None:
+        """The stored display window (OME-Zarr ``omero``), if the image has one."""
+        return window_of(dict(self.attributes))
 
     @property
     def provenance(self) -> Mapping[str, Any] | None:
@@ -317,6 +345,7 @@ class Volume:
             "unit": voxel.unit if voxel else None,
             "method": self.multiscale.method,
             "levels": levels,
+            "labels": list(self.labels),
         }
 
     def level(self, index: int) -> Level:
@@ -475,7 +504,9 @@ def open(
     if isinstance(node, zarr.Array):
         return _bare_array_volume(location.url, node, cache)
     manifest = Ledger(store, location.url).manifest()
-    return _image_volume(location.url, node, cache, store, manifest)
+    volume = _image_volume(location.url, node, cache, store, manifest)
+    volume.storage_options = dict(storage_options or {})
+    return volume
 
 
 def _image_volume(
@@ -529,7 +560,10 @@ def _image_volume(
                 _direct_reader(array, cache, url, dataset.path, presence),
             )
         )
-    return Volume(url, multiscale, tuple(levels), attributes)
+    from cellvol.labels import LabelImage, ome_attributes
+
+    kind = LabelImage if "image-label" in ome_attributes(attributes) else Volume
+    return kind(url, multiscale, tuple(levels), attributes, group=group, cache=cache)
 
 
 def _is_bioformats2raw(attributes: Mapping[str, Any]) -> bool:
@@ -561,7 +595,7 @@ def _bare_array_volume(url: str, array: zarr.Array[Any], cache: ChunkCache) -> V
     multiscale = Multiscale(version="", axes=axes, datasets=(Dataset("", ones, zeros),))
     reader = _direct_reader(array, cache, url, "", None)
     level = Level(0, "", array, ones, zeros, axes, None, reader)
-    return Volume(url, multiscale, (level,), {})
+    return Volume(url, multiscale, (level,), {}, cache=cache)
 
 
 def _dimension_names(array: zarr.Array[Any]) -> tuple[str, ...]:

@@ -34,6 +34,9 @@ import numpy as np
 import numpy.typing as npt
 import zarr
 
+from cellvol.cache import ChunkCache
+from cellvol.chunkread import ChunkReader, chunk_layout
+from cellvol.display import Window, contrast_window, omero_metadata
 from cellvol.downsample import METHODS, Method
 from cellvol.errors import InvalidInputError, WriteConflictError
 from cellvol.ledger import Ledger, shard_object_key
@@ -129,6 +132,7 @@ def write_pyramid(
     overwrite: bool = False,
     resume: bool = True,
     progress: ProgressCallback | None = None,
+    image_label: Mapping[str, Any] | None = None,
 ) -> WriteResult:
     """Write ``source`` as a multiscale OME-Zarr 0.5 image at ``dest``, or resume that write.
 
@@ -183,6 +187,9 @@ def write_pyramid(
     progress
         Called with a :class:`~cellvol.progress.ProgressEvent` as tasks finish, from the
         calling thread's pool threads or, with a client, from the calling thread.
+    image_label
+        OME-Zarr ``image-label`` metadata, which makes the image a label image; written with
+        the rest of its metadata (see :func:`cellvol.labels.write_labels`, which sets it).
 
     Returns
     -------
@@ -275,14 +282,32 @@ def write_pyramid(
 
     extra = source_record() if callable(source_record) else source_record
     record = provenance(source_description or _describe(source), parameters, extra)
-    attributes = image_attributes(
-        plan, name=name or location.name, method=method, provenance_record=record
-    )
+    title = name or location.name
+    attributes = image_attributes(plan, name=title, method=method, provenance_record=record)
+    if image_label is not None:
+        attributes["ome"]["image-label"] = dict(image_label)
+    else:  # intensities: a contrast window, so that viewers open the image legibly
+        window = _contrast_window(group[plan.levels[0].path], location.url)
+        attributes["ome"]["omero"] = omero_metadata(window, title, plan.levels[0].shape)
     group.attrs.update(json.loads(json.dumps(attributes)))
     ledger.write_manifest(_manifest(ledger, plan))
     elapsed = time.perf_counter() - started
     ledger.mark_complete({"shards_written": written, "shards_reused": reused})
     return WriteResult(location.url, plan, schedule, written, reused, elapsed)
+
+
+def _contrast_window(array: Any, url: str) -> Window:
+    """Estimate level 0's display window, reading it back through the direct reader."""
+    layout = chunk_layout(array)
+    if layout is None:  # pragma: no cover - cellvol writes layouts the reader knows
+        read = array.__getitem__
+    else:
+        reader = ChunkReader(array.store_path, layout, ChunkCache(0), url, array.path)
+
+        def read(box: tuple[slice, ...]) -> Any:
+            return reader.read([(s.start, s.stop) for s in box])
+
+    return contrast_window(read, array.shape, array.chunks, np.dtype(array.dtype))
 
 
 # -- checks ------------------------------------------------------------------------------------
