@@ -323,6 +323,43 @@ def annotate(
     console.print(f"Annotated {count} segment(s) of labels '{labels}' in {image}.")
 
 
+@app.command()
+def serve(
+    images: Annotated[
+        list[str],
+        typer.Argument(
+            help="Images to serve: local paths or s3:// URLs, each optionally NAME=PATH "
+            "(default name: the folder's, less .zarr / .ome.zarr)."
+        ),
+    ],
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: any free port).")] = 8000,
+    max_concurrency: Annotated[int, typer.Option(help="Images rendered at once; more wait.")] = 8,
+    timeout: Annotated[float, typer.Option(help="Seconds a rendering request may take.")] = 30.0,
+    endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for the images.")] = None,
+    anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
+) -> None:
+    """Serve images over HTTP: raw keys for viewers, tiles, a catalog and a browser page."""
+    from cellvol.server import Server
+
+    server = Server(
+        images,
+        host=host,
+        port=port,
+        storage_options=_storage_options(endpoint_url, anon),
+        max_concurrency=max_concurrency,
+        timeout=timeout,
+    )
+    for served in server.app.state.served:
+        console.print(f"[bold]{served.name}[/]: {served.url}")
+        console.print(f"  browse   {server.url}view/{served.name}")
+        console.print(f"  raw keys {server.url}data/{served.name}/")
+    console.print(f"catalog {server.url}catalog   (Ctrl-C to stop)")
+    server.run()
+
+
 def _voxel_option(text: str | None, unit: str) -> VoxelSize | None:
     if text is None:
         return None

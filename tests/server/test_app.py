@@ -1,0 +1,197 @@
+"""Tiles, slices, the catalog and segment look-ups over a real server on 127.0.0.1."""
+
+import io
+import json
+import threading
+import time
+import urllib.parse
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import cellvol
+from cellvol.server import Served, Server, serve_name
+from cellvol.server.render import render
+
+
+def _image(reply) -> np.ndarray:
+    assert reply.status == 200, reply.body[:300]
+    return np.asarray(Image.open(io.BytesIO(reply.body)).convert("RGB"))
+
+
+def _grey(plane: np.ndarray, low: float, high: float) -> np.ndarray:
+    return render(plane, (low, high))[..., 0]
+
+
+def test_tiles_are_256_pixels_with_edge_tiles_clipped(running) -> None:
+    full = _image(running.request("/tiles/tomo/0/z/5/0/0.png"))
+    assert full.shape == (96, 128, 3)  # the plane is smaller than one tile
+    window = cellvol.open(running.image).window
+    np.testing.assert_array_equal(full[..., 0], _grey(running.data[5], window.start, window.end))
+    side = _image(running.request("/tiles/tomo/0/x/7/0/0.png"))
+    assert side.shape == (32, 96, 3)  # YZ: z rows, y columns
+    assert running.request("/tiles/tomo/0/z/5/1/0.png").status == 404
+    assert running.request("/tiles/tomo/0/z/99/0/0.png").status == 404
+    assert running.request("/tiles/tomo/9/z/0/0/0.png").status == 404
+
+
+@pytest.mark.parametrize(
+    ("fmt", "media"), [("png", "image/png"), ("jpeg", "image/jpeg"), ("webp", "image/webp")]
+)
+def test_tile_formats(running, fmt: str, media: str) -> None:
+    reply = running.request(f"/tiles/tomo/1/y/20/0/0.{fmt}")
+    assert reply.headers["content-type"] == media
+    assert _image(reply).shape == (32, 64, 3)  # level 1 is 32 x 48 x 64 (z kept)
+
+
+def test_a_query_window_changes_the_contrast(running) -> None:
+    plane = running.data[10]
+    reply = running.request("/tiles/tomo/0/z/10/0/0.png?window=900,1100")
+    np.testing.assert_array_equal(_image(reply)[..., 0], _grey(plane, 900, 1100))
+
+
+def test_colormaps_and_unknown_ones(running) -> None:
+    coloured = _image(running.request("/tiles/tomo/0/z/10/0/0.png?cmap=viridis"))
+    assert not np.array_equal(coloured[..., 0], coloured[..., 2])  # not grey
+    reply = running.request("/tiles/tomo/0/z/10/0/0.png?cmap=rainbow-unicorn")
+    assert reply.status == 400
+    assert b"unknown colour map" in reply.body
+
+
+def test_the_label_overlay_colours_segments(running) -> None:
+    plain = _image(running.request("/tiles/tomo/0/z/10/0/0.png"))
+    overlaid = _image(running.request("/tiles/tomo/0/z/10/0/0.png?labels=cells&alpha=0.8"))
+    inside = running.labels[10] > 0
+    assert (plain[inside] != overlaid[inside]).any(axis=-1).all()
+    np.testing.assert_array_equal(plain[~inside], overlaid[~inside])  # background untouched
+    assert running.request("/tiles/tomo/0/z/10/0/0.png?labels=nope").status == 404
+    assert running.request("/tiles/tomo/0/z/10/0/0.png?labels=cells&alpha=2").status == 400
+
+
+def test_any_region_of_a_plane(running) -> None:
+    reply = running.request(
+        "/slice/tomo.png?axis=y&index=40&level=0&rows=2:30&cols=5:100&window=800,1500"
+    )
+    np.testing.assert_array_equal(
+        _image(reply)[..., 0], _grey(running.data[2:30, 40, 5:100], 800, 1500)
+    )
+    for query, message in [
+        ("axis=w", b"axis must be z"),
+        ("rows=5", b"rows must be start:stop"),
+        ("rows=50:40", b"selects nothing"),
+        ("window=3", b"window must be low,high"),
+        ("window=5,1", b"high must exceed low"),
+        ("level=x", b"level must be an integer"),
+        ("alpha=nan", b"alpha must be finite"),
+    ]:
+        bad = running.request(f"/slice/tomo.png?{query}")
+        assert bad.status == 400, query
+        assert message in bad.body, query
+    assert running.request("/slice/tomo.gif").status == 400
+
+
+def test_images_carry_cache_headers_and_answer_304(running) -> None:
+    reply = running.request("/tiles/tomo/0/z/3/0/0.png")
+    assert "max-age" in reply.headers["cache-control"]
+    again = running.request(
+        "/tiles/tomo/0/z/3/0/0.png", headers={"If-None-Match": reply.headers["etag"]}
+    )
+    assert again.status == 304
+    other = running.request("/tiles/tomo/0/z/3/0/0.png?window=1,2")
+    assert other.headers["etag"] != reply.headers["etag"]
+
+
+def test_the_catalog_lists_levels_labels_and_annotations(running) -> None:
+    reply = running.request("/catalog")
+    (entry,) = json.loads(reply.body)["volumes"]
+    assert entry["name"] == "tomo"
+    assert entry["data"] == f"{running.url}data/tomo/"
+    assert [level["shape"] for level in entry["levels"]] == [
+        [32, 96, 128],
+        [32, 48, 64],
+        [16, 24, 32],
+    ]
+    assert entry["levels"][0]["voxel_size"] == [8.0, 4.0, 4.0]
+    assert entry["window"] == cellvol.open(running.image).window.to_json()
+    (labels,) = entry["labels"]
+    assert labels["name"] == "cells"
+    assert labels["segments"] == 2
+    assert labels["annotations"]["2"]["name"] == "mitochondrion"
+    link = urllib.parse.unquote(entry["neuroglancer"])
+    assert f"zarr3://{running.url}data/tomo/" in link
+
+
+def test_the_segment_under_a_voxel(running) -> None:
+    inside = json.loads(running.request("/segment/tomo/cells?z=10&y=60&x=80").body)
+    assert inside["id"] == 2
+    assert inside["segment"]["voxel_count"] == int((running.labels == 2).sum())
+    assert [r["accession"] for r in inside["properties"]["references"]] == ["GO:0005739", "P69905"]
+    outside = json.loads(running.request("/segment/tomo/cells?z=0&y=0&x=0").body)
+    assert outside["id"] == 0
+    assert running.request("/segment/tomo/cells?z=99&y=0&x=0").status == 400
+    assert running.request("/segment/tomo/cells?z=1&y=0").status == 400
+
+
+def test_the_page_and_the_index(running) -> None:
+    page = running.request("/view/tomo")
+    assert page.status == 200
+    assert b'data-volume="tomo"' in page.body
+    assert running.request("/view/nope").status == 404
+    assert running.request("/static/viewer.js").status == 200
+    index = running.request("/")
+    assert index.status in (200, 307)
+
+
+def test_names_default_to_the_folder_and_must_be_unique(tmp_path) -> None:
+    assert serve_name("/data/EMPIAR-10001.ome.zarr") == "EMPIAR-10001"
+    assert serve_name("s3://bucket/vol.zarr/") == "vol"
+    data = np.zeros((4, 8, 8), np.uint8)
+    cellvol.write_pyramid(data, tmp_path / "a" / "v.zarr", 1.0)
+    cellvol.write_pyramid(data, tmp_path / "b" / "v.zarr", 1.0)
+    with pytest.raises(cellvol.InvalidInputError, match=r"two volumes would be served as \['v'\]"):
+        Server([str(tmp_path / "a" / "v.zarr"), str(tmp_path / "b" / "v.zarr")])
+    named = Server([str(tmp_path / "a" / "v.zarr"), f"second={tmp_path / 'b' / 'v.zarr'}"])
+    assert [s.name for s in named.app.state.served] == ["v", "second"]
+    named.stop()
+    with pytest.raises(cellvol.InvalidInputError, match="must be letters"):
+        Served.open(str(tmp_path / "a" / "v.zarr"), name="a b")
+
+
+def test_slow_requests_time_out_and_excess_ones_are_refused(running, monkeypatch) -> None:
+    import cellvol.server.app as app_module
+
+    original = app_module.render
+
+    def slow(*args, **kwargs):
+        time.sleep(1.0)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(app_module, "render", slow)
+    with Server([str(running.image)], max_concurrency=1, timeout=0.5) as server:
+        from server_helpers import Running
+
+        client = Running(
+            server.url,
+            server.host,
+            server.port,
+            running.image,
+            running.outside,
+            running.data,
+            running.labels,
+        )
+        replies = []
+        threads = [
+            threading.Thread(
+                target=lambda i=i: replies.append(client.request(f"/tiles/tomo/0/z/{i}/0/0.png"))
+            )
+            for i in range(3)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        statuses = sorted(r.status for r in replies)
+        assert set(statuses) <= {503, 504}
+        assert 504 in statuses
+        assert all(b"Traceback" not in r.body for r in replies)
