@@ -195,3 +195,43 @@ def test_slow_requests_time_out_and_excess_ones_are_refused(running, monkeypatch
         assert set(statuses) <= {503, 504}
         assert 504 in statuses
         assert all(b"Traceback" not in r.body for r in replies)
+
+
+def test_the_serve_command_runs_a_server(running) -> None:
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    command = Path(sys.executable).with_name("cellvol")
+    process = subprocess.Popen(
+        [str(command), "serve", f"demo={running.image}", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("catalog "):
+                break
+        catalog_url = lines[-1].split()[1]
+        assert catalog_url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(catalog_url, timeout=10) as reply:
+            names = [v["name"] for v in json.loads(reply.read())["volumes"]]
+        assert names == ["demo"]
+        assert any("view/demo" in line for line in lines)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_cellvol_reads_a_served_volume_over_http(running) -> None:
+    remote = cellvol.open(f"{running.url}data/tomo/")
+    np.testing.assert_array_equal(remote[3:9, 10:40], running.data[3:9, 10:40])
+    np.testing.assert_array_equal(remote.labels["cells"][10], running.labels[10])
+    assert remote.labels["cells"].properties[2]["name"] == "mitochondrion"
