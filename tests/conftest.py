@@ -21,6 +21,9 @@ default S3 endpoint at a closed loopback port, so that an S3 call that forgot it
 ``anisotropic_volume``
     ``(volume, data)``: a small 3-level pyramid of random uint8 voxels of 10 by 2 by 2 nm,
     written once per session.
+``running``
+    A ``cellvol serve`` server on 127.0.0.1 for the session, serving an image with labels, an
+    annotation, and traps for the path-traversal tests (see ``server_helpers.py``).
 ``clean_fsspec_cache``
     For tests that change the AWS environment: fsspec's cached filesystems are closed and
     forgotten before and after the test (they would keep the old configuration).
@@ -384,3 +387,27 @@ def clean_fsspec_cache() -> Iterator[None]:
     _forget_cached_filesystems()
     yield
     _forget_cached_filesystems()
+
+
+# --------------------------------------------------------------------------------------------
+# cellvol serve
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real server on 127.0.0.1 serving an image with labels, annotations and traps."""
+    from server_helpers import SECRET, Running, make_image
+
+    from cellvol.server import Server
+
+    root = tmp_path_factory.mktemp("served")
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret.txt").write_bytes(SECRET)
+    image, data, labels = make_image(root)
+    (root / "secret.txt").write_bytes(SECRET)  # beside the store, not in it
+    (image / ".hidden").write_bytes(SECRET)
+    os.symlink(outside / "secret.txt", image / "leak")
+    os.symlink(outside, image / "0" / "leakdir")
+    with Server([str(image)]) as server:
+        yield Running(server.url, server.host, server.port, image, outside, data, labels)
