@@ -98,5 +98,15 @@ def test_three_planes_render_and_the_overlay_toggles(running, browser, tmp_path)
     assert "https://amigo.geneontology.org/amigo/term/GO:0005739" in links
     assert "mitochondrion" in page.inner_text("#segment-body")
     assert "zarr3%3A%2F%2F" in page.get_attribute("#neuroglancer", "href")
+    # Zooming out far enough switches the planes to a coarser level.
+    count = _renders(page)
+    for _ in range(15):  # 1.25 per step: level 2's 16 nm voxels need 18x the start's scale
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.wheel(0, 120)
+    page.wait_for_function(f"Number(document.body.dataset.renders) >= {count + 3}", timeout=20_000)
+    page.wait_for_function(
+        "document.querySelector('.panel[data-axis=\"z\"] .where').textContent.includes('level 2')",
+        timeout=20_000,
+    )
     assert errors == []
     page.close()
