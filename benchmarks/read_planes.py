@@ -2,7 +2,7 @@
 
     .venv/bin/pip install -r benchmarks/requirements.txt
     .venv/bin/python benchmarks/read_planes.py                # local files, then S3 (moto)
-    .venv/bin/python benchmarks/read_planes.py --no-s3 --planes 10
+    .venv/bin/python benchmarks/read_planes.py --cases s3     # one part; the other is kept
 
 Input: the 1 GiB synthetic uint8 tomogram of compare_pyramid.py (512 x 1024 x 2048, written
 once to ``--data-dir``). Stores built from it, each a 4-level 2x mean pyramid, zstd level 3:
@@ -340,7 +340,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/cellvol-bench"))
     parser.add_argument("--planes", type=int, default=20, help="planes per orientation")
-    parser.add_argument("--no-s3", action="store_true")
+    parser.add_argument(
+        "--cases",
+        default="local,s3",
+        help="local, s3 or both; a part not run keeps its previous results in the JSON",
+    )
     args = parser.parse_args()
     args.data_dir.mkdir(parents=True, exist_ok=True)
     source = make_input(1, args.data_dir)
@@ -349,18 +353,23 @@ def main() -> None:
         for path in info["path"].rglob("*"):
             if path.is_file():
                 path.read_bytes()
-    record: dict[str, Any] = {
-        "input": str(source),
-        "python": sys.version.split()[0],
-        "cpus": os.cpu_count(),
-        "stores": {
-            k: {"build_s": v["build_s"], "objects": v["objects"]} for k, v in stores.items()
-        },
-        "local": run_local(stores, args.planes),
-    }
-    if not args.no_s3:
-        record["s3"] = run_s3(stores, max(5, args.planes // 2))
     out = HERE / "results" / "read-planes.json"
+    record: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    record["input"] = str(source)
+    record["python"] = sys.version.split()[0]
+    record["cpus"] = os.cpu_count()
+    record["stores"] = {
+        name: {"build_s": info["build_s"], "objects": info["objects"]}
+        for name, info in stores.items()
+    }
+    cases = {case.strip() for case in args.cases.split(",")}
+    measured = record.setdefault("measured_on", {})
+    if "local" in cases:
+        record["local"] = run_local(stores, args.planes)
+        measured["local"] = time.strftime("%Y-%m-%d")
+    if "s3" in cases:
+        record["s3"] = run_s3(stores, max(5, args.planes // 2))
+        measured["s3"] = time.strftime("%Y-%m-%d")
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"\nwritten to {out}")
 
