@@ -7,7 +7,8 @@ estimates the 0.1 and 99.9 percentiles of level 0 and writes them as the channel
 slider should span (the type's range for integers up to 16 bits, the observed range otherwise).
 
 The estimate comes from a stratified sample of level 0: whole chunks spread evenly through the
-volume, up to a byte budget (64 MiB by default), read back after the data is written. Reading
+volume, up to a byte budget (16 MiB by default, about 0.06 s of a 1 GiB write; 64 MiB cost
+0.25 s there), read back after the data is written. Reading
 back rather than counting as the data streams through the writer keeps the estimate the same
 whether the write ran in one go, was resumed (which skips finished shards) or ran on a
 cluster. For integers up to 16 bits the sample's exact histogram is used; for wider types and
@@ -27,7 +28,7 @@ from cellvol.errors import MetadataError
 
 __all__ = ["Window", "contrast_window", "omero_metadata", "window_of"]
 
-DEFAULT_SAMPLE_BYTES = 64 * 2**20
+DEFAULT_SAMPLE_BYTES = 16 * 2**20
 LOW_PERCENTILE = 0.1
 HIGH_PERCENTILE = 99.9
 
