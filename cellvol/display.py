@@ -10,8 +10,8 @@ The estimate comes from a stratified sample of level 0: whole chunks spread even
 volume, up to a byte budget (16 MiB by default, about 0.06 s of a 1 GiB write; 64 MiB cost
 0.25 s there), read back after the data is written. Reading back rather than counting as the
 data streams through the writer keeps the estimate the same whether the write ran in one go,
-was resumed (which skips finished shards) or ran on a cluster. For integers up to 16 bits the sample's exact histogram is used; for wider types and
-floats, the sample's percentiles.
+was resumed (which skips finished shards) or ran on a cluster. For integers up to 16 bits the
+sample's exact histogram is used; for wider types and floats, the sample's percentiles.
 """
 
 from __future__ import annotations

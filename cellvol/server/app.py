@@ -449,6 +449,11 @@ def _axis(text: str) -> int:
 
 
 def _level(volume: Volume, index: int) -> Any:
+    if volume.ndim != 3:
+        raise InvalidInputError(
+            f"planes are rendered for 3-D (z, y, x) images; {volume.url} has axes {volume.axes} "
+            "(its raw keys are served all the same)"
+        )
     if not 0 <= index < len(volume.levels):
         raise HTTPException(404, f"level {index} does not exist (0-{len(volume.levels) - 1})")
     return volume.levels[index]

@@ -235,3 +235,22 @@ def test_cellvol_reads_a_served_volume_over_http(running) -> None:
     np.testing.assert_array_equal(remote[3:9, 10:40], running.data[3:9, 10:40])
     np.testing.assert_array_equal(remote.labels["cells"][10], running.labels[10])
     assert remote.labels["cells"].properties[2]["name"] == "mitochondrion"
+
+
+def test_images_that_are_not_3d_are_served_as_raw_keys_only(tmp_path) -> None:
+    import zarr
+
+    array = zarr.create_array(
+        tmp_path / "plane.zarr", shape=(40, 50), dtype="uint8", chunks=(20, 25)
+    )
+    array[...] = 7
+    with Server([str(tmp_path / "plane.zarr")]) as server:
+        from server_helpers import Running
+
+        client = Running(
+            server.url, server.host, server.port, tmp_path, tmp_path, array[...], array[...]
+        )
+        assert client.request("/data/plane/zarr.json").status == 200
+        reply = client.request("/tiles/plane/0/z/0/0/0.png")
+        assert reply.status == 400
+        assert b"3-D (z, y, x) images" in reply.body
