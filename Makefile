@@ -10,13 +10,27 @@ PY := $(VENV)/bin/python
 # pip on some machines warns about unreachable local indexes on every package; hide only that.
 QUIET_PIP = 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
 
-.PHONY: demo test install install-dev clean
+.PHONY: demo test install install-dev bench clean
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/cellvol demo $(DEMO_ARGS)
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Every number in docs/benchmarks.md, in one run (about 40 minutes; inputs in /tmp/cellvol-bench).
+bench: $(VENV)/.installed-dev
+	$(PY) -m pip install --quiet -r benchmarks/requirements.txt $(QUIET_PIP)
+	$(PY) benchmarks/compare_pyramid.py --size-gib 1 --repeat 2 --out benchmarks/results/pyramid-1gib.json
+	$(PY) benchmarks/compare_pyramid.py --size-gib 16 --tools cellvol,tensorstore --out benchmarks/results/pyramid-16gib.json
+	$(PY) benchmarks/ingest_scale.py
+	$(PY) benchmarks/first_plane.py
+	$(PY) benchmarks/read_planes.py
+	$(PY) benchmarks/serve_load.py
+	$(PY) benchmarks/cluster_scaling.py
+	$(PY) benchmarks/scaling.py
+	$(PY) -m pytest benchmarks/suite -q -p no:cacheprovider --benchmark-autosave --benchmark-json=benchmarks/results/suite-small.json
+	$(PY) benchmarks/plots.py
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
