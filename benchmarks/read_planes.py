@@ -43,6 +43,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _tools import build_tensorstore
 from compare_pyramid import make_input
 
+from cellvol.testing import random_planes as planes_across
+
 HERE = Path(__file__).resolve().parent
 LEVELS = 4
 CELLVOL_LAYOUTS = {"cv32": 32, "cv64": 64, "cv128": 128}
@@ -81,22 +83,10 @@ def build_stores(source_path: Path, root: Path) -> dict[str, dict[str, Any]]:
 
 def random_planes(shape: tuple[int, ...], count: int, seed: int) -> dict[str, list[tuple]]:
     """``count`` random 512 x 512 planes per orientation (clipped to the level)."""
-    rng = np.random.default_rng(seed)
-    planes: dict[str, list[tuple]] = {}
-    for name, axis in (("XY", 0), ("XZ", 1), ("YZ", 2)):
-        keys = []
-        for _ in range(count):
-            key: list[Any] = []
-            for a, n in enumerate(shape):
-                if a == axis:
-                    key.append(int(rng.integers(0, n)))
-                else:
-                    length = min(512, n)
-                    start = int(rng.integers(0, n - length + 1))
-                    key.append(slice(start, start + length))
-            keys.append(tuple(key))
-        planes[name] = keys
-    return planes
+    return {
+        name: planes_across(shape, axis, count, seed)
+        for name, axis in (("XY", 0), ("XZ", 1), ("YZ", 2))
+    }
 
 
 def neighbour_planes(shape: tuple[int, ...], count: int, seed: int) -> dict[str, list[tuple]]:

@@ -39,7 +39,7 @@ from cellvol.errors import InvalidInputError
 if TYPE_CHECKING:
     import dask.array
 
-__all__ = ["SyntheticVolume", "synthetic_labels", "synthetic_tomogram"]
+__all__ = ["SyntheticVolume", "random_planes", "synthetic_labels", "synthetic_tomogram"]
 
 type Kind = Literal["tomogram", "labels"]
 type _F32 = npt.NDArray[np.float32]
@@ -567,3 +567,26 @@ def synthetic_labels(
     (0, True)
     """
     return SyntheticVolume(shape, dtype, seed, "labels", 0.0, density).to_dask(chunks)
+
+
+def random_planes(
+    shape: Sequence[int], axis: int, count: int, seed: int = 0, side: int = 512
+) -> list[tuple[int | slice, ...]]:
+    """Selection keys of ``count`` random ``side`` x ``side`` planes perpendicular to ``axis``.
+
+    Planes are clipped to ``shape``; the same seed gives the same planes. This is the reading
+    pattern of the benchmarks.
+    """
+    rng = np.random.default_rng(seed)
+    keys: list[tuple[int | slice, ...]] = []
+    for _ in range(count):
+        key: list[int | slice] = []
+        for a, n in enumerate(shape):
+            if a == axis:
+                key.append(int(rng.integers(0, n)))
+            else:
+                length = min(side, int(n))
+                start = int(rng.integers(0, int(n) - length + 1))
+                key.append(slice(start, start + length))
+        keys.append(tuple(key))
+    return keys

@@ -9,29 +9,14 @@ import numpy as np
 import pytest
 
 import cellvol
-
-
-def _plane_keys(shape: tuple[int, ...], axis: int, count: int = 16) -> list[tuple[Any, ...]]:
-    rng = np.random.default_rng(axis)
-    keys = []
-    for _ in range(count):
-        key: list[Any] = []
-        for a, n in enumerate(shape):
-            if a == axis:
-                key.append(int(rng.integers(0, n)))
-            else:
-                side = min(512, n)
-                start = int(rng.integers(0, n - side + 1))
-                key.append(slice(start, start + side))
-        keys.append(tuple(key))
-    return keys
+from cellvol.testing import random_planes
 
 
 @pytest.mark.parametrize("level", [0, 2])
 @pytest.mark.parametrize("axis", ["z", "y", "x"])
 def test_plane(benchmark: Any, pyramid: Path, level: int, axis: str) -> None:
     chosen = cellvol.open(pyramid, cache=cellvol.ChunkCache(0)).level(level)
-    keys = iter(_plane_keys(chosen.shape, "zyx".index(axis)) * 1000)
+    keys = iter(random_planes(chosen.shape, "zyx".index(axis), 16, seed=1) * 1000)
     plane = benchmark(lambda: chosen[next(keys)])
     assert plane.ndim == 2
 
