@@ -156,3 +156,31 @@ def test_slab_processing_equals_whole_block(monkeypatch: pytest.MonkeyPatch, met
     whole = downsample(block, (2, 2, 3), method)
     monkeypatch.setattr(module, "_SLAB_BYTES", 1)  # forces one window row per slab
     np.testing.assert_array_equal(downsample(block, (2, 2, 3), method), whole)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    data=st.data(),
+    dtype=st.sampled_from(
+        ["uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "uint64"]
+    ),
+)
+def test_mode_counting_pairs_agrees_with_sorting(data: st.DataObject, dtype: str) -> None:
+    """The pairwise kernel (small windows) and the sorting kernel give the same modes."""
+    import cellvol.downsample as kernels
+
+    shape = tuple(data.draw(st.integers(1, 9)) for _ in range(3))
+    factors = tuple(data.draw(st.integers(1, 3)) for _ in range(3))
+    info = np.iinfo(dtype)
+    values = np.array([info.min, info.max, 0, 1, info.max - 1], dtype=dtype)
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    block = np.random.default_rng(seed).choice(values, size=shape)
+    pairwise = kernels.downsample(block, factors, "mode")
+    saved = kernels._PAIRWISE_WIDTH
+    kernels._PAIRWISE_WIDTH = 0  # force the sorting kernel
+    try:
+        sorting = kernels.downsample(block, factors, "mode")
+    finally:
+        kernels._PAIRWISE_WIDTH = saved
+    np.testing.assert_array_equal(pairwise, sorting)
+    assert pairwise.dtype == sorting.dtype == block.dtype
