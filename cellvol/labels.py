@@ -31,7 +31,13 @@ from cellvol.cache import ChunkCache
 from cellvol.errors import InvalidInputError, MetadataError, NotOMEZarrError
 from cellvol.read import Volume
 from cellvol.read import open as open_volume
-from cellvol.segments import SegmentTable, compute_segments, read_segments, write_segments
+from cellvol.segments import (
+    SegmentTable,
+    compute_segments,
+    read_segments,
+    segment_count,
+    write_segments,
+)
 from cellvol.storage import open_store
 
 __all__ = [
@@ -78,6 +84,11 @@ class LabelImage(Volume):
         if self.group is None:
             raise MetadataError(f"{self.url} is not a label image group")
         return read_segments(self.group, self.url)
+
+    @property
+    def segment_count(self) -> int | None:
+        """How many segments the table lists, without loading it (None while incomplete)."""
+        return segment_count(self.group) if self.group is not None else None
 
     @property
     def colors(self) -> dict[int, tuple[int, int, int, int]]:

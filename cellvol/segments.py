@@ -23,7 +23,14 @@ import zarr
 
 from cellvol.errors import IntegrityError, InvalidInputError
 
-__all__ = ["SEGMENTS_PATH", "SegmentTable", "compute_segments", "read_segments", "write_segments"]
+__all__ = [
+    "SEGMENTS_PATH",
+    "SegmentTable",
+    "compute_segments",
+    "read_segments",
+    "segment_count",
+    "write_segments",
+]
 
 SEGMENTS_PATH = "segments"
 _COLUMNS = ("id", "voxel_count", "bbox_min", "bbox_max", "centroid")
@@ -262,6 +269,15 @@ def write_segments(group: zarr.Group, table: SegmentTable) -> None:
             }
         }
     )
+
+
+def segment_count(group: zarr.Group) -> int | None:
+    """How many segments the stored table lists, from its metadata alone (None if absent)."""
+    try:
+        meta: Any = dict(group[SEGMENTS_PATH].attrs)["cellvol"]
+        return int(meta["rows"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def read_segments(group: zarr.Group, where: str) -> SegmentTable:

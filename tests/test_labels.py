@@ -87,6 +87,7 @@ def test_segment_table_matches_numpy(image: Path) -> None:
     labels = _blobs(3)
     cells = cellvol.write_labels(image, labels, "cells")
     _check_table(cells.segments, labels)
+    assert cells.segment_count == len(cells.segments) == 5
     record = cells.segments[5]
     assert record["centroid_physical"] == pytest.approx(
         [c * s for c, s in zip(record["centroid"], (30, 5, 5), strict=True)]
@@ -136,6 +137,7 @@ def test_an_interrupted_labels_write_is_detected_and_finished(image: Path) -> No
     # As if the process died after the pyramid but before the segment table.
     (image / "labels" / "cells" / "segments" / "zarr.json").unlink()
     broken = cellvol.open(image).labels["cells"]
+    assert broken.segment_count is None
     with pytest.raises(IntegrityError, match=r"no complete segment table.*run it again"):
         _ = broken.segments
     finished = cellvol.write_labels(image, labels, "cells")  # the same call again

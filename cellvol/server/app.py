@@ -517,10 +517,7 @@ def _catalog_entry(served: Served, base: str) -> dict[str, Any]:
     labels = []
     for name in volume.labels:
         image = volume.labels[name]
-        try:
-            count: int | None = len(image.segments)
-        except CellvolError:
-            count = None
+        count = image.segment_count  # from the table's metadata: the table may be large
         annotated = {str(k): v for k, v in image.properties.items() if set(v) - {"voxel_count"}}
         labels.append({"name": name, "segments": count, "annotations": annotated})
     data_url = f"{base}/data/{served.name}/"
