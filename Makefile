@@ -23,6 +23,10 @@ bench: $(VENV)/.installed-dev
 	$(PY) -m pip install --quiet -r benchmarks/requirements.txt $(QUIET_PIP)
 	$(PY) benchmarks/compare_pyramid.py --size-gib 1 --repeat 2 --out benchmarks/results/pyramid-1gib.json
 	$(PY) benchmarks/compare_pyramid.py --size-gib 16 --tools cellvol,tensorstore --out benchmarks/results/pyramid-16gib.json
+	$(PY) benchmarks/compare_pyramid.py --dtype uint16 --out benchmarks/results/pyramid-1gib-uint16.json
+	$(PY) benchmarks/compare_pyramid.py --dtype float32 --out benchmarks/results/pyramid-1gib-float32.json
+	$(PY) benchmarks/compare_pyramid.py --geometry 3D-SEM --out benchmarks/results/pyramid-1gib-3dsem.json
+	$(PY) benchmarks/compare_pyramid.py --dtype uint32 --out benchmarks/results/pyramid-1gib-labels.json
 	$(PY) benchmarks/ingest_scale.py
 	$(PY) benchmarks/first_plane.py
 	$(PY) benchmarks/read_planes.py

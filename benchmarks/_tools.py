@@ -1,9 +1,10 @@
 """One pyramid build per tool, run in a fresh process by compare_pyramid.py.
 
-Usage: python benchmarks/_tools.py TOOL INPUT.npy OUTPUT_DIR LEVELS CHUNK
+Usage: python benchmarks/_tools.py TOOL INPUT.npy OUTPUT_DIR LEVELS CHUNK [CONFIG-JSON]
 
-Every tool builds the same thing: LEVELS levels of 2x mean (or the tool's closest equivalent)
-from a raw uint8 volume memory-mapped from INPUT.npy, zstd level 3, CHUNK³ chunks. Prints one
+Every tool builds the same thing: LEVELS levels with the CONFIG's per-level factors and method
+(default: 2x mean; each tool's closest equivalent) from a raw volume memory-mapped from
+INPUT.npy, zstd level 3, CHUNK³ chunks. Prints one
 JSON line with the seconds the build itself took (imports and interpreter start excluded).
 """
 
@@ -15,38 +16,67 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+Config = dict[str, Any]
+"""``voxel_size``, ``factors`` (one triple per level after the first) and ``method``."""
 
-def build_cellvol(source: np.ndarray, out: Path, levels: int, chunk: int) -> None:
+
+def _cumulative(factors: list[list[int]]) -> list[list[int]]:
+    """Each level's factors from level 0 (the per-level ones multiplied up)."""
+    total, out = [1, 1, 1], []
+    for step in factors:
+        total = [t * f for t, f in zip(total, step, strict=True)]
+        out.append(total)
+    return out
+
+
+def build_cellvol(source: np.ndarray, out: Path, chunk: int, config: Config) -> None:
     import cellvol
 
     cellvol.write_pyramid(
-        source, out, 1.0, chunks=(chunk,) * 3, n_levels=levels, overwrite=True, name="bench"
+        source,
+        out,
+        tuple(config["voxel_size"]),
+        chunks=(chunk,) * 3,
+        factors=[tuple(f) for f in config["factors"]],
+        method=config["method"],
+        overwrite=True,
+        name="bench",
     )
 
 
-def build_cellvol_default(source: np.ndarray, out: Path, levels: int, chunk: int) -> None:
+def build_cellvol_default(source: np.ndarray, out: Path, chunk: int, config: Config) -> None:
     """cellvol with its own default layout (64³ chunks in 256³ shards)."""
     import cellvol
 
-    cellvol.write_pyramid(source, out, 1.0, n_levels=levels, overwrite=True, name="bench")
+    cellvol.write_pyramid(
+        source,
+        out,
+        tuple(config["voxel_size"]),
+        factors=[tuple(f) for f in config["factors"]],
+        method=config["method"],
+        overwrite=True,
+        name="bench",
+    )
 
 
-def build_tensorstore(source: np.ndarray, out: Path, levels: int, chunk: int) -> None:
+def build_tensorstore(source: np.ndarray, out: Path, chunk: int, config: Config) -> None:
     import tensorstore as ts
 
-    shape = source.shape
+    shapes = [list(source.shape)]
+    for step in config["factors"]:
+        shapes.append([-(-n // f) for n, f in zip(shapes[-1], step, strict=True)])
     arrays = []
-    for level in range(levels):
-        level_shape = [-(-n // 2**level) for n in shape]
+    for level, level_shape in enumerate(shapes):
         spec = {
             "driver": "zarr3",
             "kvstore": {"driver": "file", "path": str(out / str(level))},
             "metadata": {
                 "shape": level_shape,
-                "data_type": "uint8",
+                "data_type": str(source.dtype),
                 "chunk_grid": {
                     "name": "regular",
                     "configuration": {"chunk_shape": [min(chunk, n) for n in level_shape]},
@@ -61,12 +91,12 @@ def build_tensorstore(source: np.ndarray, out: Path, levels: int, chunk: int) ->
         }
         arrays.append(ts.open(spec).result())
     arrays[0].write(source).result()
-    for level in range(1, levels):
-        view = ts.downsample(arrays[level - 1], [2, 2, 2], "mean")
+    for level, step in enumerate(config["factors"], start=1):
+        view = ts.downsample(arrays[level - 1], list(step), config["method"])
         arrays[level].write(view).result()
 
 
-def build_ome_zarr(source: np.ndarray, out: Path, levels: int, chunk: int) -> None:
+def build_ome_zarr(source: np.ndarray, out: Path, chunk: int, config: Config) -> None:
     import dask.array as da
     import zarr
     from ome_zarr.scale import Methods
@@ -75,29 +105,30 @@ def build_ome_zarr(source: np.ndarray, out: Path, levels: int, chunk: int) -> No
 
     group = zarr.open_group(out, mode="w")
     image = da.from_array(source, chunks=(chunk,) * 3)
+    factors = [dict(zip("zyx", f, strict=True)) for f in _cumulative(config["factors"])]
     write_image(
         image=image,
         group=group,
-        scale_factors=[2**i for i in range(1, levels)],
-        method=Methods.LOCAL_MEAN,
+        scale_factors=factors,
+        # ome-zarr-py has no mode: labels get nearest, its closest method.
+        method=Methods.NEAREST if config["method"] == "mode" else Methods.LOCAL_MEAN,
         axes="zyx",
         storage_options={"chunks": (chunk,) * 3, "compressor": ZstdCodec(level=3)},
     )
 
 
-def build_ngff_zarr(source: np.ndarray, out: Path, levels: int, chunk: int) -> None:
+def build_ngff_zarr(source: np.ndarray, out: Path, chunk: int, config: Config) -> None:
     import dask.array as da
     import ngff_zarr as nz
     import zarr
     from zarr.codecs import ZstdCodec
 
     image = nz.to_ngff_image(da.from_array(source, chunks=(chunk,) * 3), dims=["z", "y", "x"])
-    multiscales = nz.to_multiscales(
-        image,
-        scale_factors=[2**i for i in range(1, levels)],
-        method=nz.Methods.DASK_BIN_SHRINK,
-        chunks=chunk,
+    factors = [dict(zip("zyx", f, strict=True)) for f in _cumulative(config["factors"])]
+    method = (
+        nz.Methods.DASK_IMAGE_MODE if config["method"] == "mode" else nz.Methods.DASK_BIN_SHRINK
     )
+    multiscales = nz.to_multiscales(image, scale_factors=factors, method=method, chunks=chunk)
     nz.to_ngff_zarr(str(out), multiscales, compressors=[ZstdCodec(level=3)])
     zarr.open_group(out, mode="r")  # it must have written a readable group
 
@@ -109,7 +140,6 @@ TOOLS = {
     "ome-zarr": build_ome_zarr,
     "ngff-zarr": build_ngff_zarr,
 }
-
 
 # Each tool's modules, imported before the clock starts: the build alone is timed. (cellvol
 # imports its writer, and with it dask, on the first write_pyramid call: about 1.2 s that an
@@ -125,13 +155,18 @@ IMPORTS = {
 
 def main() -> None:
     tool, source_path, out, levels, chunk = sys.argv[1:6]
+    config: Config = (
+        json.loads(sys.argv[6])
+        if len(sys.argv) > 6
+        else {"voxel_size": [1.0] * 3, "factors": [[2, 2, 2]] * (int(levels) - 1), "method": "mean"}
+    )
     for module in IMPORTS[tool]:
         importlib.import_module(module)
     source = np.load(source_path, mmap_mode="r")
     out_path = Path(out)
     shutil.rmtree(out_path, ignore_errors=True)
     started = time.perf_counter()
-    TOOLS[tool](source, out_path, int(levels), int(chunk))
+    TOOLS[tool](source, out_path, int(chunk), config)
     seconds = time.perf_counter() - started
     stored = sum(p.stat().st_size for p in out_path.rglob("*") if p.is_file())
     print(json.dumps({"tool": tool, "build_seconds": seconds, "stored_bytes": stored}))

@@ -3,11 +3,15 @@
     .venv/bin/pip install -r benchmarks/requirements.txt
     .venv/bin/python benchmarks/compare_pyramid.py --size-gib 1
     .venv/bin/python benchmarks/compare_pyramid.py --size-gib 16 --tools cellvol,tensorstore
+    .venv/bin/python benchmarks/compare_pyramid.py --dtype float32 --geometry 3D-SEM
 
-The input is a synthetic uint8 tomogram (cellvol.testing.SyntheticVolume, seed 0) written once
-to a raw ``.npy`` file in ``--data-dir`` and memory-mapped by every tool. Every tool builds a
-4-level 2x mean pyramid (its closest method) with zstd level 3 and 128³ chunks, in a fresh
-process; the parent samples the child's memory. In the same run the machine's limits are
+The input is a synthetic tomogram (cellvol.testing.SyntheticVolume, seed 0; ``--dtype uint32``
+gives the same scene's label volume) written once to a raw ``.npy`` file in ``--data-dir`` and
+memory-mapped by every tool. Every tool builds a 4-level pyramid with the same per-level
+factors (cellvol's planner decides them once: 2x along every axis for ``tomogram``, y and x
+first for ``3D-SEM`` voxels of 30 x 5 x 5 nm), with mean, or mode for labels (each tool's
+closest method), zstd level 3 and 128³ chunks, in a fresh process; the parent samples the
+child's memory. In the same run the machine's limits are
 measured: zstd level 3 compression and decompression of the input on both cores, memory copy,
 and disk write and read bandwidth of the data directory. Results go to a JSON file and a
 Markdown table on stdout.
@@ -32,19 +36,41 @@ from _measure import measure
 
 HERE = Path(__file__).resolve().parent
 SHAPES = {1: (512, 1024, 2048), 4: (1024, 2048, 2048), 16: (2048, 2048, 4096)}
+GEOMETRIES = {"tomogram": (1.0, 1.0, 1.0), "3D-SEM": (30.0, 5.0, 5.0)}
 
 
-def make_input(size_gib: int, data_dir: Path) -> Path:
-    """Write the synthetic input once; later runs reuse it."""
-    path = data_dir / f"tomo_{size_gib}gib.npy"
+def case_config(size_gib: int, geometry: str, labels: bool) -> dict[str, object]:
+    """Factors every tool uses (cellvol's planner decides them once) and the method."""
+    from cellvol.plan import plan_pyramid
+    from cellvol.spec import VoxelSize
+
+    plan = plan_pyramid(SHAPES[size_gib], VoxelSize.of(GEOMETRIES[geometry]), n_levels=4)
+    return {
+        "voxel_size": list(GEOMETRIES[geometry]),
+        "factors": [list(level.factors) for level in plan.levels[1:]],
+        "method": "mode" if labels else "mean",
+    }
+
+
+def make_input(size_gib: int, data_dir: Path, dtype: str = "uint8") -> Path:
+    """Write the synthetic input once; later runs reuse it.
+
+    ``size_gib`` names the voxel count (1 Gi voxels for 1); ``dtype`` is uint8, uint16 or
+    float32 for a tomogram, uint32 for a label volume of the same scene.
+    """
+    suffix = "" if dtype == "uint8" else f"_{dtype}"
+    path = data_dir / f"tomo_{size_gib}gib{suffix}.npy"
     if path.exists():
         return path
     from cellvol.testing import SyntheticVolume
 
     shape = SHAPES[size_gib]
-    volume = SyntheticVolume(shape, seed=0)
+    if dtype == "uint32":
+        volume = SyntheticVolume(shape, seed=0, kind="labels")
+    else:
+        volume = SyntheticVolume(shape, dtype, seed=0)
     partial = path.with_suffix(".partial.npy")
-    out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+    out = np.lib.format.open_memmap(partial, mode="w+", dtype=volume.dtype, shape=shape)
 
     def slab(z: int) -> None:
         out[z : z + 32] = volume[z : z + 32]
@@ -107,9 +133,18 @@ def machine_limits(source: Path, data_dir: Path) -> dict[str, float]:
     }
 
 
-def run_tool(tool: str, source: Path, out: Path) -> dict[str, object]:
+def run_tool(tool: str, source: Path, out: Path, config: dict[str, object]) -> dict[str, object]:
     result = measure(
-        [sys.executable, str(HERE / "_tools.py"), tool, str(source), str(out), "4", "128"]
+        [
+            sys.executable,
+            str(HERE / "_tools.py"),
+            tool,
+            str(source),
+            str(out),
+            "4",
+            "128",
+            json.dumps(config),
+        ]
     )
     record: dict[str, object] = {"tool": tool, **result.as_dict()}
     for line in result.output.splitlines():
@@ -134,16 +169,29 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per tool; the fastest is kept")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "pyramid.json")
+    parser.add_argument(
+        "--dtype",
+        choices=["uint8", "uint16", "float32", "uint32"],
+        default="uint8",
+        help="uint32 builds a label volume's pyramid with mode (each tool's closest method)",
+    )
+    parser.add_argument(
+        "--geometry",
+        choices=sorted(GEOMETRIES),
+        default="tomogram",
+        help="tomogram: 2x along every axis; 3D-SEM: 30 x 5 x 5 nm voxels, y and x first",
+    )
     args = parser.parse_args()
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    source = make_input(args.size_gib, args.data_dir)
+    source = make_input(args.size_gib, args.data_dir, args.dtype)
+    config = case_config(args.size_gib, args.geometry, labels=args.dtype == "uint32")
     input_bytes = source.stat().st_size
     limits = machine_limits(source, args.data_dir)
     runs = []
     for tool in args.tools.split(","):
         best = None
         for _ in range(args.repeat):
-            record = run_tool(tool, source, args.data_dir / f"out-{tool}.zarr")
+            record = run_tool(tool, source, args.data_dir / f"out-{tool}.zarr", config)
             if record["returncode"] == 0 and (
                 best is None or record["build_seconds"] < best["build_seconds"]
             ):
@@ -154,9 +202,10 @@ def main() -> None:
             runs.append(best)
     report = {
         "case": (
-            "4-level 2x mean pyramid, uint8, zstd-3, 128³ chunks, "
-            f"{input_bytes / 2**30:.0f} GiB input"
+            f"4-level {args.geometry} {config['method']} pyramid, {args.dtype}, zstd-3, 128³ "
+            f"chunks, {input_bytes / 2**30:.0f} GiB input"
         ),
+        "config": config,
         "input_shape": list(SHAPES[args.size_gib]),
         "machine": {
             "cpus": os.cpu_count(),

@@ -184,3 +184,19 @@ def test_mode_counting_pairs_agrees_with_sorting(data: st.DataObject, dtype: str
         kernels._PAIRWISE_WIDTH = saved
     np.testing.assert_array_equal(pairwise, sorting)
     assert pairwise.dtype == sorting.dtype == block.dtype
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data(), factors=factor_triples)
+def test_mode_of_label_like_blocks_matches_reference(data: st.DataObject, factors) -> None:
+    """Blocks made of uniform patches (as label volumes are), whole and partial windows."""
+    grid = tuple(data.draw(st.integers(1, 4)) for _ in range(3))
+    patch = tuple(data.draw(st.integers(1, 5)) for _ in range(3))
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    ids = np.random.default_rng(seed).integers(0, 4, size=grid).astype(np.uint32)
+    block = np.kron(ids, np.ones(patch, dtype=np.uint32))
+    cut = tuple(data.draw(st.integers(1, n)) for n in block.shape)
+    block = np.ascontiguousarray(block[tuple(slice(0, c) for c in cut)])
+    np.testing.assert_array_equal(
+        downsample(block, factors, "mode"), reference(block, factors, "mode")
+    )
