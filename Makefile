@@ -22,6 +22,7 @@ test: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(PY) -m pip install --quiet -r benchmarks/requirements.txt $(QUIET_PIP)
 	$(PY) benchmarks/compare_pyramid.py --size-gib 1 --repeat 2 --out benchmarks/results/pyramid-1gib.json
+	$(PY) benchmarks/compare_pyramid.py --size-gib 4 --out benchmarks/results/pyramid-4gib.json
 	$(PY) benchmarks/compare_pyramid.py --size-gib 16 --tools cellvol,tensorstore --out benchmarks/results/pyramid-16gib.json
 	$(PY) benchmarks/compare_pyramid.py --dtype uint16 --out benchmarks/results/pyramid-1gib-uint16.json
 	$(PY) benchmarks/compare_pyramid.py --dtype float32 --out benchmarks/results/pyramid-1gib-float32.json
