@@ -29,7 +29,8 @@ import zarr
 
 from cellvol.annotations import Reference, parse_references
 from cellvol.errors import InvalidInputError
-from cellvol.labels import LabelImage, ome_attributes, store_image_label
+from cellvol.labels import LabelImage, store_image_label
+from cellvol.metadata import ome_namespace
 from cellvol.read import open as open_volume
 from cellvol.storage import open_store
 
@@ -160,7 +161,7 @@ def apply_annotations(
             )
     store = open_store(label_image.url, mode="a", storage_options=options)
     group = zarr.open_group(store=store, mode="a", zarr_format=3)
-    image_label = dict(ome_attributes(dict(group.attrs)).get("image-label") or {})
+    image_label = dict(ome_namespace(dict(group.attrs)).get("image-label") or {})
     properties = {int(p["label-value"]): dict(p) for p in image_label.get("properties") or ()}
     for entry in entries:
         stored = properties.setdefault(entry.segment_id, {"label-value": entry.segment_id})

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import numbers
 import os
-import struct
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Sequence
@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import google_crc32c
 import numcodecs
 import numpy as np
 import numpy.typing as npt
@@ -53,11 +52,10 @@ from zarr.storage import LocalStore
 
 from cellvol.cache import ChunkCache
 from cellvol.errors import IntegrityError
+from cellvol.shard import ABSENT, CRC_BYTES, crc32c_bytes
 
 __all__ = ["Box", "ChunkLayout", "ChunkReader", "box_of", "chunk_layout", "on_zarr_loop"]
 
-_MISSING: Final = 2**64 - 1
-_CRC_BYTES: Final = 4
 # Neighbouring chunks closer than this in a shard are fetched in one request: one round trip
 # costs more than this many bytes on S3, and little either way on a local disk.
 _MERGE_GAP: Final = 64 * 1024
@@ -89,7 +87,6 @@ class ChunkLayout:
         For shards: whether the index ends with its CRC32C, and where the index sits.
     """
 
-    shape: tuple[int, ...]
     dtype: np.dtype[Any]
     chunks: tuple[int, ...]
     shards: tuple[int, ...] | None
@@ -112,7 +109,7 @@ class ChunkLayout:
     def index_nbytes(self) -> int:
         """Bytes of one shard index: 16 per inner chunk, plus its checksum."""
         count = int(np.prod(self.chunks_per_shard))
-        return 16 * count + (_CRC_BYTES if self.index_checksum else 0)
+        return 16 * count + (CRC_BYTES if self.index_checksum else 0)
 
 
 def chunk_layout(array: Any) -> ChunkLayout | None:
@@ -144,7 +141,6 @@ def chunk_layout(array: Any) -> ChunkLayout | None:
             return None
         stored, decoders, checksum = chain
         return ChunkLayout(
-            tuple(array.shape),
             dtype,
             inner,
             outer,
@@ -162,7 +158,6 @@ def chunk_layout(array: Any) -> ChunkLayout | None:
         return None
     stored, decoders, checksum = chain
     return ChunkLayout(
-        tuple(array.shape),
         dtype,
         outer,
         None,
@@ -208,7 +203,6 @@ def _v2_layout(array: Any, metadata: Any) -> ChunkLayout | None:
     compressor = metadata.compressor
     fill = metadata.fill_value if metadata.fill_value is not None else 0
     return ChunkLayout(
-        tuple(array.shape),
         dtype,
         tuple(int(n) for n in metadata.chunks),
         None,
@@ -313,6 +307,7 @@ class ChunkReader:
         self._indexes = ChunkCache(_INDEX_CACHE_BYTES)
         # The data cache is shared by every reader: this token keeps this reader's entries apart.
         self._token = object()
+        self._chunk_nbytes = math.prod(layout.chunks) * layout.stored_dtype.itemsize
 
     def read(self, box: Box) -> npt.NDArray[Any]:
         """Read ``box`` (a ``[start, stop)`` range per axis) into a new array."""
@@ -461,13 +456,13 @@ class ChunkReader:
                 f"{expected}"
             )
         if self.layout.index_checksum:
-            body, stored = raw[:-_CRC_BYTES], raw[-_CRC_BYTES:]
-            if struct.pack("<I", google_crc32c.value(body)) != stored:
-                raise IntegrityError(
+            raw = _checked(
+                raw,
+                lambda: (
                     f"{self._where}: the index of shard {self._name(key)} fails its CRC32C "
                     "checksum: the shard is corrupt or was not fully written"
-                )
-            raw = body
+                ),
+            )
         return np.frombuffer(raw, dtype="<u8").reshape(*self.layout.chunks_per_shard, 2)
 
     def _runs(
@@ -480,7 +475,7 @@ class ChunkReader:
         for coords in chunks:
             local = tuple(c - s * p for c, s, p in zip(coords, shard, per, strict=True))
             offset, length = (int(v) for v in index[local])
-            if offset == _MISSING and length == _MISSING:
+            if offset == ABSENT and length == ABSENT:
                 absent.append(coords)
             else:
                 wanted.append((offset, length, coords))
@@ -569,13 +564,13 @@ class ChunkReader:
         layout = self.layout
         data: Any = raw
         if layout.checksum:
-            body, stored = data[:-_CRC_BYTES], bytes(data[-_CRC_BYTES:])
-            if struct.pack("<I", google_crc32c.value(bytes(body))) != stored:
-                raise IntegrityError(
+            data = _checked(
+                data,
+                lambda: (
                     f"{self._where}: chunk {coords} in {self._name(key)} fails its CRC32C "
                     "checksum: the stored data is corrupt"
-                )
-            data = body
+                ),
+            )
         try:
             for codec in layout.decoders:
                 data = codec.decode(data)
@@ -583,7 +578,7 @@ class ChunkReader:
             raise IntegrityError(
                 f"{self._where}: chunk {coords} in {self._name(key)} cannot be decompressed ({exc})"
             ) from exc
-        expected = int(np.prod(layout.chunks)) * layout.stored_dtype.itemsize
+        expected = self._chunk_nbytes
         flat = np.frombuffer(data, dtype=np.uint8)
         if flat.size != expected:
             raise IntegrityError(
@@ -632,6 +627,14 @@ def _local_root(store_path: Any) -> Path | None:
         if store_path.path
         else Path(store_path.store.root)
     )
+
+
+def _checked(data: Any, failure: Callable[[], str]) -> Any:
+    """``data`` without its trailing CRC32C, which must match; else IntegrityError(failure())."""
+    body = data[:-CRC_BYTES]
+    if crc32c_bytes(bytes(body)) != bytes(data[-CRC_BYTES:]):
+        raise IntegrityError(failure())
+    return body
 
 
 def _pread(fd: int, length: int, offset: int) -> bytes:

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cellvol.errors import MetadataError
+from cellvol.metadata import ome_namespace
 
 __all__ = ["Window", "contrast_window", "omero_metadata", "window_of"]
 
@@ -153,8 +154,7 @@ def omero_metadata(window: Window, name: str, shape: Sequence[int]) -> dict[str,
 
 def window_of(attributes: dict[str, Any]) -> Window | None:
     """The first channel's stored window, if the metadata has a complete one."""
-    ome = attributes.get("ome")
-    omero = (ome if isinstance(ome, dict) else attributes).get("omero")
+    omero = ome_namespace(attributes).get("omero")
     try:
         stored = omero["channels"][0]["window"]  # type: ignore[index]
         return Window(*(float(stored[k]) for k in ("start", "end", "min", "max")))

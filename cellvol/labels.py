@@ -29,6 +29,7 @@ import zarr
 
 from cellvol.cache import ChunkCache
 from cellvol.errors import InvalidInputError, MetadataError, NotOMEZarrError
+from cellvol.metadata import ome_namespace
 from cellvol.read import Volume
 from cellvol.read import open as open_volume
 from cellvol.segments import (
@@ -45,7 +46,6 @@ __all__ = [
     "Labels",
     "label_color",
     "label_names",
-    "ome_attributes",
     "store_image_label",
     "validate_label_attributes",
     "write_labels",
@@ -68,7 +68,7 @@ class LabelImage(Volume):
     @property
     def image_label(self) -> Mapping[str, Any]:
         """The ``image-label`` metadata as stored."""
-        value = ome_attributes(self.attributes).get("image-label")
+        value = ome_namespace(self.attributes).get("image-label")
         return value if isinstance(value, Mapping) else {}
 
     @cached_property
@@ -145,19 +145,13 @@ class Labels(Mapping[str, LabelImage]):
         return f"<Labels of {self._volume.url!r}: {list(self._names)}>"
 
 
-def ome_attributes(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The OME metadata of a group: under ``ome`` in 0.5, at the top level in 0.4."""
-    ome = attributes.get("ome")
-    return ome if isinstance(ome, Mapping) else attributes
-
-
 def label_names(group: zarr.Group) -> list[str]:
     """The names listed in an image's ``labels`` group (empty when it has none)."""
     try:
         labels = group[LABELS_GROUP]
     except KeyError:
         return []
-    listed = ome_attributes(dict(labels.attrs)).get("labels")
+    listed = ome_namespace(dict(labels.attrs)).get("labels")
     return [n for n in listed if isinstance(n, str)] if isinstance(listed, list) else []
 
 
@@ -321,7 +315,7 @@ def _write_colors(
         if len(rgba) != 4 or not all(isinstance(c, int) and 0 <= c <= 255 for c in rgba):
             raise InvalidInputError(f"colour of label {label} must be 4 integers 0-255: {rgba}")
     attributes = dict(group.attrs)
-    image_label = dict(ome_attributes(attributes).get("image-label") or {})
+    image_label = dict(ome_namespace(attributes).get("image-label") or {})
     listed = [int(i) for i in table.ids] if len(table) <= MAX_COLORS else []
     colors = {i: list(label_color(i)) for i in listed}
     colors.update({int(k): list(v) for k, v in chosen.items()})
@@ -351,7 +345,7 @@ def store_image_label(
     if not colors:
         updated.pop("colors")
         updated.pop("properties")
-    ome = dict(ome_attributes(dict(group.attrs)))
+    ome = dict(ome_namespace(dict(group.attrs)))
     ome["image-label"] = updated
     validate_label_attributes(ome, str(group.store_path))
     group.attrs.update({"ome": json.loads(json.dumps(ome))})

@@ -28,6 +28,7 @@ __all__ = [
     "Dataset",
     "Multiscale",
     "image_attributes",
+    "ome_namespace",
     "provenance",
     "read_multiscale",
 ]
@@ -206,6 +207,12 @@ def _package_version(name: str) -> str:
         return "not installed"
 
 
+def ome_namespace(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Where a group's OME metadata sits: under ``ome`` in 0.5, at the top level in 0.4."""
+    ome = attributes.get("ome")
+    return ome if isinstance(ome, Mapping) else attributes
+
+
 def read_multiscale(attributes: Mapping[str, Any], *, where: str) -> Multiscale | None:
     """Read the first multiscales entry of OME-Zarr 0.5 or 0.4 group attributes.
 
@@ -227,12 +234,8 @@ def read_multiscale(attributes: Mapping[str, Any], *, where: str) -> Multiscale 
         When ``multiscales`` is present but unusable: no datasets, a dataset without a path,
         or transformations whose length does not match the axes.
     """
-    if isinstance(attributes.get("ome"), Mapping):
-        ome: Mapping[str, Any] = attributes["ome"]
-        document_version = str(ome.get("version", "0.5"))
-    else:
-        ome = attributes
-        document_version = ""
+    ome = ome_namespace(attributes)
+    document_version = str(ome.get("version", "0.5")) if ome is not attributes else ""
     entries = ome.get("multiscales")
     if entries is None:
         return None

@@ -33,7 +33,14 @@ from cellvol.errors import (
 )
 from cellvol.integrity import ShardPresence
 from cellvol.ledger import Ledger
-from cellvol.metadata import PROVENANCE_KEY, Axis, Dataset, Multiscale, read_multiscale
+from cellvol.metadata import (
+    PROVENANCE_KEY,
+    Axis,
+    Dataset,
+    Multiscale,
+    ome_namespace,
+    read_multiscale,
+)
 from cellvol.select import finest_level_within, level_for_resolution, voxel_slices
 from cellvol.spec import SPATIAL_AXES, VoxelSize
 from cellvol.storage import open_store, parse_location
@@ -504,9 +511,7 @@ def open(
     if isinstance(node, zarr.Array):
         return _bare_array_volume(location.url, node, cache)
     manifest = Ledger(store, location.url).manifest()
-    volume = _image_volume(location.url, node, cache, store, manifest)
-    volume.storage_options = dict(storage_options or {})
-    return volume
+    return _image_volume(location.url, node, cache, store, manifest, storage_options)
 
 
 def _image_volume(
@@ -515,6 +520,7 @@ def _image_volume(
     cache: ChunkCache,
     store: Any = None,
     manifest: Mapping[str, Mapping[str, int]] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Volume:
     attributes = dict(group.attrs)
     multiscale = read_multiscale(attributes, where=url)
@@ -524,7 +530,9 @@ def _image_volume(
         except KeyError:
             raise NotOMEZarrError(f"{url}: bioformats2raw layout without image '0'") from None
         if isinstance(series, zarr.Group):
-            return _image_volume(f"{url.rstrip('/')}/0", series, cache)
+            return _image_volume(
+                f"{url.rstrip('/')}/0", series, cache, storage_options=storage_options
+            )
     if multiscale is None:
         raise NotOMEZarrError(
             f"{url} is a zarr group without OME-Zarr 'multiscales' metadata: not an OME-Zarr "
@@ -560,10 +568,18 @@ def _image_volume(
                 _direct_reader(array, cache, url, dataset.path, presence),
             )
         )
-    from cellvol.labels import LabelImage, ome_attributes
+    from cellvol.labels import LabelImage
 
-    kind = LabelImage if "image-label" in ome_attributes(attributes) else Volume
-    return kind(url, multiscale, tuple(levels), attributes, group=group, cache=cache)
+    kind = LabelImage if "image-label" in ome_namespace(attributes) else Volume
+    return kind(
+        url,
+        multiscale,
+        tuple(levels),
+        attributes,
+        group=group,
+        storage_options=storage_options,
+        cache=cache,
+    )
 
 
 def _is_bioformats2raw(attributes: Mapping[str, Any]) -> bool:

@@ -31,9 +31,11 @@ import numpy.typing as npt
 from numcodecs import Zstd
 from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 
-__all__ = ["encode_shard", "morton_order", "sharding_codecs"]
+__all__ = ["ABSENT", "CRC_BYTES", "crc32c_bytes", "encode_shard", "morton_order", "sharding_codecs"]
 
-_MISSING: Final = 2**64 - 1
+ABSENT: Final = 2**64 - 1
+"""The offset and length a shard index gives a chunk it does not hold."""
+CRC_BYTES: Final = 4
 
 
 def sharding_codecs(compression_level: int) -> dict[str, Any]:
@@ -64,7 +66,8 @@ def morton_order(grid: Sequence[int]) -> list[tuple[int, ...]]:
     return sorted((tuple(int(i) for i in p) for p in np.ndindex(*grid)), key=code)
 
 
-def _crc(data: bytes | memoryview) -> bytes:
+def crc32c_bytes(data: bytes | memoryview) -> bytes:
+    """The CRC32C of ``data`` as zarr's ``crc32c`` codec stores it (4 bytes, little-endian)."""
     return struct.pack("<I", google_crc32c.value(data))
 
 
@@ -92,7 +95,7 @@ def encode_shard(
     codec = Zstd(level=compression_level, checksum=False)
     little = data.dtype.newbyteorder("<") if data.dtype.itemsize > 1 else data.dtype
     grid = [s // c for s, c in zip(shard, chunks, strict=True)]
-    index = np.full((*grid, 2), _MISSING, dtype="<u8")
+    index = np.full((*grid, 2), ABSENT, dtype="<u8")
     parts: list[bytes] = []
     offset = 0
     for position in morton_order(grid):
@@ -109,10 +112,10 @@ def encode_shard(
             block = padded
         raw = np.ascontiguousarray(block, dtype=little)
         compressed = bytes(codec.encode(raw))
-        encoded = compressed + _crc(compressed)
+        encoded = compressed + crc32c_bytes(compressed)
         parts.append(encoded)
         index[position] = (offset, len(encoded))
         offset += len(encoded)
     index_bytes = index.tobytes()
-    parts.append(index_bytes + _crc(index_bytes))
+    parts.append(index_bytes + crc32c_bytes(index_bytes))
     return b"".join(parts)
