@@ -77,8 +77,11 @@ def encode_shard(
     shard: Sequence[int],
     compression_level: int,
     fill_value: int | float = 0,
-) -> bytes:
-    """Encode one shard's data as the bytes of its stored object.
+) -> list[bytes]:
+    """Encode one shard's data as the parts of its stored object, in order.
+
+    The stored object is the parts' concatenation; they are returned apart so that a local
+    store can write them without first copying them into one buffer.
 
     Parameters
     ----------
@@ -111,11 +114,11 @@ def encode_shard(
             padded[tuple(slice(0, n) for n in block.shape)] = block
             block = padded
         raw = np.ascontiguousarray(block, dtype=little)
-        compressed = bytes(codec.encode(raw))
-        encoded = compressed + crc32c_bytes(compressed)
-        parts.append(encoded)
-        index[position] = (offset, len(encoded))
-        offset += len(encoded)
+        compressed = codec.encode(raw)
+        # Kept as two parts, joined once below: concatenating here would copy every chunk.
+        parts += (compressed, crc32c_bytes(compressed))
+        index[position] = (offset, len(compressed) + CRC_BYTES)
+        offset += len(compressed) + CRC_BYTES
     index_bytes = index.tobytes()
-    parts.append(index_bytes + crc32c_bytes(index_bytes))
-    return b"".join(parts)
+    parts += (index_bytes, crc32c_bytes(index_bytes))
+    return parts

@@ -68,7 +68,8 @@ import os
 import re
 import urllib.parse
 import urllib.request
-from collections.abc import Coroutine, Mapping
+import uuid
+from collections.abc import Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -345,8 +346,16 @@ def read_bytes(store: Store, key: str) -> bytes | None:
     return None if buffer is None else buffer.to_bytes()
 
 
-def write_bytes(store: Store, key: str, data: bytes) -> None:
+def write_bytes(store: Store, key: str, data: bytes | Sequence[bytes]) -> None:
     """Write ``data`` as the whole object at ``key``, replacing any object there.
+
+    ``data`` may be a sequence of parts, stored as their concatenation: a local store writes
+    them one after the other without joining them first (an encoded shard is a hundred parts
+    and most of a shard's size, so a join would copy every byte once more).
+
+    The object appears whole or not at all: a local file is written under a temporary name
+    ending in ``.<32 hex digits>.partial`` (the name zarr's own local store uses, which an
+    interrupted write's clean-up looks for) and then renamed; object stores write atomically.
 
     Raises
     ------
@@ -354,7 +363,24 @@ def write_bytes(store: Store, key: str, data: bytes) -> None:
         If the store was opened read-only.
     """
     _check_writable(store, key)
-    sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+    parts: Sequence[bytes] = [data] if isinstance(data, bytes) else data
+    if isinstance(store, LocalStore):
+        _write_local_file(Path(store.root) / key, parts)
+    else:
+        joined = b"".join(parts)
+        sync(store.set(key, default_buffer_prototype().buffer.from_bytes(joined)))
+
+
+def _write_local_file(path: Path, parts: Sequence[bytes]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        with open(temporary, "wb") as stream:
+            stream.writelines(parts)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def object_size(store: Store, key: str) -> int | None:

@@ -137,7 +137,7 @@ class _ShardWriter:
         self._in_flight = in_flight
         self._pending: deque[tuple[int, Future[None]]] = deque()
 
-    def submit(self, level: int, index: tuple[int, ...], key: str, encoded: bytes) -> None:
+    def submit(self, level: int, index: tuple[int, ...], key: str, encoded: list[bytes]) -> None:
         # Shards arrive children first (depth first), so a finer pending shard is a child.
         if any(pending_level < level for pending_level, _ in self._pending):
             self.finish()
@@ -146,9 +146,9 @@ class _ShardWriter:
         while len(self._pending) > self._in_flight:
             self._pending.popleft()[1].result()
 
-    def _store(self, level: int, index: tuple[int, ...], key: str, encoded: bytes) -> None:
+    def _store(self, level: int, index: tuple[int, ...], key: str, encoded: list[bytes]) -> None:
         write_bytes(self._context.store, key, encoded)
-        self._context.ledger.record(level, index, len(encoded))
+        self._context.ledger.record(level, index, sum(len(part) for part in encoded))
 
     def finish(self) -> None:
         """Wait for every submitted shard; re-raise the first failure."""
