@@ -21,6 +21,8 @@ import numpy as np
 import numpy.typing as npt
 import zarr
 
+from cellvol.cache import ChunkCache
+from cellvol.chunkread import ChunkReader, chunk_layout
 from cellvol.downsample import Method, downsample
 from cellvol.errors import InvalidInputError, WriteConflictError
 from cellvol.ledger import Ledger, ShardKey, shard_object_key
@@ -62,11 +64,20 @@ class TaskContext:
         self.writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cellvol-store")
         group = zarr.open_group(store=store, mode="r+", zarr_format=3)
         self.arrays: list[zarr.Array[Any]] = []
+        # Levels written earlier are read back (a stage's base, shards kept on resume) through
+        # the direct chunk reader: about twice as fast as zarr's own decoding.
+        self.readers: list[ChunkReader] = []
         for level in job.plan.levels:
             array = group[level.path]
-            if not isinstance(array, zarr.Array):
-                raise WriteConflictError(f"{job.url}: level {level.path!r} is not an array")
+            layout = chunk_layout(array) if isinstance(array, zarr.Array) else None
+            if not isinstance(array, zarr.Array) or layout is None:
+                raise WriteConflictError(
+                    f"{job.url}: level {level.path!r} is not an array in cellvol's layout"
+                )
             self.arrays.append(array)
+            self.readers.append(
+                ChunkReader(array.store_path, layout, ChunkCache(0), job.url, level.path)
+            )
 
 
 @functools.lru_cache(maxsize=8)
@@ -95,15 +106,16 @@ def run_task(
     def obtain(level: int, shard: Region) -> npt.NDArray[Any]:
         nonlocal nbytes_read
         array = context.arrays[level]
+        written = context.readers[level]
         if level == stage.base:
-            data = np.asarray(array[shard])
+            data = written.read([(s.start, s.stop) for s in shard])
             nbytes_read += data.nbytes
             return data
         index = shard_index(shard, plan.levels[level].shards)
         recorded = reuse.get((level, index))
         if recorded is not None:
             if context.ledger.still_intact(plan.levels[level].path, index, recorded):
-                return np.asarray(array[shard])
+                return written.read([(s.start, s.stop) for s in shard])
             context.ledger.forget(level, index, recorded)  # torn or replaced: write it again
         if level == 0:
             data = read_source(job.source, shard)
