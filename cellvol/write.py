@@ -230,7 +230,11 @@ def write_pyramid(
     parallel = cluster_threads(client) if client is not None else threads
     schedule = plan_schedule(plan, dtype.itemsize, memory_limit=memory_limit, workers=parallel)
     parameters = _parameters(plan, dtype, method, compression_level)
-    parameters["source_sample"] = _source_sample(source, plan.levels[0])
+    # A memory map is read through a reference that releases the pages it reads, from the
+    # first read on: the caller's own map would keep them in this process's resident memory
+    # (measured: 700 MiB of a 2 GiB input for the two corner chunks of the sample below).
+    readable = portable(source)
+    parameters["source_sample"] = _source_sample(readable, plan.levels[0])
 
     location = parse_location(dest)
     options = dict(storage_options or {})
@@ -266,7 +270,7 @@ def write_pyramid(
         plan=plan,
         method=method,
         compression_level=compression_level,
-        source=portable(source),
+        source=readable,
     )
     written = reused = 0
     context = TaskContext(job, store)

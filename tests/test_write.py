@@ -1,12 +1,14 @@
 """Writing pyramids: values, layout, metadata, and refusals."""
 
 import json
+import sys
 from pathlib import Path
 
 import dask.array as da
 import numpy as np
 import pytest
 import zarr
+from memory_helpers import resident_kib
 
 import cellvol
 from cellvol.downsample import downsample
@@ -218,3 +220,16 @@ def test_memmap_views_are_not_mistaken_for_the_whole_file(tmp_path: Path) -> Non
     np.testing.assert_array_equal(portable(mapped)[3:5], mapped[3:5])
     view = mapped[5:]
     assert portable(view) is view
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/smaps")
+def test_a_memory_mapped_source_leaves_no_pages_mapped(tmp_path: Path) -> None:
+    # The caller's map outlives the write: any page read through it would stay resident.
+    path = tmp_path / "input.npy"
+    data = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(64, 512, 1024))
+    data[:] = np.arange(1024, dtype=np.uint8)
+    data.flush()
+    del data
+    source = np.load(path, mmap_mode="r")
+    cellvol.write_pyramid(source, tmp_path / "out.zarr", 1.0, chunks=(32,) * 3, n_levels=2)
+    assert resident_kib(str(path)) < 1024  # of 32 MiB read

@@ -1,13 +1,13 @@
 """The lazy arrays sources hand to the writer: memory maps, transposed views, region keys."""
 
 import pickle
-import re
 import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from memory_helpers import resident_kib
 
 from cellvol.sources.arrays import MemmapSource, Transposed, portable, region_of
 
@@ -53,18 +53,7 @@ def test_reads_return_copies_and_pickle_small(mapped: MemmapSource) -> None:
 def test_pages_read_are_released_from_the_process(mapped: MemmapSource) -> None:
     for z in range(0, 32, 4):  # 2 MiB of pages pass through the map
         mapped[z : z + 4, :, :]
-    assert _resident_kib(mapped.filename) < 256  # a full map would hold 2048 KiB
-
-
-def _resident_kib(filename: str) -> int:
-    """Resident KiB of this process's mappings of ``filename``."""
-    total, inside = 0, False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
-            inside = line.endswith(filename)
-        elif inside and line.startswith("Rss:"):
-            total += int(line.split()[1])
-    return total
+    assert resident_kib(mapped.filename) < 256  # a full map would hold 2048 KiB
 
 
 def test_transposed_reads_the_permuted_region() -> None:
