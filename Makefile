@@ -21,7 +21,7 @@ test: $(VENV)/.installed-dev
 # Every number in docs/benchmarks.md, in one run (about 40 minutes; inputs in /tmp/cellvol-bench).
 bench: $(VENV)/.installed-dev
 	$(PY) -m pip install --quiet -r benchmarks/requirements.txt $(QUIET_PIP)
-	$(PY) benchmarks/compare_pyramid.py --size-gib 1 --repeat 2 --out benchmarks/results/pyramid-1gib.json
+	$(PY) benchmarks/compare_pyramid.py --size-gib 1 --repeat 3 --out benchmarks/results/pyramid-1gib.json
 	$(PY) benchmarks/compare_pyramid.py --size-gib 4 --out benchmarks/results/pyramid-4gib.json
 	$(PY) benchmarks/compare_pyramid.py --size-gib 16 --tools cellvol,tensorstore --out benchmarks/results/pyramid-16gib.json
 	$(PY) benchmarks/compare_pyramid.py --dtype uint16 --out benchmarks/results/pyramid-1gib-uint16.json

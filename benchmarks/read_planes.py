@@ -26,6 +26,7 @@ reported beside the time. Results: ``benchmarks/results/read-planes.json`` and a
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
@@ -34,13 +35,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _tools import build_tensorstore
+from _tools import IMPORTS, build_tensorstore
 from compare_pyramid import make_input
 
 from cellvol.testing import random_planes as planes_across
@@ -56,6 +58,9 @@ Reader = Callable[[tuple[Any, ...]], Any]
 def build_stores(source_path: Path, root: Path) -> dict[str, dict[str, Any]]:
     """Build every store once; return each one's path, build seconds and object count."""
     import cellvol
+
+    for module in {*IMPORTS["cellvol"], *IMPORTS["tensorstore"]}:  # imports are not build time
+        importlib.import_module(module)
 
     source = np.load(source_path, mmap_mode="r")
     stores: dict[str, dict[str, Any]] = {}
@@ -99,6 +104,52 @@ def neighbour_planes(shape: tuple[int, ...], count: int, seed: int) -> dict[str,
         ]
         for name, (key,) in planes.items()
     }
+
+
+def decode_limits(source_path: Path) -> dict[str, float]:
+    """MB/s of voxels when zstd-3 chunks of 32³, 64³ and 128³ are decompressed on every core.
+
+    The chunks are cut from the benchmark volume itself; best of three tries. A read cannot
+    beat decompressing the chunks it touches at this rate: that is its floor.
+    """
+    from numcodecs import Zstd
+
+    data = np.load(source_path, mmap_mode="r")
+    codec = Zstd(level=3)
+    rates: dict[str, float] = {}
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for size in (32, 64, 128):
+            blocks = [
+                np.ascontiguousarray(data[z : z + size, y : y + size, x : x + size])
+                for z in range(0, 128, size)
+                for y in range(0, 512, size)
+                for x in range(0, 1024, size)
+            ]
+            encoded = [codec.encode(block) for block in blocks]
+            total = sum(block.nbytes for block in blocks)
+            best = 0.0
+            for _ in range(3):
+                started = time.perf_counter()
+                list(pool.map(codec.decode, encoded))
+                best = max(best, total / (time.perf_counter() - started) / 1e6)
+            rates[str(size)] = round(best, 1)
+    return rates
+
+
+def touched_bytes(key: tuple, shape: tuple[int, ...], chunks: tuple[int, ...]) -> int:
+    """Decoded bytes of the (uint8) chunks a read of ``key`` must decompress."""
+    count = 1
+    for part, n, c in zip(key, shape, chunks, strict=True):
+        start, stop = (part, part + 1) if isinstance(part, int) else part.indices(n)[:2]
+        count *= (stop - 1) // c - start // c + 1
+    return count * int(np.prod(chunks))
+
+
+def floor_ms(
+    keys: list[tuple], shape: tuple[int, ...], chunks: tuple[int, ...], rate: float
+) -> float:
+    """The median read's floor: its chunks' bytes at the measured decompression rate."""
+    return round(statistics.median(touched_bytes(k, shape, chunks) for k in keys) / rate / 1e3, 2)
 
 
 def time_reads(read: Reader, keys: list[tuple]) -> list[float]:
@@ -163,13 +214,18 @@ def local_readers(
         yield name, "cellvol (cache, neighbours)", cellvol_reader(opened, cv_level, cached=True)
 
 
-def run_local(stores: dict[str, dict[str, Any]], count: int) -> list[dict[str, Any]]:
+def run_local(
+    stores: dict[str, dict[str, Any]], count: int, limits: dict[str, float]
+) -> list[dict[str, Any]]:
+    """Every local reader on levels 0 and 2; each figure beside its decompression floor."""
     import zarr
 
     rows: list[dict[str, Any]] = []
     for level in (0, 2):
         for store, tool, read in local_readers(stores, level):
-            shape = tuple(zarr.open_array(level_path(str(stores[store]["path"]), level)).shape)
+            array = zarr.open_array(level_path(str(stores[store]["path"]), level))
+            shape, chunks = tuple(array.shape), tuple(array.chunks)
+            rate = limits[str(chunks[0])]
             planes = (
                 neighbour_planes(shape, count, seed=level)
                 if "neighbours" in tool
@@ -178,21 +234,31 @@ def run_local(stores: dict[str, dict[str, Any]], count: int) -> list[dict[str, A
             row: dict[str, Any] = {"store": store, "tool": tool, "level": level}
             for orientation, keys in planes.items():
                 row[orientation] = summary(time_reads(read, keys))
+                if "neighbours" not in tool:
+                    floor = floor_ms(keys, shape, chunks, rate)
+                    row[orientation]["floor_ms"] = floor
+                    row[orientation]["of_limit"] = round(floor / row[orientation]["median_ms"], 3)
             if level == 0 and "neighbours" not in tool:
-                row["subvolume_MBps"] = subvolume_rate(read, shape)
+                row["subvolume_MBps"], row["subvolume_of_limit"] = subvolume_rate(
+                    read, shape, chunks, rate
+                )
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
 
 
-def subvolume_rate(read: Reader, shape: tuple[int, ...], count: int = 8) -> float:
+def subvolume_rate(
+    read: Reader, shape: tuple[int, ...], chunks: tuple[int, ...], rate: float, count: int = 8
+) -> tuple[float, float]:
+    """MB/s of random 256³ subvolumes, and the fraction it is of their decompression floor."""
     rng = np.random.default_rng(7)
     keys = []
     for _ in range(count):
         start = [int(rng.integers(0, n - 256 + 1)) for n in shape]
         keys.append(tuple(slice(s, s + 256) for s in start))
-    times = time_reads(read, keys)
-    return round(count * 256**3 / sum(times) / 1e6, 1)
+    seconds = sum(time_reads(read, keys))
+    floor = sum(touched_bytes(k, shape, chunks) for k in keys) / rate / 1e6
+    return round(count * 256**3 / seconds / 1e6, 1), round(floor / seconds, 3)
 
 
 # S3 ----------------------------------------------------------------------------------------
@@ -355,7 +421,9 @@ def main() -> None:
     cases = {case.strip() for case in args.cases.split(",")}
     measured = record.setdefault("measured_on", {})
     if "local" in cases:
-        record["local"] = run_local(stores, args.planes)
+        record["decode_limits_MBps"] = decode_limits(source)
+        print(json.dumps({"decode_limits_MBps": record["decode_limits_MBps"]}), flush=True)
+        record["local"] = run_local(stores, args.planes, record["decode_limits_MBps"])
         measured["local"] = time.strftime("%Y-%m-%d")
     if "s3" in cases:
         record["s3"] = run_s3(stores, max(5, args.planes // 2))
