@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cellvol.errors import LayoutError
-from cellvol.plan import plan_pyramid, shard_regions
+from cellvol.plan import plan_pyramid, plan_schedule, shard_regions
 from cellvol.spec import VoxelSize
 
 
@@ -109,3 +109,37 @@ def test_shard_regions_cover_exactly_once() -> None:
                     assert (z, y, x) not in seen
                     seen.add((z, y, x))
     assert len(seen) == math.prod(shape)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    shape=st.tuples(*[st.integers(1, 20000)] * 3),
+    itemsize=st.sampled_from([1, 2, 4]),
+    workers=st.integers(1, 16),
+    memory_mib=st.integers(256, 8192),
+)
+def test_schedule_invariants(shape, itemsize, workers, memory_mib) -> None:
+    plan = plan_pyramid(shape, VoxelSize.of(1))
+    limit = memory_mib * 2**20
+    # One task producing a single level 0 shard: the buffer, its child, encoded bytes, scratch.
+    smallest_task = int(3.25 * math.prod(plan.levels[0].shards) * itemsize) + 64 * 2**20
+    if smallest_task > limit:
+        with pytest.raises(LayoutError, match="memory_limit"):
+            plan_schedule(plan, itemsize, memory_limit=limit, workers=workers)
+        return
+    schedule = plan_schedule(plan, itemsize, memory_limit=limit, workers=workers)
+    # Every level is produced exactly once, in order; each stage reads the level below it.
+    produced = [level for stage in schedule.stages for level in stage.levels]
+    assert produced == list(range(len(plan.levels)))
+    for previous, stage in zip([None, *schedule.stages], schedule.stages, strict=False):
+        assert stage.base == (-1 if previous is None else previous.top)
+        # Never more tasks at once than workers or than the stage has; all of them fit.
+        assert 1 <= stage.workers <= min(workers, plan.levels[stage.top].n_shards)
+        assert stage.workers * stage.task_bytes <= limit
+    assert schedule.peak_bytes <= limit
+
+
+def test_a_memory_limit_below_one_task_is_refused_before_work() -> None:
+    plan = plan_pyramid((512, 1024, 1024), VoxelSize.of(1))
+    with pytest.raises(LayoutError, match="raise memory_limit or choose smaller shards"):
+        plan_schedule(plan, 4, memory_limit=64 * 2**20)
