@@ -163,14 +163,17 @@ def plan_schedule(
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
     workers: int = 2,
     tasks_per_worker: int = 4,
+    levels_per_stage: int = 2,
 ) -> Schedule:
     """Group a planned pyramid's levels into stages whose tasks fit in memory and in parallel.
 
-    Each stage's top level is the coarsest level that still has at least
-    ``tasks_per_worker * workers`` shards (so the workers stay busy and a killed task loses
-    little); when no level above the base has that many, the stage runs to the last level,
-    because what remains is small. The source is read once; only the top level of each stage
-    is read back, by the next stage.
+    Each stage's top level is the coarsest level, at most ``levels_per_stage`` levels above
+    its first, that still has at least ``tasks_per_worker * workers`` shards (so the workers
+    stay busy and a killed task loses little); when no level above the base has that many,
+    the stage runs as far as the cap allows, because what remains is small. The source is read
+    once; only the top level of each stage is read back, by the next stage. The cap keeps a
+    task's memory the same whatever the volume's size: a deeper stage holds one more shard
+    buffer per level, so an uncapped stage would grow with the volume.
 
     Parameters
     ----------
@@ -184,6 +187,9 @@ def plan_schedule(
         Tasks to run at once at most (typically the number of cores or cluster workers).
     tasks_per_worker
         Tasks wanted per worker in each stage, for load balance.
+    levels_per_stage
+        Most levels one stage writes. Two costs a read-back of about an eighth of the input
+        (level 1, decoded) and keeps the peak memory of a 16 GiB build that of a 1 GiB one.
 
     Raises
     ------
@@ -193,6 +199,8 @@ def plan_schedule(
     """
     if workers < 1:
         raise LayoutError(f"workers must be at least 1, got {workers}")
+    if levels_per_stage < 1:
+        raise LayoutError(f"levels_per_stage must be at least 1, got {levels_per_stage}")
     levels = plan.levels
     check_alignment(plan)
     wanted = tasks_per_worker * workers
@@ -205,7 +213,7 @@ def plan_schedule(
     def coarsest(first: int, min_tasks: int, parallel: int) -> int | None:
         fitting = [
             top
-            for top in range(first, len(levels))
+            for top in range(first, min(first + levels_per_stage, len(levels)))
             if levels[top].n_shards >= min_tasks
             and parallel * task_bytes(first, top) <= memory_limit
         ]
@@ -219,8 +227,8 @@ def plan_schedule(
         if top is None:
             top = coarsest(first, workers, workers)
         if top is None:
-            # Too few shards left to keep the workers busy: finish in one task if it fits.
-            last = len(levels) - 1
+            # Too few shards left to keep the workers busy: go as far as the cap, if it fits.
+            last = min(first + levels_per_stage, len(levels)) - 1
             top = last if task_bytes(first, last) <= memory_limit else first
         need = task_bytes(first, top)
         if need > memory_limit:

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import zarr
 
+from cellvol.allocator import limit_malloc_arenas
 from cellvol.cache import ChunkCache
 from cellvol.chunkread import ChunkReader, chunk_layout
 from cellvol.display import Window, contrast_window, omero_metadata
@@ -206,6 +207,9 @@ def write_pyramid(
         If ``dest`` holds something else, or a write with different parameters.
     """
     started = time.perf_counter()
+    # Before this write starts any thread (zarr's I/O loop included): freed shard buffers
+    # then return to one malloc pool and the peak stays flat with the volume's size.
+    limit_malloc_arenas()
     shape, dtype = _check_source(source)
     if method not in METHODS:
         raise InvalidInputError(

@@ -136,7 +136,21 @@ def test_schedule_invariants(shape, itemsize, workers, memory_mib) -> None:
         # Never more tasks at once than workers or than the stage has; all of them fit.
         assert 1 <= stage.workers <= min(workers, plan.levels[stage.top].n_shards)
         assert stage.workers * stage.task_bytes <= limit
+        assert len(stage.levels) <= 2
     assert schedule.peak_bytes <= limit
+
+
+def test_the_peak_of_a_write_does_not_grow_with_the_volume() -> None:
+    # 1 GiB, 16 GiB and 1 TiB of uint8: same tasks, so the same memory at once.
+    shapes = [(512, 1024, 2048), (2048, 2048, 4096), (8192, 8192, 16384)]
+    peaks = {plan_schedule(plan_pyramid(s, VoxelSize.of(1)), 1).peak_bytes for s in shapes}
+    assert len(peaks) == 1
+
+
+def test_levels_per_stage_must_be_positive() -> None:
+    plan = plan_pyramid((64, 64, 64), VoxelSize.of(1))
+    with pytest.raises(LayoutError, match="levels_per_stage must be at least 1"):
+        plan_schedule(plan, 1, levels_per_stage=0)
 
 
 def test_a_memory_limit_below_one_task_is_refused_before_work() -> None:
