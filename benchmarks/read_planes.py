@@ -43,7 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _tools import IMPORTS, build_tensorstore
-from compare_pyramid import make_input
+from compare_pyramid import case_config, make_input
 
 from cellvol.testing import random_planes as planes_across
 
@@ -65,7 +65,7 @@ def build_stores(source_path: Path, root: Path) -> dict[str, dict[str, Any]]:
     source = np.load(source_path, mmap_mode="r")
     stores: dict[str, dict[str, Any]] = {}
     builders: dict[str, Callable[[Path], None]] = {
-        "ts128": lambda out: build_tensorstore(source, out, LEVELS, 128),
+        "ts128": lambda out: build_tensorstore(source, out, 128, case_config(1, "tomogram", False)),
     }
     for name, chunk in CELLVOL_LAYOUTS.items():
         builders[name] = lambda out, c=chunk: cellvol.write_pyramid(

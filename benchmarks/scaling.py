@@ -76,7 +76,7 @@ def main() -> None:
         "run (cluster-scaling.json); storage assumed to keep up (S3 or a parallel file system "
         "scales with the workers; one local disk does not)",
         f"memory per worker {facts['peak_anon_mib']:.0f} MiB anonymous, measured at 16 GiB and "
-        "flat in the volume's size (the planner keeps each task's shards under memory_limit)",
+        "flat in the volume's size (a stage writes at most two levels: every task is one size)",
         f"S3 requests for a 512 x 512 XY plane at level 0: {facts['s3_requests_per_xy_plane']:.0f}"
         " (read-planes.json), whatever the volume's size; a 256 x 256 tile touches 16-25 chunks",
     ]
