@@ -205,6 +205,13 @@ def write_pyramid(
         written).
     WriteConflictError
         If ``dest`` holds something else, or a write with different parameters.
+
+    Notes
+    -----
+    On Linux with glibc, the first write limits the process's malloc to one arena for every
+    thread started afterwards (:func:`cellvol.allocator.limit_malloc_arenas`), so that memory
+    freed by the write's threads is reused instead of kept per thread. Set the
+    ``MALLOC_ARENA_MAX`` environment variable before starting Python to choose otherwise.
     """
     started = time.perf_counter()
     # Before this write starts any thread (zarr's I/O loop included): freed shard buffers
