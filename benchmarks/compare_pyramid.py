@@ -155,7 +155,7 @@ def settle(source: Path) -> None:
             pass
 
 
-def run_tool(tool: str, source: Path, out: Path, config: dict[str, object]) -> dict[str, object]:
+def run_tool(tool: str, source: Path, out: Path, config: dict[str, object]) -> dict[str, Any]:
     settle(source)
     result = measure(
         [
@@ -169,7 +169,7 @@ def run_tool(tool: str, source: Path, out: Path, config: dict[str, object]) -> d
             json.dumps(config),
         ]
     )
-    record: dict[str, object] = {"tool": tool, **result.as_dict()}
+    record: dict[str, Any] = {"tool": tool, **result.as_dict()}
     for line in result.output.splitlines():
         if line.startswith("{"):
             record.update(json.loads(line))

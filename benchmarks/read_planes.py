@@ -26,6 +26,7 @@ reported beside the time. Results: ``benchmarks/results/read-planes.json`` and a
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import os
@@ -67,10 +68,14 @@ def build_stores(source_path: Path, root: Path) -> dict[str, dict[str, Any]]:
     builders: dict[str, Callable[[Path], None]] = {
         "ts128": lambda out: build_tensorstore(source, out, 128, case_config(1, "tomogram", False)),
     }
-    for name, chunk in CELLVOL_LAYOUTS.items():
-        builders[name] = lambda out, c=chunk: cellvol.write_pyramid(
-            source, out, 1.0, chunks=(c,) * 3, shards=(256,) * 3, n_levels=LEVELS, name="bench"
+
+    def build_cellvol(out: Path, chunk: int) -> None:
+        cellvol.write_pyramid(
+            source, out, 1.0, chunks=(chunk,) * 3, shards=(256,) * 3, n_levels=LEVELS, name="bench"
         )
+
+    for name, chunk in CELLVOL_LAYOUTS.items():
+        builders[name] = functools.partial(build_cellvol, chunk=chunk)
     for name, build in builders.items():
         out = root / f"{name}.zarr"
         marker = out / "build.json"

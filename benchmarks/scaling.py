@@ -62,7 +62,7 @@ def main() -> None:
     per_core = facts["bytes_per_s_2_cores"] / 2
     efficiency = args.efficiency or facts["cluster_efficiency"]
     cores = [int(c) for c in args.cores.split(",")]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, shape in SIZES.items():
         size = math.prod(shape)
         count, levels = objects(shape)

@@ -11,7 +11,6 @@ session into a temporary directory, so every run of a commit measures the same b
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +58,7 @@ def inputs(workdir: Path, shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def pyramid(workdir: Path, inputs: dict[str, np.ndarray]) -> Iterator[Path]:
+def pyramid(workdir: Path, inputs: dict[str, np.ndarray]) -> Path:
     """A uint8 pyramid in cellvol's default layout, for the read benchmarks."""
     path = workdir / "read.ome.zarr"
     cellvol.write_pyramid(inputs["uint8"], path, 4.0, n_levels=3, name="read")
