@@ -4,9 +4,9 @@ glibc's malloc gives each thread that allocates its own pool (an *arena*) and ke
 freed in an arena for that arena's later use instead of returning it. A write allocates
 shard-sized buffers (16 MiB for 256³ uint8) from several threads in turn, so every arena
 ends up holding its own few, and the peak grew with the number of tasks: 260 MiB of
-anonymous memory at 1 GiB, 317 MiB at 4 GiB, 337 MiB at 16 GiB. With one arena the same
-builds peaked at 222 and 228 MiB and took as long (docs/benchmarks.md). The buffers are
-large and few, so the threads hardly ever wait for the one arena's lock.
+anonymous memory for a 1 GiB input, 317 MiB for 4 GiB, with the same stages. With one arena
+the same builds peaked at 222 and 228 MiB and took as long (docs/pyramid.md, Memory). The
+buffers are large and few, so the threads hardly ever wait for the one arena's lock.
 """
 
 from __future__ import annotations
