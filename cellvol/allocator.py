@@ -12,7 +12,6 @@ buffers are large and few, so the threads hardly ever wait for the one arena's l
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 from typing import Final
@@ -45,10 +44,9 @@ def limit_malloc_arenas(arenas: int = 1) -> bool:
         return True
     if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    libc = ctypes.CDLL(name)
+    # The interpreter's own symbols include its C library's (no find_library: that runs
+    # ldconfig or a compiler to locate a file name).
+    libc = ctypes.CDLL(None)
     if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
         return False  # musl and others: no arenas to limit
     _limited = bool(libc.mallopt(_M_ARENA_MAX, arenas))
