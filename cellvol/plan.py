@@ -210,10 +210,10 @@ def plan_schedule(
         shard_bytes = [math.prod(levels[j].shards) * itemsize for j in range(first, top + 1)]
         return int(1.25 * sum(shard_bytes)) + 2 * max(shard_bytes) + _TASK_OVERHEAD
 
-    def coarsest(first: int, min_tasks: int, parallel: int) -> int | None:
+    def coarsest(first: int, last: int, min_tasks: int, parallel: int) -> int | None:
         fitting = [
             top
-            for top in range(first, min(first + levels_per_stage, len(levels)))
+            for top in range(first, last + 1)
             if levels[top].n_shards >= min_tasks
             and parallel * task_bytes(first, top) <= memory_limit
         ]
@@ -223,12 +223,12 @@ def plan_schedule(
     base = -1
     while base + 1 < len(levels):
         first = base + 1
-        top = coarsest(first, wanted, workers)
+        last = min(first + levels_per_stage, len(levels)) - 1  # the stage cap
+        top = coarsest(first, last, wanted, workers)
         if top is None:
-            top = coarsest(first, workers, workers)
+            top = coarsest(first, last, workers, workers)
         if top is None:
             # Too few shards left to keep the workers busy: go as far as the cap, if it fits.
-            last = min(first + levels_per_stage, len(levels)) - 1
             top = last if task_bytes(first, last) <= memory_limit else first
         need = task_bytes(first, top)
         if need > memory_limit:
