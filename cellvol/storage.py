@@ -123,6 +123,8 @@ _SUFFIXES: Final = (".ome.zarr", ".zarr")
 _MANAGED_OPTIONS: Final = frozenset({"asynchronous", "loop"})
 # Option names whose values are credentials: scrubbed from any message, never echoed.
 _SECRET_OPTIONS: Final = ("key", "secret", "token", "username", "password")
+_S3_CONNECTIONS: Final = 32
+"""Connections an S3 store opens at once, unless ``config_kwargs`` sets ``max_pool_connections``."""
 # Codes S3 answers with when a bucket does not exist.
 _NO_BUCKET: Final = frozenset({"NoSuchBucket", "404", "NotFound"})
 # Codes S3 answers with when a policy or ACL forbids the request (credentials are valid).
@@ -663,6 +665,7 @@ def _open_local(location: Location, mode: Mode) -> Store:
 def _open_s3(location: Location, mode: Mode, options: dict[str, Any]) -> Store:
     from s3fs import S3FileSystem
 
+    options = _with_connection_pool(options)
     fs = S3FileSystem(**options, asynchronous=True)
     if options.get("skip_instance_cache"):
         # A filesystem of its own, which the caller may mean to drive from its own event loop:
@@ -675,6 +678,20 @@ def _open_s3(location: Location, mode: Mode, options: dict[str, Any]) -> Store:
         # so that the client (and its connections) made for the probe are the ones zarr uses.
         sync(_probe_s3(fs, location, mode, options, close=False))
     return FsspecStore(fs, path=location.path, read_only=mode == "r")
+
+
+def _with_connection_pool(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with botocore's pool of connections widened, unless the caller sized it.
+
+    botocore keeps 10 connections per client by default; one plane of 64³ chunks asks for up
+    to a hundred byte ranges at once, which would then wait their turn behind those 10.
+    """
+    config = options.get("config_kwargs")
+    if config is not None and not isinstance(config, Mapping):
+        return options  # s3fs reports the wrong type itself
+    if config is not None and "max_pool_connections" in config:
+        return options
+    return {**options, "config_kwargs": {**(config or {}), "max_pool_connections": _S3_CONNECTIONS}}
 
 
 async def _probe_s3(

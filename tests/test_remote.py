@@ -122,3 +122,53 @@ def test_s3_reads_directly_and_catches_corruption(
     damaged = cellvol.open(url, storage_options=options, cache=cellvol.ChunkCache(0))
     with pytest.raises(cellvol.IntegrityError, match=r"in 0/c/0/0/0 fails its CRC32C"):
         damaged[0:16, 0:16, 0:16]
+
+
+def _count_requests(monkeypatch: pytest.MonkeyPatch, reader: object) -> list[tuple[str, object]]:
+    """Record every (key, byte range) the reader asks the store for."""
+    requests: list[tuple[str, object]] = []
+    fetch = reader._get  # type: ignore[attr-defined]
+
+    async def counted(key: str, byte_range: object) -> object:
+        requests.append((key, byte_range))
+        return await fetch(key, byte_range)
+
+    monkeypatch.setattr(reader, "_get", counted)
+    return requests
+
+
+def _noise_image(tmp_path: Path) -> np.ndarray:
+    # 512 chunks of 8³ in one 64³ shard, incompressible: a z plane needs 64 chunks that Morton
+    # order scatters across the shard.
+    data = np.random.default_rng(5).integers(0, 255, size=(64, 64, 64), dtype=np.uint8)
+    cellvol.write_pyramid(
+        data, tmp_path / "noise.ome.zarr", 1.0, chunks=(8, 8, 8), shards=(64, 64, 64), n_levels=1
+    )
+    return data
+
+
+def test_remote_reads_fetch_nearby_chunks_in_one_request(
+    tmp_path: Path, http_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _noise_image(tmp_path)
+    vol = cellvol.open(f"{http_server(tmp_path)}/noise.ome.zarr", cache=cellvol.ChunkCache(0))
+    requests = _count_requests(monkeypatch, vol.level(0).reader)
+    np.testing.assert_array_equal(vol[37], data[37])
+    # The shard's index, then its 64 scattered chunks: all within 1 MiB of each other.
+    assert len(requests) == 2
+
+
+def test_a_merged_request_stays_within_its_cap(
+    tmp_path: Path, http_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cellvol import chunkread
+
+    data = _noise_image(tmp_path)
+    cap = 32 * 1024
+    monkeypatch.setattr(chunkread, "_MAX_REQUEST_BYTES", cap)
+    vol = cellvol.open(f"{http_server(tmp_path)}/noise.ome.zarr", cache=cellvol.ChunkCache(0))
+    requests = _count_requests(monkeypatch, vol.level(0).reader)
+    np.testing.assert_array_equal(vol[:], data)
+    ranges = [r for _, r in requests[1:]]  # after the index
+    assert len(ranges) >= data.nbytes // cap
+    assert all(r.end - r.start <= cap for r in ranges)  # type: ignore[attr-defined]

@@ -289,6 +289,25 @@ class TestS3(WritableStorageContract):
         assert store.fs.asynchronous
         assert store.path == backend.write_url("vol.zarr").removeprefix("s3://")
 
+    def test_a_store_keeps_many_connections_open_at_once(self, backend: Backend) -> None:
+        # botocore's default of 10 would queue a plane's hundred ranges behind 10 connections.
+        store = backend.write("vol.zarr")
+        assert store.fs.s3.meta.config.max_pool_connections == 32
+
+    def test_a_connection_pool_size_given_is_kept(
+        self, s3_bucket: S3Bucket, s3_server: S3Server
+    ) -> None:
+        options = s3_server.storage_options(
+            key=KEY_ID,
+            secret=SECRET,
+            config_kwargs={"max_pool_connections": 4, "connect_timeout": 7},
+        )
+        store = open_store(s3_bucket.url("pool.zarr"), mode="w", storage_options=options)
+        config = store.fs.s3.meta.config
+        assert config.max_pool_connections == 4
+        assert config.connect_timeout == 7
+        assert options["config_kwargs"] == {"max_pool_connections": 4, "connect_timeout": 7}
+
     def test_objects_land_under_the_prefix(self, backend: Backend, s3_server: S3Server) -> None:
         write_sample(backend.write("deep/vol.ome.zarr"))
         bucket = backend.write_root.removeprefix("s3://").split("/")[0]
