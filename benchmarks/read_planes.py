@@ -17,10 +17,14 @@ with its chunk cache off (``ChunkCache(0)``: every plane decodes its chunks anew
 and zarr do here) and, for a viewer's pattern, with the default cache on planes that overlap
 (``warm``: the plane beside the previous one).
 
-S3: the stores are uploaded to a moto server on 127.0.0.1 behind a counter of requests and
-response bytes; each tool opens the store and reads a first XY plane, then random planes.
-moto's time per request grows with the object's size, so requests and bytes per plane are
-reported beside the time. Results: ``benchmarks/results/read-planes.json`` and a Markdown table.
+S3: the stores are uploaded to a moto server on 127.0.0.1, in its own process as a real store
+would be (see ``_moto_server.py``), which counts requests and response bytes. Each tool opens
+the store and reads a first XY plane, then random planes. moto's time per request grows with
+the object's size, so requests and bytes per plane are reported beside the time. The limit:
+each plane's requests, as the server logged them, are sent again at once (32 connections,
+unsigned, bodies read and dropped); that replay's time is the plane's transport floor on this
+server, and "of floor" is the floor over the tool's time.
+Results: ``benchmarks/results/read-planes.json``, and a JSON line per row on stdout as it runs.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +56,8 @@ HERE = Path(__file__).resolve().parent
 LEVELS = 4
 CELLVOL_LAYOUTS = {"cv32": 32, "cv64": 64, "cv128": 128}
 KEY, SECRET, REGION = "bench", "bench", "us-east-1"
+# Concurrent connections of the S3 transport floor's replay (see ``replay``).
+REPLAY_CONNECTIONS = 32
 
 Reader = Callable[[tuple[Any, ...]], Any]
 
@@ -269,41 +275,66 @@ def subvolume_rate(
 # S3 ----------------------------------------------------------------------------------------
 
 
-class Counter:
-    """WSGI middleware that counts requests and response body bytes."""
+Request = tuple[str, str, str | None]
+"""An HTTP request as the server saw it: method, path with query, Range header."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.requests = 0
-        self.bytes = 0
-        self.lock = threading.Lock()
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterator[bytes]:
-        with self.lock:
-            self.requests += 1
-        for chunk in self.app(environ, start_response):
-            with self.lock:
-                self.bytes += len(chunk)
-            yield chunk
+class MotoServer:
+    """benchmarks/_moto_server.py in its own process, and its request counter."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(HERE / "_moto_server.py")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("port "):
+            self.process.kill()
+            raise RuntimeError(f"the moto server did not start: {line!r}")
+        self.endpoint = f"http://127.0.0.1:{int(line.split()[1])}"
+
+    def _control(self, command: str) -> Any:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.endpoint}/_bench/{command}") as reply:
+            return json.loads(reply.read())
 
     def reset(self) -> tuple[int, int]:
-        with self.lock:
-            counts = self.requests, self.bytes
-            self.requests = self.bytes = 0
-        return counts
+        """Requests and response bytes since the last reset."""
+        counts = self._control("reset")
+        return counts["requests"], counts["bytes"]
+
+    def start_log(self) -> None:
+        self._control("start-log")
+
+    def take_log(self) -> list[Request]:
+        return [tuple(entry) for entry in self._control("take-log")]  # type: ignore[misc]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
 
 
-def start_moto() -> tuple[str, Counter]:
-    import logging
+def replay(endpoint: str, requests: list[Request], http: Any, pool: ThreadPoolExecutor) -> float:
+    """Seconds to send ``requests`` again, all at once, unsigned, and read every reply's body.
 
-    from moto.server import DomainDispatcherApplication, create_backend_app
-    from werkzeug.serving import make_server
+    This is the plane's transport floor on this server: the same requests and bytes a tool
+    needed, without its signing, response parsing or decoding. (The bucket is public-read, so
+    moto answers unsigned requests; it does not check signatures either way.)
+    """
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    counter = Counter(DomainDispatcherApplication(create_backend_app))
-    server = make_server("127.0.0.1", 0, counter, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_port}", counter
+    def send(request: Request) -> None:
+        method, path, byte_range = request
+        headers = {"Range": byte_range} if byte_range else {}
+        reply = http.request(method, endpoint + path, headers=headers, preload_content=True)
+        if reply.status >= 400:
+            raise RuntimeError(f"replay of {method} {path} ({byte_range}): HTTP {reply.status}")
+
+    started = time.perf_counter()
+    list(pool.map(send, requests))
+    return time.perf_counter() - started
 
 
 def upload(endpoint: str, bucket: str, stores: dict[str, dict[str, Any]], names: list[str]) -> None:
@@ -318,7 +349,7 @@ def upload(endpoint: str, bucket: str, stores: dict[str, dict[str, Any]], names:
         aws_secret_access_key=SECRET,
         region_name=REGION,
     )
-    client.create_bucket(Bucket=bucket)
+    client.create_bucket(Bucket=bucket, ACL="public-read")  # for the unsigned replay
     files = [
         (path, f"{name}.zarr/{path.relative_to(stores[name]['path'])}")
         for name in names
@@ -347,7 +378,17 @@ def s3_reader(tool: str, endpoint: str, bucket: str, store: str, options: dict) 
 
 
 def run_s3(stores: dict[str, dict[str, Any]], count: int) -> list[dict[str, Any]]:
-    endpoint, counter = start_moto()
+    counter = MotoServer()
+    try:
+        return _run_s3(stores, count, counter)
+    finally:
+        counter.stop()
+
+
+def _run_s3(
+    stores: dict[str, dict[str, Any]], count: int, counter: MotoServer
+) -> list[dict[str, Any]]:
+    endpoint = counter.endpoint
     os.environ.update(
         AWS_ACCESS_KEY_ID=KEY,
         AWS_SECRET_ACCESS_KEY=SECRET,
@@ -358,6 +399,10 @@ def run_s3(stores: dict[str, dict[str, Any]], count: int) -> list[dict[str, Any]
     names = ["ts128", "cv64"]
     upload(endpoint, bucket, stores, names)
     options = {"endpoint_url": endpoint, "key": KEY, "secret": SECRET}
+    import urllib3
+
+    http = urllib3.PoolManager(maxsize=REPLAY_CONNECTIONS)
+    pool = ThreadPoolExecutor(REPLAY_CONNECTIONS)
     rows = []
     for store in names:
         base = f"s3://{bucket}/{store}.zarr"
@@ -381,16 +426,22 @@ def run_s3(stores: dict[str, dict[str, Any]], count: int) -> list[dict[str, Any]
             }
             for orientation, keys in planes.items():
                 counter.reset()
-                times = []
+                times, logs = [], []
                 for key in keys:
+                    counter.start_log()
                     t = time.perf_counter()
                     read(key)
                     times.append(time.perf_counter() - t)
+                    logs.append(counter.take_log())
                 requests, nbytes = counter.reset()
+                floors = [replay(endpoint, log, http, pool) for log in logs]
+                counter.reset()  # the replays' own traffic is not the tool's
                 row[orientation] = {
                     **summary(times),
                     "requests": round(requests / len(keys), 1),
                     "MB": round(nbytes / len(keys) / 1e6, 2),
+                    "transport_floor_ms": round(1000 * statistics.median(floors), 1),
+                    "of_floor": round(statistics.median(floors) / statistics.median(times), 3),
                 }
             rows.append(row)
             print(json.dumps(row), flush=True)

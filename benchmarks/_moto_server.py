@@ -1,0 +1,89 @@
+"""A moto S3 server on 127.0.0.1 that counts and logs the requests it answers.
+
+Usage: python benchmarks/_moto_server.py   (prints ``port N`` once it listens)
+
+It runs in a process of its own, as a real object store would: in the benchmark's process,
+moto's Python request handling would share one interpreter lock with the Python readers being
+measured (and not with tensorstore's C++ threads), which slowed the Python readers most.
+
+Paths under ``/_bench/`` control the counter and are neither counted nor logged:
+
+- ``/_bench/reset``: the requests and response body bytes since the last reset, as JSON, and
+  the counts start again from zero;
+- ``/_bench/start-log``: from now on, log each request (method, path with query, Range);
+- ``/_bench/take-log``: the logged requests as JSON; logging stops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+CONTROL = "/_bench/"
+
+
+class Counter:
+    """WSGI middleware that counts requests and response body bytes, and can log requests."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.requests = 0
+        self.bytes = 0
+        self.lock = threading.Lock()
+        self.log: list[tuple[str, str, str | None]] | None = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ["PATH_INFO"]
+        if path.startswith(CONTROL):
+            return self.control(path.removeprefix(CONTROL), start_response)
+        with self.lock:
+            self.requests += 1
+            if self.log is not None:
+                query = environ.get("QUERY_STRING")
+                full = path + (f"?{query}" if query else "")
+                self.log.append((environ["REQUEST_METHOD"], full, environ.get("HTTP_RANGE")))
+        return self.counted(self.app(environ, start_response))
+
+    def counted(self, body: Any) -> Iterator[bytes]:
+        try:
+            for chunk in body:
+                with self.lock:
+                    self.bytes += len(chunk)
+                yield chunk
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+
+    def control(self, command: str, start_response: Callable[..., Any]) -> list[bytes]:
+        with self.lock:
+            if command == "reset":
+                reply: Any = {"requests": self.requests, "bytes": self.bytes}
+                self.requests = self.bytes = 0
+            elif command == "start-log":
+                self.log, reply = [], {}
+            elif command == "take-log":
+                reply, self.log = self.log or [], None
+            else:
+                start_response("404 Not Found", [("Content-Type", "text/plain")])
+                return [f"unknown control command {command!r}".encode()]
+        body = json.dumps(reply).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
+
+
+def main() -> None:
+    from moto.server import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    counter = Counter(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, counter, threaded=True)
+    print(f"port {server.server_port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
