@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-import dask.array as da
 import numpy as np
 import numpy.typing as npt
 import zarr
@@ -201,9 +201,15 @@ def shard_index(region: Region, shards: Sequence[int]) -> tuple[int, ...]:
     return tuple(r.start // s for r, s in zip(region, shards, strict=True))
 
 
+def _is_dask_array(source: Any) -> bool:
+    # Without importing dask (about a second): whoever made a dask array imported it first.
+    dask_array = sys.modules.get("dask.array")
+    return dask_array is not None and isinstance(source, dask_array.Array)
+
+
 def read_source(source: Any, region: Region) -> npt.NDArray[Any]:
     """Read one region of a source as numpy, checking it has the shape asked for."""
-    if isinstance(source, da.Array):
+    if _is_dask_array(source):
         # Synchronously in this task's thread: the tasks themselves are the parallelism.
         block = source[region].compute(scheduler="synchronous")
     else:

@@ -233,3 +233,24 @@ def test_a_memory_mapped_source_leaves_no_pages_mapped(tmp_path: Path) -> None:
     source = np.load(path, mmap_mode="r")
     cellvol.write_pyramid(source, tmp_path / "out.zarr", 1.0, chunks=(32,) * 3, n_levels=2)
     assert resident_kib(str(path)) < 1024  # of 32 MiB read
+
+
+def test_a_write_from_numpy_and_the_cli_never_import_dask(tmp_path: Path) -> None:
+    # dask takes about a second to import: reading, the CLI's start and a write from numpy or
+    # a file must not pay for it (a dask array's own caller has imported it already).
+    import subprocess
+
+    out = str(tmp_path / "x.zarr")
+    code = (
+        "import sys, numpy as np, cellvol, cellvol.cli\n"
+        f"cellvol.write_pyramid(np.ones((9, 10, 11), np.uint8), {out!r}, 1.0)\n"
+        "print(sorted(m for m in sys.modules if m == 'dask' or m.startswith('dask.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_dask_source_is_read_as_dask(tmp_path: Path) -> None:
+    data = np.arange(9 * 10 * 11, dtype=np.uint16).reshape(9, 10, 11)
+    cellvol.write_pyramid(da.from_array(data, chunks=4), tmp_path / "d.zarr", 1.0, n_levels=1)
+    np.testing.assert_array_equal(cellvol.open(tmp_path / "d.zarr")[:], data)
