@@ -1,20 +1,23 @@
 """One pyramid build per tool, run in a fresh process by compare_pyramid.py.
 
-Usage: python benchmarks/_tools.py TOOL INPUT.npy OUTPUT_DIR LEVELS CHUNK [CONFIG-JSON]
+Usage: python benchmarks/_tools.py TOOL INPUT OUTPUT_DIR LEVELS CHUNK [CONFIG-JSON]
 
 Every tool builds the same thing: LEVELS levels with the CONFIG's per-level factors and method
-(default: 2x mean; each tool's closest equivalent) from a raw volume memory-mapped from
-INPUT.npy, zstd level 3, CHUNK³ chunks. Prints one
-JSON line with the seconds the build itself took (imports and interpreter start excluded).
+(default: 2x mean; each tool's closest equivalent) from INPUT (a raw ``.npy`` volume, an MRC
+file or a directory of TIFF slices: see :func:`load_source`), zstd level 3, CHUNK³ chunks.
+Prints one JSON line with the seconds the build itself took, reading the input included
+(imports and interpreter start excluded).
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -142,9 +145,9 @@ TOOLS = {
 }
 
 # Each tool's modules, imported before the clock starts: the build alone is timed. (cellvol
-# imports its writer, and with it dask, on the first write_pyramid call: about 1.2 s that an
-# earlier version of this script counted as build time; the writer also imports ome-zarr-models,
-# which validates the metadata it writes, on first use: another 0.3 s.)
+# imports its writer on the first write_pyramid call, and the writer imports ome-zarr-models,
+# which validates the metadata it writes, on first use: about 0.5 s. The writer imported dask
+# too until 2026-12-02: another 1.2 s, which an earlier version of this script counted.)
 _CELLVOL_WRITER = ["cellvol.write", "ome_zarr_models.v05.image", "ome_zarr_models.common.omero"]
 IMPORTS = {
     "cellvol": _CELLVOL_WRITER,
@@ -153,6 +156,35 @@ IMPORTS = {
     "ome-zarr": ["dask.array", "zarr", "ome_zarr.writer", "ome_zarr.scale"],
     "ngff-zarr": ["ngff_zarr", "zarr"],
 }
+
+
+# Open inputs stay referenced here: an MRC file's array is a view of its open memory map.
+_OPEN: list[Any] = []
+
+
+def load_source(path: Path) -> np.ndarray:
+    """The input as an array, read the way a user of the peers would read it.
+
+    ``.npy``: memory-mapped. ``.mrc``: mrcfile's memory map of its data. A directory of
+    ``.tif`` slices: tifffile reads the stack into a temporary memory-mapped file (its own way
+    of reading a stack larger than memory), so the reading is part of the build's time.
+    """
+    if path.is_dir():
+        import tifffile
+
+        files = sorted(path.glob("*.tif"))
+        if not files:
+            raise SystemExit(f"{path}: no .tif slices")
+        return np.asarray(tifffile.imread(files, out="memmap", ioworkers=os.cpu_count()))
+    if path.suffix == ".mrc":
+        import mrcfile
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # mrcfile warns about headers it can still read
+            mrc = mrcfile.mmap(path, mode="r")
+        _OPEN.append(mrc)
+        return np.asarray(mrc.data)
+    return np.load(path, mmap_mode="r")
 
 
 def main() -> None:
@@ -164,10 +196,10 @@ def main() -> None:
     )
     for module in IMPORTS[tool]:
         importlib.import_module(module)
-    source = np.load(source_path, mmap_mode="r")
     out_path = Path(out)
     shutil.rmtree(out_path, ignore_errors=True)
     started = time.perf_counter()
+    source = load_source(Path(source_path))  # inside the clock: reading a TIFF stack is work
     TOOLS[tool](source, out_path, int(chunk), config)
     seconds = time.perf_counter() - started
     stored = sum(p.stat().st_size for p in out_path.rglob("*") if p.is_file())
