@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import zarr
 
-from cellvol.allocator import limit_malloc_arenas
+from cellvol.allocator import prepare_for_writing
 from cellvol.cache import ChunkCache
 from cellvol.chunkread import ChunkReader, chunk_layout
 from cellvol.downsample import Method, downsample
@@ -84,7 +84,7 @@ class TaskContext:
 @functools.lru_cache(maxsize=8)
 def _worker_context(job_key: str) -> TaskContext:
     job: Job = _JOBS[job_key]
-    limit_malloc_arenas()  # see cellvol.allocator; a worker's own threads may predate it
+    prepare_for_writing()  # see cellvol.allocator; a worker's own threads may predate it
     return TaskContext(job, open_store(job.url, mode="r+", storage_options=job.storage_options))
 
 

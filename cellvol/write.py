@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import zarr
 
-from cellvol.allocator import limit_malloc_arenas
+from cellvol.allocator import prepare_for_writing
 from cellvol.cache import ChunkCache
 from cellvol.chunkread import ChunkReader, chunk_layout
 from cellvol.display import Window, contrast_window, omero_metadata
@@ -216,11 +216,15 @@ def write_pyramid(
     thread started afterwards (:func:`cellvol.allocator.limit_malloc_arenas`), so that memory
     freed by the write's threads is reused instead of kept per thread. Set the
     ``MALLOC_ARENA_MAX`` environment variable before starting Python to choose otherwise.
+    Where the environment has stopped glibc from reusing large freed blocks (as
+    dask.distributed does in its workers, where each write task sets this up too), it sets
+    the thresholds glibc would otherwise reach (:func:`cellvol.allocator.reuse_large_blocks`);
+    set ``MALLOC_MMAP_THRESHOLD_`` to keep your own.
     """
     started = time.perf_counter()
     # Before this write starts any thread (zarr's I/O loop included): freed shard buffers
     # then return to one malloc pool and the peak stays flat with the volume's size.
-    limit_malloc_arenas()
+    prepare_for_writing()
     shape, dtype = _check_source(source)
     if method not in METHODS:
         raise InvalidInputError(

@@ -29,3 +29,55 @@ def test_a_limit_chosen_in_the_environment_is_left_alone() -> None:
 def test_at_least_one_arena() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         limit_malloc_arenas(0)
+
+
+# In a fresh interpreter: allocate a 16 MiB block and say whether malloc mapped it on its own
+# (mallinfo2's count of mapped blocks goes up) or served it from its pool.
+_MAPPED_ALONE = """
+import ctypes, sys
+from cellvol.allocator import reuse_large_blocks
+
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Mallinfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+applied = reuse_large_blocks() if sys.argv[1] == "reuse" else None
+before = libc.mallinfo2().hblks
+block = libc.malloc(16 * 2**20)
+print(applied, libc.mallinfo2().hblks > before)
+libc.free(block)
+"""
+
+
+def _mapped_alone(env: dict[str, str], reuse: bool) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", _MAPPED_ALONE, "reuse" if reuse else "no"],
+        env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@glibc
+def test_large_blocks_come_from_the_pool_again_where_dask_had_stopped_it() -> None:
+    dask_worker = {"MALLOC_TRIM_THRESHOLD_": "65536"}  # what distributed's nanny sets
+    assert _mapped_alone(dask_worker, reuse=False) == "None True"
+    assert _mapped_alone(dask_worker, reuse=True) == "True False"
+
+
+@glibc
+def test_glibc_left_to_adapt_by_itself_when_nothing_stopped_it() -> None:
+    assert _mapped_alone({}, reuse=True).startswith("False")
+
+
+@glibc
+def test_a_threshold_chosen_in_the_environment_is_left_alone() -> None:
+    chosen = {"MALLOC_TRIM_THRESHOLD_": "65536", "MALLOC_MMAP_THRESHOLD_": "131072"}
+    assert _mapped_alone(chosen, reuse=True) == "False True"
