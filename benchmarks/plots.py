@@ -70,9 +70,16 @@ def planes() -> None:
 def scaling() -> None:
     runs = _load("cluster-scaling.json")["runs"]
     figure, ax = plt.subplots(figsize=(5, 3))
-    for where, marker in (("threads", "o"), ("LocalCluster", "s")):
-        points = [(r["workers"], r["seconds"]) for r in runs if r["where"] == where]
-        ax.plot(*zip(*points, strict=True), marker=marker, label=where)
+    for storage, style in (("disk", "-"), ("memory", "--")):
+        for where, marker in (("threads", "o"), ("LocalCluster", "s")):
+            points = [
+                (r["workers"], r["seconds"])
+                for r in runs
+                if r["where"] == where and r.get("storage", "disk") == storage
+            ]
+            if points:
+                label = f"{where}, writing to {storage}"
+                ax.plot(*zip(*points, strict=True), style, marker=marker, label=label)
     ax.set_xticks([1, 2])
     ax.set_xlabel("workers")
     ax.set_ylabel("1 GiB build (s)")

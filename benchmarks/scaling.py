@@ -31,13 +31,20 @@ def measured() -> dict[str, Any]:
     run = next(r for r in pyramid["runs"] if r["tool"] == "cellvol")
     size = math.prod(pyramid["input_shape"])
     scaling = json.loads((RESULTS / "cluster-scaling.json").read_text())
-    cluster = {r["workers"]: r["seconds"] for r in scaling["runs"] if r["where"] == "LocalCluster"}
+    # Storage is assumed to keep up with the workers: the runs that wrote to memory, if made.
+    storage = "memory" if any(r.get("storage") == "memory" for r in scaling["runs"]) else "disk"
+    cluster = {
+        r["workers"]: r["seconds"]
+        for r in scaling["runs"]
+        if r["where"] == "LocalCluster" and r.get("storage", "disk") == storage
+    }
     planes = json.loads((RESULTS / "read-planes.json").read_text())
     s3 = next(r for r in planes["s3"] if r["store"] == "cv64" and r["tool"] == "cellvol")
     return {
         "bytes_per_s_2_cores": size / run["build_seconds"],
         "peak_anon_mib": run["peak_anon_mib"],
         "cluster_efficiency": cluster[1] / cluster[2] / 2,  # 1 -> 2 workers, of the ideal 2x
+        "cluster_storage": storage,
         "s3_requests_per_xy_plane": s3["XY"]["requests"],
     }
 
@@ -73,8 +80,9 @@ def main() -> None:
         f"build rate {per_core / 1e6:.0f} MB/s per core: cellvol's 16 GiB build on this 2-core "
         "machine (pyramid-16gib.json), input read once, zstd-3, 4 levels and more",
         f"parallel efficiency beyond 2 cores {efficiency:.0%}: the 1 -> 2 worker LocalCluster "
-        "run (cluster-scaling.json); storage assumed to keep up (S3 or a parallel file system "
-        "scales with the workers; one local disk does not)",
+        f"run writing to {facts['cluster_storage']} (cluster-scaling.json); storage assumed to "
+        "keep up (S3 or a parallel file system scales with the workers; one local disk does "
+        "not)",
         f"memory per worker {facts['peak_anon_mib']:.0f} MiB anonymous, measured at 16 GiB and "
         "flat in the volume's size (a stage writes at most two levels: every task is one size)",
         f"S3 requests for a 512 x 512 XY plane at level 0: {facts['s3_requests_per_xy_plane']:.0f}"
