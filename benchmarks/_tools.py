@@ -158,6 +158,11 @@ IMPORTS = {
 }
 
 
+def stored_bytes(root: Path) -> int:
+    """Bytes of every file below ``root``: what a build stored."""
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
 # Open inputs stay referenced here: an MRC file's array is a view of its open memory map.
 _OPEN: list[Any] = []
 
@@ -202,7 +207,7 @@ def main() -> None:
     source = load_source(Path(source_path))  # inside the clock: reading a TIFF stack is work
     TOOLS[tool](source, out_path, int(chunk), config)
     seconds = time.perf_counter() - started
-    stored = sum(p.stat().st_size for p in out_path.rglob("*") if p.is_file())
+    stored = stored_bytes(out_path)
     print(json.dumps({"tool": tool, "build_seconds": seconds, "stored_bytes": stored}))
 
 

@@ -40,16 +40,30 @@ SHAPES = {1: (512, 1024, 2048), 4: (1024, 2048, 2048), 16: (2048, 2048, 4096)}
 GEOMETRIES = {"tomogram": (1.0, 1.0, 1.0), "3D-SEM": (30.0, 5.0, 5.0)}
 
 
-def case_config(size_gib: int, geometry: str, labels: bool) -> dict[str, object]:
+def case_config(size_gib: int, geometry: str, labels: bool) -> dict[str, Any]:
     """Factors every tool uses (cellvol's planner decides them once) and the method."""
+    method = "mode" if labels else "mean"
+    return pyramid_config(SHAPES[size_gib], GEOMETRIES[geometry], method, n_levels=4)
+
+
+def pyramid_config(
+    shape: tuple[int, ...],
+    voxel_size: tuple[float, float, float],
+    method: str = "mean",
+    n_levels: int | None = None,
+) -> dict[str, Any]:
+    """The ``_tools.py`` config of the pyramid cellvol's planner makes for this input.
+
+    ``n_levels`` None: as many levels as ``write_pyramid`` and ``cellvol convert`` choose.
+    """
     from cellvol.plan import plan_pyramid
     from cellvol.spec import VoxelSize
 
-    plan = plan_pyramid(SHAPES[size_gib], VoxelSize.of(GEOMETRIES[geometry]), n_levels=4)
+    plan = plan_pyramid(shape, VoxelSize.of(voxel_size), n_levels=n_levels)
     return {
-        "voxel_size": list(GEOMETRIES[geometry]),
+        "voxel_size": list(voxel_size),
         "factors": [list(level.factors) for level in plan.levels[1:]],
-        "method": "mode" if labels else "mean",
+        "method": method,
     }
 
 

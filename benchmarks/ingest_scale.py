@@ -41,10 +41,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _measure import measure
-from compare_pyramid import machine_limits
+from _tools import stored_bytes
+from compare_pyramid import machine_limits, pyramid_config
 
-from cellvol.plan import plan_pyramid
-from cellvol.spec import VoxelSize
 from cellvol.testing import SyntheticVolume
 
 HERE = Path(__file__).resolve().parent
@@ -99,26 +98,12 @@ def make_tiff_stack(size: int, data_dir: Path) -> Path:
     return directory
 
 
-def stored_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def peer_config(kind: str, shape: tuple[int, int, int]) -> dict[str, Any]:
-    """The levels and factors ``cellvol convert`` chooses for this input, for the peer."""
-    plan = plan_pyramid(shape, VoxelSize.of(VOXEL_NM[kind]))
-    return {
-        "voxel_size": list(VOXEL_NM[kind]),
-        "factors": [list(level.factors) for level in plan.levels[1:]],
-        "method": "mean",
-    }
-
-
 def run(tool: str, kind: str, source: Path, out: Path, size: int) -> dict[str, Any]:
     """Convert ``source`` with one tool in a fresh process; time and memory of the whole run."""
     shutil.rmtree(out, ignore_errors=True)
     if tool == PEER:
         shape = (MRC_SHAPES if kind == "mrc" else TIFF_SHAPES)[size]
-        config = peer_config(kind, shape)
+        config = pyramid_config(shape, VOXEL_NM[kind])  # the levels cellvol convert makes
         levels = len(config["factors"]) + 1
         command = [sys.executable, str(HERE / "_tools.py"), PEER, str(source), str(out)]
         command += [str(levels), "128", json.dumps(config)]
