@@ -48,8 +48,9 @@ synchronous API is zarr's own I/O loop. Code that drives zarr's asynchronous API
 loop of its own (a web server, say) should pass ``skip_instance_cache=True`` in
 ``storage_options`` and use each such store from that one loop only.
 
-:func:`read_bytes`, :func:`write_bytes`, :func:`object_size`, :func:`list_keys` and
-:func:`delete_prefix` read and write plain objects (bookkeeping, not chunks) in any such store.
+:func:`read_bytes`, :func:`read_objects`, :func:`write_bytes`, :func:`object_size`,
+:func:`list_keys` and :func:`delete_prefix` read and write plain objects (bookkeeping, not
+chunks) in any such store.
 
 Error messages name the location and what was expected; they never contain credentials. A URL
 with credentials in it (``https://user:pass@host/...``) is refused for that reason: pass them
@@ -75,8 +76,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
-from zarr.abc.store import Store
-from zarr.core.buffer import default_buffer_prototype
+from zarr.abc.store import ByteRequest, OffsetByteRequest, Store
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
@@ -91,6 +92,7 @@ from cellvol.errors import (
 __all__ = [
     "Location",
     "Mode",
+    "S3Store",
     "Scheme",
     "delete_prefix",
     "join",
@@ -99,6 +101,7 @@ __all__ = [
     "open_store",
     "parse_location",
     "read_bytes",
+    "read_objects",
     "write_bytes",
 ]
 
@@ -346,6 +349,22 @@ def read_bytes(store: Store, key: str) -> bytes | None:
     """
     buffer = sync(store.get(key, prototype=default_buffer_prototype()))
     return None if buffer is None else buffer.to_bytes()
+
+
+def read_objects(store: Store, keys: Sequence[str]) -> list[bytes | None]:
+    """Return the whole objects at ``keys``, fetched concurrently; None for each missing one.
+
+    On S3 and HTTP the requests overlap, so reading a few documents costs about one round
+    trip instead of one each.
+    """
+    if not keys:
+        return []
+    prototype = default_buffer_prototype()
+
+    async def fetch_all() -> list[Any]:
+        return await asyncio.gather(*(store.get(key, prototype=prototype) for key in keys))
+
+    return [None if buffer is None else buffer.to_bytes() for buffer in sync(fetch_all())]
 
 
 def write_bytes(store: Store, key: str, data: bytes | Sequence[bytes]) -> None:
@@ -677,7 +696,27 @@ def _open_s3(location: Location, mode: Mode, options: dict[str, Any]) -> Store:
         # thread, and zarr's synchronous API drives it from zarr's event loop: probe it there,
         # so that the client (and its connections) made for the probe are the ones zarr uses.
         sync(_probe_s3(fs, location, mode, options, close=False))
-    return FsspecStore(fs, path=location.path, read_only=mode == "r")
+    return S3Store(fs, path=location.path, read_only=mode == "r")
+
+
+class S3Store(FsspecStore):
+    """zarr's fsspec store over S3, reading a whole object with one GET.
+
+    s3fs reads a whole object by asking for its size first, so that it can fetch objects over
+    its block size (50 MiB) in parallel parts: a HEAD before every GET, and for a missing
+    object a listing after the HEAD. The whole objects zarr reads are metadata documents of a
+    few KiB, and opening a node probes names that mostly do not exist (``zarr.json``,
+    ``.zarray``, ``.zattrs``...), so that cost two or three round trips per document. Asked
+    for an open-ended range (``bytes=0-``) instead, s3fs sends the GET alone, which returns
+    the whole object or a 404. The one thing given up is the parallel fetch of a single object
+    over 50 MiB read whole; cellvol reads chunks and shards by ranges, not whole.
+    """
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        """Return the object at ``key`` (or the part ``byte_range`` names), None if absent."""
+        return await super().get(key, prototype, byte_range or OffsetByteRequest(0))
 
 
 def _with_connection_pool(options: dict[str, Any]) -> dict[str, Any]:

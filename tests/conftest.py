@@ -187,6 +187,26 @@ def s3_bucket(s3_server: S3Server) -> Iterator[S3Bucket]:
             client.delete_bucket(Bucket=name)
 
 
+@pytest.fixture
+def s3_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """Every S3 operation any aiobotocore client sends from now on, with its parameters.
+
+    The calls still go to the moto server; this only watches them (``("GetObject",
+    {"Bucket": ..., "Key": ..., "Range": ...})``).
+    """
+    from aiobotocore.client import AioBaseClient
+
+    calls: list[tuple[str, dict[str, Any]]] = []
+    send = AioBaseClient._make_api_call
+
+    async def recorded(self: Any, operation: str, parameters: dict[str, Any]) -> Any:
+        calls.append((operation, dict(parameters)))
+        return await send(self, operation, parameters)
+
+    monkeypatch.setattr(AioBaseClient, "_make_api_call", recorded)
+    return calls
+
+
 # --------------------------------------------------------------------------------------------
 # HTTP
 # --------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import zarr
 import zarr.api.asynchronous
 from conftest import DEAD_ENDPOINT, S3Bucket, S3Server
 from s3fs import S3FileSystem
+from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
 from cellvol import storage
@@ -43,6 +44,7 @@ from cellvol.storage import (
     open_store,
     parse_location,
     read_bytes,
+    read_objects,
     write_bytes,
 )
 
@@ -211,6 +213,15 @@ class WritableStorageContract(StorageContract):
         delete_prefix(store, "")
         assert list_keys(store) == []
 
+    def test_several_objects_are_read_at_once(self, backend: Backend) -> None:
+        store = backend.write("objects")
+        write_bytes(store, "a.json", b"{}")
+        write_bytes(store, "empty", b"")
+        write_bytes(store, "deep/b", b"bee")
+        found = read_objects(store, ["deep/b", "missing", "a.json", "empty"])
+        assert found == [b"bee", None, b"{}", b""]
+        assert read_objects(store, []) == []
+
     def test_object_helpers_refuse_read_only_stores(self, backend: Backend) -> None:
         write_sample(backend.write("vol.zarr"))
         store = backend.read("vol.zarr")
@@ -220,6 +231,14 @@ class WritableStorageContract(StorageContract):
             delete_prefix(store, "")
         assert list_keys(store, "raw/c")  # reading is fine
         assert object_size(store, "zarr.json") == len(read_bytes(store, "zarr.json") or b"")
+
+
+async def _get_range(store: Any, key: str, start: int, end: int) -> bytes:
+    from zarr.abc.store import RangeByteRequest
+    from zarr.core.buffer import default_buffer_prototype
+
+    buffer = await store.get(key, default_buffer_prototype(), RangeByteRequest(start, end))
+    return buffer.to_bytes()
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,6 +307,33 @@ class TestS3(WritableStorageContract):
         assert type(store.fs).__name__ == "S3FileSystem"
         assert store.fs.asynchronous
         assert store.path == backend.write_url("vol.zarr").removeprefix("s3://")
+
+    def test_a_whole_object_is_one_request(
+        self, backend: Backend, s3_calls: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        # s3fs alone sends a HEAD before each whole-object GET, and a listing after it when the
+        # object is missing: three round trips for each name zarr probes when it opens a node.
+        store = backend.write("vol.zarr")
+        write_bytes(store, "doc.json", b'{"a": 1}')
+        write_bytes(store, "empty", b"")
+        s3_calls.clear()
+        assert read_bytes(store, "doc.json") == b'{"a": 1}'
+        assert read_bytes(store, "missing.json") is None
+        assert read_bytes(store, "empty") == b""
+        assert [name for name, _ in s3_calls] == ["GetObject"] * 3
+        assert all(parameters.get("Range") == "bytes=0-" for _, parameters in s3_calls)
+
+    def test_ranges_are_passed_on(
+        self, backend: Backend, s3_calls: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        store = backend.write("vol.zarr")
+        write_bytes(store, "doc", b"0123456789")
+        s3_calls.clear()
+        got = sync(_get_range(store, "doc", 2, 5))  # on zarr's loop, which owns the client
+        assert got == b"234"
+        assert [(name, parameters.get("Range")) for name, parameters in s3_calls] == [
+            ("GetObject", "bytes=2-4")
+        ]
 
     def test_a_store_keeps_many_connections_open_at_once(self, backend: Backend) -> None:
         # botocore's default of 10 would queue a plane's hundred ranges behind 10 connections.
