@@ -26,9 +26,17 @@ from zarr.abc.store import Store
 from cellvol.errors import IntegrityError, WriteConflictError
 from cellvol.storage import delete_prefix, list_keys, object_size, read_bytes, write_bytes
 
-__all__ = ["LEDGER_PREFIX", "Ledger", "ShardKey", "shard_object_key"]
+__all__ = [
+    "LEDGER_PREFIX",
+    "MANIFEST_KEY",
+    "Ledger",
+    "ShardKey",
+    "parse_manifest",
+    "shard_object_key",
+]
 
 LEDGER_PREFIX: Final = "_cellvol"
+MANIFEST_KEY: Final = f"{LEDGER_PREFIX}/manifest.json"
 _FORMAT: Final = 1
 
 #: A shard: its level index and its position in that level's shard grid.
@@ -133,18 +141,11 @@ class Ledger:
     def write_manifest(self, levels: Mapping[str, Mapping[str, int]]) -> None:
         """Write the manifest: for each level path, each shard position and its object size."""
         body = {"format": _FORMAT, "levels": {k: dict(v) for k, v in levels.items()}}
-        write_bytes(self.store, f"{LEDGER_PREFIX}/manifest.json", _dumps(body))
+        write_bytes(self.store, MANIFEST_KEY, _dumps(body))
 
     def manifest(self) -> dict[str, dict[str, int]] | None:
         """The manifest of a finished write, or None before one was written."""
-        raw = read_bytes(self.store, f"{LEDGER_PREFIX}/manifest.json")
-        if raw is None:
-            return None
-        try:
-            levels = json.loads(raw)["levels"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise IntegrityError(f"{self.url}: unreadable manifest: {exc}") from exc
-        return {str(k): {str(p): int(n) for p, n in v.items()} for k, v in levels.items()}
+        return parse_manifest(read_bytes(self.store, MANIFEST_KEY), self.url)
 
     def mark_complete(self, summary: Mapping[str, Any]) -> None:
         """Write the completion marker, the last object of a write."""
@@ -158,7 +159,7 @@ class Ledger:
     def forget_completion(self) -> None:
         """Remove the manifest and marker (before a finished write is resumed and changed)."""
         delete_prefix(self.store, f"{LEDGER_PREFIX}/complete.json")
-        delete_prefix(self.store, f"{LEDGER_PREFIX}/manifest.json")
+        delete_prefix(self.store, MANIFEST_KEY)
 
 
 def _done_key(level: int, index: tuple[int, ...], nbytes: int) -> str:
@@ -168,3 +169,23 @@ def _done_key(level: int, index: tuple[int, ...], nbytes: int) -> str:
 def _dumps(body: Mapping[str, Any]) -> bytes:
     # Sorted keys: the same write always produces the same bytes.
     return json.dumps(body, sort_keys=True, indent=1).encode()
+
+
+def parse_manifest(raw: bytes | None, url: str) -> dict[str, dict[str, int]] | None:
+    """A manifest's shard sizes by level path and shard key, from its stored bytes.
+
+    Returns None when ``raw`` is None (no manifest: the write has not finished, or another
+    tool wrote the image).
+
+    Raises
+    ------
+    IntegrityError
+        If the bytes are not a manifest.
+    """
+    if raw is None:
+        return None
+    try:
+        levels = json.loads(raw)["levels"]
+        return {str(k): {str(p): int(n) for p, n in v.items()} for k, v in levels.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise IntegrityError(f"{url}: unreadable manifest {MANIFEST_KEY}: {exc}") from exc

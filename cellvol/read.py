@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import zarr
-import zarr.errors
 
 from cellvol.cache import ChunkCache, default_cache
 from cellvol.chunkread import ChunkReader, box_of, chunk_layout
@@ -32,7 +31,7 @@ from cellvol.errors import (
     NotOMEZarrError,
 )
 from cellvol.integrity import ShardPresence
-from cellvol.ledger import Ledger
+from cellvol.ledger import MANIFEST_KEY, parse_manifest
 from cellvol.metadata import (
     PROVENANCE_KEY,
     Axis,
@@ -41,6 +40,7 @@ from cellvol.metadata import (
     ome_namespace,
     read_multiscale,
 )
+from cellvol.nodes import open_node, read_arrays
 from cellvol.select import finest_level_within, level_for_resolution, voxel_slices
 from cellvol.spec import SPATIAL_AXES, VoxelSize
 from cellvol.storage import open_store, parse_location
@@ -501,26 +501,20 @@ def open(
     """
     location = parse_location(path_or_url)
     store = open_store(location.url, mode="r", storage_options=storage_options)
-    try:
-        node = zarr.open(store=store, mode="r")
-    except (FileNotFoundError, KeyError, zarr.errors.NodeTypeValidationError) as exc:
-        raise NotOMEZarrError(
-            f"{location.url} holds no zarr group or array (no zarr.json, .zgroup or .zarray)"
-        ) from exc
+    node = open_node(store, location.url)
     cache = cache if cache is not None else default_cache()
     if isinstance(node, zarr.Array):
         return _bare_array_volume(location.url, node, cache)
-    manifest = Ledger(store, location.url).manifest()
-    return _image_volume(location.url, node, cache, store, manifest, storage_options)
+    return _image_volume(location.url, node, cache, storage_options, with_manifest=True)
 
 
 def _image_volume(
     url: str,
     group: zarr.Group,
     cache: ChunkCache,
-    store: Any = None,
-    manifest: Mapping[str, Mapping[str, int]] | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    *,
+    with_manifest: bool = False,
 ) -> Volume:
     attributes = dict(group.attrs)
     multiscale = read_multiscale(attributes, where=url)
@@ -530,24 +524,23 @@ def _image_volume(
         except KeyError:
             raise NotOMEZarrError(f"{url}: bioformats2raw layout without image '0'") from None
         if isinstance(series, zarr.Group):
-            return _image_volume(
-                f"{url.rstrip('/')}/0", series, cache, storage_options=storage_options
-            )
+            return _image_volume(f"{url.rstrip('/')}/0", series, cache, storage_options)
     if multiscale is None:
         raise NotOMEZarrError(
             f"{url} is a zarr group without OME-Zarr 'multiscales' metadata: not an OME-Zarr "
             "image, or a write that did not finish"
         )
+    paths = [dataset.path for dataset in multiscale.datasets]
+    # The levels' documents and the write's manifest come in one round of requests.
+    arrays, others = read_arrays(group, paths, url, also=[MANIFEST_KEY] if with_manifest else [])
+    manifest = parse_manifest(others[0], url) if with_manifest else None
+    store = group.store
     levels: list[Level] = []
-    for index, dataset in enumerate(multiscale.datasets):
-        try:
-            array = group[dataset.path]
-        except KeyError:
+    for index, (dataset, array) in enumerate(zip(multiscale.datasets, arrays, strict=True)):
+        if array is None:
             raise MetadataError(
                 f"{url}: level {index} names array {dataset.path!r}, which does not exist"
-            ) from None
-        if not isinstance(array, zarr.Array):
-            raise MetadataError(f"{url}: level {index} path {dataset.path!r} is not an array")
+            )
         if array.ndim != len(multiscale.axes):
             raise MetadataError(
                 f"{url}: level {index} array {dataset.path!r} is {array.ndim}-D but the "

@@ -2,6 +2,7 @@
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,6 +51,29 @@ def test_s3_round_trip(s3_bucket, volume_data: np.ndarray, tmp_path: Path) -> No
     damaged = cellvol.open(url, storage_options=s3_bucket.storage_options)
     with pytest.raises(cellvol.IntegrityError, match=r"shard 0/c/0/0/0 is listed"):
         damaged[0:4, 0:4, 0:4]
+
+
+@pytest.mark.s3
+def test_s3_open_reads_few_documents_at_once(
+    s3_bucket, volume_data: np.ndarray, s3_calls: list[tuple[str, dict[str, Any]]]
+) -> None:
+    url = s3_bucket.url("few", "tomo.ome.zarr")
+    options = s3_bucket.storage_options
+    cellvol.write_pyramid(
+        volume_data, url, 1.0, chunks=(16,) * 3, n_levels=3, storage_options=options
+    )
+    s3_calls.clear()
+    vol = cellvol.open(url, storage_options=options)
+    # One listing (does anything exist there?), the image's zarr.json, then the three levels'
+    # documents and the manifest together; no HEAD before a GET, no v2 names probed.
+    operations = [name for name, _ in s3_calls]
+    assert operations == ["ListObjectsV2"] + ["GetObject"] * 5
+    keys = [parameters["Key"].removeprefix("few/tomo.ome.zarr/") for _, parameters in s3_calls[1:]]
+    assert keys[0] == "zarr.json"
+    levels = ["0/zarr.json", "1/zarr.json", "2/zarr.json"]
+    assert sorted(keys[1:]) == [*levels, "_cellvol/manifest.json"]
+    assert vol.level(0).presence is not None  # the manifest was read and is used
+    np.testing.assert_array_equal(vol[:], volume_data)
 
 
 @pytest.mark.s3
