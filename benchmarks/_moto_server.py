@@ -6,6 +6,14 @@ It runs in a process of its own, as a real object store would: in the benchmark'
 moto's Python request handling would share one interpreter lock with the Python readers being
 measured (and not with tensorstore's C++ threads), which slowed the Python readers most.
 
+It keeps connections open between requests, as S3 does. moto's own server (werkzeug's) closes
+the connection after every response, so each request paid a new TCP connection: a cost a
+real store does not impose, and one that weighs more on Python clients (aiohttp sets up and
+tears down each connection on the event loop that also parses every reply). cheroot, a
+threaded WSGI server with HTTP/1.1 keep-alive, serves moto's application instead. Measured on
+a random 512² XY plane (10 planes, cellvol, 2026-12-02): 124 -> 100 ms on tensorstore's 128³
+store, 142 -> 121 ms on cellvol's layout.
+
 Paths under ``/_bench/`` control the counter and are neither counted nor logged:
 
 - ``/_bench/reset``: the requests and response body bytes since the last reset, as JSON, and
@@ -17,12 +25,14 @@ Paths under ``/_bench/`` control the counter and are neither counted nor logged:
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 CONTROL = "/_bench/"
+# Requests answered at once: a plane of small chunks asks for about 30 at a time.
+THREADS = 40
+KEEP_ALIVE_CONNECTIONS = 512
 
 
 class Counter:
@@ -75,14 +85,17 @@ class Counter:
 
 
 def main() -> None:
+    from cheroot.wsgi import Server
     from moto.server import DomainDispatcherApplication, create_backend_app
-    from werkzeug.serving import make_server
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     counter = Counter(DomainDispatcherApplication(create_backend_app))
-    server = make_server("127.0.0.1", 0, counter, threaded=True)
-    print(f"port {server.server_port}", flush=True)
-    server.serve_forever()
+    server = Server(("127.0.0.1", 0), counter, numthreads=THREADS)
+    # cheroot closes every connection past its keep-alive limit (10 by default): the upload's
+    # idle connections alone would use it up.
+    server.keep_alive_conn_limit = KEEP_ALIVE_CONNECTIONS
+    server.prepare()
+    print(f"port {server.bind_addr[1]}", flush=True)
+    server.serve()
 
 
 if __name__ == "__main__":
