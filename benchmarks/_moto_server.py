@@ -33,6 +33,7 @@ CONTROL = "/_bench/"
 # Requests answered at once: a plane of small chunks asks for about 30 at a time.
 THREADS = 40
 KEEP_ALIVE_CONNECTIONS = 512
+LISTEN_BACKLOG = 512
 
 
 class Counter:
@@ -89,7 +90,11 @@ def main() -> None:
     from moto.server import DomainDispatcherApplication, create_backend_app
 
     counter = Counter(DomainDispatcherApplication(create_backend_app))
-    server = Server(("127.0.0.1", 0), counter, numthreads=THREADS)
+    # cheroot's listen backlog is 5 by default: a client that opens dozens of connections at
+    # once has the rest of its SYNs dropped, and each of those waits a second to try again.
+    server = Server(
+        ("127.0.0.1", 0), counter, numthreads=THREADS, request_queue_size=LISTEN_BACKLOG
+    )
     # cheroot closes every connection past its keep-alive limit (10 by default): the upload's
     # idle connections alone would use it up.
     server.keep_alive_conn_limit = KEEP_ALIVE_CONNECTIONS
