@@ -58,7 +58,7 @@ from cellvol.read import Volume
 from cellvol.read import open as open_volume
 from cellvol.server.keys import KeyInfo, KeyReader, is_safe_key, key_reader
 from cellvol.server.render import encode, label_overlay, render
-from cellvol.storage import open_store, parse_location
+from cellvol.storage import parse_location
 
 __all__ = ["Served", "create_app", "serve_name"]
 
@@ -97,7 +97,7 @@ class Served:
                 f"served name {chosen!r} must be letters, digits, '_', '-' or '.'"
             )
         volume = open_volume(location.url, storage_options, cache=cache)
-        store = open_store(location.url, mode="r", storage_options=storage_options)
+        store = volume.levels[0].array.store  # the root's store, already opened and probed
         window = volume.window or _fallback_window(volume)
         token = hashlib.blake2b(
             json.dumps(dict(volume.attributes), sort_keys=True, default=str).encode(),
