@@ -5,9 +5,11 @@ import concurrent.futures
 from pathlib import Path
 from typing import Any
 
+import numcodecs
 import numpy as np
 import pytest
 import zarr
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from zarr.codecs import (
@@ -22,7 +24,7 @@ from zarr.codecs import (
 
 import cellvol
 from cellvol.cache import ChunkCache
-from cellvol.chunkread import box_of, chunk_layout
+from cellvol.chunkread import ZstdDecoder, box_of, chunk_layout
 from cellvol.errors import IntegrityError
 
 SHAPE = (37, 45, 51)  # no axis a multiple of the chunks: edge chunks everywhere
@@ -209,6 +211,46 @@ def test_a_chunk_that_does_not_decompress_raises(tmp_path: Path) -> None:
     (path / "c" / "1" / "0" / "0").write_bytes(b"not zstd at all")
     with pytest.raises(IntegrityError, match=r"chunk \(1, 0, 0\) in c/1/0/0 cannot be decomp"):
         cellvol.open(path).level(0)[10:20, 0:20, 0:12]
+
+
+def test_small_chunks_decode_with_a_reused_context_and_large_ones_with_numcodecs(
+    tmp_path: Path,
+) -> None:
+    small = zarr.create_array(
+        tmp_path / "small.zarr", shape=(64, 64, 64), chunks=(32, 32, 32), dtype="uint8"
+    )
+    large = zarr.create_array(
+        tmp_path / "large.zarr", shape=(128, 128, 128), chunks=(128, 64, 64), dtype="uint16"
+    )
+    small_layout, large_layout = chunk_layout(small), chunk_layout(large)
+    assert small_layout is not None
+    assert large_layout is not None
+    assert isinstance(small_layout.decoders[0], ZstdDecoder)
+    assert isinstance(large_layout.decoders[0], numcodecs.Zstd)
+    data = np.random.default_rng(2).integers(0, 4000, size=(128, 128, 128), dtype="uint16")
+    large[...] = data
+    np.testing.assert_array_equal(
+        cellvol.open(tmp_path / "large.zarr")[3:120, 60, :], data[3:120, 60, :]
+    )
+
+
+def test_a_frame_without_its_size_recorded_decodes(tmp_path: Path) -> None:
+    # zstd makes the decompressed size optional in a frame's header; a writer may leave it out.
+    path = tmp_path / "a.zarr"
+    data, _ = _store(path, "unsharded zstd", "uint8")
+    chunk = np.ascontiguousarray(data[0:10, 0:20, 0:12])
+    compressor = zstandard.ZstdCompressor(level=3, write_content_size=False)
+    (path / "c" / "0" / "0" / "0").write_bytes(compressor.compress(chunk.tobytes()))
+    np.testing.assert_array_equal(cellvol.open(path)[0:10, 0:20, 0:12], chunk)
+
+
+def test_a_frame_larger_than_its_chunk_raises(tmp_path: Path) -> None:
+    path = tmp_path / "a.zarr"
+    _store(path, "unsharded zstd", "uint8")
+    too_big = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(10 * 20 * 12 + 1))
+    (path / "c" / "0" / "0" / "0").write_bytes(too_big)
+    with pytest.raises(IntegrityError, match=r"chunk \(0, 0, 0\) in c/0/0/0 cannot be decomp"):
+        cellvol.open(path, cache=ChunkCache(0))[0:10, 0:20, 0:12]
 
 
 def test_eight_threads_read_correct_data(tmp_path: Path) -> None:
