@@ -89,7 +89,9 @@ def contrast_window(
         info = np.iinfo(dtype)
         histogram = np.zeros(int(info.max) - int(info.min) + 1, np.int64)
         for box in boxes:
-            values = np.asarray(read(box)).reshape(-1).astype(np.int64) - int(info.min)
+            values = np.asarray(read(box)).reshape(-1)
+            if info.min:  # signed: shift to non-negative bins (unsigned counts as it is)
+                values = values.astype(np.int64) - int(info.min)
             histogram += np.bincount(values, minlength=histogram.size)
         start, end = _histogram_percentiles(histogram, (low, high))
         return _widened(start + int(info.min), end + int(info.min), info.min, info.max)
