@@ -38,9 +38,10 @@ from cellvol.cache import ChunkCache
 from cellvol.chunkread import ChunkReader, chunk_layout
 from cellvol.display import Window, contrast_window, omero_metadata
 from cellvol.downsample import METHODS, Method
-from cellvol.errors import InvalidInputError, WriteConflictError
+from cellvol.errors import InvalidInputError, MetadataError, NotOMEZarrError, WriteConflictError
 from cellvol.ledger import Ledger, shard_object_key
 from cellvol.metadata import image_attributes, provenance
+from cellvol.nodes import open_node
 from cellvol.plan import (
     DEFAULT_MEMORY_LIMIT,
     LevelPlan,
@@ -398,9 +399,14 @@ def _source_sample(source: Any, level0: LevelPlan) -> str:
 
 def _refuse_existing_node(store: Any, url: str) -> None:
     try:
-        node = zarr.open(store=store, mode="r")
-    except (FileNotFoundError, KeyError, zarr.errors.NodeTypeValidationError):
+        node = open_node(store, url)
+    except NotOMEZarrError:
         return
+    except MetadataError as exc:
+        raise WriteConflictError(
+            f"{url} already holds zarr metadata that cellvol did not write and cannot read "
+            f"({exc}); pass overwrite=True to replace it"
+        ) from exc
     kind = "group" if isinstance(node, zarr.Group) else "array"
     raise WriteConflictError(
         f"{url} already holds a zarr {kind} that cellvol did not start; pass overwrite=True "

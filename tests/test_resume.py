@@ -124,6 +124,25 @@ def test_foreign_content_is_refused(tmp_path: Path) -> None:
     assert (dest / "thesis.pdf").read_bytes() == b"irreplaceable"
 
 
+def test_a_foreign_zarr_group_is_refused(tmp_path: Path) -> None:
+    import zarr
+
+    dest = tmp_path / "theirs.zarr"
+    zarr.open_group(dest, mode="w", attributes={"owner": "someone else"})
+    with pytest.raises(WriteConflictError, match="already holds a zarr group that cellvol did"):
+        cellvol.write_pyramid(np.zeros((8, 8, 8), np.uint8), dest, 1.0)
+    assert dict(zarr.open_group(dest, mode="r").attrs) == {"owner": "someone else"}
+
+
+def test_unreadable_zarr_metadata_is_refused(tmp_path: Path) -> None:
+    dest = tmp_path / "broken.zarr"
+    dest.mkdir()
+    (dest / "zarr.json").write_bytes(b"{truncated")
+    with pytest.raises(WriteConflictError, match=r"cannot read .*zarr.json is not valid JSON"):
+        cellvol.write_pyramid(np.zeros((8, 8, 8), np.uint8), dest, 1.0)
+    assert (dest / "zarr.json").read_bytes() == b"{truncated"
+
+
 KILL_SCRIPT = textwrap.dedent(
     """
     import sys
