@@ -102,8 +102,9 @@ def read_arrays(
     keys = [array_key(group, p) for p in paths]
     documents = read_objects(group.store, [*keys, *also])
     arrays: list[zarr.Array[Any] | None] = []
-    for path, raw in zip(paths, documents, strict=False):
-        node = None if raw is None else _node_from_document(group.store_path / path, raw, where)
+    for path, raw in zip(paths, documents[: len(keys)], strict=True):
+        at = group.store_path / path.strip("/")  # the same place array_key names
+        node = None if raw is None else _node_from_document(at, raw, where)
         if isinstance(node, zarr.Group):
             raise MetadataError(f"{where}: {path!r} is a group, where an array was expected")
         arrays.append(node)
