@@ -143,10 +143,6 @@ class Ledger:
         body = {"format": _FORMAT, "levels": {k: dict(v) for k, v in levels.items()}}
         write_bytes(self.store, MANIFEST_KEY, _dumps(body))
 
-    def manifest(self) -> dict[str, dict[str, int]] | None:
-        """The manifest of a finished write, or None before one was written."""
-        return parse_manifest(read_bytes(self.store, MANIFEST_KEY), self.url)
-
     def mark_complete(self, summary: Mapping[str, Any]) -> None:
         """Write the completion marker, the last object of a write."""
         body = {"format": _FORMAT, **summary}
