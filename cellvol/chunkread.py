@@ -45,7 +45,7 @@ import numcodecs
 import numpy as np
 import numpy.typing as npt
 import zstandard
-from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, SuffixByteRequest
+from zarr.abc.store import ByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec, ZstdCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import _get_loop, sync
@@ -477,9 +477,8 @@ class ChunkReader:
     ) -> _Located:
         key = self._key(shard, chunks)
         if self.layout.shards is None:
-            # An open-ended range, not a plain GET: s3fs sends a HEAD before every unranged
-            # read (measured on moto: two requests per chunk instead of one).
-            data = await self._get(key, OffsetByteRequest(0))
+            # A whole object is one GET on every store cellvol opens (see storage.S3Store).
+            data = await self._get(key, None)
             found = None if data is None else [(chunks[0], data)]
             return _Located(shard, key, chunks, found)
         index = self._indexes.get(shard)

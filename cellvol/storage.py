@@ -347,8 +347,7 @@ def read_bytes(store: Store, key: str) -> bytes | None:
     key
         The object's key, relative to the store's root (``"a/zarr.json"``).
     """
-    buffer = sync(store.get(key, prototype=default_buffer_prototype()))
-    return None if buffer is None else buffer.to_bytes()
+    return read_objects(store, [key])[0]
 
 
 def read_objects(store: Store, keys: Sequence[str]) -> list[bytes | None]:
