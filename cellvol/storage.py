@@ -95,6 +95,7 @@ __all__ = [
     "S3Store",
     "Scheme",
     "delete_prefix",
+    "is_local_store",
     "join",
     "list_keys",
     "object_size",
@@ -401,6 +402,11 @@ def _write_local_file(path: Path, parts: Sequence[bytes]) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def is_local_store(store: Store) -> bool:
+    """Whether ``store`` keeps its objects as files on this machine's file system."""
+    return isinstance(store, LocalStore)
 
 
 def object_size(store: Store, key: str) -> int | None:

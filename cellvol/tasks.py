@@ -30,7 +30,7 @@ from cellvol.ledger import Ledger, ShardKey, shard_object_key
 from cellvol.plan import PyramidPlan, Region, StagePlan, child_regions, shard_regions
 from cellvol.progress import ProgressCallback, ProgressReporter
 from cellvol.shard import encode_shard
-from cellvol.storage import open_store, write_bytes
+from cellvol.storage import is_local_store, open_store, write_bytes
 
 __all__ = [
     "Job",
@@ -63,6 +63,11 @@ class TaskContext:
         self.ledger = Ledger(store, job.url)
         # Stores run I/O, not compute: a few threads overlap it with the tasks' work.
         self.writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cellvol-store")
+        # A local file is written in the task's own thread: the kernel's page cache already
+        # lets the task go on while the disk catches up, and shards queued here as well only
+        # raised the peak memory when the disk fell behind (see _ShardWriter). An object
+        # store answers each PUT after a round trip, which the background writers overlap.
+        self.shards_in_flight = 0 if is_local_store(store) else 2
         group = zarr.open_group(store=store, mode="r+", zarr_format=3)
         self.arrays: list[zarr.Array[Any]] = []
         # Levels written earlier are read back (a stage's base, shards kept on resume) through
@@ -129,7 +134,7 @@ def run_task(
         writer.submit(level, index, shard_object_key(layout.path, index), encoded)
         return data
 
-    writer = _ShardWriter(context)
+    writer = _ShardWriter(context, context.shards_in_flight)
     try:
         obtain(stage.top, region)
     finally:
@@ -138,20 +143,28 @@ def run_task(
 
 
 class _ShardWriter:
-    """Stores a task's encoded shards in the background, so the task keeps computing.
+    """Stores a task's encoded shards, in the background if ``in_flight`` allows.
 
-    At most ``in_flight`` shards wait to be stored (each holds its encoded bytes); a shard's
-    record is written only after the shard itself has been stored, and a parent is stored
-    only after all its children: records then always describe a complete subtree, which is
-    what lets a resume skip a recorded top shard without looking beneath it.
+    At most ``in_flight`` shards wait to be stored (each holds its encoded bytes); with none,
+    each shard is stored in the task's thread before the task goes on. Queued shards cost
+    memory exactly when the store is slower than the task: on a 1 GiB build whose store was
+    slowed to 100 MB/s, two in flight per task raised the peak from 163 to 206 MiB of
+    anonymous memory, and none kept it at 141 MiB (``docs/pyramid.md#memory``).
+
+    A shard's record is written only after the shard itself has been stored, and a parent is
+    stored only after all its children: records then always describe a complete subtree,
+    which is what lets a resume skip a recorded top shard without looking beneath it.
     """
 
-    def __init__(self, context: TaskContext, in_flight: int = 2) -> None:
+    def __init__(self, context: TaskContext, in_flight: int) -> None:
         self._context = context
         self._in_flight = in_flight
         self._pending: deque[tuple[int, Future[None]]] = deque()
 
     def submit(self, level: int, index: tuple[int, ...], key: str, encoded: list[bytes]) -> None:
+        if self._in_flight == 0:
+            self._store(level, index, key, encoded)
+            return
         # Shards arrive children first (depth first), so a finer pending shard is a child.
         if any(pending_level < level for pending_level, _ in self._pending):
             self.finish()

@@ -226,9 +226,13 @@ def test_a_kill_before_the_job_record_landed_is_not_foreign(tmp_path: Path, clea
     assert data_files(dest) == clean_build
 
 
-def test_a_parent_is_recorded_only_after_all_its_children(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("background", [False, True], ids=["local-inline", "object-store-queue"])
+def test_a_parent_is_recorded_only_after_all_its_children(
+    tmp_path: Path, monkeypatch, background: bool
+) -> None:
     # A resume skips a recorded top shard without looking beneath it, so records must always
-    # describe complete subtrees, however the background stores are scheduled.
+    # describe complete subtrees, however the stores are scheduled: in the task's thread (a
+    # local store) or by background writers (an object store, imitated here on local files).
     import threading
 
     import cellvol.tasks
@@ -237,11 +241,14 @@ def test_a_parent_is_recorded_only_after_all_its_children(tmp_path: Path, monkey
 
     original_write, original_record = cellvol.tasks.write_bytes, Ledger.record
     order: list[tuple[int, tuple[int, ...]]] = []
+    writing_threads: set[str] = set()
     lock = threading.Lock()
 
     def slow_level0_write(store, key, data):
         if key.startswith("0/"):
             time.sleep(0.02)  # level-0 stores finish last unless the writer waits for them
+        with lock:
+            writing_threads.add(threading.current_thread().name.split("_")[0])
         original_write(store, key, data)
 
     def remember(self, level, index, nbytes):
@@ -251,6 +258,8 @@ def test_a_parent_is_recorded_only_after_all_its_children(tmp_path: Path, monkey
 
     monkeypatch.setattr(cellvol.tasks, "write_bytes", slow_level0_write)
     monkeypatch.setattr(Ledger, "record", remember)
+    if background:
+        monkeypatch.setattr(cellvol.tasks, "is_local_store", lambda store: False)
     result = cellvol.write_pyramid(
         SyntheticVolume((64, 128, 128), seed=1),
         tmp_path / "o.zarr",
@@ -283,3 +292,5 @@ def test_a_parent_is_recorded_only_after_all_its_children(tmp_path: Path, monkey
                 assert position[key] < position[parent], f"{parent} recorded before child {key}"
                 checked += 1
     assert checked > 0
+    # A local store's shards are written by the tasks themselves, so none waits in memory.
+    assert writing_threads == ({"cellvol-store"} if background else {"cellvol-write"})
