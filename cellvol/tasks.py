@@ -61,12 +61,12 @@ class TaskContext:
     def __init__(self, job: Job, store: Any) -> None:
         self.store = store
         self.ledger = Ledger(store, job.url)
-        # Stores run I/O, not compute: a few threads overlap it with the tasks' work.
+        # An object store answers each PUT after a round trip, which a few background
+        # threads overlap with the tasks' work. A local file is written in the task's own
+        # thread: the kernel's page cache already lets the task go on while the disk catches
+        # up, and shards queued here as well only raised the peak memory when the disk fell
+        # behind (see _ShardWriter). The pool starts no thread until it is first used.
         self.writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cellvol-store")
-        # A local file is written in the task's own thread: the kernel's page cache already
-        # lets the task go on while the disk catches up, and shards queued here as well only
-        # raised the peak memory when the disk fell behind (see _ShardWriter). An object
-        # store answers each PUT after a round trip, which the background writers overlap.
         self.shards_in_flight = 0 if is_local_store(store) else 2
         group = zarr.open_group(store=store, mode="r+", zarr_format=3)
         self.arrays: list[zarr.Array[Any]] = []
@@ -147,9 +147,9 @@ class _ShardWriter:
 
     At most ``in_flight`` shards wait to be stored (each holds its encoded bytes); with none,
     each shard is stored in the task's thread before the task goes on. Queued shards cost
-    memory exactly when the store is slower than the task: on a 1 GiB build whose store was
-    slowed to 100 MB/s, two in flight per task raised the peak from 163 to 206 MiB of
-    anonymous memory, and none kept it at 141 MiB (``docs/pyramid.md#memory``).
+    memory exactly when the store is slower than the task: with two in flight per task, a
+    1 GiB build peaked at 163 MiB of anonymous memory, and at 206 MiB with its store slowed
+    to 100 MB/s; with none, at 141-150 MiB both ways (``docs/pyramid.md#memory``).
 
     A shard's record is written only after the shard itself has been stored, and a parent is
     stored only after all its children: records then always describe a complete subtree,
