@@ -18,7 +18,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Every number in docs/benchmarks.md, in one run (about 70 minutes; inputs in /tmp/cellvol-bench).
+# Every number in docs/benchmarks.md, in one run (35-70 minutes, by the machine's speed; inputs in /tmp/cellvol-bench).
 bench: $(VENV)/.installed-dev
 	$(PY) -m pip install --quiet -r benchmarks/requirements.txt $(QUIET_PIP)
 	$(PY) benchmarks/compare_pyramid.py --size-gib 1 --repeat 3 --out benchmarks/results/pyramid-1gib.json
