@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import measure
+from _measure import measure, settle
 
 HERE = Path(__file__).resolve().parent
 SHAPES = {1: (512, 1024, 2048), 4: (1024, 2048, 2048), 16: (2048, 2048, 4096)}
@@ -156,20 +156,6 @@ def machine_limits(data: Any, data_dir: Path) -> dict[str, float]:
         "disk_write_fsync_MBps": write,
         "disk_read_cached_MBps": read,
     }
-
-
-def settle(source: Path) -> None:
-    """Put every tool in the same start state: no dirty pages, the input in the page cache.
-
-    Without it the first tool of a run read its input from disk while the others found it
-    cached, and each tool paid for writing back the previous tool's output. An input larger
-    than the page cache can hold is read through anyway, so each tool finds its last part
-    cached and its first part not.
-    """
-    os.sync()
-    with source.open("rb", buffering=0) as stream:
-        while stream.read(64 * 2**20):
-            pass
 
 
 def run_tool(tool: str, source: Path, out: Path, config: dict[str, object]) -> dict[str, Any]:

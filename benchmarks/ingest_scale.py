@@ -10,7 +10,9 @@ cellvol.testing.SyntheticVolume so they never sit whole in memory: an int16 MRC 
 Each is converted by ``cellvol convert`` in a fresh process with the default 1 GiB memory
 limit, as an archive runs it (SHA-256 digests of the input on, default layout: 64³ chunks in
 256³ shards), again with ``--no-digest``, and again with the peer's 128³ chunks (in 256³
-shards); the parent samples the child's memory every 10 ms.
+shards); the parent samples the child's memory every 10 ms. Before each conversion the
+input's pages are dropped from the page cache and read back (``_measure.settle``), so every
+tool finds it cached as a file read from disk, not as this script wrote it.
 The claim to check: the peak does not grow with the input's size, so an input larger than RAM
 converts the same way.
 
@@ -40,7 +42,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import measure
+from _measure import measure, settle
 from _tools import stored_bytes
 from compare_pyramid import machine_limits, pyramid_config
 
@@ -112,6 +114,7 @@ def run(tool: str, kind: str, source: Path, out: Path, size: int) -> dict[str, A
         if kind == "tiff":
             command += ["--voxel-size", ",".join(str(v) for v in VOXEL_NM["tiff"])]
         command += tool.split()[1:]  # the flags named in the tool's label
+    settle(source)
     result = measure(command)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.output}")
