@@ -625,6 +625,10 @@ class ChunkReader:
         """Decode one chunk into its place in ``out`` (and the cache)."""
         chunk = self._decode(key, coords, raw)
         if cacheable:
+            if not self.layout.decoders:
+                # An uncompressed chunk is a view of the bytes fetched with its neighbours;
+                # cached as it is, it would keep all of them alive.
+                chunk = chunk.copy()
             self._cache.put((self._token, coords), chunk)
         self._place(out, box, coords, chunk)
 
@@ -700,7 +704,7 @@ def _local_root(store_path: Any) -> Path | None:
 def _checked(data: Any, failure: Callable[[], str]) -> Any:
     """``data`` without its trailing CRC32C, which must match; else IntegrityError(failure())."""
     body = data[:-CRC_BYTES]
-    if crc32c_bytes(bytes(body)) != bytes(data[-CRC_BYTES:]):
+    if crc32c_bytes(body) != bytes(data[-CRC_BYTES:]):
         raise IntegrityError(failure())
     return body
 

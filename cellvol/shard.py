@@ -68,6 +68,9 @@ def morton_order(grid: Sequence[int]) -> list[tuple[int, ...]]:
 
 def crc32c_bytes(data: bytes | memoryview) -> bytes:
     """The CRC32C of ``data`` as zarr's ``crc32c`` codec stores it (4 bytes, little-endian)."""
+    if not isinstance(data, bytes):
+        # google_crc32c refuses a memoryview but takes an array over it, without a copy.
+        data = np.frombuffer(data, dtype=np.uint8)  # type: ignore[assignment]
     return struct.pack("<I", google_crc32c.value(data))
 
 

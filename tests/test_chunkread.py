@@ -44,6 +44,11 @@ LAYOUTS: dict[str, dict[str, Any]] = {
         "chunks": (8, 8, 16),
         "compressors": [ZstdCodec(level=3), Crc32cCodec()],
     },
+    "sharded raw crc": {
+        "shards": (16, 32, 32),
+        "chunks": (8, 8, 16),
+        "compressors": [Crc32cCodec()],
+    },
     "sharded index at start": {
         "serializer": ShardingCodec(
             chunk_shape=(8, 8, 8),
@@ -179,9 +184,10 @@ def _shard_file(path: Path) -> Path:
     return path / "c" / "0" / "0" / "0"
 
 
-def test_a_corrupt_chunk_raises_naming_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", ["sharded zstd crc", "sharded raw crc"])
+def test_a_corrupt_chunk_raises_naming_it(tmp_path: Path, layout: str) -> None:
     path = tmp_path / "a.zarr"
-    data, _ = _store(path, "sharded zstd crc", "uint8")
+    data, _ = _store(path, layout, "uint8")
     shard = _shard_file(path)
     raw = bytearray(shard.read_bytes())
     raw[100] ^= 0xFF  # inside the first stored chunk
@@ -284,6 +290,38 @@ def test_repeated_reads_come_from_the_cache(tmp_path: Path) -> None:
     second = cache.stats()
     assert second.hits == first.entries
     assert second.entries == first.entries
+
+
+class _RecordingCache(ChunkCache):
+    def __init__(self) -> None:
+        super().__init__(2**24)
+        self.values: list[np.ndarray] = []
+
+    def put(self, key: Any, value: np.ndarray) -> None:
+        self.values.append(value)
+        super().put(key, value)
+
+
+def _bytes_held(array: np.ndarray) -> int:
+    """The size of the buffer that keeps ``array``'s memory alive."""
+    holder: Any = array
+    while isinstance(holder, np.ndarray) and holder.base is not None:
+        holder = holder.base
+    if isinstance(holder, memoryview):
+        holder = holder.obj
+    return memoryview(holder).nbytes
+
+
+@pytest.mark.parametrize("layout", ["sharded zstd crc", "sharded raw crc", "unsharded raw"])
+def test_a_cached_chunk_holds_no_more_than_itself(tmp_path: Path, layout: str) -> None:
+    # An uncompressed chunk is read with its neighbours in one request; cached as a view of
+    # that request's bytes it would keep them all alive, beyond the cache's budget.
+    path = tmp_path / "a.zarr"
+    data, _ = _store(path, layout, "uint8")
+    cache = _RecordingCache()
+    np.testing.assert_array_equal(cellvol.open(path, cache=cache).level(0)[:], data)
+    assert len(cache.values) > 1
+    assert all(_bytes_held(value) == value.nbytes for value in cache.values)
 
 
 def test_a_rewritten_image_is_never_served_stale_chunks(tmp_path: Path) -> None:
