@@ -46,13 +46,15 @@ def build_cellvol(source: np.ndarray, out: Path, chunk: int, config: Config) -> 
         chunks=(chunk,) * 3,
         factors=[tuple(f) for f in config["factors"]],
         method=config["method"],
+        # The job compared is zstd at every level, as the other tools write it.
+        uncompressed_fraction=0,
         overwrite=True,
         name="bench",
     )
 
 
 def build_cellvol_default(source: np.ndarray, out: Path, chunk: int, config: Config) -> None:
-    """cellvol with its own default layout (64³ chunks in 256³ shards)."""
+    """cellvol with its own default layout (64³ chunks in 256³ shards, coarse levels raw)."""
     import cellvol
 
     cellvol.write_pyramid(

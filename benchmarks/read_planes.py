@@ -9,7 +9,11 @@ once to ``--data-dir``). Stores built from it, each a 4-level 2x mean pyramid, z
 
 - ``ts128``: tensorstore's pipeline of compare_pyramid.py, 128³ chunks, no shards;
 - ``cv32``, ``cv64`` (cellvol's default) and ``cv128``: cellvol, 32³, 64³ and 128³ chunks in
-  256³ shards. Their build time and object count give the layout trade-off.
+  256³ shards, with cellvol's default compression (levels 2 and 3, at most 1/64 of level 0's
+  voxels, stored uncompressed);
+- ``cv64z``: as ``cv64`` with zstd at every level (``uncompressed_fraction=0``).
+
+Their build time, object count and stored bytes give the layout trade-off.
 
 Reads, files in the page cache: random 512 x 512 planes (XY, XZ, YZ) at level 0 and level 2
 (whose shape, 128 x 256 x 512, clips them), and random 256³ subvolumes of level 0. cellvol reads
@@ -54,7 +58,13 @@ from cellvol.testing import random_planes as planes_across
 
 HERE = Path(__file__).resolve().parent
 LEVELS = 4
-CELLVOL_LAYOUTS = {"cv32": 32, "cv64": 64, "cv128": 128}
+# Store name: (chunk edge, uncompressed_fraction; None for cellvol's default).
+CELLVOL_LAYOUTS: dict[str, tuple[int, float | None]] = {
+    "cv32": (32, None),
+    "cv64": (64, None),
+    "cv64z": (64, 0.0),
+    "cv128": (128, None),
+}
 KEY, SECRET, REGION = "bench", "bench", "us-east-1"
 # Concurrent connections of the S3 transport floor's replay (see ``replay``).
 REPLAY_CONNECTIONS = 32
@@ -75,13 +85,20 @@ def build_stores(source_path: Path, root: Path) -> dict[str, dict[str, Any]]:
         "ts128": lambda out: build_tensorstore(source, out, 128, case_config(1, "tomogram", False)),
     }
 
-    def build_cellvol(out: Path, chunk: int) -> None:
+    def build_cellvol(out: Path, chunk: int, uncompressed: float | None) -> None:
         cellvol.write_pyramid(
-            source, out, 1.0, chunks=(chunk,) * 3, shards=(256,) * 3, n_levels=LEVELS, name="bench"
+            source,
+            out,
+            1.0,
+            chunks=(chunk,) * 3,
+            shards=(256,) * 3,
+            n_levels=LEVELS,
+            uncompressed_fraction=uncompressed,
+            name="bench",
         )
 
-    for name, chunk in CELLVOL_LAYOUTS.items():
-        builders[name] = functools.partial(build_cellvol, chunk=chunk)
+    for name, (chunk, uncompressed) in CELLVOL_LAYOUTS.items():
+        builders[name] = functools.partial(build_cellvol, chunk=chunk, uncompressed=uncompressed)
     for name, build in builders.items():
         out = root / f"{name}.zarr"
         marker = out / "build.json"
@@ -93,7 +110,8 @@ def build_stores(source_path: Path, root: Path) -> dict[str, dict[str, Any]]:
             seconds = time.perf_counter() - started
             objects = sum(1 for p in out.rglob("*") if p.is_file())
             marker.write_text(json.dumps({"build_s": round(seconds, 2), "objects": objects}))
-        stores[name] = {"path": out, **json.loads(marker.read_text())}
+        stored = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and p != marker)
+        stores[name] = {"path": out, "bytes": stored, **json.loads(marker.read_text())}
     return stores
 
 
@@ -123,10 +141,13 @@ def decode_limits(source_path: Path) -> dict[str, dict[str, float]]:
     The chunks are cut from the benchmark volume itself; best of three tries, with each of
     the two decoders a Python reader has: numcodecs (a new context per chunk) and
     python-zstandard (a context per thread, reused). A read cannot beat decompressing the
-    chunks it touches at the faster of the two rates: that is its floor (``"best"``).
+    chunks it touches at the faster of the two rates: that is its floor (``"best"``). For
+    uncompressed chunks (``"raw"``), the floor is checking their CRC32C, which every reader of
+    a checksummed store must do.
     """
     import threading
 
+    import google_crc32c
     import zstandard
     from numcodecs import Zstd
 
@@ -159,6 +180,18 @@ def decode_limits(source_path: Path) -> dict[str, dict[str, float]]:
                     best = max(best, total / (time.perf_counter() - started) / 1e6)
                 rates[name][str(size)] = round(best, 1)
             rates["best"][str(size)] = max(rates[name][str(size)] for name in decoders)
+        raw = [
+            np.ascontiguousarray(data[z : z + 64, y : y + 64, x : x + 64]).tobytes()
+            for z in range(0, 128, 64)
+            for y in range(0, 512, 64)
+            for x in range(0, 1024, 64)
+        ]
+        best = 0.0
+        for _ in range(3):
+            started = time.perf_counter()
+            list(pool.map(google_crc32c.value, raw))
+            best = max(best, len(raw) * 64**3 / (time.perf_counter() - started) / 1e6)
+        rates["best"]["raw"] = round(best, 1)
     return rates
 
 
@@ -245,13 +278,15 @@ def run_local(
 ) -> list[dict[str, Any]]:
     """Every local reader on levels 0 and 2; each figure beside its decompression floor."""
     import zarr
+    from zarr.codecs import ZstdCodec
 
     rows: list[dict[str, Any]] = []
     for level in (0, 2):
         for store, tool, read in local_readers(stores, level):
             array = zarr.open_array(level_path(str(stores[store]["path"]), level))
             shape, chunks = tuple(array.shape), tuple(array.chunks)
-            rate = limits[str(chunks[0])]
+            compressed = any(isinstance(c, ZstdCodec) for c in _chunk_codecs(array))
+            rate = limits[str(chunks[0])] if compressed else limits["raw"]
             planes = (
                 neighbour_planes(shape, count, seed=level)
                 if "neighbours" in tool
@@ -271,6 +306,14 @@ def run_local(
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
+
+
+def _chunk_codecs(array: Any) -> tuple[Any, ...]:
+    """The codecs of one (inner) chunk of a zarr v3 array."""
+    from zarr.codecs import ShardingCodec
+
+    codecs = tuple(array.metadata.codecs)
+    return tuple(codecs[0].codecs) if isinstance(codecs[0], ShardingCodec) else codecs
 
 
 def subvolume_rate(
@@ -486,7 +529,7 @@ def main() -> None:
     record["python"] = sys.version.split()[0]
     record["cpus"] = os.cpu_count()
     record["stores"] = {
-        name: {"build_s": info["build_s"], "objects": info["objects"]}
+        name: {"build_s": info["build_s"], "objects": info["objects"], "bytes": info["bytes"]}
         for name, info in stores.items()
     }
     cases = {case.strip() for case in args.cases.split(",")}

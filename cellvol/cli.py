@@ -199,6 +199,14 @@ def convert(
     levels: Annotated[
         int | None, typer.Option(help="Number of levels (default: to a tile).")
     ] = None,
+    compression_level: Annotated[int, typer.Option(help="zstd level (1-22).")] = 3,
+    uncompressed_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="Store levels with at most this fraction of the full resolution's voxels "
+            "uncompressed (default 1/64 for images, 0 for --method mode)."
+        ),
+    ] = None,
     dataset: Annotated[str | None, typer.Option(help="HDF5 dataset to read.")] = None,
     int8: Annotated[
         str, typer.Option(help="MRC mode 0 bytes: auto (IMOD's flag), signed or unsigned.")
@@ -242,6 +250,8 @@ def convert(
                 ("--shards", shards),
                 ("--levels", levels),
                 ("--method", None if method == "mean" else method),
+                ("--compression-level", None if compression_level == 3 else compression_level),
+                ("--uncompressed-fraction", uncompressed_fraction),
             )
             if value is not None
         ]
@@ -267,6 +277,8 @@ def convert(
             chunks=_triple(chunks, "--chunks") if chunks else None,
             shards=_triple(shards, "--shards") if shards else None,
             n_levels=levels,
+            compression_level=compression_level,
+            uncompressed_fraction=uncompressed_fraction,
             memory_limit=memory_limit_mib * 2**20,
             workers=workers,
             storage_options=options,

@@ -45,6 +45,7 @@ def convert(
     shards: Sequence[int] | None = None,
     n_levels: int | None = None,
     compression_level: int = 3,
+    uncompressed_fraction: float | None = None,
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
     workers: int | None = None,
     client: Any = None,
@@ -69,7 +70,9 @@ def convert(
         The HDF5 dataset to read.
     int8
         How MRC mode 0 bytes are read (see :mod:`cellvol.sources.mrc`).
-    method, chunks, shards, n_levels, compression_level, memory_limit, workers, client
+    method, chunks, shards, n_levels, compression_level, uncompressed_fraction
+        As for :func:`cellvol.write.write_pyramid`.
+    memory_limit, workers, client
         As for :func:`cellvol.write.write_pyramid`.
     storage_options, overwrite, resume, progress
         As for :func:`cellvol.write.write_pyramid`.
@@ -115,6 +118,7 @@ def convert(
             origin=origin,
             downsample_z=not source.image_stack,
             compression_level=compression_level,
+            uncompressed_fraction=uncompressed_fraction,
             memory_limit=memory_limit,
             workers=workers,
             client=client,

@@ -14,6 +14,14 @@ Stopping
     Levels are added until every axis fits in one tile (``tile`` voxels, 256 by default), so a
     viewer can show the whole volume from the coarsest level in one request.
 
+Compression
+    Every chunk is zstd-compressed, except in the coarse levels that hold at most
+    ``uncompressed_fraction`` of level 0's voxels (1/64 by default: from level 2 of a 2x
+    isotropic pyramid). Those store raw bytes, each chunk still followed by its CRC32C. Image
+    noise keeps zstd's ratio near 1.1-1.4, so the raw coarse levels add well under 1% to a
+    store, while their planes, the ones viewers and overviews read most, are read at memory
+    speed instead of zstd's decompression rate (``docs/benchmarks.md``).
+
 Shards
     Every level is written in whole shards, and the writer gives each shard to exactly one task,
     so no two tasks ever write the same shard object. Shards must be a whole number of chunks.
@@ -37,6 +45,7 @@ __all__ = [
     "DEFAULT_MEMORY_LIMIT",
     "DEFAULT_SHARDS",
     "DEFAULT_TILE",
+    "DEFAULT_UNCOMPRESSED_FRACTION",
     "LevelPlan",
     "PyramidPlan",
     "Schedule",
@@ -55,6 +64,7 @@ Region = tuple[slice, ...]
 DEFAULT_CHUNKS: Shape = (64, 64, 64)
 DEFAULT_SHARDS: Shape = (256, 256, 256)
 DEFAULT_TILE = 256
+DEFAULT_UNCOMPRESSED_FRACTION = 1 / 64
 DEFAULT_MEMORY_LIMIT = 2**30
 # Per task, besides its data: kernel slabs (see cellvol.downsample) and codec buffers.
 _TASK_OVERHEAD = 64 * 2**20
@@ -78,6 +88,8 @@ class LevelPlan:
         Inner chunk and shard shapes; shards are a whole number of chunks.
     scale, translation
         The OME-NGFF coordinate transformation of this level, in the voxel size's unit.
+    compression
+        The zstd level of this level's chunks, or None where they are stored uncompressed.
     """
 
     path: str
@@ -87,6 +99,7 @@ class LevelPlan:
     shards: Shape
     scale: tuple[float, ...]
     translation: tuple[float, ...]
+    compression: int | None = 3
 
     @property
     def n_shards(self) -> int:
@@ -309,6 +322,8 @@ def plan_pyramid(
     tile: int = DEFAULT_TILE,
     origin: Sequence[float] | None = None,
     downsample_z: bool = True,
+    compression_level: int = 3,
+    uncompressed_fraction: float = DEFAULT_UNCOMPRESSED_FRACTION,
 ) -> PyramidPlan:
     """Plan the levels of a pyramid for a ``(z, y, x)`` volume.
 
@@ -333,6 +348,11 @@ def plan_pyramid(
         unit (default: the origin).
     downsample_z
         False for a stack of separate images (z is not a spatial axis): only y and x shrink.
+    compression_level
+        zstd level (1-22) of the compressed levels.
+    uncompressed_fraction
+        Levels holding at most this fraction of level 0's voxels (by their factors: one
+        voxel in 64 for 1/64) are stored uncompressed; 0 compresses every level, 1 none.
 
     Raises
     ------
@@ -355,6 +375,12 @@ def plan_pyramid(
             )
     if tile < 1:
         raise LayoutError(f"tile must be a positive number of voxels, got {tile}")
+    if not 1 <= compression_level <= 22:
+        raise LayoutError(f"compression_level must be 1-22, got {compression_level}")
+    if not 0 <= uncompressed_fraction <= 1:
+        raise LayoutError(
+            f"uncompressed_fraction must be between 0 and 1, got {uncompressed_fraction}"
+        )
 
     start = _origin(origin)
     steps = _level_factors(shape, voxel_size, n_levels, factors, tile, downsample_z)
@@ -388,6 +414,12 @@ def plan_pyramid(
                 shards=level_shards,
                 scale=scale,
                 translation=translation,
+                # By the factors, not the shapes: rounding up at the edges must not decide.
+                compression=(
+                    None
+                    if math.prod(cumulative) * uncompressed_fraction >= 1
+                    else compression_level
+                ),
             )
         )
     return PyramidPlan(levels=tuple(levels), voxel_size=voxel_size, origin=start)

@@ -13,7 +13,8 @@ The codec chain (it must match :func:`sharding_codecs`, which the writer gives z
 - each inner chunk, placed in compressed Morton order (the order zarr writes and
   neuroglancer's precomputed format defines, so neighbouring chunks sit close together):
   raw bytes (little-endian, C order; partial edge chunks padded with the fill value), then
-  zstd, then a CRC32C of the compressed bytes (4 bytes, little-endian);
+  zstd (for levels the plan compresses), then a CRC32C of the stored bytes (4 bytes,
+  little-endian);
 - chunks that lie wholly outside the array are absent: offset and length 2**64 - 1;
 - the index: ``(offset, length)`` as little-endian uint64 per chunk, then its CRC32C, at the
   end of the shard.
@@ -38,12 +39,15 @@ ABSENT: Final = 2**64 - 1
 CRC_BYTES: Final = 4
 
 
-def sharding_codecs(compression_level: int) -> dict[str, Any]:
-    """The zarr ``create_array`` arguments that describe what :func:`encode_shard` writes."""
-    return {
-        "serializer": BytesCodec(endian="little"),
-        "compressors": [ZstdCodec(level=compression_level, checksum=False), Crc32cCodec()],
-    }
+def sharding_codecs(compression_level: int | None) -> dict[str, Any]:
+    """The zarr ``create_array`` arguments that describe what :func:`encode_shard` writes.
+
+    ``compression_level`` None describes uncompressed chunks (still checksummed).
+    """
+    compressors: list[Any] = [Crc32cCodec()]
+    if compression_level is not None:
+        compressors.insert(0, ZstdCodec(level=compression_level, checksum=False))
+    return {"serializer": BytesCodec(endian="little"), "compressors": compressors}
 
 
 def morton_order(grid: Sequence[int]) -> list[tuple[int, ...]]:
@@ -78,7 +82,7 @@ def encode_shard(
     data: npt.NDArray[Any],
     chunks: Sequence[int],
     shard: Sequence[int],
-    compression_level: int,
+    compression_level: int | None,
     fill_value: int | float = 0,
 ) -> list[bytes]:
     """Encode one shard's data as the parts of its stored object, in order.
@@ -94,11 +98,11 @@ def encode_shard(
     chunks, shard
         Inner chunk shape and shard shape (a whole number of chunks).
     compression_level
-        zstd level.
+        zstd level, or None to store the chunks' raw bytes.
     fill_value
         Pads partial edge chunks, as zarr does.
     """
-    codec = Zstd(level=compression_level, checksum=False)
+    codec = None if compression_level is None else Zstd(level=compression_level, checksum=False)
     little = data.dtype.newbyteorder("<") if data.dtype.itemsize > 1 else data.dtype
     grid = [s // c for s, c in zip(shard, chunks, strict=True)]
     index = np.full((*grid, 2), ABSENT, dtype="<u8")
@@ -117,11 +121,11 @@ def encode_shard(
             padded[tuple(slice(0, n) for n in block.shape)] = block
             block = padded
         raw = np.ascontiguousarray(block, dtype=little)
-        compressed = codec.encode(raw)
+        stored = raw.tobytes() if codec is None else codec.encode(raw)
         # Kept as two parts, joined once below: concatenating here would copy every chunk.
-        parts += (compressed, crc32c_bytes(compressed))
-        index[position] = (offset, len(compressed) + CRC_BYTES)
-        offset += len(compressed) + CRC_BYTES
+        parts += (stored, crc32c_bytes(stored))
+        index[position] = (offset, len(stored) + CRC_BYTES)
+        offset += len(stored) + CRC_BYTES
     index_bytes = index.tobytes()
     parts += (index_bytes, crc32c_bytes(index_bytes))
     return parts

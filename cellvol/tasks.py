@@ -51,7 +51,6 @@ class Job:
     storage_options: Mapping[str, Any]
     plan: PyramidPlan
     method: Method
-    compression_level: int
     source: Any
 
 
@@ -130,7 +129,7 @@ def run_task(
         else:
             data = _fold_children(level, shard, obtain, plan, job.method, array.dtype)
         layout = plan.levels[level]
-        encoded = encode_shard(data, layout.chunks, layout.shards, job.compression_level)
+        encoded = encode_shard(data, layout.chunks, layout.shards, layout.compression)
         writer.submit(level, index, shard_object_key(layout.path, index), encoded)
         return data
 

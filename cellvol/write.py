@@ -44,6 +44,7 @@ from cellvol.metadata import image_attributes, provenance
 from cellvol.nodes import open_node
 from cellvol.plan import (
     DEFAULT_MEMORY_LIMIT,
+    DEFAULT_UNCOMPRESSED_FRACTION,
     LevelPlan,
     PyramidPlan,
     Schedule,
@@ -128,6 +129,7 @@ def write_pyramid(
     origin: Sequence[float] | None = None,
     downsample_z: bool = True,
     compression_level: int = 3,
+    uncompressed_fraction: float | None = None,
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
     workers: int | None = None,
     client: Any = None,
@@ -164,7 +166,12 @@ def write_pyramid(
     downsample_z
         False when ``z`` indexes separate images (an image stack): only y and x shrink.
     compression_level
-        zstd level of every chunk (1-22).
+        zstd level of the compressed levels' chunks (1-22).
+    uncompressed_fraction
+        Levels holding at most this fraction of level 0's voxels are stored uncompressed,
+        every chunk still checksummed (see :func:`cellvol.plan.plan_pyramid`). Default: 1/64
+        for images, whose noise compresses little, so that their coarse levels read at memory
+        speed; 0 (every level compressed) for ``mode``, as label volumes compress 10-100x.
     memory_limit
         Bytes the running tasks may hold together (default 1 GiB); the schedule is planned to
         stay within it whatever the volume's size.
@@ -231,8 +238,6 @@ def write_pyramid(
         raise InvalidInputError(
             f"unknown downsampling method {method!r}; expected one of {', '.join(METHODS)}"
         )
-    if not 1 <= compression_level <= 22:
-        raise InvalidInputError(f"compression_level must be 1-22, got {compression_level}")
     voxel = VoxelSize.of(voxel_size, unit)
     plan = plan_pyramid(
         shape,
@@ -243,13 +248,15 @@ def write_pyramid(
         factors=factors,
         origin=origin,
         downsample_z=downsample_z,
+        compression_level=compression_level,
+        uncompressed_fraction=_uncompressed_fraction(uncompressed_fraction, method),
     )
     threads = workers if workers is not None else (os.cpu_count() or 1)
     if threads < 1:
         raise InvalidInputError(f"workers must be at least 1, got {threads}")
     parallel = cluster_threads(client) if client is not None else threads
     schedule = plan_schedule(plan, dtype.itemsize, memory_limit=memory_limit, workers=parallel)
-    parameters = _parameters(plan, dtype, method, compression_level)
+    parameters = _parameters(plan, dtype, method)
     # A memory map is read through a reference that releases the pages it reads, from the
     # first read on: the caller's own map would keep them in this process's resident memory
     # (measured: 700 MiB of a 2 GiB input for the two corner chunks of the sample below).
@@ -281,7 +288,7 @@ def write_pyramid(
     group = zarr.open_group(store=store, mode="a", zarr_format=3)
     for level in plan.levels:
         if level.path not in group:
-            _create_level(group, level, dtype, compression_level)
+            _create_level(group, level, dtype)
 
     finished = ledger.finished()
     job = Job(
@@ -289,7 +296,6 @@ def write_pyramid(
         storage_options=options,
         plan=plan,
         method=method,
-        compression_level=compression_level,
         source=readable,
     )
     written = reused = 0
@@ -357,9 +363,13 @@ def _check_source(source: object) -> tuple[tuple[int, ...], np.dtype[Any]]:
     return shape, dtype
 
 
-def _parameters(
-    plan: PyramidPlan, dtype: np.dtype[Any], method: str, compression_level: int
-) -> dict[str, Any]:
+def _uncompressed_fraction(given: float | None, method: str) -> float:
+    if given is not None:
+        return given
+    return 0.0 if method == "mode" else DEFAULT_UNCOMPRESSED_FRACTION
+
+
+def _parameters(plan: PyramidPlan, dtype: np.dtype[Any], method: str) -> dict[str, Any]:
     """Everything that decides the bytes written; a resumed write must match it exactly."""
     return {
         "dtype": str(dtype),
@@ -367,7 +377,12 @@ def _parameters(
         "origin": list(plan.origin),
         "unit": plan.voxel_size.unit,
         "method": method,
-        "compression": {"codec": "zstd", "level": compression_level, "checksum": "crc32c"},
+        # Per level: the zstd level, or None where the chunks are stored uncompressed.
+        "compression": {
+            "codec": "zstd",
+            "levels": [level.compression for level in plan.levels],
+            "checksum": "crc32c",
+        },
         "levels": [
             {
                 "path": level.path,
@@ -433,9 +448,7 @@ def _refuse_foreign_content(store: Any, url: str) -> None:
         )
 
 
-def _create_level(
-    group: zarr.Group, level: LevelPlan, dtype: np.dtype[Any], compression_level: int
-) -> None:
+def _create_level(group: zarr.Group, level: LevelPlan, dtype: np.dtype[Any]) -> None:
     group.create_array(
         name=level.path,
         shape=level.shape,
@@ -444,7 +457,7 @@ def _create_level(
         shards=level.shards,
         fill_value=0,
         # What cellvol.shard.encode_shard writes; zarr itself only writes the metadata.
-        **sharding_codecs(compression_level),
+        **sharding_codecs(level.compression),
         dimension_names=SPATIAL_AXES,
         # Store every chunk, even uniform ones, so a missing chunk always means damage.
         config={"write_empty_chunks": True},

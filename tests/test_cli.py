@@ -131,6 +131,26 @@ def test_convert_npy_then_rerun_is_a_resume(tmp_path: Path) -> None:
     assert "0 shards written" in second.output
 
 
+def test_convert_compression_options(tmp_path: Path) -> None:
+    np.save(tmp_path / "in.npy", np.arange(32**3, dtype=np.uint16).reshape(32, 32, 32))
+    dest = tmp_path / "out.zarr"
+    args = ["convert", str(tmp_path / "in.npy"), str(dest), "--voxel-size", "4", "--levels", "3"]
+    options = ["--compression-level", "9", "--uncompressed-fraction", "0.125"]
+    result = runner.invoke(app, [*args, *options], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    codecs = [
+        json.loads((dest / str(level) / "zarr.json").read_text())["codecs"][0]["configuration"][
+            "codecs"
+        ]
+        for level in range(3)
+    ]
+    assert codecs[0][1] == {"name": "zstd", "configuration": {"level": 9, "checksum": False}}
+    assert [c["name"] for c in codecs[1]] == ["bytes", "crc32c"]  # 1/8 of the voxels
+    refused = runner.invoke(app, [*args, "--compression-level", "30"], terminal_width=200)
+    assert refused.exit_code != 0
+    assert "compression_level must be 1-22, got 30" in str(refused.exception or refused.output)
+
+
 def test_convert_without_voxel_size_is_refused(tmp_path: Path) -> None:
     np.save(tmp_path / "in.npy", np.zeros((4, 4, 4), np.uint8))
     result = run("convert", str(tmp_path / "in.npy"), str(tmp_path / "o.zarr"))

@@ -51,9 +51,36 @@ def test_chunks_and_shards_clip_to_small_levels() -> None:
     assert all(s % c == 0 for s, c in zip(small.shards, small.chunks, strict=True))
 
 
+def test_levels_of_at_most_one_voxel_in_64_are_stored_uncompressed() -> None:
+    iso = plan_pyramid((1024, 1024, 1024), VoxelSize.of(1.0), n_levels=4)
+    assert [lv.compression for lv in iso.levels] == [3, 3, None, None]
+    # 3D-SEM: factors (1, 2, 2) three times give 1/4, 1/16, 1/64 of level 0's voxels.
+    sem = plan_pyramid((2000, 8192, 8192), VoxelSize(30, 5, 5), compression_level=7)
+    assert [lv.compression for lv in sem.levels[:5]] == [7, 7, 7, None, None]
+
+
+def test_uncompressed_levels_follow_the_factors_not_the_rounded_shapes() -> None:
+    # Level 2 of 1025³ is 257³, a little more than 1/64 of the voxels: still a 64x reduction.
+    plan = plan_pyramid((1025, 1025, 1025), VoxelSize.of(1.0), n_levels=3)
+    assert [lv.compression for lv in plan.levels] == [3, 3, None]
+
+
+@pytest.mark.parametrize(
+    ("fraction", "expected"), [(0, [3, 3, 3]), (1, [None] * 3), (1 / 8, [3, None, None])]
+)
+def test_uncompressed_fraction_is_the_users_to_choose(fraction: float, expected: list) -> None:
+    plan = plan_pyramid(
+        (256, 256, 256), VoxelSize.of(1.0), n_levels=3, uncompressed_fraction=fraction
+    )
+    assert [lv.compression for lv in plan.levels] == expected
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
+        ({"compression_level": 0}, "compression_level must be 1-22, got 0"),
+        ({"uncompressed_fraction": 1.5}, "between 0 and 1, got 1.5"),
+        ({"uncompressed_fraction": -0.1}, "between 0 and 1"),
         ({"shards": (100, 128, 128)}, "whole number of chunks"),
         ({"chunks": (0, 64, 64)}, "positive"),
         ({"chunks": (64, 64)}, "needs 3 entries"),

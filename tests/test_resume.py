@@ -94,6 +94,7 @@ def test_finished_write_is_not_redone(tmp_path: Path) -> None:
     [
         ({"method": "max"}, "method"),
         ({"compression_level": 5}, "compression"),
+        ({"uncompressed_fraction": 0.0}, "compression"),
         ({"shards": (64, 64, 64)}, "levels"),
         ({"voxel_size": 3.0}, "voxel_size"),
     ],

@@ -9,6 +9,7 @@ import zarr
 from cellvol.shard import encode_shard, sharding_codecs
 
 
+@pytest.mark.parametrize("level", [3, None], ids=["zstd", "uncompressed"])
 @pytest.mark.parametrize("dtype", ["uint8", "int16", "uint16", "float32", "uint64"])
 @pytest.mark.parametrize(
     ("shape", "chunks", "shards"),
@@ -18,7 +19,9 @@ from cellvol.shard import encode_shard, sharding_codecs
         ((5, 70, 9), (8, 16, 4), (8, 64, 8)),
     ],
 )
-def test_bytes_equal_zarrs_own_encoding(tmp_path: Path, dtype: str, shape, chunks, shards) -> None:
+def test_bytes_equal_zarrs_own_encoding(
+    tmp_path: Path, dtype: str, shape, chunks, shards, level: int | None
+) -> None:
     rng = np.random.default_rng(0)
     data = (rng.random(shape) * 200).astype(dtype)
     array = zarr.create_array(
@@ -29,7 +32,7 @@ def test_bytes_equal_zarrs_own_encoding(tmp_path: Path, dtype: str, shape, chunk
         shards=shards,
         fill_value=0,
         config={"write_empty_chunks": True},
-        **sharding_codecs(3),
+        **sharding_codecs(level),
     )
     array[:] = data
     grid = [-(-n // s) for n, s in zip(shape, shards, strict=True)]
@@ -38,7 +41,9 @@ def test_bytes_equal_zarrs_own_encoding(tmp_path: Path, dtype: str, shape, chunk
             slice(i * s, min((i + 1) * s, n)) for i, s, n in zip(index, shards, shape, strict=True)
         )
         key = tmp_path / "a.zarr" / "c" / Path(*map(str, index))
-        assert b"".join(encode_shard(data[region], chunks, shards, 3)) == key.read_bytes(), index
+        assert b"".join(encode_shard(data[region], chunks, shards, level)) == key.read_bytes(), (
+            index
+        )
 
 
 def test_tensorstore_reads_encoded_shards(tmp_path: Path) -> None:

@@ -115,6 +115,38 @@ def test_arrays_are_sharded_with_checksums(tmp_path: Path) -> None:
     assert len(list((tmp_path / "c.zarr" / "0" / "c").rglob("*"))) >= 8
 
 
+def _chunk_codecs(image: Path, level: int) -> list[str]:
+    meta = json.loads((image / str(level) / "zarr.json").read_text())
+    return [c["name"] for c in meta["codecs"][0]["configuration"]["codecs"]]
+
+
+def test_coarse_image_levels_are_uncompressed_and_read_by_every_reader(tmp_path: Path) -> None:
+    data = SyntheticVolume((64, 64, 64), seed=3)
+    image = tmp_path / "i.zarr"
+    cellvol.write_pyramid(data, image, 1.0, chunks=(8, 8, 8), shards=(16, 16, 16), n_levels=4)
+    assert [_chunk_codecs(image, level) for level in range(4)] == [
+        ["bytes", "zstd", "crc32c"],
+        ["bytes", "zstd", "crc32c"],
+        ["bytes", "crc32c"],  # 1/64 of level 0's voxels
+        ["bytes", "crc32c"],
+    ]
+    expected = downsample(downsample(data[:], (2, 2, 2), "mean"), (2, 2, 2), "mean")
+    np.testing.assert_array_equal(cellvol.open(image).level(2)[:], expected)
+    np.testing.assert_array_equal(zarr.open_array(image / "2", mode="r")[:], expected)
+    ts = pytest.importorskip("tensorstore")
+    stored = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(image / "2")}})
+    np.testing.assert_array_equal(stored.result().read().result(), expected)
+
+
+def test_labels_and_a_zero_fraction_compress_every_level(tmp_path: Path) -> None:
+    labels = np.random.default_rng(4).choice([0, 5, 9], size=(32, 32, 32)).astype(np.uint32)
+    cellvol.write_pyramid(labels, tmp_path / "l.zarr", 1.0, method="mode", n_levels=3)
+    image = np.zeros((32, 32, 32), np.uint8)
+    cellvol.write_pyramid(image, tmp_path / "z.zarr", 1.0, n_levels=3, uncompressed_fraction=0)
+    for name in ("l.zarr", "z.zarr"):
+        assert all("zstd" in _chunk_codecs(tmp_path / name, level) for level in range(3)), name
+
+
 def test_labels_keep_ids_with_mode(tmp_path: Path) -> None:
     labels = np.random.default_rng(4).choice([0, 5, 2**33], size=(32, 32, 32)).astype(np.uint64)
     cellvol.write_pyramid(labels, tmp_path / "l.zarr", 1.0, method="mode", n_levels=3)
@@ -189,6 +221,16 @@ def test_bad_layout_is_refused_before_writing(tmp_path: Path) -> None:
             shards=(6, 8, 8),
         )
     assert not (tmp_path / "b.zarr").exists()
+
+
+def test_bad_compression_is_refused_before_writing(tmp_path: Path) -> None:
+    with pytest.raises(LayoutError, match="compression_level must be 1-22, got 23"):
+        cellvol.write_pyramid(np.zeros((8, 8, 8)), tmp_path / "c.zarr", 1.0, compression_level=23)
+    with pytest.raises(LayoutError, match="uncompressed_fraction must be between 0 and 1"):
+        cellvol.write_pyramid(
+            np.zeros((8, 8, 8)), tmp_path / "c.zarr", 1.0, uncompressed_fraction=2
+        )
+    assert not (tmp_path / "c.zarr").exists()
 
 
 def test_bad_method_and_voxel_size(tmp_path: Path) -> None:
