@@ -24,7 +24,14 @@ from typing import Any, Final
 from zarr.abc.store import Store
 
 from cellvol.errors import IntegrityError, WriteConflictError
-from cellvol.storage import delete_prefix, list_keys, object_size, read_bytes, write_bytes
+from cellvol.storage import (
+    delete_prefix,
+    list_keys,
+    make_durable,
+    object_size,
+    read_bytes,
+    write_bytes,
+)
 
 __all__ = [
     "LEDGER_PREFIX",
@@ -83,6 +90,7 @@ class Ledger:
         """Record the parameters of a new write (before any data is written)."""
         body = {"format": _FORMAT, "parameters": dict(parameters)}
         write_bytes(self.store, f"{LEDGER_PREFIX}/job.json", _dumps(body))
+        make_durable(self.store, [f"{LEDGER_PREFIX}/job.json"])
 
     def check_same(self, parameters: Mapping[str, Any]) -> None:
         """Raise unless ``parameters`` are those the recorded write was started with.
@@ -142,11 +150,17 @@ class Ledger:
         """Write the manifest: for each level path, each shard position and its object size."""
         body = {"format": _FORMAT, "levels": {k: dict(v) for k, v in levels.items()}}
         write_bytes(self.store, MANIFEST_KEY, _dumps(body))
+        make_durable(self.store, [MANIFEST_KEY])
 
     def mark_complete(self, summary: Mapping[str, Any]) -> None:
-        """Write the completion marker, the last object of a write."""
+        """Write the completion marker, the last object of a write, and sync it to the disk.
+
+        Everything it vouches for must be on the disk first: the shards are synced before
+        they are recorded, the manifest when written, the zarr metadata by the writer.
+        """
         body = {"format": _FORMAT, **summary}
         write_bytes(self.store, f"{LEDGER_PREFIX}/complete.json", _dumps(body))
+        make_durable(self.store, [f"{LEDGER_PREFIX}/complete.json"])
 
     def is_complete(self) -> bool:
         """Whether the completion marker exists."""

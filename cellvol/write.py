@@ -58,6 +58,7 @@ from cellvol.spec import SPATIAL_AXES, VoxelSize
 from cellvol.storage import (
     delete_prefix,
     list_keys,
+    make_durable,
     open_store,
     parse_location,
 )
@@ -320,6 +321,9 @@ def write_pyramid(
         window = _contrast_window(group[plan.levels[0].path], location.url)
         attributes["ome"]["omero"] = omero_metadata(window, title, plan.levels[0].shape)
     group.attrs.update(json.loads(json.dumps(attributes)))
+    # zarr wrote the metadata into the page cache; the completion marker must not reach the
+    # disk before it (the shards and the manifest are synced where they are written).
+    make_durable(store, ["zarr.json", *(f"{level.path}/zarr.json" for level in plan.levels)])
     ledger.write_manifest(_manifest(ledger, plan))
     elapsed = time.perf_counter() - started
     ledger.mark_complete({"shards_written": written, "shards_reused": reused})

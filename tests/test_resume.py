@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -295,3 +296,58 @@ def test_a_parent_is_recorded_only_after_all_its_children(
     assert checked > 0
     # A local store's shards are written by the tasks themselves, so none waits in memory.
     assert writing_threads == ({"cellvol-store"} if background else {"cellvol-write"})
+
+
+def _log_syncs(monkeypatch: pytest.MonkeyPatch, events: list[str], lock: Any) -> None:
+    """Log ``synced <path>`` for every file and directory synced to the disk, in order."""
+    original = os.fsync
+
+    def logging_fsync(descriptor: int) -> None:
+        original(descriptor)
+        with lock:
+            events.append(f"synced {os.readlink(f'/proc/self/fd/{descriptor}')}")
+
+    monkeypatch.setattr(os, "fsync", logging_fsync)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name descriptors")
+def test_a_shard_is_on_the_disk_before_it_is_recorded_and_everything_before_completion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # kill -9 leaves the page cache intact; a power cut does not. A record trusted on resume,
+    # or a completion marker, must therefore only reach the disk after what it vouches for.
+    import threading
+
+    from cellvol.ledger import Ledger, shard_object_key
+
+    events: list[str] = []
+    lock = threading.Lock()
+    _log_syncs(monkeypatch, events, lock)
+    original_record = Ledger.record
+
+    def remember(self, level, index, nbytes):
+        with lock:
+            events.append(f"record {level}/{'.'.join(map(str, index))}")
+        original_record(self, level, index, nbytes)
+
+    monkeypatch.setattr(Ledger, "record", remember)
+    dest = (tmp_path / "d.zarr").resolve()
+    result = cellvol.write_pyramid(SyntheticVolume(SHAPE, seed=7), dest, 2.0, **LAYOUT)
+
+    def first(event: str) -> int:
+        return events.index(event)
+
+    recorded = 0
+    for number, level in enumerate(result.plan.levels):
+        grid = [-(-n // s) for n, s in zip(level.shape, level.shards, strict=True)]
+        for index in np.ndindex(*grid):
+            shard = dest / shard_object_key(level.path, index)
+            record = first(f"record {number}/{'.'.join(map(str, index))}")
+            assert first(f"synced {shard}") < record, shard
+            assert first(f"synced {shard.parent}") < record, shard.parent
+            recorded += 1
+    assert recorded == result.shards_written
+    complete = first(f"synced {dest / '_cellvol' / 'complete.json'}")
+    for vouched in ("zarr.json", "0/zarr.json", "2/zarr.json", "_cellvol/manifest.json"):
+        assert first(f"synced {dest / vouched}") < complete, vouched
+    assert first(f"synced {dest}") < complete
