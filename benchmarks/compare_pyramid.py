@@ -220,7 +220,8 @@ def main() -> None:
     )
     parser.add_argument("--size-gib", type=int, choices=sorted(SHAPES), default=1)
     parser.add_argument(
-        "--tools", default="cellvol,cellvol-default-layout,tensorstore,ome-zarr,ngff-zarr"
+        "--tools",
+        default="cellvol,cellvol-default-layout,tensorstore,tensorstore-nosync,ome-zarr,ngff-zarr",
     )
     parser.add_argument(
         "--data-dir",
