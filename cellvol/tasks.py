@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from cellvol.storage import is_local_store, make_durable, open_store, write_byte
 
 __all__ = [
     "Job",
+    "SyncingRecords",
     "TaskContext",
     "cluster_threads",
     "read_source",
@@ -72,12 +74,6 @@ class TaskContext:
         # its record waits for that, so a resume after a power cut never trusts a lost shard.
         # The syncs run on the writer threads, overlapping the tasks' work; they hold no data.
         self.sync_before_record = local
-        # Records still syncing when their tasks ended. The thread runner sets defer_records
-        # and waits for them at the end of its stage, so that a task's thread goes on to the
-        # next task instead of waiting for the disk (measured: 0.3 s of a 5 s 1 GiB build).
-        # A task on a cluster worker waits for its own before it returns.
-        self.defer_records = False
-        self.deferred: list[Future[None]] = []
         group = zarr.open_group(store=store, mode="r+", zarr_format=3)
         self.arrays: list[zarr.Array[Any]] = []
         # Levels written earlier are read back (a stage's base, shards kept on resume) through
@@ -114,9 +110,18 @@ def _task_on_worker(job: Job, stage: StagePlan, region: Region, reuse: dict[Shar
 
 
 def run_task(
-    job: Job, context: TaskContext, stage: StagePlan, region: Region, reuse: dict[ShardKey, int]
+    job: Job,
+    context: TaskContext,
+    stage: StagePlan,
+    region: Region,
+    reuse: dict[ShardKey, int],
+    syncing: SyncingRecords | None = None,
 ) -> int:
-    """Produce one shard of the stage's top level and everything below it; return bytes read."""
+    """Produce one shard of the stage's top level and everything below it; return bytes read.
+
+    Records still waiting for their shard's sync when the task ends are left in ``syncing``
+    for the caller to wait for, or, when it is None, waited for by the task.
+    """
     plan = job.plan
     nbytes_read = 0
 
@@ -144,12 +149,52 @@ def run_task(
         writer.submit(level, index, shard_object_key(layout.path, index), encoded)
         return data
 
-    writer = _ShardWriter(context, context.shards_in_flight)
+    writer = _ShardWriter(context, context.shards_in_flight, syncing)
     try:
         obtain(stage.top, region)
     finally:
         writer.finish()
     return nbytes_read
+
+
+# Shards a task may have written but not yet synced and recorded.
+_SYNCS_AHEAD = 4
+
+
+class SyncingRecords:
+    """Records still syncing after their tasks ended, for the stage's runner to wait for.
+
+    Finished ones are dropped as tasks end, so what is held stays small whatever the
+    volume's size.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._futures: list[Future[None]] = []
+
+    def add(self, futures: Iterable[Future[None]]) -> None:
+        with self._lock:
+            self._futures.extend(futures)
+
+    def drop_finished(self) -> None:
+        """Forget the records already written; re-raise the first failure among them."""
+        still: list[Future[None]] = []
+        finished: list[Future[None]] = []
+        with self._lock:
+            for future in self._futures:
+                (finished if future.done() else still).append(future)
+            self._futures = still
+        for future in finished:
+            future.result()
+
+    def wait(self, reraise: bool = True) -> None:
+        """Wait for every record; re-raise the first failure unless told not to."""
+        with self._lock:
+            futures, self._futures = self._futures, []
+        wait(futures)
+        if reraise:
+            for future in futures:
+                future.result()
 
 
 class _ShardWriter:
@@ -167,11 +212,14 @@ class _ShardWriter:
     recorded top shard without looking beneath it.
     """
 
-    def __init__(self, context: TaskContext, in_flight: int) -> None:
+    def __init__(
+        self, context: TaskContext, in_flight: int, syncing: SyncingRecords | None
+    ) -> None:
         self._context = context
         self._in_flight = in_flight
         self._pending: deque[tuple[int, Future[None]]] = deque()
-        self._records: list[Future[None]] = []
+        self._records: deque[Future[None]] = deque()
+        self._syncing = syncing
 
     def submit(self, level: int, index: tuple[int, ...], key: str, encoded: list[bytes]) -> None:
         if self._in_flight == 0:
@@ -196,6 +244,11 @@ class _ShardWriter:
         self._records.append(
             context.writers.submit(self._sync_and_record, level, index, key, nbytes, previous)
         )
+        # A task runs at most a few syncs ahead of the disk: kept unbounded, the waiting
+        # records of a disk-bound 16 GiB build added 20 MiB to its peak, and would grow with
+        # the volume.
+        while self._records and (self._records[0].done() or len(self._records) > _SYNCS_AHEAD):
+            self._records.popleft().result()
 
     def _sync_and_record(
         self,
@@ -218,11 +271,11 @@ class _ShardWriter:
         failures = []
         waiting = [future for _, future in self._pending]
         self._pending.clear()
-        if self._context.defer_records:
-            self._context.deferred.extend(self._records)
+        if self._syncing is not None:
+            self._syncing.add(self._records)
         else:
             waiting += self._records
-        self._records = []
+        self._records.clear()
         for future in waiting:
             try:
                 future.result()
@@ -341,13 +394,16 @@ def _run_on_threads(
     threads: int,
     reporter: ProgressReporter,
 ) -> None:
+    # A task's thread goes on to the next task while its last shards sync; their records are
+    # waited for at the end of the stage (measured: 0.3 s of a 5 s 1 GiB build).
+    syncing = SyncingRecords()
+
     def one(region: Region, reuse: dict[ShardKey, int]) -> None:
-        reporter.advance(run_task(job, context, stage, region, reuse))
+        reporter.advance(run_task(job, context, stage, region, reuse, syncing))
 
     # Submit lazily, keeping `threads` tasks in flight: memory stays bounded and a failure
     # stops the write after the tasks already running, not after every queued one.
     work: Iterator[tuple[Region, dict[ShardKey, int]]] = iter(pending)
-    context.defer_records = True
     try:
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cellvol-write") as pool:
             running: set[Future[None]] = set()
@@ -355,14 +411,13 @@ def _run_on_threads(
                 running.add(pool.submit(one, region, reuse))
                 if len(running) >= threads:
                     running = _wait_first(running)
+                    syncing.drop_finished()
             while running:
                 running = _wait_first(running)
-    finally:
-        deferred, context.deferred = context.deferred, []
-        context.defer_records = False
-        wait(deferred)  # no record may be written after its stage has ended
-    for future in deferred:
-        future.result()
+    except BaseException:
+        syncing.wait(reraise=False)  # no record may be written after its stage has ended
+        raise
+    syncing.wait()
 
 
 def _wait_first(running: set[Future[None]]) -> set[Future[None]]:
