@@ -173,6 +173,7 @@ class SyncingRecords:
         self._futures: list[Future[None]] = []
 
     def add(self, futures: Iterable[Future[None]]) -> None:
+        """Keep ``futures`` (records of a task that has ended) until they are written."""
         with self._lock:
             self._futures.extend(futures)
 
