@@ -116,7 +116,7 @@ def _task_on_worker(job: Job, stage: StagePlan, region: Region, reuse: dict[Shar
     _JOBS.setdefault(key, job)
     context = _worker_context(key)
     context.syncing.drop_finished()
-    return run_task(job, context, stage, region, reuse, context.syncing)
+    return run_task(job, context, stage, region, reuse)
 
 
 def _wait_for_worker_records(job_key: str) -> None:
@@ -131,12 +131,11 @@ def run_task(
     stage: StagePlan,
     region: Region,
     reuse: dict[ShardKey, int],
-    syncing: SyncingRecords | None = None,
 ) -> int:
     """Produce one shard of the stage's top level and everything below it; return bytes read.
 
-    Records still waiting for their shard's sync when the task ends are left in ``syncing``
-    for the caller to wait for, or, when it is None, waited for by the task.
+    Records still waiting for their shard's sync when the task ends are left in
+    ``context.syncing``, for the stage's runner to wait for.
     """
     plan = job.plan
     nbytes_read = 0
@@ -165,7 +164,7 @@ def run_task(
         writer.submit(level, index, shard_object_key(layout.path, index), encoded)
         return data
 
-    writer = _ShardWriter(context, context.shards_in_flight, syncing)
+    writer = _ShardWriter(context, context.shards_in_flight)
     try:
         obtain(stage.top, region)
     finally:
@@ -229,14 +228,11 @@ class _ShardWriter:
     recorded top shard without looking beneath it.
     """
 
-    def __init__(
-        self, context: TaskContext, in_flight: int, syncing: SyncingRecords | None
-    ) -> None:
+    def __init__(self, context: TaskContext, in_flight: int) -> None:
         self._context = context
         self._in_flight = in_flight
         self._pending: deque[tuple[int, Future[None]]] = deque()
         self._records: deque[Future[None]] = deque()
-        self._syncing = syncing
 
     def submit(self, level: int, index: tuple[int, ...], key: str, encoded: list[bytes]) -> None:
         if self._in_flight == 0:
@@ -284,18 +280,17 @@ class _ShardWriter:
         self._context.ledger.record(level, index, nbytes)
 
     def finish(self) -> None:
-        """Wait for every submitted shard and record; re-raise the first failure."""
-        failures = []
-        waiting = [future for _, future in self._pending]
-        self._pending.clear()
-        if self._syncing is not None:
-            self._syncing.add(self._records)
-        else:
-            waiting += self._records
+        """Wait for every submitted shard; re-raise the first failure.
+
+        Records still syncing are handed to ``context.syncing``, which the stage's runner
+        waits for.
+        """
+        self._context.syncing.add(self._records)
         self._records.clear()
-        for future in waiting:
+        failures = []
+        while self._pending:
             try:
-                future.result()
+                self._pending.popleft()[1].result()
             except Exception as exc:  # keep waiting: no write may outlive its task
                 failures.append(exc)
         if failures:
@@ -414,7 +409,7 @@ def _run_on_threads(
     syncing = context.syncing
 
     def one(region: Region, reuse: dict[ShardKey, int]) -> None:
-        reporter.advance(run_task(job, context, stage, region, reuse, syncing))
+        reporter.advance(run_task(job, context, stage, region, reuse))
 
     # Submit lazily, keeping `threads` tasks in flight: memory stays bounded and a failure
     # stops the write after the tasks already running, not after every queued one.
