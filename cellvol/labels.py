@@ -39,7 +39,7 @@ from cellvol.segments import (
     segment_count,
     write_segments,
 )
-from cellvol.storage import open_store
+from cellvol.storage import make_durable, open_store
 
 __all__ = [
     "LabelImage",
@@ -305,6 +305,7 @@ def _register(image_url: str, name: str, options: Mapping[str, Any]) -> None:
     names = label_names(root)
     if name not in names:
         group.attrs.update({"ome": {"version": "0.5", "labels": [*names, name]}})
+    make_durable(store, [f"{LABELS_GROUP}/zarr.json"])
 
 
 def _write_colors(
@@ -349,6 +350,7 @@ def store_image_label(
     ome["image-label"] = updated
     validate_label_attributes(ome, str(group.store_path))
     group.attrs.update({"ome": json.loads(json.dumps(ome))})
+    make_durable(group.store, [f"{group.path}/zarr.json" if group.path else "zarr.json"])
 
 
 def validate_label_attributes(ome: Mapping[str, Any], where: str) -> None:

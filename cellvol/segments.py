@@ -22,6 +22,7 @@ import numpy.typing as npt
 import zarr
 
 from cellvol.errors import IntegrityError, InvalidInputError
+from cellvol.storage import is_local_store, list_keys, make_durable
 
 __all__ = [
     "SEGMENTS_PATH",
@@ -269,6 +270,10 @@ def write_segments(group: zarr.Group, table: SegmentTable) -> None:
             }
         }
     )
+    # Through zarr the table reaches the page cache only; on the disk before write_labels
+    # (or its rerun) goes on, so that a crash cannot leave a torn table behind a later step.
+    if is_local_store(segments.store):  # (an object store's writes are durable already)
+        make_durable(segments.store, list_keys(segments.store, f"{segments.path}/"))
 
 
 def segment_count(group: zarr.Group) -> int | None:

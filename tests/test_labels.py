@@ -1,5 +1,6 @@
 """Label images beside their image: pyramids with exact IDs, segment tables, metadata, errors."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +203,31 @@ def test_real_serial_section_labels(shared_data: Path, tmp_path: Path) -> None:
         assert segment["voxel_count"] == region.area
         assert segment["bbox"] == [list(region.bbox[:3]), [b - 1 for b in region.bbox[3:]]]
         assert segment["centroid"] == pytest.approx(list(region.centroid))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name descriptors")
+def test_label_metadata_and_segment_table_are_synced_to_the_disk(
+    image: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After the labels pyramid (synced by write_pyramid), the registration, the segment table
+    # and the colours go through zarr, which leaves them in the page cache.
+    synced: list[str] = []
+    original = os.fsync
+
+    def logging_fsync(descriptor: int) -> None:
+        original(descriptor)
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+
+    monkeypatch.setattr(os, "fsync", logging_fsync)
+    labels = np.zeros(SHAPE, dtype=np.uint16)
+    labels[2:6, 3:9, 4:12] = 7
+    cellvol.write_labels(image, labels, "synced")
+    root = image.resolve()
+    after_pyramid = synced.index(str(root / "labels" / "synced" / "_cellvol" / "complete.json"))
+    later = set(synced[after_pyramid + 1 :])
+    assert str(root / "labels" / "zarr.json") in later
+    assert str(root / "labels" / "synced" / "zarr.json") in later  # the colours
+    table = root / "labels" / "synced" / "segments"
+    stored = {str(p) for p in table.rglob("*") if p.is_file()}
+    assert stored
+    assert stored <= later
