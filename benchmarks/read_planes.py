@@ -278,14 +278,16 @@ def run_local(
 ) -> list[dict[str, Any]]:
     """Every local reader on levels 0 and 2; each figure beside its decompression floor."""
     import zarr
-    from zarr.codecs import ZstdCodec
+
+    from cellvol.chunkread import chunk_layout
 
     rows: list[dict[str, Any]] = []
     for level in (0, 2):
         for store, tool, read in local_readers(stores, level):
             array = zarr.open_array(level_path(str(stores[store]["path"]), level))
             shape, chunks = tuple(array.shape), tuple(array.chunks)
-            compressed = any(isinstance(c, ZstdCodec) for c in _chunk_codecs(array))
+            layout = chunk_layout(array)
+            compressed = layout is None or bool(layout.decoders)
             rate = limits[str(chunks[0])] if compressed else limits["raw"]
             planes = (
                 neighbour_planes(shape, count, seed=level)
@@ -306,14 +308,6 @@ def run_local(
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
-
-
-def _chunk_codecs(array: Any) -> tuple[Any, ...]:
-    """The codecs of one (inner) chunk of a zarr v3 array."""
-    from zarr.codecs import ShardingCodec
-
-    codecs = tuple(array.metadata.codecs)
-    return tuple(codecs[0].codecs) if isinstance(codecs[0], ShardingCodec) else codecs
 
 
 def subvolume_rate(
