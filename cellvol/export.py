@@ -1,8 +1,9 @@
 """Write a region of any pyramid level back out as an MRC or TIFF file, in bounded memory.
 
 The file is built under a temporary name beside the target (``<name>.partial``) and renamed
-into place only when it is complete, so an interrupted export never leaves a file that looks
-finished. Data is copied in slabs of whole planes of at most :data:`SLAB_BYTES`.
+into place only when it is complete and flushed to the disk, so neither an interrupted export
+nor a crash soon after one leaves a file that looks finished but is not. Data is copied in slabs
+of whole planes of at most :data:`SLAB_BYTES`.
 
 MRC files get the level's voxel size (in ångström) and the region's origin in the header,
 standard axis order (columns X, rows Y, sections Z) and header statistics computed slab by slab.
@@ -30,6 +31,7 @@ from cellvol.errors import InvalidInputError, WriteConflictError
 from cellvol.read import Level, Volume
 from cellvol.read import open as open_volume
 from cellvol.spec import VoxelSize, convert_lengths
+from cellvol.storage import replace_durably
 
 __all__ = ["MRC_MODES", "SLAB_BYTES", "export", "parse_region"]
 
@@ -124,7 +126,7 @@ def export(
             _write_mrc(partial, chosen, box, voxel, origin, f"cellvol export of {volume.url}")
         else:
             _write_tiff(partial, chosen, box, voxel)
-        os.replace(partial, target)
+        replace_durably(partial, target)
     finally:
         partial.unlink(missing_ok=True)
     return target

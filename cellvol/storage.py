@@ -104,6 +104,7 @@ __all__ = [
     "parse_location",
     "read_bytes",
     "read_objects",
+    "replace_durably",
     "write_bytes",
 ]
 
@@ -426,6 +427,18 @@ def make_durable(store: Store, keys: Iterable[str]) -> None:
     # Deepest first: a directory's entry is flushed after the directory's own contents.
     for directory in sorted(directories, key=lambda p: len(p.parts), reverse=True):
         _fsync(directory)
+
+
+def replace_durably(finished: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Rename a finished local file over ``target`` so that a crash leaves the old or the new.
+
+    The file's data is flushed before the rename and the directory after it. Without the first,
+    a power cut soon after the rename can leave ``target`` naming a file whose data never
+    reached the disk (empty or short) although the rename did.
+    """
+    _fsync(Path(finished))
+    os.replace(finished, target)
+    _fsync(Path(target).parent)
 
 
 def _fsync(path: Path) -> None:

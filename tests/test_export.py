@@ -1,5 +1,6 @@
 """Export: a region of any level back to MRC or TIFF, with voxel size and origin."""
 
+import os
 import warnings
 from pathlib import Path
 
@@ -77,6 +78,32 @@ def test_uint8_goes_to_mode_0_marked_unsigned(tmp_path: Path) -> None:
     assert int(header.mode) == 0
     np.testing.assert_array_equal(open_source(out).array[:, :, :], data)
     assert raw.view(np.uint8).tobytes() == data.tobytes()
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name descriptors")
+@pytest.mark.parametrize("name", ["s.mrc", "s.tif"])
+def test_the_file_is_on_the_disk_before_it_takes_its_name(
+    image: Path, tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[tuple[str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def logging_fsync(descriptor: int) -> None:
+        fsync(descriptor)
+        events.append(("sync", os.readlink(f"/proc/self/fd/{descriptor}")))
+
+    def logging_replace(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+        replace(source, target)
+        events.append(("rename", str(target)))
+
+    monkeypatch.setattr(os, "fsync", logging_fsync)
+    monkeypatch.setattr(os, "replace", logging_replace)
+    out = cellvol.export(image, tmp_path / name, region="0:4,:,:")
+    assert events == [
+        ("sync", str(out.with_name(name + ".partial"))),
+        ("rename", str(out)),
+        ("sync", str(out.parent)),
+    ]
 
 
 def test_refusals(image: Path, tmp_path: Path) -> None:
