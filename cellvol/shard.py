@@ -78,6 +78,25 @@ def crc32c_bytes(data: bytes | memoryview) -> bytes:
     return struct.pack("<I", google_crc32c.value(data))
 
 
+def copy_rows(target: npt.NDArray[Any], source: npt.NDArray[Any]) -> None:
+    """Copy ``source`` into ``target`` (same shape), a whole innermost row at a time.
+
+    numpy copies a strided block element by element; seen as one record per row, each row is
+    a single ``memcpy``. Gathering a 64³ chunk of uint8 out of its shard this way took a third
+    of the time. Falls back to an ordinary copy where a row is not contiguous on both sides or
+    the element types differ (byte order included).
+    """
+    if (
+        target.dtype == source.dtype
+        and target.ndim > 0
+        and target.shape[-1] > 1
+        and target.strides[-1] == source.strides[-1] == target.itemsize
+    ):
+        row = np.dtype((np.void, target.shape[-1] * target.itemsize))
+        target, source = target.view(row), source.view(row)
+    np.copyto(target, source)
+
+
 def encode_shard(
     data: npt.NDArray[Any],
     chunks: Sequence[int],
@@ -106,6 +125,9 @@ def encode_shard(
     little = data.dtype.newbyteorder("<") if data.dtype.itemsize > 1 else data.dtype
     grid = [s // c for s, c in zip(shard, chunks, strict=True)]
     index = np.full((*grid, 2), ABSENT, dtype="<u8")
+    # One buffer for every chunk of the shard: a fresh array per chunk costs the kernel's
+    # zero-filled pages each time, about as long as the copy itself.
+    gathered = np.empty(tuple(chunks), dtype=little)
     parts: list[bytes] = []
     offset = 0
     for position in morton_order(grid):
@@ -117,11 +139,11 @@ def encode_shard(
         )
         block = data[region]
         if block.shape != tuple(chunks):
-            padded = np.full(tuple(chunks), fill_value, dtype=little)
-            padded[tuple(slice(0, n) for n in block.shape)] = block
-            block = padded
-        raw = np.ascontiguousarray(block, dtype=little)
-        stored = raw.tobytes() if codec is None else codec.encode(raw)
+            gathered.fill(fill_value)
+            copy_rows(gathered[tuple(slice(0, n) for n in block.shape)], block)
+        else:
+            copy_rows(gathered, block)
+        stored = gathered.tobytes() if codec is None else codec.encode(gathered)
         # Kept as two parts, joined once below: concatenating here would copy every chunk.
         parts += (stored, crc32c_bytes(stored))
         index[position] = (offset, len(stored) + CRC_BYTES)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import zarr
 
-from cellvol.shard import encode_shard, sharding_codecs
+from cellvol.shard import copy_rows, encode_shard, sharding_codecs
 
 
 @pytest.mark.parametrize("level", [3, None], ids=["zstd", "uncompressed"])
@@ -72,3 +72,31 @@ def test_tensorstore_reads_encoded_shards(tmp_path: Path) -> None:
     ).result()
     np.testing.assert_array_equal(store.read().result(), data)
     np.testing.assert_array_equal(zarr.open_array(tmp_path / "b.zarr")[:], data)
+
+
+@pytest.mark.parametrize("source_dtype", ["uint8", "<u2", ">u2", "float32"])
+@pytest.mark.parametrize(
+    "view",
+    [
+        (slice(1, 9), slice(2, 7), slice(3, 11)),  # rows contiguous, block strided
+        (slice(1, 9), slice(2, 7), slice(3, 4)),  # rows of one element
+        (slice(1, 9), slice(2, 7), slice(3, 19, 2)),  # rows not contiguous: plain copy
+    ],
+)
+def test_copy_rows_copies_what_numpy_copies(source_dtype: str, view) -> None:
+    whole = (np.random.default_rng(1).random((10, 9, 20)) * 250).astype(source_dtype)
+    source = whole[view]
+    swapped = np.dtype(source_dtype).newbyteorder("S")
+    for target_dtype in (np.dtype(source_dtype), swapped):  # another byte order is converted
+        padded = np.full((9, 6, 12), 7, dtype=target_dtype)
+        target = padded[: source.shape[0], : source.shape[1], : source.shape[2]]
+        copy_rows(target, source)
+        np.testing.assert_array_equal(target, source.astype(target_dtype))
+        assert (padded[source.shape[0] :] == 7).all()
+        assert (padded[:, :, source.shape[2] :] == 7).all()
+
+
+def test_a_big_endian_shard_is_stored_little_endian() -> None:
+    data = np.arange(2 * 4 * 6, dtype=">u2").reshape(2, 4, 6)
+    parts = encode_shard(data, (2, 4, 6), (2, 4, 6), None)
+    assert parts[0] == data.astype("<u2").tobytes()
