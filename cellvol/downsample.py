@@ -190,14 +190,18 @@ def _mean(block: npt.NDArray[Any], factors: tuple[int, ...]) -> npt.NDArray[Any]
         sums = _reduce_windows(block, factors, np.add, accumulator)
         window = int(np.prod(factors))
         full = all(n % f == 0 for n, f in zip(block.shape, factors, strict=True))
-        if full and window & (window - 1) == 0:
-            # Full power-of-two windows (the common case): shift and mask, no division.
+        if full and window > 1 and window & (window - 1) == 0:
+            # Full power-of-two windows (the common case): shifts, no division. Adding half
+            # the window less one rounds a remainder above half up; adding one more where the
+            # truncated quotient is odd rounds an exact half to even. The accumulator holds
+            # the additions: its range is a power of two at least the window's sum's.
             shift = window.bit_length() - 1
-            quotient = sums >> shift
-            remainder = sums & (window - 1)
-            half = window >> 1
-            quotient += (remainder > half) | ((remainder == half) & (quotient & 1 == 1))
-            return quotient.astype(dtype)
+            odd = sums >> shift
+            odd &= 1
+            sums += odd
+            sums += (window >> 1) - 1
+            sums >>= shift
+            return sums.astype(dtype)
         counts = _counts(block.shape, factors)
         # Exact integer division rounded half to even (floor division keeps 0 <= r < count).
         quotient, remainder = np.divmod(sums.astype(np.int64), counts)

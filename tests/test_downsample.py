@@ -77,6 +77,27 @@ def test_no_overflow_at_the_top_of_the_range() -> None:
     assert downsample(big, (2, 2, 2), "mean").item() == np.iinfo(np.int64).max // 4
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "uint32", "int32"])
+@pytest.mark.parametrize("factors", [(2, 2, 2), (1, 2, 2), (4, 4, 4), (2, 1, 1)])
+def test_whole_windows_round_at_the_ends_of_the_range(dtype: str, factors) -> None:
+    # Windows of the extremes, ties next to them, and values just inside: where adding half a
+    # window before the shift would overflow a too-narrow accumulator or round the wrong way.
+    info = np.iinfo(dtype)
+    lo, hi = int(info.min), int(info.max)
+    window = int(np.prod(factors))
+    rng = np.random.default_rng(window)
+    picks = [lo, lo + 1, lo + 2, hi - 2, hi - 1, hi, 0, 1]
+    block = rng.choice(picks, size=tuple(8 * f for f in factors)).astype(dtype)
+    block[: factors[0], : factors[1], : factors[2]] = hi
+    block[factors[0] : 2 * factors[0], : factors[1], : factors[2]] = lo
+    tie = block[-factors[0] :, -factors[1] :, -factors[2] :].reshape(-1)
+    tie[: window // 2], tie[window // 2 :] = hi - 1, hi  # a tie between hi - 1 and hi
+    block[-factors[0] :, -factors[1] :, -factors[2] :] = tie.reshape(factors)
+    np.testing.assert_array_equal(
+        downsample(block, factors, "mean"), reference(block, factors, "mean")
+    )
+
+
 def test_float_stays_float() -> None:
     block = np.random.default_rng(0).random((5, 6, 7), dtype=np.float32)
     result = downsample(block, (2, 2, 2), "mean")
