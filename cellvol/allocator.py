@@ -76,8 +76,8 @@ def reuse_large_blocks() -> bool:
     """Serve blocks of up to 32 MiB from malloc's pool, and keep up to 64 MiB freed in it.
 
     Without this, a pool trimmed after every shard hands its memory back to the kernel, which
-    zero-fills it again for the next: about 4000 page faults per 16 MiB shard, a fifth of the
-    system time of a 1 GiB build. Where dask.distributed's nanny has set
+    zero-fills it again for the next: about 4000 page faults per 16 MiB shard, and about a
+    quarter of the system time of a 1 GiB build. Where dask.distributed's nanny has set
     ``MALLOC_TRIM_THRESHOLD_`` (in every worker), glibc stops adapting altogether and maps every
     block over 128 KiB on its own: a 1 GiB build on a one-worker LocalCluster took 16.7 s so,
     and 7.35 s with these thresholds, its worker's peak anonymous memory going from 106 to

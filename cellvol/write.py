@@ -225,10 +225,11 @@ def write_pyramid(
     thread started afterwards (:func:`cellvol.allocator.limit_malloc_arenas`), so that memory
     freed by the write's threads is reused instead of kept per thread. Set the
     ``MALLOC_ARENA_MAX`` environment variable before starting Python to choose otherwise.
-    Where the environment has stopped glibc from reusing large freed blocks (as
-    dask.distributed does in its workers, where each write task sets this up too), it sets
-    the thresholds glibc would otherwise reach (:func:`cellvol.allocator.reuse_large_blocks`);
-    set ``MALLOC_MMAP_THRESHOLD_`` to keep your own.
+    It also fixes glibc's mmap and trim thresholds (32 and 64 MiB) so that freed chunk and
+    shard buffers are reused rather than handed back to the kernel and faulted in again (each
+    task of a dask.distributed write does the same in its worker;
+    :func:`cellvol.allocator.reuse_large_blocks`); set ``MALLOC_MMAP_THRESHOLD_`` to keep
+    your own.
     """
     started = time.perf_counter()
     # Before this write starts any thread (zarr's I/O loop included): freed shard buffers
