@@ -8,14 +8,13 @@ shard of a stage's top level and every shard beneath it, depth first (see
 
 from __future__ import annotations
 
-import functools
-import json
 import sys
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +37,7 @@ __all__ = [
     "SyncingRecords",
     "TaskContext",
     "cluster_threads",
+    "forget_job_on_workers",
     "read_source",
     "run_stage",
     "run_task",
@@ -47,13 +47,19 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """What every task needs; pickles small, so tasks can run in other processes."""
+    """What every task needs; pickles small, so tasks can run in other processes.
+
+    ``token`` tells one call of the write from another: a cluster's workers keep each job's
+    open store and arrays between its tasks, and a later write to the same place, with
+    another layout or other data, must not run on what they kept.
+    """
 
     url: str
     storage_options: Mapping[str, Any]
     plan: PyramidPlan
     method: Method
     source: Any
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 class TaskContext:
@@ -96,24 +102,33 @@ class TaskContext:
             )
 
 
-@functools.lru_cache(maxsize=8)
 def _worker_context(job_key: str) -> TaskContext:
-    job: Job = _JOBS[job_key]
-    prepare_for_writing()  # see cellvol.allocator; a worker's own threads may predate it
-    return TaskContext(job, open_store(job.url, mode="r+", storage_options=job.storage_options))
+    """The calling worker process's handles for a job, opened by its first task there."""
+    with _WORKER_LOCK:
+        context = _CONTEXTS.get(job_key)
+        if context is None:
+            job = _JOBS[job_key]
+            prepare_for_writing()  # see cellvol.allocator; a worker's own threads may predate it
+            store = open_store(job.url, mode="r+", storage_options=job.storage_options)
+            context = _CONTEXTS[job_key] = TaskContext(job, store)
+        return context
 
 
-# Jobs by key, so a worker process opens the store once per job, not once per task.
+# A worker's jobs and their open handles, by job key, so that a worker opens the store once
+# per job rather than once per task; dropped when the write ends (forget_job_on_workers).
 _JOBS: dict[str, Job] = {}
+_CONTEXTS: dict[str, TaskContext] = {}
+_WORKER_LOCK = threading.Lock()
 
 
 def _job_key(job: Job) -> str:
-    return f"{job.url}|{json.dumps(job.storage_options, sort_keys=True, default=str)}"
+    return f"{job.url}|{job.token}"
 
 
 def _task_on_worker(job: Job, stage: StagePlan, region: Region, reuse: dict[ShardKey, int]) -> int:
     key = _job_key(job)
-    _JOBS.setdefault(key, job)
+    with _WORKER_LOCK:
+        _JOBS.setdefault(key, job)
     context = _worker_context(key)
     context.syncing.drop_finished()
     return run_task(job, context, stage, region, reuse)
@@ -123,6 +138,21 @@ def _wait_for_worker_records(job_key: str) -> None:
     """On a worker: wait until every record of its tasks of this job is written."""
     if job_key in _JOBS:  # a worker that ran none of the job's tasks has none
         _worker_context(job_key).syncing.wait()
+
+
+def _forget_job(job_key: str) -> None:
+    """On a worker: close and drop a finished (or failed) job's handles."""
+    with _WORKER_LOCK:
+        _JOBS.pop(job_key, None)
+        context = _CONTEXTS.pop(job_key, None)
+    if context is not None:
+        context.syncing.wait(reraise=False)
+        context.writers.shutdown()
+
+
+def forget_job_on_workers(client: Any, job: Job) -> None:
+    """Have every worker of ``client`` drop what it kept open for ``job``."""
+    client.run(_forget_job, _job_key(job))
 
 
 def run_task(

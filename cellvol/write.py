@@ -20,6 +20,7 @@ refused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -62,7 +63,14 @@ from cellvol.storage import (
     open_store,
     parse_location,
 )
-from cellvol.tasks import Job, TaskContext, cluster_threads, read_source, run_stage
+from cellvol.tasks import (
+    Job,
+    TaskContext,
+    cluster_threads,
+    forget_job_on_workers,
+    read_source,
+    run_stage,
+)
 
 if TYPE_CHECKING:
     # Only named in annotations: importing dask takes about a second (1.5 s of the CLI's
@@ -309,8 +317,16 @@ def write_pyramid(
             )
             written += done_here
             reused += reused_here
-    finally:
+    except BaseException:
         context.writers.shutdown()
+        if client is not None:
+            # Best effort while failing: the write's own error is the one to see.
+            with contextlib.suppress(Exception):
+                forget_job_on_workers(client, job)
+        raise
+    context.writers.shutdown()
+    if client is not None:
+        forget_job_on_workers(client, job)
 
     extra = source_record() if callable(source_record) else source_record
     record = provenance(source_description or _describe(source), parameters, extra)

@@ -195,6 +195,37 @@ def test_memory_mapped_source_travels_to_worker_processes(tmp_path: Path, cluste
     np.testing.assert_array_equal(cellvol.open(tmp_path / "m.zarr")[:], np.load(raw))
 
 
+def test_a_second_write_to_the_same_place_on_a_cluster_uses_its_own_layout(
+    tmp_path: Path, cluster_client
+) -> None:
+    # Workers keep a job's open arrays between tasks; a later write to the same URL with
+    # another layout and other data must not run on what they kept from the first.
+    dest = tmp_path / "again.zarr"
+    first = np.random.default_rng(1).integers(0, 255, (40, 48, 56), dtype=np.uint8)
+    cellvol.write_pyramid(
+        first, dest, 1.0, chunks=(8, 8, 8), shards=(16, 16, 16), client=cluster_client
+    )
+    second = np.random.default_rng(2).integers(0, 65535, (36, 44, 52), dtype=np.uint16)
+    cellvol.write_pyramid(
+        second, dest, 1.0, chunks=(4, 8, 8), shards=(8, 16, 16), n_levels=2, overwrite=True,
+        client=cluster_client,
+    )  # fmt: skip
+    volume = cellvol.open(dest)
+    np.testing.assert_array_equal(volume[:], second)
+    expected = cellvol.write_pyramid(
+        second, tmp_path / "threads.zarr", 1.0, chunks=(4, 8, 8), shards=(8, 16, 16), n_levels=2
+    )
+    np.testing.assert_array_equal(volume.level(1)[:], cellvol.open(expected.url).level(1)[:])
+    # Nothing of either write stays open on the workers once it has returned.
+    assert set(cluster_client.run(_jobs_kept_open).values()) == {0}
+
+
+def _jobs_kept_open() -> int:
+    from cellvol import tasks
+
+    return len(tasks._JOBS) + len(tasks._CONTEXTS)
+
+
 def test_corrupt_chunk_is_reported_on_read(tmp_path: Path) -> None:
     dest = tmp_path / "c.zarr"
     cellvol.write_pyramid(SyntheticVolume(SHAPE, seed=7), dest, 2.0, **LAYOUT)
