@@ -43,7 +43,7 @@ def pyramid() -> None:
 
 def planes() -> None:
     rows = [r for r in _load("read-planes.json")["local"] if "cache" not in r["tool"]]
-    stores = ["ts128", "cv32", "cv64", "cv64z", "cv128"]
+    stores = ["ts128", "cv32", "cv48", "cv64", "cv64z", "cv128"]
     tools = ["tensorstore", "zarr-python", "cellvol"]
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=False)
     for ax, level in zip(axes, (0, 2), strict=True):

@@ -10,7 +10,7 @@ once to ``--data-dir``). Stores built from it, each a 4-level 2x mean pyramid, z
 - ``ts128``: tensorstore's pipeline of compare_pyramid.py, 128³ chunks, no shards;
 - ``cv32``, ``cv64`` (cellvol's default) and ``cv128``: cellvol, 32³, 64³ and 128³ chunks in
   256³ shards, with cellvol's default compression (levels 2 and 3, at most 1/64 of level 0's
-  voxels, stored uncompressed);
+  voxels, stored uncompressed); ``cv48``: 48³ chunks in 240³ shards, the same otherwise;
 - ``cv64z``: as ``cv64`` with zstd at every level (``uncompressed_fraction=0``).
 
 Their build time, object count and stored bytes give the layout trade-off.
@@ -58,12 +58,13 @@ from cellvol.testing import random_planes as planes_across
 
 HERE = Path(__file__).resolve().parent
 LEVELS = 4
-# Store name: (chunk edge, uncompressed_fraction; None for cellvol's default).
-CELLVOL_LAYOUTS: dict[str, tuple[int, float | None]] = {
-    "cv32": (32, None),
-    "cv64": (64, None),
-    "cv64z": (64, 0.0),
-    "cv128": (128, None),
+# Store name: (chunk edge, shard edge, uncompressed_fraction; None for cellvol's default).
+CELLVOL_LAYOUTS: dict[str, tuple[int, int, float | None]] = {
+    "cv32": (32, 256, None),
+    "cv48": (48, 240, None),
+    "cv64": (64, 256, None),
+    "cv64z": (64, 256, 0.0),
+    "cv128": (128, 256, None),
 }
 KEY, SECRET, REGION = "bench", "bench", "us-east-1"
 # Concurrent connections of the S3 transport floor's replay (see ``replay``).
@@ -85,20 +86,22 @@ def build_stores(source_path: Path, root: Path) -> dict[str, dict[str, Any]]:
         "ts128": lambda out: build_tensorstore(source, out, 128, case_config(1, "tomogram", False)),
     }
 
-    def build_cellvol(out: Path, chunk: int, uncompressed: float | None) -> None:
+    def build_cellvol(out: Path, chunk: int, shard: int, uncompressed: float | None) -> None:
         cellvol.write_pyramid(
             source,
             out,
             1.0,
             chunks=(chunk,) * 3,
-            shards=(256,) * 3,
+            shards=(shard,) * 3,
             n_levels=LEVELS,
             uncompressed_fraction=uncompressed,
             name="bench",
         )
 
-    for name, (chunk, uncompressed) in CELLVOL_LAYOUTS.items():
-        builders[name] = functools.partial(build_cellvol, chunk=chunk, uncompressed=uncompressed)
+    for name, (chunk, shard, uncompressed) in CELLVOL_LAYOUTS.items():
+        builders[name] = functools.partial(
+            build_cellvol, chunk=chunk, shard=shard, uncompressed=uncompressed
+        )
     for name, build in builders.items():
         out = root / f"{name}.zarr"
         marker = out / "build.json"
@@ -136,7 +139,7 @@ def neighbour_planes(shape: tuple[int, ...], count: int, seed: int) -> dict[str,
 
 
 def decode_limits(source_path: Path) -> dict[str, dict[str, float]]:
-    """MB/s of voxels when zstd-3 chunks of 32³, 64³ and 128³ are decompressed on every core.
+    """MB/s of voxels when zstd-3 chunks of each benchmarked edge are decompressed on every core.
 
     The chunks are cut from the benchmark volume itself; best of three tries, with each of
     the two decoders a Python reader has: numcodecs (a new context per chunk) and
@@ -163,12 +166,13 @@ def decode_limits(source_path: Path) -> dict[str, dict[str, float]]:
     codec = Zstd(level=3)
     rates: dict[str, dict[str, float]] = {name: {} for name in (*decoders, "best")}
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        for size in (32, 64, 128):
+        for size in sorted({128, *(chunk for chunk, _, _ in CELLVOL_LAYOUTS.values())}):
+            # Whole blocks only, from the same 128 x 512 x 1024 corner for every size.
             blocks = [
                 np.ascontiguousarray(data[z : z + size, y : y + size, x : x + size])
-                for z in range(0, 128, size)
-                for y in range(0, 512, size)
-                for x in range(0, 1024, size)
+                for z in range(0, 128 // size * size, size)
+                for y in range(0, 512 // size * size, size)
+                for x in range(0, 1024 // size * size, size)
             ]
             encoded = [codec.encode(block) for block in blocks]
             total = sum(block.nbytes for block in blocks)
