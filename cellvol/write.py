@@ -318,15 +318,9 @@ def write_pyramid(
             written += done_here
             reused += reused_here
     except BaseException:
-        context.writers.shutdown()
-        if client is not None:
-            # Best effort while failing: the write's own error is the one to see.
-            with contextlib.suppress(Exception):
-                forget_job_on_workers(client, job)
+        _close_job(context, client, job, failing=True)
         raise
-    context.writers.shutdown()
-    if client is not None:
-        forget_job_on_workers(client, job)
+    _close_job(context, client, job, failing=False)
 
     extra = source_record() if callable(source_record) else source_record
     record = provenance(source_description or _describe(source), parameters, extra)
@@ -345,6 +339,19 @@ def write_pyramid(
     elapsed = time.perf_counter() - started
     ledger.mark_complete({"shards_written": written, "shards_reused": reused})
     return WriteResult(location.url, plan, schedule, written, reused, elapsed)
+
+
+def _close_job(context: TaskContext, client: Any, job: Job, *, failing: bool) -> None:
+    """Stop this process's writer threads and have a cluster's workers drop the job."""
+    context.writers.shutdown()
+    if client is None:
+        return
+    if failing:
+        # Best effort: the write's own error is the one to see, not a cluster's on cleanup.
+        with contextlib.suppress(Exception):
+            forget_job_on_workers(client, job)
+    else:
+        forget_job_on_workers(client, job)
 
 
 def _contrast_window(array: Any, url: str) -> Window:
