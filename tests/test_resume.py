@@ -220,6 +220,18 @@ def test_a_second_write_to_the_same_place_on_a_cluster_uses_its_own_layout(
     assert set(cluster_client.run(_jobs_kept_open).values()) == {0}
 
 
+def test_a_failed_write_on_a_cluster_reports_its_own_error_and_resumes(
+    tmp_path: Path, clean_build, cluster_client
+) -> None:
+    dest = tmp_path / "failed.zarr"
+    source = SyntheticVolume(SHAPE, seed=7)
+    with pytest.raises(OSError, match="simulated"):
+        cellvol.write_pyramid(Flaky(source, 0), dest, 2.0, client=cluster_client, **LAYOUT)
+    assert set(cluster_client.run(_jobs_kept_open).values()) == {0}
+    cellvol.write_pyramid(source, dest, 2.0, client=cluster_client, **LAYOUT)
+    assert data_files(dest) == clean_build
+
+
 def _jobs_kept_open() -> int:
     from cellvol import tasks
 
