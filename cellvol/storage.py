@@ -418,12 +418,12 @@ def make_durable(store: Store, keys: Iterable[str]) -> None:
     if not isinstance(store, LocalStore):
         return
     root = Path(store.root)
+    top = root.parent
     directories: set[Path] = set()
     for key in keys:
         path = root / key
         _fsync(path)
-        directories.update(p for p in path.parents if p == root.parent or root in p.parents)
-        directories.add(root)
+        directories.update(p for p in path.parents if p == top or top in p.parents)
     # Deepest first: a directory's entry is flushed after the directory's own contents.
     for directory in sorted(directories, key=lambda p: len(p.parts), reverse=True):
         _fsync(directory)

@@ -344,14 +344,11 @@ def write_pyramid(
 def _close_job(context: TaskContext, client: Any, job: Job, *, failing: bool) -> None:
     """Stop this process's writer threads and have a cluster's workers drop the job."""
     context.writers.shutdown()
-    if client is None:
-        return
-    if failing:
-        # Best effort: the write's own error is the one to see, not a cluster's on cleanup.
-        with contextlib.suppress(Exception):
+    if client is not None:
+        # While failing, best effort: the write's own error is the one to see, not a
+        # cluster's on cleanup.
+        with contextlib.suppress(Exception) if failing else contextlib.nullcontext():
             forget_job_on_workers(client, job)
-    else:
-        forget_job_on_workers(client, job)
 
 
 def _contrast_window(array: Any, url: str) -> Window:
