@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/compare_pyramid.py --size-gib 16 --tools cellvol,tensorstore
     .venv/bin/python benchmarks/compare_pyramid.py --dtype float32 --geometry 3D-SEM
 
-The input is a synthetic tomogram (cellvol.testing.SyntheticVolume, seed 0; ``--dtype uint32``
+The input is a synthetic tomogram (cellvol.synthetic.SyntheticVolume, seed 0; ``--dtype uint32``
 gives the same scene's label volume) written once to a raw ``.npy`` file in ``--data-dir`` and
 memory-mapped by every tool. Every tool builds a 4-level pyramid with the same per-level
 factors (cellvol's planner decides them once: 2x along every axis for ``tomogram``, y and x
@@ -56,8 +56,8 @@ def pyramid_config(
 
     ``n_levels`` None: as many levels as ``write_pyramid`` and ``cellvol convert`` choose.
     """
-    from cellvol.plan import plan_pyramid
-    from cellvol.spec import VoxelSize
+    from cellvol.units import VoxelSize
+    from cellvol.write._plan import plan_pyramid
 
     plan = plan_pyramid(shape, VoxelSize.of(voxel_size), n_levels=n_levels)
     return {
@@ -77,7 +77,7 @@ def make_input(size_gib: int, data_dir: Path, dtype: str = "uint8") -> Path:
     path = data_dir / f"tomo_{size_gib}gib{suffix}.npy"
     if path.exists():
         return path
-    from cellvol.testing import SyntheticVolume
+    from cellvol.synthetic import SyntheticVolume
 
     shape = SHAPES[size_gib]
     if dtype == "uint32":

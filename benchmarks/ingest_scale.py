@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/ingest_scale.py --sizes 1,4,16   # the full run
 
 Inputs are written once to ``--data-dir`` (default /tmp/cellvol-bench), slab by slab from
-cellvol.testing.SyntheticVolume so they never sit whole in memory: an int16 MRC tomogram
+cellvol.synthetic.SyntheticVolume so they never sit whole in memory: an int16 MRC tomogram
 (mode 1, 8 Å voxels) and a directory of uint8 TIFF slices (a FIB-SEM export, voxels of
 8 nm in z and 5 nm in y and x).
 Each is converted by ``cellvol convert`` in a fresh process with the default 1 GiB memory
@@ -46,7 +46,7 @@ from _measure import measure, settle
 from _tools import stored_bytes
 from compare_pyramid import machine_limits, pyramid_config
 
-from cellvol.testing import SyntheticVolume
+from cellvol.synthetic import SyntheticVolume
 
 HERE = Path(__file__).resolve().parent
 CELLVOL = Path(sys.executable).with_name("cellvol")

@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _tools import IMPORTS, build_tensorstore
 from compare_pyramid import case_config, make_input
 
-from cellvol.testing import random_planes as planes_across
+from cellvol.synthetic import random_planes as planes_across
 
 HERE = Path(__file__).resolve().parent
 LEVELS = 4
@@ -283,7 +283,7 @@ def run_local(
     """Every local reader on levels 0 and 2; each figure beside its decompression floor."""
     import zarr
 
-    from cellvol.chunkread import chunk_layout
+    from cellvol._codec._layout import chunk_layout
 
     rows: list[dict[str, Any]] = []
     for level in (0, 2):

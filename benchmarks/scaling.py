@@ -15,8 +15,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from cellvol.plan import plan_pyramid
-from cellvol.spec import VoxelSize
+from cellvol.units import VoxelSize
+from cellvol.write._plan import plan_pyramid
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

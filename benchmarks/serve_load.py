@@ -307,9 +307,9 @@ def client_tiles(layout: Layout, clients: int) -> Iterator[Tile]:
 
 def render_tiles(image: Path, clients: int, seconds: float, threads: int) -> dict[str, Any]:
     """Tiles read and rendered as ``cellvol serve`` does, on ``threads`` threads."""
-    from cellvol.server.app import TILE as SERVED_TILE
-    from cellvol.server.app import Served, _box, _level
-    from cellvol.server.render import encode, render
+    from cellvol.server._app import TILE as SERVED_TILE
+    from cellvol.server._app import Served, _box, _level
+    from cellvol.server._render import encode, render
 
     assert SERVED_TILE == TILE
     served = Served.open(str(image), "bench")  # as the server opens it: default chunk cache

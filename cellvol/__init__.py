@@ -12,10 +12,8 @@ Convert a file with :func:`convert` (MRC, TIFF, HDF5, zarr) or write an array wi
 
 from typing import TYPE_CHECKING, Any
 
+from cellvol._codec._cache import ChunkCache
 from cellvol._version import __version__
-from cellvol.annotate import annotate, annotate_from_file
-from cellvol.annotations import Reference
-from cellvol.cache import ChunkCache
 from cellvol.errors import (
     CellvolError,
     CellvolWarning,
@@ -31,23 +29,31 @@ from cellvol.errors import (
     UnsupportedURLError,
     WriteConflictError,
 )
-from cellvol.export import export  # light: its format libraries load when it runs
+from cellvol.formats._export import export  # light: its format libraries load when it runs
+from cellvol.labels._references import Reference
 from cellvol.progress import ProgressEvent
-from cellvol.read import Level, Volume, open
-from cellvol.spec import VoxelSize
+from cellvol.read._level import Level, Region
+from cellvol.read._open import open
+from cellvol.read._segments import SegmentTable
+from cellvol.read._volume import LabelImage, Labels, Volume
+from cellvol.units import VoxelSize
 
 if TYPE_CHECKING:
-    from cellvol.ingest import convert
-    from cellvol.labels import write_labels
-    from cellvol.write import write_pyramid
+    from cellvol.formats._ingest import convert
+    from cellvol.labels._annotate import annotate, annotate_from_file
+    from cellvol.labels._write import write_labels
+    from cellvol.write._pyramid import WriteResult, write_pyramid
 
 # Writing pulls in dask (about a second to import); reading does not need it. These names are
 # imported on first use, so `import cellvol; cellvol.open(...)` starts fast. (Their modules
 # must not share the function's name: importing a submodule binds its name on the package.)
 _LAZY = {
-    "convert": "cellvol.ingest",
-    "write_labels": "cellvol.labels",
-    "write_pyramid": "cellvol.write",
+    "WriteResult": "cellvol.write._pyramid",
+    "annotate": "cellvol.labels._annotate",
+    "annotate_from_file": "cellvol.labels._annotate",
+    "convert": "cellvol.formats._ingest",
+    "write_labels": "cellvol.labels._write",
+    "write_pyramid": "cellvol.write._pyramid",
 }
 
 
@@ -61,12 +67,19 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'cellvol' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    # The public names only, the lazy ones included, for tab completion in notebooks.
+    return sorted(__all__)
+
+
 __all__ = [
     "CellvolError",
     "ChunkCache",
     "CellvolWarning",
     "IntegrityError",
     "InvalidInputError",
+    "LabelImage",
+    "Labels",
     "LayoutError",
     "Level",
     "LevelError",
@@ -75,12 +88,15 @@ __all__ = [
     "ProgressEvent",
     "ReadOnlyStoreError",
     "Reference",
+    "Region",
+    "SegmentTable",
     "SourceChangedError",
     "StoreNotFoundError",
     "UnsupportedURLError",
     "Volume",
     "VoxelSize",
     "WriteConflictError",
+    "WriteResult",
     "__version__",
     "annotate",
     "annotate_from_file",

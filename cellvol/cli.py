@@ -13,13 +13,13 @@ from rich.table import Table
 
 from cellvol._version import __version__
 from cellvol.errors import CellvolError, WriteConflictError
+from cellvol.ome._validation import validate
 from cellvol.progress import ProgressEvent
-from cellvol.read import Volume
-from cellvol.read import open as open_volume
-from cellvol.spec import VoxelSize
-from cellvol.testing import SyntheticVolume
-from cellvol.validation import validate
-from cellvol.write import write_pyramid
+from cellvol.read._open import open as open_volume
+from cellvol.read._volume import Volume
+from cellvol.synthetic import SyntheticVolume
+from cellvol.units import VoxelSize
+from cellvol.write._pyramid import write_pyramid
 
 app = typer.Typer(
     name="cellvol",
@@ -234,8 +234,8 @@ def convert(
     With --labels NAME, SRC is a segmentation and DEST an existing image: the labels are added
     to it with the image's levels and layout, and their segment table is computed.
     """
-    from cellvol.ingest import convert as convert_file
-    from cellvol.sources import open_source
+    from cellvol.formats._ingest import convert as convert_file
+    from cellvol.formats._open import open_source
 
     if int8 not in ("auto", "signed", "unsigned"):
         raise typer.BadParameter("--int8 must be auto, signed or unsigned")
@@ -299,7 +299,7 @@ def convert(
 def _add_labels(
     source: Any, image: str, name: str, options: dict[str, Any] | None, overwrite: bool
 ) -> None:
-    from cellvol.labels import write_labels
+    from cellvol.labels._write import write_labels
 
     console.print(f"Adding {source.description}\n  to [bold]{image}[/] as labels '{name}'")
     with _progress_bar() as draw:
@@ -327,7 +327,7 @@ def annotate(
     endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for IMAGE.")] = None,
 ) -> None:
     """Name segments and link them to UniProt, GO, PDB, EMDB... without rewriting data."""
-    from cellvol.annotate import annotate_from_file
+    from cellvol.labels._annotate import annotate_from_file
 
     count = annotate_from_file(
         image, labels, annotations, storage_options=_storage_options(endpoint_url, anon=False)
@@ -399,7 +399,7 @@ def export(
     anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
 ) -> None:
     """Write a region of a pyramid level to an MRC or TIFF file, with its voxel size."""
-    from cellvol.export import export as export_region
+    from cellvol.formats._export import export as export_region
 
     written = export_region(
         image,

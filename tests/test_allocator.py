@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from cellvol.allocator import limit_malloc_arenas
+from cellvol.write._allocator import limit_malloc_arenas
 
 glibc = pytest.mark.skipif(
     not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION"),
@@ -20,7 +20,7 @@ def test_the_arena_limit_is_set_once_and_stays_set() -> None:
 
 @glibc
 def test_a_limit_chosen_in_the_environment_is_left_alone() -> None:
-    code = "from cellvol.allocator import limit_malloc_arenas; print(limit_malloc_arenas())"
+    code = "from cellvol.write._allocator import limit_malloc_arenas; print(limit_malloc_arenas())"
     env = {**os.environ, "MALLOC_ARENA_MAX": "4"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
@@ -35,7 +35,7 @@ def test_at_least_one_arena() -> None:
 # (mallinfo2's count of mapped blocks goes up) or served it from its pool.
 _MAPPED_ALONE = """
 import ctypes, sys
-from cellvol.allocator import reuse_large_blocks
+from cellvol.write._allocator import reuse_large_blocks
 
 class Mallinfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
@@ -81,7 +81,7 @@ def test_large_blocks_come_from_the_pool_where_glibc_adapts_by_itself() -> None:
 # all, do it again, and print the page faults of the second round.
 _FAULTS_ON_REUSE = """
 import ctypes, resource, sys
-from cellvol.allocator import reuse_large_blocks
+from cellvol.write._allocator import reuse_large_blocks
 
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p

@@ -2,8 +2,8 @@
 
 import pytest
 
-from cellvol.annotations import RESOURCES, Reference, parse_references
 from cellvol.errors import InvalidInputError
+from cellvol.labels._references import RESOURCES, Reference, parse_references
 
 VALID = [
     ("UniProt", "P69905", "https://www.uniprot.org/uniprotkb/P69905/entry"),

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cellvol import cache as cache_module
-from cellvol.cache import ChunkCache, default_cache
+from cellvol._codec import _cache as cache_module
+from cellvol._codec._cache import ChunkCache, default_cache
 from cellvol.errors import InvalidInputError
 
 

@@ -23,8 +23,9 @@ from zarr.codecs import (
 )
 
 import cellvol
-from cellvol.cache import ChunkCache
-from cellvol.chunkread import ZstdDecoder, box_of, chunk_layout
+from cellvol._codec._cache import ChunkCache
+from cellvol._codec._keys import box_of
+from cellvol._codec._layout import ZstdDecoder, chunk_layout
 from cellvol.errors import IntegrityError
 
 SHAPE = (37, 45, 51)  # no axis a multiple of the chunks: edge chunks everywhere

@@ -7,7 +7,7 @@ import pytest
 import zarr
 
 import cellvol
-from cellvol.display import Window, contrast_window
+from cellvol.ome._display import Window, contrast_window
 
 
 def _window(data: np.ndarray, chunks=(8, 8, 8), sample_bytes: int = 2**30) -> Window:

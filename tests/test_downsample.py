@@ -4,8 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from cellvol.downsample import METHODS, downsample
 from cellvol.errors import InvalidInputError
+from cellvol.write._downsample import METHODS, downsample
 
 shapes = st.tuples(*[st.integers(1, 9)] * 3)
 factor_triples = st.tuples(*[st.sampled_from([1, 2, 3])] * 3)
@@ -171,7 +171,7 @@ def test_64_bit_mean_is_exact(block: np.ndarray, factors) -> None:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_slab_processing_equals_whole_block(monkeypatch: pytest.MonkeyPatch, method: str) -> None:
-    import cellvol.downsample as module
+    import cellvol.write._downsample as module
 
     block = np.random.default_rng(3).integers(0, 9, size=(23, 12, 10), dtype=np.uint8)
     whole = downsample(block, (2, 2, 3), method)
@@ -188,7 +188,7 @@ def test_slab_processing_equals_whole_block(monkeypatch: pytest.MonkeyPatch, met
 )
 def test_mode_counting_pairs_agrees_with_sorting(data: st.DataObject, dtype: str) -> None:
     """The pairwise kernel (small windows) and the sorting kernel give the same modes."""
-    import cellvol.downsample as kernels
+    import cellvol.write._downsample as kernels
 
     shape = tuple(data.draw(st.integers(1, 9)) for _ in range(3))
     factors = tuple(data.draw(st.integers(1, 3)) for _ in range(3))

@@ -9,8 +9,8 @@ import pytest
 
 import cellvol
 from cellvol.errors import InvalidInputError, WriteConflictError
-from cellvol.export import parse_region
-from cellvol.sources import open_source
+from cellvol.formats._export import parse_region
+from cellvol.formats._open import open_source
 
 mrcfile = pytest.importorskip("mrcfile")
 tifffile = pytest.importorskip("tifffile")

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 import cellvol
+from cellvol._store import open_store
 from cellvol.errors import (
     InvalidInputError,
     SourceChangedError,
     StoreNotFoundError,
     WriteConflictError,
 )
-from cellvol.ingest import _Digests
-from cellvol.ledger import Ledger
-from cellvol.storage import open_store
+from cellvol.formats._ingest import _Digests
+from cellvol.write._ledger import Ledger
 
 mrcfile = pytest.importorskip("mrcfile")
 tifffile = pytest.importorskip("tifffile")

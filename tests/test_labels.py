@@ -9,9 +9,12 @@ import tifffile
 import zarr
 
 import cellvol
+import cellvol.labels._write
 from cellvol.errors import IntegrityError, InvalidInputError, NotOMEZarrError
-from cellvol.labels import MAX_COLORS, label_color
-from cellvol.segments import compute_segments
+from cellvol.formats._open import open_source
+from cellvol.labels._segments import compute_segments
+from cellvol.labels._write import MAX_COLORS
+from cellvol.ome._display import label_color
 
 SHAPE = (20, 70, 90)
 
@@ -69,7 +72,7 @@ def test_labels_are_written_beside_the_image_and_read_back(image: Path) -> None:
     assert list(volume.labels) == ["cells"]
     assert volume.info(stored_bytes=False)["labels"] == ["cells"]
     cells = volume.labels["cells"]
-    assert isinstance(cells, cellvol.labels.LabelImage)
+    assert isinstance(cells, cellvol.LabelImage)
     assert cells.url == written.url
     np.testing.assert_array_equal(cells[:], labels)
     # Same levels, voxel sizes and layout as the image, so overlays align level by level.
@@ -164,7 +167,7 @@ def test_bad_labels_are_refused_before_anything_is_written(image: Path, tmp_path
 
 
 def test_many_segments_get_no_colour_list(image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cellvol.labels, "MAX_COLORS", 3)
+    monkeypatch.setattr(cellvol.labels._write, "MAX_COLORS", 3)
     cells = cellvol.write_labels(image, _blobs(), "cells")
     assert len(cells.segments) == 5 > 3
     assert cells.colors == {}
@@ -187,7 +190,7 @@ def test_real_serial_section_labels(shared_data: Path, tmp_path: Path) -> None:
     image = cellvol.convert(
         shared_data / "sstem" / "image", tmp_path / "em.zarr", voxel_size=(50, 4, 4)
     )
-    masks = cellvol.sources.open_source(shared_data / "sstem" / "label").array[:]
+    masks = open_source(shared_data / "sstem" / "label").array[:]
     mask_labels = cellvol.write_labels(image.url, shared_data / "sstem" / "label", "membranes")
     _check_table(mask_labels.segments, masks)
     # Instance labels: connected regions of the non-membrane space, checked against skimage.

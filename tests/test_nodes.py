@@ -1,4 +1,4 @@
-"""cellvol.nodes: opening zarr v3 and v2 nodes from their documents, and a group's arrays."""
+"""_store._nodes: opening zarr v3 and v2 nodes from their documents, and a group's arrays."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import zarr
 
+from cellvol._store import open_store
+from cellvol._store._nodes import array_key, open_node, read_arrays
 from cellvol.errors import MetadataError, NotOMEZarrError
-from cellvol.nodes import array_key, open_node, read_arrays
-from cellvol.storage import open_store
 
 
 def _group_with_arrays(root: Path, zarr_format: int) -> zarr.Group:

@@ -5,8 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cellvol.errors import LayoutError
-from cellvol.plan import plan_pyramid, plan_schedule, shard_regions
-from cellvol.spec import VoxelSize
+from cellvol.units import VoxelSize
+from cellvol.write._plan import plan_pyramid, plan_schedule, shard_regions
 
 
 def test_anisotropic_3d_sem_downsamples_xy_first() -> None:

@@ -9,6 +9,7 @@ import pytest
 import zarr
 
 import cellvol
+from cellvol._codec._keys import touched_ranges
 from cellvol.errors import (
     IntegrityError,
     LevelError,
@@ -16,7 +17,6 @@ from cellvol.errors import (
     NotOMEZarrError,
     StoreNotFoundError,
 )
-from cellvol.integrity import touched_ranges
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import cellvol
+from cellvol._store import delete_prefix, open_store
 from cellvol.errors import NotOMEZarrError, ReadOnlyStoreError, StoreNotFoundError
-from cellvol.storage import delete_prefix, open_store
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +185,7 @@ def test_remote_reads_fetch_nearby_chunks_in_one_request(
 def test_a_merged_request_stays_within_its_cap(
     tmp_path: Path, http_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cellvol import chunkread
+    from cellvol._codec import _reader as chunkread
 
     data = _noise_image(tmp_path)
     cap = 32 * 1024

@@ -16,7 +16,7 @@ import pytest
 
 import cellvol
 from cellvol.errors import WriteConflictError
-from cellvol.testing import SyntheticVolume
+from cellvol.synthetic import SyntheticVolume
 
 LAYOUT = {"chunks": (16, 16, 16), "shards": (32, 32, 32), "n_levels": 3, "name": "tomo"}
 SHAPE = (64, 96, 128)
@@ -149,7 +149,7 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import sys
     import cellvol
-    from cellvol.testing import SyntheticVolume
+    from cellvol.synthetic import SyntheticVolume
     cellvol.write_pyramid(SyntheticVolume({shape}, seed=7), sys.argv[1], 2.0, workers=2, **{layout})
     """
 )
@@ -233,7 +233,7 @@ def test_a_failed_write_on_a_cluster_reports_its_own_error_and_resumes(
 
 
 def _jobs_kept_open() -> int:
-    from cellvol import tasks
+    from cellvol.write import _tasks as tasks
 
     return len(tasks._JOBS) + len(tasks._CONTEXTS)
 
@@ -280,11 +280,11 @@ def test_a_parent_is_recorded_only_after_all_its_children(
     # local store) or by background writers (an object store, imitated here on local files).
     import threading
 
-    import cellvol.tasks
-    from cellvol.ledger import Ledger
-    from cellvol.plan import child_regions, shard_regions
+    import cellvol.write._tasks
+    from cellvol.write._ledger import Ledger
+    from cellvol.write._plan import child_regions, shard_regions
 
-    original_write, original_record = cellvol.tasks.write_bytes, Ledger.record
+    original_write, original_record = cellvol.write._tasks.write_bytes, Ledger.record
     order: list[tuple[int, tuple[int, ...]]] = []
     writing_threads: set[str] = set()
     lock = threading.Lock()
@@ -301,10 +301,10 @@ def test_a_parent_is_recorded_only_after_all_its_children(
         with lock:
             order.append((level, tuple(index)))
 
-    monkeypatch.setattr(cellvol.tasks, "write_bytes", slow_level0_write)
+    monkeypatch.setattr(cellvol.write._tasks, "write_bytes", slow_level0_write)
     monkeypatch.setattr(Ledger, "record", remember)
     if background:
-        monkeypatch.setattr(cellvol.tasks, "is_local_store", lambda store: False)
+        monkeypatch.setattr(cellvol.write._tasks, "is_local_store", lambda store: False)
     result = cellvol.write_pyramid(
         SyntheticVolume((64, 128, 128), seed=1),
         tmp_path / "o.zarr",
@@ -361,7 +361,8 @@ def test_a_shard_is_on_the_disk_before_it_is_recorded_and_everything_before_comp
     # or a completion marker, must therefore only reach the disk after what it vouches for.
     import threading
 
-    from cellvol.ledger import Ledger, shard_object_key
+    from cellvol._codec._keys import shard_object_key
+    from cellvol.write._ledger import Ledger
 
     events: list[str] = []
     lock = threading.Lock()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import zarr
 
-from cellvol.shard import copy_rows, encode_shard, sharding_codecs
+from cellvol._codec._shard import copy_rows, encode_shard, sharding_codecs
 
 
 @pytest.mark.parametrize("level", [3, None], ids=["zstd", "uncompressed"])

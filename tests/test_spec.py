@@ -1,7 +1,7 @@
 import pytest
 
 from cellvol.errors import InvalidInputError
-from cellvol.spec import VoxelSize, normalize_unit
+from cellvol.units import VoxelSize, normalize_unit
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""cellvol.storage against real backends: local disk, a moto S3 server, a loopback HTTP server.
+"""cellvol._store against real backends: local disk, a moto S3 server, a loopback HTTP server.
 
 :class:`StorageContract` holds what every backend must do; each backend subclasses it with a
 ``backend`` fixture (zarr-python's style of store tests). Nothing here mocks a client.
@@ -26,16 +26,7 @@ from s3fs import S3FileSystem
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
-from cellvol import storage
-from cellvol.errors import (
-    CellvolError,
-    InvalidInputError,
-    ReadOnlyStoreError,
-    StoreNotFoundError,
-    UnsupportedURLError,
-    WriteConflictError,
-)
-from cellvol.storage import (
+from cellvol._store import (
     Location,
     delete_prefix,
     join,
@@ -46,6 +37,15 @@ from cellvol.storage import (
     read_bytes,
     read_objects,
     write_bytes,
+)
+from cellvol._store import _s3 as s3_backend
+from cellvol.errors import (
+    CellvolError,
+    InvalidInputError,
+    ReadOnlyStoreError,
+    StoreNotFoundError,
+    UnsupportedURLError,
+    WriteConflictError,
 )
 
 Serve = Callable[[str | os.PathLike[str]], str]
@@ -501,7 +501,7 @@ class TestS3(WritableStorageContract):
             location = parse_location(url)
             bucket, _, key = location.path.partition("/")
             try:
-                await storage._probe_s3_metadata(
+                await s3_backend._probe_s3_metadata(
                     client, location, s3_server.endpoint_url, bucket, key, {"anon": True}
                 )
             finally:

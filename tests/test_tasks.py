@@ -5,7 +5,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
-from cellvol.tasks import SyncingRecords
+from cellvol.write._tasks import SyncingRecords
 
 
 def _finished(error: Exception | None = None) -> Future[None]:

@@ -1,4 +1,4 @@
-"""Tests of the procedural synthetic tomogram generator in cellvol.testing."""
+"""Tests of the procedural synthetic tomogram generator in cellvol.synthetic."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cellvol.errors import InvalidInputError
-from cellvol.testing import SyntheticVolume, synthetic_labels, synthetic_tomogram
+from cellvol.synthetic import SyntheticVolume, synthetic_labels, synthetic_tomogram
 
 SHAPE = (48, 64, 80)
 HUGE = (20_000, 40_000, 40_000)  # 32 TB of uint8

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cellvol.errors import MetadataError
-from cellvol.validation import check, detect, validate
+from cellvol.ome._validation import check, detect, validate
 
 SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ngff-spec"
 needs_spec = pytest.mark.skipif(

@@ -11,11 +11,11 @@ import zarr
 from memory_helpers import resident_kib
 
 import cellvol
-from cellvol.downsample import downsample
 from cellvol.errors import InvalidInputError, LayoutError, WriteConflictError
+from cellvol.ome._validation import validate
 from cellvol.progress import ProgressEvent
-from cellvol.testing import SyntheticVolume
-from cellvol.validation import validate
+from cellvol.synthetic import SyntheticVolume
+from cellvol.write._downsample import downsample
 
 
 def test_numpy_round_trip_every_level_equals_kernel_applied_to_level_below(tmp_path: Path) -> None:
@@ -251,7 +251,7 @@ def test_dask_source_is_not_computed_whole(tmp_path: Path) -> None:
 
 
 def test_memmap_views_are_not_mistaken_for_the_whole_file(tmp_path: Path) -> None:
-    from cellvol.sources.arrays import MemmapSource, portable
+    from cellvol.write._inputs import MemmapSource, portable
 
     path = tmp_path / "raw.npy"
     data = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(10, 4, 4))

@@ -5,7 +5,7 @@
     .venv/bin/python -m pytest benchmarks/suite --full --benchmark-autosave  # 1 GiB inputs
     .venv/bin/python -m pytest benchmarks/suite --benchmark-disable          # smoke: once each
 
-Inputs are synthetic (cellvol.testing.SyntheticVolume, fixed seeds), materialised once per
+Inputs are synthetic (cellvol.synthetic.SyntheticVolume, fixed seeds), materialised once per
 session into a temporary directory, so every run of a commit measures the same bytes.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import cellvol
-from cellvol.testing import SyntheticVolume
+from cellvol.synthetic import SyntheticVolume
 
 SMALL = (64, 256, 512)  # 8 Mi voxels
 FULL = (512, 1024, 2048)  # 1 Gi voxels, the peer comparison's size

@@ -7,12 +7,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cellvol.display import contrast_window
-from cellvol.downsample import downsample
-from cellvol.segments import compute_segments
-from cellvol.server.render import encode, label_overlay, render
-from cellvol.shard import encode_shard
-from cellvol.testing import SyntheticVolume
+from cellvol._codec._shard import encode_shard
+from cellvol.labels._segments import compute_segments
+from cellvol.ome._display import contrast_window
+from cellvol.server._render import encode, label_overlay, render
+from cellvol.synthetic import SyntheticVolume
+from cellvol.write._downsample import downsample
 
 BLOCK = SyntheticVolume((128, 128, 128), seed=1)[...]
 LABELS = SyntheticVolume((128, 128, 128), kind="labels", seed=1)[...]

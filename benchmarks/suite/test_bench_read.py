@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import cellvol
-from cellvol.testing import random_planes
+from cellvol.synthetic import random_planes
 
 
 @pytest.mark.parametrize("level", [0, 2])

@@ -9,7 +9,7 @@
 Needs the ``server`` extra (starlette, uvicorn, pillow).
 """
 
-from cellvol.server.app import Served, create_app, serve_name
-from cellvol.server.runner import Server
+from cellvol.server._app import Served, create_app, serve_name
+from cellvol.server._runner import Server
 
 __all__ = ["Served", "Server", "create_app", "serve_name"]

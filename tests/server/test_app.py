@@ -12,7 +12,7 @@ from PIL import Image
 
 import cellvol
 from cellvol.server import Served, Server, serve_name
-from cellvol.server.render import render
+from cellvol.server._render import render
 
 
 def _image(reply) -> np.ndarray:
@@ -159,7 +159,7 @@ def test_names_default_to_the_folder_and_must_be_unique(tmp_path) -> None:
 
 
 def test_slow_requests_time_out_and_excess_ones_are_refused(running, monkeypatch) -> None:
-    import cellvol.server.app as app_module
+    import cellvol.server._app as app_module
 
     original = app_module.render
 

@@ -8,7 +8,7 @@ import pytest
 from server_helpers import SECRET, Running
 
 import cellvol
-from cellvol.server.keys import is_safe_key
+from cellvol.server._keys import is_safe_key
 
 KEY = "0/c/0/0/0"
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cellvol.server.runner import _listening_socket
+from cellvol.server._runner import _listening_socket
 
 
 @pytest.fixture

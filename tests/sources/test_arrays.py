@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from memory_helpers import resident_kib
 
-from cellvol.sources.arrays import MemmapSource, Transposed, portable, region_of
+from cellvol.write._inputs import MemmapSource, Transposed, portable, region_of
 
 DATA = np.random.default_rng(9).integers(0, 60000, (32, 128, 256), dtype=np.uint16)
 

@@ -11,8 +11,8 @@ import pytest
 h5py = pytest.importorskip("h5py")
 
 from cellvol.errors import InvalidInputError  # noqa: E402
-from cellvol.sources import open_source  # noqa: E402
-from cellvol.spec import VoxelSize  # noqa: E402
+from cellvol.formats._open import open_source  # noqa: E402
+from cellvol.units import VoxelSize  # noqa: E402
 
 DATA = np.random.default_rng(5).random((6, 40, 50), dtype=np.float32)
 

@@ -11,9 +11,9 @@ import pytest
 
 mrcfile = pytest.importorskip("mrcfile")
 
-from cellvol.sources import open_source  # noqa: E402
-from cellvol.sources.mrc import open_mrc  # noqa: E402
-from cellvol.spec import VoxelSize  # noqa: E402
+from cellvol.formats._mrc import open_mrc  # noqa: E402
+from cellvol.formats._open import open_source  # noqa: E402
+from cellvol.units import VoxelSize  # noqa: E402
 
 
 def write_mrc(path: Path, data: np.ndarray, **header: object) -> Path:

@@ -7,7 +7,7 @@ import pytest
 
 import cellvol
 from cellvol.errors import InvalidInputError, StoreNotFoundError
-from cellvol.sources import open_source
+from cellvol.formats._open import open_source
 
 
 def test_npy_is_memory_mapped_without_voxel_size(tmp_path: Path) -> None:

@@ -9,10 +9,10 @@ import pytest
 tifffile = pytest.importorskip("tifffile")
 
 from cellvol.errors import InvalidInputError, StoreNotFoundError  # noqa: E402
-from cellvol.sources import open_source  # noqa: E402
-from cellvol.sources.arrays import MemmapSource  # noqa: E402
-from cellvol.sources.tiff import TiffSeries, TiffSlices, natural_key  # noqa: E402
-from cellvol.spec import VoxelSize  # noqa: E402
+from cellvol.formats._open import open_source  # noqa: E402
+from cellvol.formats._tiff import TiffSeries, TiffSlices, natural_key  # noqa: E402
+from cellvol.units import VoxelSize  # noqa: E402
+from cellvol.write._inputs import MemmapSource  # noqa: E402
 
 DATA = np.random.default_rng(3).integers(0, 60000, size=(7, 90, 130), dtype=np.uint16)
 REGION = (slice(2, 6), slice(11, 77), slice(40, 129))

@@ -1,0 +1,48 @@
+"""Where bytes live: paths and URLs opened as zarr stores, and plain objects in them.
+
+Private: the layers above use :func:`open_store` and the object helpers; users pass paths and
+URLs to :func:`cellvol.open` and :func:`cellvol.write_pyramid` instead. Modules, one concern
+each: ``_location`` (parsing), ``_options`` (storage options), ``_open`` (the modes and what
+each guarantees), ``_local``, ``_s3``, ``_http`` (the backends), ``_objects`` (whole-object
+reads and writes, listing, deletion), ``_durable`` (syncing to stable storage), ``_nodes``
+(zarr groups and arrays found in a store), ``_loop`` (event loops). This layer knows nothing
+of OME metadata or pyramids.
+"""
+
+from cellvol._store._durable import make_durable, replace_durably
+from cellvol._store._location import METADATA_KEYS, SUPPORTED, Location, join, parse_location
+from cellvol._store._loop import on_zarr_loop, run_in_fresh_loop
+from cellvol._store._objects import (
+    delete_prefix,
+    is_local_store,
+    list_keys,
+    object_size,
+    read_bytes,
+    read_objects,
+    write_bytes,
+)
+from cellvol._store._open import MODES, Mode, open_store
+from cellvol._store._s3 import S3Store
+
+__all__ = [
+    "METADATA_KEYS",
+    "MODES",
+    "SUPPORTED",
+    "Location",
+    "Mode",
+    "S3Store",
+    "delete_prefix",
+    "is_local_store",
+    "join",
+    "list_keys",
+    "make_durable",
+    "object_size",
+    "on_zarr_loop",
+    "open_store",
+    "parse_location",
+    "read_bytes",
+    "read_objects",
+    "replace_durably",
+    "run_in_fresh_loop",
+    "write_bytes",
+]

@@ -1,0 +1,182 @@
+"""Plain objects in a store: bookkeeping documents, not chunks.
+
+Blocking helpers: call them from any thread but zarr's I/O loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.storage import FsspecStore, LocalStore
+
+from cellvol.errors import ReadOnlyStoreError
+
+__all__ = [
+    "delete_prefix",
+    "is_local_store",
+    "list_keys",
+    "object_size",
+    "read_bytes",
+    "read_objects",
+    "write_bytes",
+]
+
+
+def read_bytes(store: Store, key: str) -> bytes | None:
+    """Return the whole object at ``key``, or None if there is none.
+
+    Parameters
+    ----------
+    store
+        A store from :func:`open_store`.
+    key
+        The object's key, relative to the store's root (``"a/zarr.json"``).
+    """
+    return read_objects(store, [key])[0]
+
+
+def read_objects(store: Store, keys: Sequence[str]) -> list[bytes | None]:
+    """Return the whole objects at ``keys``, fetched concurrently; None for each missing one.
+
+    On S3 and HTTP the requests overlap, so reading a few documents costs about one round
+    trip instead of one each.
+    """
+    if not keys:
+        return []
+    prototype = default_buffer_prototype()
+
+    async def fetch_all() -> list[Any]:
+        return await asyncio.gather(*(store.get(key, prototype=prototype) for key in keys))
+
+    return [None if buffer is None else buffer.to_bytes() for buffer in sync(fetch_all())]
+
+
+def write_bytes(store: Store, key: str, data: bytes | Sequence[bytes]) -> None:
+    """Write ``data`` as the whole object at ``key``, replacing any object there.
+
+    ``data`` may be a sequence of parts, stored as their concatenation: a local store writes
+    them one after the other without joining them first (an encoded shard is a hundred parts
+    and most of a shard's size, so a join would copy every byte once more).
+
+    The object appears whole or not at all: a local file is written under a temporary name
+    ending in ``.<32 hex digits>.partial`` (the name zarr's own local store uses, which an
+    interrupted write's clean-up looks for) and then renamed; object stores write atomically.
+
+    Raises
+    ------
+    ReadOnlyStoreError
+        If the store was opened read-only.
+    """
+    _check_writable(store, key)
+    parts: Sequence[bytes] = [data] if isinstance(data, bytes) else data
+    if isinstance(store, LocalStore):
+        _write_local_file(Path(store.root) / key, parts)
+    else:
+        joined = b"".join(parts)
+        sync(store.set(key, default_buffer_prototype().buffer.from_bytes(joined)))
+
+
+def _write_local_file(path: Path, parts: Sequence[bytes]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        with open(temporary, "wb") as stream:
+            stream.writelines(parts)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def is_local_store(store: Store) -> bool:
+    """Whether ``store`` keeps its objects as files on this machine's file system."""
+    return isinstance(store, LocalStore)
+
+
+def object_size(store: Store, key: str) -> int | None:
+    """Return the size in bytes of the object at ``key``, or None if there is none."""
+    try:
+        return sync(store.getsize(key))
+    except FileNotFoundError:
+        return None
+
+
+def list_keys(store: Store, prefix: str = "") -> list[str]:
+    """Return the sorted keys of every object under ``prefix``, relative to the store's root.
+
+    Parameters
+    ----------
+    store
+        A store from :func:`open_store` (not HTTP: HTTP servers cannot list reliably).
+    prefix
+        A "directory": ``""`` for the whole store, ``"a/b"`` (or ``"a/b/"``) for the objects
+        whose keys start with ``"a/b/"``.
+    """
+    return sync(_list_keys(store, prefix))
+
+
+def delete_prefix(store: Store, prefix: str) -> None:
+    """Delete the object ``prefix`` and every object under ``prefix/``; ``""`` empties the store.
+
+    Whole key components only: ``delete_prefix(store, "a/b")`` leaves ``"a/bc"`` alone.
+    Deleting what does not exist is not an error.
+
+    Raises
+    ------
+    ReadOnlyStoreError
+        If the store was opened read-only.
+    """
+    _check_writable(store, prefix)
+    sync(_delete_prefix(store, prefix.strip("/")))
+
+
+def _check_writable(store: Store, key: str) -> None:
+    if store.read_only:
+        raise ReadOnlyStoreError(f"cannot write {key!r}: {store} was opened read-only")
+
+
+async def _list_keys(store: Store, prefix: str) -> list[str]:
+    directory = prefix.strip("/")
+    start = f"{directory}/" if directory else ""
+    keys: set[str] = set()
+    try:
+        async for key in store.list_prefix(start):
+            if key.startswith(start):
+                keys.add(key)
+    except FileNotFoundError:
+        pass
+    return sorted(keys)
+
+
+async def _delete_prefix(store: Store, prefix: str) -> None:
+    if isinstance(store, LocalStore):  # removes the emptied directories too
+        if not prefix:
+            with contextlib.suppress(FileNotFoundError):  # a local root never created
+                await store.clear()
+            return
+        if await store.exists(prefix):
+            await store.delete(prefix)
+        await store.delete_dir(prefix)
+        return
+    # Not FsspecStore.clear / delete_dir: in zarr 3.4 the first stops at the first key that a
+    # recursive delete already removed, and either may reach for the bucket itself.
+    keys = await _list_keys(store, prefix)
+    if prefix and await store.exists(prefix):
+        keys.append(prefix)
+    if not keys:
+        return
+    if isinstance(store, FsspecStore):  # batched: one request per 1000 S3 objects
+        root = store.path.rstrip("/")
+        await store.fs._rm([f"{root}/{key}" for key in keys])
+    else:
+        for key in keys:
+            await store.delete(key)

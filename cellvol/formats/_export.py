@@ -1,0 +1,297 @@
+"""Write a region of any pyramid level back out as an MRC or TIFF file, in bounded memory.
+
+The file is built under a temporary name beside the target (``<name>.partial``) and renamed
+into place only when it is complete and flushed to the disk, so neither an interrupted export
+nor a crash soon after one leaves a file that looks finished but is not. Data is copied in slabs
+of whole planes of at most :data:`SLAB_BYTES`.
+
+MRC files get the level's voxel size (in ångström) and the region's origin in the header,
+standard axis order (columns X, rows Y, sections Z) and header statistics computed slab by slab.
+``uint8`` data is written as mode 0 with IMOD's stamp marking the bytes unsigned (as IMOD
+does); ``int8`` as mode 0 marked signed. Types MRC has no mode for (32- and 64-bit integers,
+float64) are refused: export them to TIFF. TIFF files are OME-TIFF (BigTIFF when large) with
+the physical voxel size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import struct
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from cellvol._store import replace_durably
+from cellvol.errors import InvalidInputError, WriteConflictError
+from cellvol.read._level import Level
+from cellvol.read._open import open as open_volume
+from cellvol.read._volume import Volume
+from cellvol.units import VoxelSize, convert_lengths
+
+__all__ = ["MRC_MODES", "SLAB_BYTES", "export", "parse_region"]
+
+#: Largest block of planes held in memory at once.
+SLAB_BYTES: Final = 128 * 2**20
+#: Element types an MRC file can hold, with their mode.
+MRC_MODES: Final[dict[str, int]] = {
+    "int8": 0,
+    "uint8": 0,
+    "int16": 1,
+    "float32": 2,
+    "uint16": 6,
+    "float16": 12,
+}
+_MRC_SUFFIXES: Final = (".mrc", ".map", ".rec", ".mrcs")
+_TIFF_SUFFIXES: Final = (".tif", ".tiff", ".btf")
+_IMOD_STAMP: Final = 1146047817
+_BIGTIFF_AFTER: Final = 2**31
+
+
+def export(
+    image: Volume | str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    *,
+    level: int = 0,
+    region: Sequence[slice] | str | None = None,
+    overwrite: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> Path:
+    """Write a region of one level of an image to an MRC or TIFF file.
+
+    Parameters
+    ----------
+    image
+        An open :class:`~cellvol.Volume`, or a path or URL to open.
+    path
+        The file to write; ``.mrc .map .rec .mrcs`` for MRC, ``.tif .tiff .btf`` for TIFF.
+    level
+        The pyramid level (0 is full resolution, negative counts from the coarsest).
+    region
+        ``(z, y, x)`` slices, or text like ``"0:64,100:356,:"``; default the whole level.
+    overwrite
+        Replace an existing file at ``path``.
+    storage_options
+        For opening ``image`` from a URL.
+
+    Returns
+    -------
+    Path
+        The file written.
+
+    Raises
+    ------
+    InvalidInputError
+        For an unknown file type, a region outside the level, or an element type the format
+        cannot hold.
+    WriteConflictError
+        If ``path`` exists and ``overwrite`` is False.
+    """
+    volume = image if isinstance(image, Volume) else open_volume(image, storage_options)
+    chosen = volume.level(level)
+    if chosen.ndim != 3:
+        raise InvalidInputError(f"{volume.url}: level {level} is {chosen.ndim}-D; expected z, y, x")
+    box = (
+        parse_region(region, chosen.shape)
+        if isinstance(region, str) or region is None
+        else (_check_region(tuple(region), chosen.shape))
+    )
+    target = Path(path).expanduser()
+    suffix = target.suffix.lower()
+    if suffix not in _MRC_SUFFIXES + _TIFF_SUFFIXES:
+        raise InvalidInputError(
+            f"{path}: cannot tell the format from the suffix; use one of "
+            f"{' '.join(_MRC_SUFFIXES + _TIFF_SUFFIXES)}"
+        )
+    if target.exists() and not overwrite:
+        raise WriteConflictError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    dtype = chosen.dtype
+    if suffix in _MRC_SUFFIXES and dtype.name not in MRC_MODES:
+        raise InvalidInputError(
+            f"{volume.url}: {dtype} has no MRC mode (MRC holds "
+            f"{', '.join(MRC_MODES)}); export it to TIFF instead"
+        )
+    voxel = chosen.voxel_size
+    origin = tuple(
+        t + r.start * s for t, r, s in zip(chosen.translation, box, chosen.scale, strict=True)
+    )
+    partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)
+    try:
+        if suffix in _MRC_SUFFIXES:
+            _write_mrc(partial, chosen, box, voxel, origin, f"cellvol export of {volume.url}")
+        else:
+            _write_tiff(partial, chosen, box, voxel)
+        replace_durably(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def parse_region(text: str | None, shape: Sequence[int]) -> tuple[slice, slice, slice]:
+    """Parse ``"z0:z1,y0:y1,x0:x1"`` (any part may be empty, ``:`` or a single index).
+
+    Raises
+    ------
+    InvalidInputError
+        If the text is not three comma-separated ranges, or a range is empty or outside
+        ``shape``.
+    """
+    if text is None or not text.strip():
+        return _check_region((slice(None),) * 3, shape)
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3:
+        raise InvalidInputError(f"region {text!r} needs three ranges z,y,x like 0:64,:,100:200")
+    slices: list[slice] = []
+    for part in parts:
+        try:
+            if ":" in part:
+                start, stop = part.split(":", 1)
+                slices.append(slice(int(start) if start else None, int(stop) if stop else None))
+            elif part:
+                slices.append(slice(int(part), int(part) + 1))
+            else:
+                slices.append(slice(None))
+        except ValueError:
+            raise InvalidInputError(
+                f"region {text!r}: {part!r} is not a range of integers like 10:20"
+            ) from None
+    return _check_region(tuple(slices), shape)
+
+
+def _check_region(region: tuple[slice, ...], shape: Sequence[int]) -> tuple[slice, slice, slice]:
+    if len(region) != 3:
+        raise InvalidInputError(f"region needs three slices (z, y, x), got {len(region)}")
+    checked: list[slice] = []
+    for axis, part, n in zip("zyx", region, shape, strict=True):
+        start = 0 if part.start is None else part.start
+        stop = n if part.stop is None else part.stop
+        if part.step not in (None, 1) or not 0 <= start < stop <= n:
+            raise InvalidInputError(
+                f"region {axis} = {start}:{stop} is empty or outside the level's 0:{n} "
+                f"(shape {tuple(shape)})"
+            )
+        checked.append(slice(start, stop))
+    return (checked[0], checked[1], checked[2])
+
+
+def _slabs(level: Level, box: tuple[slice, slice, slice]) -> Iterator[npt.NDArray[Any]]:
+    """The region's planes in slabs: chunk-deep where that fits in :data:`SLAB_BYTES`."""
+    zs, ys, xs = box
+    plane = (ys.stop - ys.start) * (xs.stop - xs.start) * level.dtype.itemsize
+    depth = max(1, min(level.chunks[0], SLAB_BYTES // max(plane, 1)))
+    z = zs.start
+    while z < zs.stop:
+        # End slabs on chunk boundaries, so no chunk is decoded for two slabs.
+        end = min(zs.stop, (z // depth + 1) * depth)
+        yield level[z:end, ys, xs]
+        z = end
+
+
+def _write_mrc(
+    file: Path,
+    level: Level,
+    box: tuple[slice, slice, slice],
+    voxel: VoxelSize | None,
+    origin: Sequence[float],
+    label: str,
+) -> None:
+    import mrcfile
+
+    dtype = level.dtype
+    shape = tuple(r.stop - r.start for r in box)
+    stats = _Statistics()
+    with (
+        _without_numpy_deprecations(),
+        mrcfile.new_mmap(file, shape=shape, mrc_mode=MRC_MODES[dtype.name]) as mrc,
+    ):
+        z = 0
+        for slab in _slabs(level, box):
+            # mrcfile maps mode 0 as int8; unsigned bytes go in unchanged, flagged below.
+            mrc.data[z : z + len(slab)] = slab.view(np.int8) if dtype == np.uint8 else slab
+            z += len(slab)
+            stats.add(slab)
+        header = mrc.header
+        header.dmin, header.dmax, header.dmean, header.rms = stats.summary()
+        if voxel is not None:
+            size = voxel.to("angstrom")
+            mrc.voxel_size = (size.x, size.y, size.z)
+            header.origin = convert_lengths(reversed(tuple(origin)), voxel.unit, "angstrom")
+        mrc.add_label(label[:80])
+    if dtype.itemsize == 1:
+        _stamp_imod_signedness(file, signed=dtype == np.int8)
+
+
+@contextlib.contextmanager
+def _without_numpy_deprecations() -> Iterator[None]:
+    """Silence the numpy 2.5 deprecations mrcfile triggers: nothing a user could act on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
+class _Statistics:
+    """Minimum, maximum, mean and RMS deviation of data seen in pieces, in float64."""
+
+    _PIECE: Final = 2**22  # elements converted to float64 at a time (32 MiB)
+
+    def __init__(self) -> None:
+        self.low, self.high = math.inf, -math.inf
+        self.count, self.total, self.squares = 0, 0.0, 0.0
+
+    def add(self, data: npt.NDArray[Any]) -> None:
+        flat = data.reshape(-1)
+        for start in range(0, flat.size, self._PIECE):
+            piece = flat[start : start + self._PIECE].astype(np.float64)
+            self.low = min(self.low, float(piece.min()))
+            self.high = max(self.high, float(piece.max()))
+            self.total += float(piece.sum())
+            self.squares += float(np.dot(piece, piece))
+            self.count += piece.size
+
+    def summary(self) -> tuple[float, float, float, float]:
+        mean = self.total / self.count
+        rms = math.sqrt(max(self.squares / self.count - mean * mean, 0.0))
+        return self.low, self.high, mean, rms
+
+
+def _stamp_imod_signedness(file: Path, *, signed: bool) -> None:
+    """Mark mode 0 bytes as signed or unsigned the way IMOD does (stamp and flag bit 0)."""
+    with file.open("r+b") as stream:
+        stream.seek(152)
+        # mrcfile writes new files in the machine's byte order.
+        stream.write(struct.pack("=ii", _IMOD_STAMP, 1 if signed else 0))
+
+
+def _write_tiff(
+    file: Path, level: Level, box: tuple[slice, slice, slice], voxel: VoxelSize | None
+) -> None:
+    import tifffile
+
+    shape = tuple(r.stop - r.start for r in box)
+    metadata: dict[str, Any] = {"axes": "ZYX"}
+    if voxel is not None:
+        size = voxel.to("nanometer")
+        for axis, value in zip("ZYX", size.zyx, strict=True):
+            metadata[f"PhysicalSize{axis}"] = value
+            metadata[f"PhysicalSize{axis}Unit"] = "nm"
+
+    def planes() -> Iterator[npt.NDArray[Any]]:
+        for slab in _slabs(level, box):
+            yield from slab
+
+    tifffile.imwrite(
+        file,
+        data=planes(),
+        shape=shape,
+        dtype=level.dtype,
+        ome=True,
+        metadata=metadata,
+        bigtiff=math.prod(shape) * level.dtype.itemsize > _BIGTIFF_AFTER,
+        photometric="minisblack",
+    )

@@ -1,0 +1,188 @@
+"""HDF5 datasets, read lazily with h5py by a handle that reopens itself in each process.
+
+An open ``h5py.Dataset`` cannot be pickled, so :class:`Hdf5Dataset` holds the file name and
+the dataset's path and opens the file on first use in whatever process reads it (a dask worker
+included). Voxel sizes are taken from the attributes the common tools write:
+``element_size_um`` (ilastik, Fiji, CREMI: z, y, x in micrometres), ``resolution`` or
+``voxel_size`` (z, y, x, in nanometres unless a ``unit`` attribute says otherwise).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from cellvol.errors import InvalidInputError, StoreNotFoundError
+from cellvol.formats._source import Source
+from cellvol.units import VoxelSize
+from cellvol.write._inputs import OpenedPerProcess, region_of
+
+__all__ = ["Hdf5Dataset", "open_hdf5"]
+
+
+def open_hdf5(path: str | Path, dataset: str | None = None) -> Source:
+    """Open a 3-D dataset of an HDF5 file.
+
+    Parameters
+    ----------
+    path
+        The file.
+    dataset
+        The dataset's path in the file; by default the file's only 3-D dataset.
+
+    Raises
+    ------
+    StoreNotFoundError
+        If the file does not exist.
+    InvalidInputError
+        If it is not an HDF5 file, the dataset is missing, is a group or is not 3-D, or no
+        dataset was named and the file does not hold exactly one 3-D dataset.
+    """
+    import h5py
+
+    file = Path(path).expanduser()
+    name = str(path)
+    if not file.is_file():
+        raise StoreNotFoundError(f"{name}: no such file")
+    try:
+        handle = h5py.File(file, "r")
+    except OSError as exc:
+        raise InvalidInputError(f"{name}: not a readable HDF5 file ({exc})") from exc
+    with handle:
+        key = dataset if dataset is not None else _only_volume(handle, name)
+        node = handle.get(key)
+        if node is None:
+            raise InvalidInputError(
+                f"{name}: has no dataset {key!r}; its datasets are {_datasets(handle) or 'none'}"
+            )
+        if not isinstance(node, h5py.Dataset):
+            raise InvalidInputError(
+                f"{name}: {key!r} is a group, not a dataset; its datasets are "
+                f"{_datasets(node) or 'none'}"
+            )
+        shape = tuple(int(n) for n in node.shape)
+        if len(shape) != 3:
+            raise InvalidInputError(
+                f"{name}: dataset {key!r} has shape {shape}; expected 3 axes (z, y, x)"
+            )
+        dtype = np.dtype(node.dtype)
+        if dtype.kind not in "iuf":
+            raise InvalidInputError(
+                f"{name}: dataset {key!r} holds {dtype}; expected integers or floats"
+            )
+        attributes = {k: _plain(v) for k, v in node.attrs.items()}
+        voxel = _voxel_size(attributes)
+        details = {
+            "format": "HDF5",
+            "file": file.name,
+            "dataset": node.name,
+            "bytes": file.stat().st_size,
+            "chunks": list(node.chunks) if node.chunks else None,
+            "compression": node.compression,
+            "attributes": attributes,
+        }
+        full_name = str(node.name)
+    return Source(
+        array=Hdf5Dataset(str(file.resolve()), full_name, shape, dtype.str),
+        voxel_size=voxel,
+        description=(
+            f"{file.name}:{full_name}: HDF5 dataset {shape[0]} × {shape[1]} × {shape[2]} "
+            f"(z, y, x) {dtype.name}"
+        ),
+        files=(str(file.resolve()),),
+        details=details,
+    )
+
+
+@dataclass(frozen=True)  # not slotted: the open file is cached on the instance
+class Hdf5Dataset(OpenedPerProcess):
+    """A dataset of an HDF5 file by name, opened on first read in each process."""
+
+    filename: str
+    dataset: str
+    shape: tuple[int, int, int]
+    dtype_str: str
+    _HANDLES: ClassVar[tuple[str, ...]] = ("_node",)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Element type."""
+        return np.dtype(self.dtype_str)
+
+    @functools.cached_property
+    def _node(self) -> Any:
+        import h5py
+
+        return h5py.File(self.filename, "r")[self.dataset]
+
+    def __getitem__(self, key: Any) -> npt.NDArray[Any]:
+        region = region_of(key, self.shape)
+        # h5py serialises calls into the HDF5 library, so writer threads can share the handle
+        # (two threads racing to open it first merely open the file twice).
+        try:
+            return np.asarray(self._node[region])
+        except OSError as exc:  # what h5py raises for a damaged chunk or a failed filter
+            raise InvalidInputError(
+                f"{self.filename}:{self.dataset}: cannot read region {region} ({exc})"
+            ) from exc
+
+
+def _only_volume(handle: Any, name: str) -> str:
+    volumes = [path for path, shape in _dataset_shapes(handle) if len(shape) == 3]
+    if len(volumes) != 1:
+        listing = ", ".join(f"{p} {s}" for p, s in _dataset_shapes(handle)) or "none"
+        raise InvalidInputError(
+            f"{name}: holds {len(volumes)} 3-D datasets; name one (file.h5:/path or --dataset). "
+            f"Its datasets: {listing}"
+        )
+    return volumes[0]
+
+
+def _dataset_shapes(group: Any) -> list[tuple[str, tuple[int, ...]]]:
+    import h5py
+
+    found: list[tuple[str, tuple[int, ...]]] = []
+    prefix = str(group.name).rstrip("/")
+
+    def visit(path: str, node: Any) -> None:
+        if isinstance(node, h5py.Dataset):
+            found.append((f"{prefix}/{path}", tuple(node.shape)))
+
+    group.visititems(visit)
+    return found
+
+
+def _datasets(group: Any) -> str:
+    return ", ".join(path for path, _ in _dataset_shapes(group))
+
+
+def _voxel_size(attributes: dict[str, Any]) -> VoxelSize | None:
+    unit = str(attributes.get("unit", "nanometer"))
+    for key, key_unit in (
+        ("element_size_um", "micrometer"),
+        ("resolution", unit),
+        ("voxel_size", unit),
+    ):
+        value = attributes.get(key)
+        if isinstance(value, list) and len(value) == 3:
+            try:
+                return VoxelSize.of([float(v) for v in value], key_unit).to("nanometer")
+            except (InvalidInputError, TypeError, ValueError):
+                return None
+    return None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    array = np.asarray(value)
+    if array.dtype.kind in "SO":
+        return [_plain(v) for v in array.tolist()] if array.ndim else str(array.item())
+    if array.dtype.kind in "biuf":
+        return array.tolist()
+    return str(value)

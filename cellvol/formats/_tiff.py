@@ -1,0 +1,479 @@
+"""TIFF volumes: one multi-page (Big)TIFF, OME-TIFF or ImageJ file, or a stack of slice files.
+
+Read lazily with tifffile. Uncompressed, contiguous image data is memory-mapped; anything else
+is read through tifffile's zarr view of the file, which decodes only the strips or tiles a
+region touches. Per-slice stacks (FIB-SEM, serial block-face and serial-section exports) are
+sorted naturally (``slice_2`` before ``slice_10``) and every slice's header is checked before
+anything is written: a slice whose shape, type or page count differs is reported by name.
+
+Voxel sizes come from OME-XML (``PhysicalSizeX/Y/Z`` with their units) or ImageJ tags
+(``unit``, ``spacing`` and the X/Y resolution); plain TIFF resolution tags (usually a 72 dpi
+default) are not trusted. Slice stacks rarely record the slice thickness: give it then.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import logging
+import math
+import os
+import re
+import struct
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+import tifffile
+
+from cellvol.errors import InvalidInputError, StoreNotFoundError
+from cellvol.formats._source import TIFF_SUFFIXES, Source
+from cellvol.units import VoxelSize
+from cellvol.write._inputs import MemmapSource, OpenedPerProcess, region_of
+
+__all__ = ["TiffSeries", "TiffSlices", "natural_key", "open_tiff", "open_tiff_stack"]
+
+_SPATIAL_LETTERS = frozenset("ZYXIQ")  # tifffile's names for z (or page index), y and x
+
+
+def natural_key(name: str) -> tuple[Any, ...]:
+    """Sort key that orders digit runs by value: ``slice_2`` before ``slice_10``.
+
+    Letters compare without case; the name itself breaks remaining ties.
+    """
+    parts = tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part.lower())
+        for part in re.split(r"(\d+)", name)
+        if part
+    )
+    return (parts, name)
+
+
+def open_tiff(path: str | Path) -> Source:
+    """Open one TIFF file (multi-page, BigTIFF, OME-TIFF, ImageJ) as a ``(z, y, x)`` volume.
+
+    A single page is a volume of depth 1.
+
+    Raises
+    ------
+    StoreNotFoundError
+        If the file does not exist.
+    InvalidInputError
+        If it is not a TIFF file, holds colour or multi-channel data, more than three
+        non-trivial axes, or pages that differ in shape or type.
+    """
+    file = Path(path).expanduser()
+    name = str(path)
+    if not file.is_file():
+        raise StoreNotFoundError(f"{name}: no such file")
+    with _tiff_file(file, name) as tif:
+        series = tif.series[0]
+        if len(tif.series) > 1 and not (tif.is_ome or tif.is_imagej):
+            _report_differing_pages(tif, name)
+        _check_extent(tif, name)
+        axes, shape = series.axes, tuple(int(n) for n in series.shape)
+        kept = _spatial_axes(axes, shape, name)
+        zyx = _as_zyx(tuple(shape[i] for i in kept))
+        dtype = np.dtype(series.dtype)
+        voxel = _voxel_size(tif, zyx[0])
+        offset = series.dataoffset
+        kind = "OME-TIFF" if tif.is_ome else "ImageJ TIFF" if tif.is_imagej else "TIFF"
+        compression = _compression(tif)
+        pages = len(tif.pages)
+    array: Any
+    if offset is not None:
+        array = MemmapSource(str(file.resolve()), dtype.str, zyx, int(offset))
+    else:
+        first_out = 3 - len(kept)  # a single image fills y and x only
+        view_axes = tuple(
+            kept.index(i) + first_out if i in kept else None for i in range(len(shape))
+        )
+        array = TiffSeries(str(file.resolve()), zyx, dtype.str, view_axes)
+    size = file.stat().st_size
+    return Source(
+        array=array,
+        voxel_size=voxel,
+        description=(
+            f"{file.name}: {kind} {zyx[0]} × {zyx[1]} × {zyx[2]} (z, y, x) {dtype.name}, "
+            f"{pages} pages, {compression}, {size:,} bytes"
+        ),
+        files=(str(file.resolve()),),
+        details={
+            "format": kind,
+            "file": file.name,
+            "bytes": size,
+            "axes": axes,
+            "shape": list(shape),
+            "compression": compression,
+            "memory_mapped": offset is not None,
+        },
+    )
+
+
+def open_tiff_stack(directory_or_pattern: str | Path) -> Source:
+    """Open a directory of per-slice TIFF files, or a glob pattern matching them, as a volume.
+
+    Slices are sorted naturally by file name. Hidden files and files without a TIFF suffix
+    in a directory are ignored.
+
+    Raises
+    ------
+    StoreNotFoundError
+        If the directory does not exist, or nothing matches.
+    InvalidInputError
+        If a slice is not a readable single-image TIFF, or differs from the first in shape or
+        type (naming the slice and both shapes).
+    """
+    files = _stack_files(str(directory_or_pattern))
+    first = _slice_header(files[0], len(files))
+    shape, dtype = first.shape, first.dtype
+    layouts: list[int | None] = [first.offset]
+    for file in files[1:]:
+        header = _slice_header(file, len(files))
+        if header.shape != shape or header.dtype != dtype:
+            raise InvalidInputError(
+                f"{file}: slice is {header.shape[0]} × {header.shape[1]} {header.dtype}, but "
+                f"{files[0].name} (the first slice) is {shape[0]} × {shape[1]} {dtype}; "
+                "every slice of a stack must match"
+            )
+        layouts.append(header.offset)
+    voxel, compression = first.voxel_size, first.compression
+    zyx = (len(files), shape[0], shape[1])
+    total = sum(f.stat().st_size for f in files)
+    return Source(
+        array=TiffSlices(tuple(str(f.resolve()) for f in files), zyx, dtype.str, tuple(layouts)),
+        voxel_size=voxel if voxel is not None and len(files) > 1 else None,
+        description=(
+            f"{files[0].parent}: stack of {len(files)} TIFF slices {files[0].name} .. "
+            f"{files[-1].name}, {zyx[0]} × {zyx[1]} × {zyx[2]} (z, y, x) {dtype.name}, "
+            f"{compression}, {total:,} bytes"
+        ),
+        files=tuple(str(f.resolve()) for f in files),
+        details={
+            "format": "TIFF slice stack",
+            "directory": str(files[0].parent),
+            "slices": len(files),
+            "first": files[0].name,
+            "last": files[-1].name,
+            "bytes": total,
+            "compression": compression,
+            "memory_mapped": all(layout is not None for layout in layouts),
+        },
+    )
+
+
+@dataclass(frozen=True)  # not slotted: the opened view is cached on the instance
+class TiffSeries(OpenedPerProcess):
+    """The first image series of a compressed or non-contiguous TIFF file, read by region."""
+
+    filename: str
+    shape: tuple[int, int, int]
+    dtype_str: str
+    view_axes: tuple[int | None, ...]
+    """Per axis of the series: the ``z, y, x`` axis it is, or None for a length-one axis."""
+    _HANDLES: ClassVar[tuple[str, ...]] = ("_view",)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Element type."""
+        return np.dtype(self.dtype_str)
+
+    @functools.cached_property
+    def _view(self) -> Any:
+        import zarr
+
+        store = tifffile.TiffFile(self.filename).series[0].aszarr()
+        return zarr.open_array(store, mode="r")
+
+    def __getitem__(self, key: Any) -> npt.NDArray[Any]:
+        region = region_of(key, self.shape)
+        inner = tuple(slice(0, 1) if a is None else region[a] for a in self.view_axes)
+        try:
+            data = np.asarray(self._view[inner])
+        except Exception as exc:  # any decoder's error (zlib.error, ...): the file is damaged
+            raise InvalidInputError(
+                f"{self.filename}: cannot read region {region} ({exc})"
+            ) from exc
+        return data.reshape(tuple(r.stop - r.start for r in region))
+
+
+@dataclass(frozen=True)
+class TiffSlices:
+    """A stack of single-image TIFF files as one ``(z, y, x)`` array, read slice by slice.
+
+    Attributes
+    ----------
+    filenames
+        One file per z index.
+    shape, dtype_str
+        The stack's shape and element type (checked when it was opened).
+    offsets
+        Per file, where its uncompressed contiguous pixels start (memory-mapped), or None to
+        read through tifffile (compressed, striped or tiled data).
+    """
+
+    filenames: tuple[str, ...]
+    shape: tuple[int, int, int]
+    dtype_str: str
+    offsets: tuple[int | None, ...]
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Element type."""
+        return np.dtype(self.dtype_str)
+
+    def __getitem__(self, key: Any) -> npt.NDArray[Any]:
+        zs, ys, xs = region_of(key, self.shape)
+        out = np.empty((zs.stop - zs.start, ys.stop - ys.start, xs.stop - xs.start), self.dtype)
+        for i, z in enumerate(range(zs.start, zs.stop)):
+            out[i] = self._slice(z, ys, xs)
+        return out
+
+    def _slice(self, z: int, ys: slice, xs: slice) -> npt.NDArray[Any]:
+        filename, offset = self.filenames[z], self.offsets[z]
+        if offset is not None:
+            mapped = np.memmap(
+                filename, dtype=self.dtype, mode="r", offset=offset, shape=self.shape[1:]
+            )
+            try:
+                return np.array(mapped[ys, xs])
+            finally:
+                mapped._mmap.close()  # type: ignore[attr-defined]  # free the map now, not at GC
+        try:
+            data = tifffile.imread(filename, selection=(ys, xs))
+        except Exception as exc:  # any decoder's error (zlib.error, ...): the slice is damaged
+            raise InvalidInputError(f"{filename}: cannot read slice {z} ({exc})") from exc
+        return np.asarray(data).reshape(ys.stop - ys.start, xs.stop - xs.start)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _SliceHeader:
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    offset: int | None  # where contiguous uncompressed pixels start, else None
+    voxel_size: VoxelSize | None
+    compression: str
+
+
+def _slice_header(file: Path, depth: int) -> _SliceHeader:
+    """What one file of a slice stack holds, checked to be a single 2-D image."""
+    with _tiff_file(file, str(file)) as tif:
+        if len(tif.pages) != 1:
+            raise InvalidInputError(
+                f"{file}: holds {len(tif.pages)} pages; every file of a slice stack must hold "
+                "one image"
+            )
+        series = tif.series[0]
+        _check_extent(tif, str(file))
+        kept = _spatial_axes(series.axes, tuple(series.shape), str(file))
+        shape = tuple(int(series.shape[i]) for i in kept)
+        if len(shape) != 2:
+            raise InvalidInputError(
+                f"{file}: a slice must be a 2-D image; it is {shape} ({series.axes})"
+            )
+        offset = series.dataoffset
+        return _SliceHeader(
+            shape=shape,
+            dtype=np.dtype(series.dtype),
+            offset=None if offset is None else int(offset),
+            voxel_size=_voxel_size(tif, depth),
+            compression=_compression(tif),
+        )
+
+
+class _tiff_file:
+    """``tifffile.TiffFile``, with every page header read, as a context manager.
+
+    An unreadable file is an InvalidInputError; so is anything tifffile would only log and
+    skip (a page offset past the end of a truncated file would otherwise lose those pages).
+    """
+
+    def __init__(self, file: Path, name: str) -> None:
+        self._file, self._name = file, name
+
+    def __enter__(self) -> tifffile.TiffFile:
+        complaints = _Complaints()
+        logger = logging.getLogger("tifffile")
+        logger.addHandler(complaints)
+        try:
+            self._tif = tifffile.TiffFile(self._file)
+            pages = len(self._tif.pages)  # reads every page header
+            if not pages or not self._tif.series:
+                raise ValueError("no image data")
+        except (
+            tifffile.TiffFileError,
+            ValueError,
+            OSError,
+            IndexError,
+            KeyError,
+            struct.error,
+        ) as exc:
+            raise InvalidInputError(f"{self._name}: not a readable TIFF file ({exc})") from exc
+        finally:
+            logger.removeHandler(complaints)
+        if complaints.messages:
+            self._tif.close()
+            raise InvalidInputError(
+                f"{self._name}: damaged TIFF file ({'; '.join(complaints.messages[:3])})"
+            )
+        return self._tif
+
+    def __exit__(self, *exc: object) -> None:
+        self._tif.close()
+
+
+class _Complaints(logging.Handler):
+    """Collects what tifffile logs at warning level or above while a file is opened."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _stack_files(text: str) -> list[Path]:
+    path = Path(text).expanduser()
+    if path.is_dir():
+        files = [
+            p
+            for p in path.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in TIFF_SUFFIXES
+        ]
+        if not files:
+            raise StoreNotFoundError(
+                f"{text}: directory holds no TIFF files ({', '.join(TIFF_SUFFIXES)})"
+            )
+    elif set("*?[") & set(path.name):
+        files = [Path(p) for p in glob.glob(os.path.expanduser(text)) if Path(p).is_file()]
+        if not files:
+            raise StoreNotFoundError(f"{text}: no file matches this pattern")
+    else:
+        raise StoreNotFoundError(f"{text}: no such directory")
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def _check_extent(tif: tifffile.TiffFile, name: str) -> None:
+    """Refuse a file whose image data would run past its end (a truncated file)."""
+    size = tif.filehandle.size
+    for index, page in enumerate(tif.pages):
+        ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False)]
+        if ends and max(ends) > size:
+            raise InvalidInputError(
+                f"{name}: truncated: page {index}'s image data ends at byte {max(ends):,} but "
+                f"the file has {size:,} bytes"
+            )
+
+
+def _compression(tif: tifffile.TiffFile) -> str:
+    code = tif.pages.first.compression
+    return str(getattr(code, "name", code)).lower()
+
+
+def _spatial_axes(axes: str, shape: Sequence[int], name: str) -> list[int]:
+    """Indices of the axes that hold the volume; other axes must have length one."""
+    extra = [
+        (letter, int(n))
+        for letter, n in zip(axes, shape, strict=True)
+        if letter not in _SPATIAL_LETTERS and n > 1
+    ]
+    if extra:
+        listing = ", ".join(f"{letter}={n}" for letter, n in extra)
+        what = "colour or multi-sample pixels" if any(a == "S" for a, _ in extra) else "axes"
+        raise InvalidInputError(
+            f"{name}: has {what} beyond z, y, x ({listing}; axes {axes}, shape {tuple(shape)}); "
+            "cellvol converts single-channel volumes: split channels and time points first"
+        )
+    kept = [i for i, letter in enumerate(axes) if letter in _SPATIAL_LETTERS]
+    non_trivial = [i for i in kept if shape[i] > 1]
+    if len(non_trivial) > 3:
+        raise InvalidInputError(
+            f"{name}: {len(non_trivial)} image axes (axes {axes}, shape {tuple(shape)}); "
+            "expected at most z, y, x"
+        )
+    # Keep y and x always; of the rest, only axes longer than one.
+    trailing = kept[-2:]
+    leading = [i for i in kept[:-2] if shape[i] > 1]
+    return leading + trailing
+
+
+def _as_zyx(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(shape) == 2:
+        return (1, shape[0], shape[1])
+    return (shape[0], shape[1], shape[2])
+
+
+def _report_differing_pages(tif: tifffile.TiffFile, name: str) -> None:
+    first = tif.pages.first
+    for index, page in enumerate(tif.pages):
+        if page.shape != first.shape or page.dtype != first.dtype:
+            raise InvalidInputError(
+                f"{name}: page {index} is {page.shape} {page.dtype}, but page 0 is "
+                f"{first.shape} {first.dtype}; every page of a volume must match"
+            )
+
+
+def _voxel_size(tif: tifffile.TiffFile, depth: int) -> VoxelSize | None:
+    """The voxel size the file's OME-XML or ImageJ tags record, in nanometres, or None."""
+    try:
+        if tif.is_ome and tif.ome_metadata:
+            return _ome_voxel_size(tif.ome_metadata, depth)
+        if tif.is_imagej and tif.imagej_metadata:
+            return _imagej_voxel_size(tif, tif.imagej_metadata, depth)
+    except InvalidInputError:
+        return None  # a unit cellvol does not know: treat the size as unrecorded
+    return None
+
+
+def _ome_voxel_size(xml: str, depth: int) -> VoxelSize | None:
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return None
+    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return None
+    sizes: dict[str, VoxelSize] = {}
+    for axis in ("X", "Y", "Z"):
+        value = pixels.get(f"PhysicalSize{axis}")
+        if value is None:
+            continue
+        unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")
+        sizes[axis] = VoxelSize.of(float(value), unit).to("nanometer")
+    if "X" not in sizes or "Y" not in sizes:
+        return None
+    z = sizes["Z"].z if "Z" in sizes else sizes["X"].x if depth == 1 else None
+    if z is None:
+        return None
+    return VoxelSize(z, sizes["Y"].y, sizes["X"].x, "nanometer")
+
+
+def _imagej_voxel_size(
+    tif: tifffile.TiffFile, meta: dict[str, Any], depth: int
+) -> VoxelSize | None:
+    unit = str(meta.get("unit", "")).encode().decode("unicode_escape").strip()
+    if not unit or unit.lower() in ("pixel", "pixels", "none"):
+        return None
+    page = tif.pages.first
+    sizes = []
+    for tag in ("YResolution", "XResolution"):
+        resolution = page.tags.get(tag)
+        if resolution is None:
+            return None
+        numerator, denominator = resolution.value
+        if not numerator or not denominator:
+            return None
+        sizes.append(denominator / numerator)  # pixels per unit -> unit per pixel
+    spacing = meta.get("spacing")
+    z = float(spacing) if spacing else sizes[1] if depth == 1 else None
+    if z is None or not all(math.isfinite(v) and v > 0 for v in (z, *sizes)):
+        return None
+    return VoxelSize(z, sizes[0], sizes[1], unit).to("nanometer")

@@ -1,0 +1,172 @@
+"""Display metadata: a contrast window viewers can trust, written as OME-Zarr ``omero``.
+
+EM data rarely fills its type's range: a uint16 tomogram may use a few hundred grey levels, and
+a viewer that stretches 0-65535 shows a grey field. At the end of every image write, cellvol
+estimates the 0.1 and 99.9 percentiles of level 0 and writes them as the channel's
+``window.start`` / ``window.end``; ``window.min`` / ``window.max`` give the range a contrast
+slider should span (the type's range for integers up to 16 bits, the observed range otherwise).
+
+The estimate comes from a stratified sample of level 0: whole chunks spread evenly through the
+volume, up to a byte budget (16 MiB by default, about 0.06 s of a 1 GiB write; 64 MiB cost
+0.25 s there), read back after the data is written. Reading back rather than counting as the
+data streams through the writer keeps the estimate the same whether the write ran in one go,
+was resumed (which skips finished shards) or ran on a cluster. For integers up to 16 bits the
+sample's exact histogram is used; for wider types and floats, the sample's percentiles.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from cellvol.errors import MetadataError
+from cellvol.ome._metadata import ome_namespace
+
+__all__ = ["Window", "contrast_window", "label_color", "omero_metadata", "window_of"]
+
+DEFAULT_SAMPLE_BYTES = 16 * 2**20
+LOW_PERCENTILE = 0.1
+HIGH_PERCENTILE = 99.9
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A contrast window: display ``start``-``end`` within a slider range ``min``-``max``."""
+
+    start: float
+    end: float
+    min: float
+    max: float
+
+    def to_json(self) -> dict[str, float]:
+        """The OME-Zarr ``window`` object."""
+        return {"start": self.start, "end": self.end, "min": self.min, "max": self.max}
+
+
+def contrast_window(
+    read: Callable[[tuple[slice, ...]], npt.NDArray[Any]],
+    shape: Sequence[int],
+    chunks: Sequence[int],
+    dtype: np.dtype[Any],
+    *,
+    sample_bytes: int = DEFAULT_SAMPLE_BYTES,
+    low: float = LOW_PERCENTILE,
+    high: float = HIGH_PERCENTILE,
+) -> Window:
+    """Estimate a robust contrast window of a volume from an even sample of its chunks.
+
+    Parameters
+    ----------
+    read
+        Returns the voxels of a box of slices (``Level.__getitem__``).
+    shape, chunks, dtype
+        The volume's shape, chunk shape (the sample's unit) and element type.
+    sample_bytes
+        How much to read at most; the whole volume when it is smaller.
+    low, high
+        The percentiles that become the window's start and end.
+    """
+    dtype = np.dtype(dtype)
+    grid = [-(-n // c) for n, c in zip(shape, chunks, strict=True)]
+    total = int(np.prod(grid))
+    chunk_bytes = int(np.prod(chunks)) * dtype.itemsize
+    count = max(1, min(total, sample_bytes // max(1, chunk_bytes)))
+    # Evenly spaced positions in the chunk grid's raster order (deterministic, stratified).
+    picks = np.unique(np.linspace(0, total - 1, count).round().astype(np.int64))
+    boxes = [
+        tuple(
+            slice(i * c, min((i + 1) * c, n))
+            for i, c, n in zip(np.unravel_index(int(p), grid), chunks, shape, strict=True)
+        )
+        for p in picks
+    ]
+    exact = dtype.kind in "iu" and dtype.itemsize <= 2
+    if exact:
+        info = np.iinfo(dtype)
+        histogram = np.zeros(int(info.max) - int(info.min) + 1, np.int64)
+        for box in boxes:
+            values = np.asarray(read(box)).reshape(-1)
+            if info.min:  # signed: shift to non-negative bins (unsigned counts as it is)
+                values = values.astype(np.int64) - int(info.min)
+            histogram += np.bincount(values, minlength=histogram.size)
+        start, end = _histogram_percentiles(histogram, (low, high))
+        return _widened(start + int(info.min), end + int(info.min), info.min, info.max)
+    sample = np.concatenate([np.asarray(read(box)).reshape(-1) for box in boxes])
+    finite = sample[np.isfinite(sample)] if dtype.kind == "f" else sample
+    if not finite.size:
+        return Window(0.0, 1.0, 0.0, 1.0)
+    start, end = np.percentile(finite, [low, high])
+    return _widened(float(start), float(end), float(finite.min()), float(finite.max()))
+
+
+def _widened(start: float, end: float, low: float, high: float) -> Window:
+    """A window at least one grey level wide (a constant image would otherwise divide by 0)."""
+    if end <= start:
+        end = start + 1
+        high = max(high, end)
+    return Window(float(start), float(end), float(low), float(high))
+
+
+def _histogram_percentiles(
+    histogram: npt.NDArray[np.int64], percents: Sequence[float]
+) -> list[int]:
+    """The bins at which the cumulative count first reaches each percentile."""
+    cumulative = np.cumsum(histogram)
+    if not cumulative[-1]:
+        return [0 for _ in percents]
+    targets = [p / 100 * cumulative[-1] for p in percents]
+    return [int(np.searchsorted(cumulative, max(t, 1), side="left")) for t in targets]
+
+
+def omero_metadata(window: Window, name: str, shape: Sequence[int]) -> dict[str, Any]:
+    """The ``omero`` block of a single-channel greyscale image with ``window``.
+
+    Raises
+    ------
+    MetadataError
+        If ome-zarr-models rejects it (a bug in cellvol, reported loudly).
+    """
+    from ome_zarr_models.common.omero import Omero
+    from pydantic import ValidationError
+
+    block = {
+        "channels": [
+            {
+                "active": True,
+                "coefficient": 1.0,
+                "color": "FFFFFF",
+                "family": "linear",
+                "inverted": False,
+                "label": name,
+                "window": window.to_json(),
+            }
+        ],
+        "rdefs": {"defaultT": 0, "defaultZ": int(shape[0]) // 2, "model": "greyscale"},
+    }
+    try:
+        Omero.model_validate(block)
+    except ValidationError as exc:
+        raise MetadataError(f"cellvol built an invalid omero block: {exc}") from exc
+    return block
+
+
+def window_of(attributes: dict[str, Any]) -> Window | None:
+    """The first channel's stored window, if the metadata has a complete one."""
+    omero = ome_namespace(attributes).get("omero")
+    try:
+        stored = omero["channels"][0]["window"]  # type: ignore[index]
+        return Window(*(float(stored[k]) for k in ("start", "end", "min", "max")))
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def label_color(label: int) -> tuple[int, int, int, int]:
+    """A stable, distinct, opaque colour for a label ID (the golden-ratio hue sequence)."""
+    hue = (int(label) * 0.6180339887498949) % 1.0
+    red, green, blue = colorsys.hsv_to_rgb(hue, 0.65, 0.95)
+    return (round(red * 255), round(green * 255), round(blue * 255), 255)

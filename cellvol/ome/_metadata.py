@@ -1,0 +1,348 @@
+"""OME-NGFF attributes: written as 0.5, read from 0.4 and 0.5, with cellvol's provenance.
+
+Writing goes through ``ome-zarr-models`` so that what cellvol stores is checked by the field's
+reference models; reading is lenient and builds cellvol's own small frozen records, because
+other writers produce documents the models would refuse for reasons that do not matter to a
+reader (for example a missing optional ``type``). Whether a document conforms to the
+specification is a separate question, answered by :mod:`cellvol.ome`.
+
+This module never touches array bytes.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Final
+
+from cellvol._version import __version__
+from cellvol.errors import MetadataError
+from cellvol.units import SPATIAL_AXES, VoxelSize, normalize_unit
+
+__all__ = [
+    "PROVENANCE_KEY",
+    "Axis",
+    "Dataset",
+    "Multiscale",
+    "image_attributes",
+    "ome_namespace",
+    "provenance",
+    "read_multiscale",
+]
+
+#: Top-level attribute key (beside ``ome``) under which cellvol keeps its provenance record.
+PROVENANCE_KEY: Final = "cellvol"
+
+# Libraries whose versions decide the bytes a write produces; recorded with every write.
+_RECORDED_PACKAGES: Final = (
+    "cellvol", "zarr", "numcodecs", "numpy", "dask", "ome-zarr-models",
+    "mrcfile", "tifffile", "h5py",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Axis:
+    """One axis of a multiscale image as the metadata names it."""
+
+    name: str
+    type: str | None = None
+    unit: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    """One dataset (pyramid level) of a multiscale: its array path and its placement."""
+
+    path: str
+    scale: tuple[float, ...]
+    translation: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Multiscale:
+    """What a reader needs from a multiscales entry, whatever version wrote it.
+
+    Scales and translations of each level already include the multiscale-wide
+    ``coordinateTransformations``, so ``level.scale`` is the voxel size of that level.
+    """
+
+    version: str
+    axes: tuple[Axis, ...]
+    datasets: tuple[Dataset, ...]
+    name: str | None = None
+    method: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def axis_names(self) -> tuple[str, ...]:
+        """The axis names in array order."""
+        return tuple(axis.name for axis in self.axes)
+
+    def spatial_indices(self) -> tuple[int, ...]:
+        """Array indices of the spatial axes, in array order."""
+        return tuple(i for i, axis in enumerate(self.axes) if _is_spatial(axis))
+
+    def voxel_size(self, level: int = 0) -> VoxelSize | None:
+        """The ``z, y, x`` voxel size of a level, or None when the image is not 3-D spatial.
+
+        Units missing from the metadata are taken as nanometres, the unit of EM.
+        """
+        spatial = self.spatial_indices()
+        if len(spatial) != 3:
+            return None
+        units = {self.axes[i].unit for i in spatial}
+        if len(units) != 1:
+            raise MetadataError(
+                f"spatial axes use different units {sorted(map(str, units))}; cellvol expects "
+                "one length unit for z, y and x"
+            )
+        unit = units.pop() or "nanometer"
+        scale = self.datasets[level].scale
+        return VoxelSize(scale[spatial[0]], scale[spatial[1]], scale[spatial[2]], unit)
+
+
+def _is_spatial(axis: Axis) -> bool:
+    if axis.type is not None:
+        return axis.type == "space"
+    return axis.name in SPATIAL_AXES
+
+
+def image_attributes(
+    datasets: Sequence[Dataset],
+    unit: str,
+    *,
+    name: str,
+    method: str,
+    provenance_record: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Build the zarr attributes of an OME-Zarr 0.5 image group for a planned pyramid.
+
+    Parameters
+    ----------
+    datasets
+        The pyramid's levels, finest first: each array's path, scale and translation.
+    unit
+        The length unit of the ``z, y, x`` axes.
+    name
+        The multiscale's name.
+    method
+        The downsampling method, recorded as the multiscale ``type``.
+    provenance_record
+        Stored under the top-level :data:`PROVENANCE_KEY` attribute.
+
+    Raises
+    ------
+    MetadataError
+        If ome-zarr-models rejects the document (a bug in cellvol, reported loudly).
+    """
+    # Imported here: ome-zarr-models (with pydantic) takes a third of a second to import, and
+    # only writers need it, not the readers of `import cellvol`.
+    from ome_zarr_models.v05.axes import Axis as AxisModel
+    from ome_zarr_models.v05.image import ImageAttrs
+    from ome_zarr_models.v05.multiscales import Dataset as DatasetModel
+    from ome_zarr_models.v05.multiscales import Multiscale as MultiscaleModel
+    from pydantic import ValidationError
+
+    unit = normalize_unit(unit)
+    try:
+        model = ImageAttrs(
+            version="0.5",
+            multiscales=[
+                MultiscaleModel(
+                    name=name,
+                    type=method,
+                    axes=tuple(
+                        AxisModel(name=axis, type="space", unit=unit) for axis in SPATIAL_AXES
+                    ),
+                    datasets=tuple(
+                        DatasetModel.build(
+                            path=dataset.path,
+                            scale=list(dataset.scale),
+                            translation=list(dataset.translation),
+                        )
+                        for dataset in datasets
+                    ),
+                    # A stable name of the method, as every cellvol release records it (not a
+                    # module path: the kernels live in cellvol.write).
+                    metadata={"method": f"cellvol.downsample.{method}", "version": __version__},
+                )
+            ],
+        )
+    except ValidationError as exc:
+        raise MetadataError(f"cellvol built invalid OME-Zarr 0.5 metadata: {exc}") from exc
+    ome = model.model_dump(mode="json", exclude_none=True, by_alias=True)
+    return {"ome": ome, PROVENANCE_KEY: dict(provenance_record)}
+
+
+def provenance(
+    source: str, parameters: Mapping[str, Any], inputs: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A provenance record: what was written from what, with which software.
+
+    Parameters
+    ----------
+    source
+        A human-readable description of the input (file name, array type and shape, ...).
+    parameters
+        The write's parameters, JSON-serialisable.
+    inputs
+        What is known of the input beyond its description (files with sizes and digests,
+        header fields), JSON-serialisable; recorded under ``input``.
+    """
+    record: dict[str, Any] = {"source": source}
+    if inputs:
+        record["input"] = dict(inputs)
+    return record | {
+        "parameters": dict(parameters),
+        "software": {name: _package_version(name) for name in _RECORDED_PACKAGES},
+        "python": platform.python_version(),
+    }
+
+
+def _package_version(name: str) -> str:
+    if name == "cellvol":
+        return __version__
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def ome_namespace(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Where a group's OME metadata sits: under ``ome`` in 0.5, at the top level in 0.4."""
+    ome = attributes.get("ome")
+    return ome if isinstance(ome, Mapping) else attributes
+
+
+def read_multiscale(attributes: Mapping[str, Any], *, where: str) -> Multiscale | None:
+    """Read the first multiscales entry of OME-Zarr 0.5 or 0.4 group attributes.
+
+    Parameters
+    ----------
+    attributes
+        The group's attributes (``zarr.json`` ``attributes`` for 0.5, ``.zattrs`` for 0.4).
+    where
+        The group's location, used in error messages.
+
+    Returns
+    -------
+    Multiscale or None
+        None when the attributes hold no ``multiscales`` at all.
+
+    Raises
+    ------
+    MetadataError
+        When ``multiscales`` is present but unusable: no datasets, a dataset without a path,
+        or transformations whose length does not match the axes.
+    """
+    ome = ome_namespace(attributes)
+    document_version = str(ome.get("version", "0.5")) if ome is not attributes else ""
+    entries = ome.get("multiscales")
+    if entries is None:
+        return None
+    if not isinstance(entries, Sequence) or not entries or not isinstance(entries[0], Mapping):
+        raise MetadataError(f"{where}: 'multiscales' must be a non-empty list of objects")
+    entry: Mapping[str, Any] = entries[0]
+    document_version = document_version or str(entry.get("version", "0.4"))
+    axes = _read_axes(entry.get("axes"), where)
+    ndim = len(axes)
+    global_scale, global_translation = _read_transforms(
+        entry.get("coordinateTransformations"), ndim, f"{where}: multiscales[0]", required=False
+    )
+    datasets = entry.get("datasets")
+    if not isinstance(datasets, Sequence) or not datasets:
+        raise MetadataError(f"{where}: multiscales[0] has no datasets")
+    datasets_read: list[Dataset] = []
+    for i, dataset in enumerate(datasets):
+        label = f"{where}: multiscales[0].datasets[{i}]"
+        if not isinstance(dataset, Mapping) or not isinstance(dataset.get("path"), str):
+            raise MetadataError(f"{label} has no 'path'")
+        scale, translation = _read_transforms(
+            dataset.get("coordinateTransformations"), ndim, label, required=True
+        )
+        datasets_read.append(
+            Dataset(
+                path=dataset["path"],
+                scale=tuple(s * g for s, g in zip(scale, global_scale, strict=True)),
+                translation=tuple(
+                    t * g + gt
+                    for t, g, gt in zip(translation, global_scale, global_translation, strict=True)
+                ),
+            )
+        )
+    method = entry.get("type")
+    known = {"axes", "datasets", "coordinateTransformations", "name", "type", "version"}
+    return Multiscale(
+        version=document_version,
+        axes=axes,
+        datasets=tuple(datasets_read),
+        name=entry.get("name") if isinstance(entry.get("name"), str) else None,
+        method=method if isinstance(method, str) else None,
+        extra={k: v for k, v in entry.items() if k not in known},
+    )
+
+
+def _read_axes(raw: object, where: str) -> tuple[Axis, ...]:
+    if raw is None:
+        # OME-Zarr 0.1-0.3 had no axes; such images are 5-D t, c, z, y, x.
+        raise MetadataError(f"{where}: multiscales[0] has no 'axes' (OME-Zarr before 0.4?)")
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        raise MetadataError(f"{where}: 'axes' must be a list")
+    axes: list[Axis] = []
+    for i, item in enumerate(raw):
+        if isinstance(item, str):  # 0.3 style: bare names
+            axes.append(Axis(name=item))
+        elif isinstance(item, Mapping) and isinstance(item.get("name"), str):
+            unit = item.get("unit")
+            axes.append(
+                Axis(
+                    name=item["name"],
+                    type=item.get("type") if isinstance(item.get("type"), str) else None,
+                    unit=unit if isinstance(unit, str) else None,
+                )
+            )
+        else:
+            raise MetadataError(f"{where}: axes[{i}] has no name: {item!r}")
+    return tuple(axes)
+
+
+def _read_transforms(
+    raw: object, ndim: int, label: str, *, required: bool
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    scale = tuple(1.0 for _ in range(ndim))
+    translation = tuple(0.0 for _ in range(ndim))
+    if raw is None:
+        if required:
+            raise MetadataError(f"{label} has no coordinateTransformations")
+        return scale, translation
+    if not isinstance(raw, Sequence):
+        raise MetadataError(f"{label}: coordinateTransformations must be a list")
+    for transform in raw:
+        if not isinstance(transform, Mapping):
+            raise MetadataError(f"{label}: a coordinate transformation must be an object")
+        kind = transform.get("type")
+        if kind == "identity":
+            continue
+        if kind not in ("scale", "translation"):
+            raise MetadataError(f"{label}: unsupported coordinate transformation {kind!r}")
+        values = transform.get(kind)
+        if values is None and "path" in transform:
+            raise MetadataError(
+                f"{label}: {kind} stored in a separate array ({transform['path']!r}) is not "
+                "supported"
+            )
+        if not isinstance(values, Sequence) or len(values) != ndim:
+            raise MetadataError(
+                f"{label}: {kind} {values!r} must have one number per axis ({ndim})"
+            )
+        try:
+            numbers = tuple(float(v) for v in values)
+        except (TypeError, ValueError):
+            raise MetadataError(f"{label}: {kind} {values!r} must hold numbers") from None
+        if kind == "scale":
+            scale = numbers
+        else:
+            translation = numbers
+    return scale, translation

@@ -1,0 +1,201 @@
+"""One pyramid level: a zarr array placed in physical space, sliced numpy-style."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import zarr
+
+from cellvol._codec._keys import box_of
+from cellvol._codec._reader import ChunkReader
+from cellvol.errors import (
+    IntegrityError,
+)
+from cellvol.ome._metadata import (
+    Axis,
+    Dataset,
+    Multiscale,
+)
+from cellvol.read._integrity import ShardPresence
+from cellvol.units import VoxelSize
+
+if TYPE_CHECKING:
+    pass
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Level:
+    """One pyramid level: a zarr array and where its voxels sit in physical space.
+
+    Attributes
+    ----------
+    index
+        0 for full resolution, increasing towards coarser levels.
+    path
+        The array's path inside the image group.
+    array
+        The underlying zarr array.
+    scale, translation
+        Physical size and offset of a voxel along each axis, in the axes' units.
+    """
+
+    index: int
+    path: str
+    array: zarr.Array[Any]
+    scale: tuple[float, ...]
+    translation: tuple[float, ...]
+    axes: tuple[Axis, ...]
+    presence: ShardPresence | None = None
+    """For images with a write manifest: checks the shards a read touches exist."""
+    reader: ChunkReader | None = None
+    """Reads boxes directly from the chunks, for layouts it knows (else zarr reads)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape in voxels."""
+        return tuple(self.array.shape)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Element type."""
+        return np.dtype(self.array.dtype)
+
+    @property
+    def ndim(self) -> int:
+        """Number of axes."""
+        return len(self.array.shape)
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        """Shape of the smallest unit read and decoded (the inner chunk when sharded)."""
+        return tuple(self.array.chunks)
+
+    @property
+    def shards(self) -> tuple[int, ...] | None:
+        """Shape of one stored object when the array is sharded, else None."""
+        shards = self.array.shards
+        return tuple(shards) if shards is not None else None
+
+    @property
+    def nbytes(self) -> int:
+        """Uncompressed size in bytes."""
+        return int(self.array.nbytes)
+
+    def nbytes_stored(self) -> int:
+        """Bytes the level occupies in its store (lists the store: slow on large S3 levels)."""
+        return int(self.array.nbytes_stored())
+
+    @property
+    def voxel_size(self) -> VoxelSize | None:
+        """The ``z, y, x`` voxel size, or None if the level is not 3-D spatial."""
+        return Multiscale(
+            version="", axes=self.axes, datasets=(Dataset(self.path, self.scale, self.translation),)
+        ).voxel_size(0)
+
+    def __getitem__(self, key: Any) -> npt.NDArray[Any]:
+        """Read a region numpy-style (integers, slices, Ellipsis); returns a numpy array.
+
+        Raises
+        ------
+        IntegrityError
+            If a stored chunk in the region fails its checksum, or a shard the write's
+            manifest lists is missing (instead of reading it as fill values).
+        """
+        if self.reader is not None:
+            selected = box_of(key, self.shape)
+            if selected is not None:
+                box, within = selected
+                return np.asarray(self.reader.read(box)[within])
+        return self._read_with_zarr(key)
+
+    async def read_async(self, key: Any) -> npt.NDArray[Any]:
+        """``level[key]`` for asyncio code (a server): awaits without blocking its loop.
+
+        The reads run on zarr's I/O loop, where the level's store lives, and the
+        decompression on cellvol's thread pool; selections the direct reader does not cover
+        run in a worker thread.
+        """
+        if self.reader is not None:
+            selected = box_of(key, self.shape)
+            if selected is not None:
+                box, within = selected
+                return np.asarray((await self.reader.read_async(box))[within])
+        return await asyncio.to_thread(self._read_with_zarr, key)
+
+    def _read_with_zarr(self, key: Any) -> npt.NDArray[Any]:
+        if self.presence is not None:
+            self.presence.check(key, self.shape)
+        try:
+            return np.asarray(self.array[key])
+        except ValueError as exc:
+            # zarr reports a CRC32C mismatch (chunk or shard index) as a plain ValueError.
+            if "checksum" not in str(exc):
+                raise
+            raise IntegrityError(
+                f"level {self.index} ('{self.path}'): stored data in region {key!r} is "
+                f"corrupt ({exc})"
+            ) from exc
+
+    def to_dask(self) -> Any:
+        """Return the level as a dask array, one block per shard (see ``_views``)."""
+        from cellvol.read._views import level_to_dask
+
+        return level_to_dask(self)
+
+    def to_xarray(self, name: str | None = None) -> Any:
+        """Return the level as a dask-backed ``xarray.DataArray`` in physical coordinates.
+
+        Needs the ``xarray`` extra. ``sel(z=..., method="nearest")`` then selects in the axes'
+        unit (nanometres for images cellvol writes).
+        """
+        from cellvol.read._views import level_to_xarray
+
+        return level_to_xarray(self, name)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Level {self.index} '{self.path}' shape={self.shape} dtype={self.dtype} "
+            f"chunks={self.chunks} shards={self.shards}>"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """A block of one level chosen in physical units (see :meth:`Volume.region`).
+
+    Attributes
+    ----------
+    level
+        The level it is read from.
+    slices
+        Its voxel index range along each axis of that level.
+    """
+
+    level: Level
+    slices: tuple[slice, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape in voxels."""
+        return tuple(s.stop - s.start for s in self.slices)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the region takes once read."""
+        return int(np.prod(self.shape)) * self.level.dtype.itemsize
+
+    @property
+    def origin(self) -> tuple[float, ...]:
+        """Physical position of the region's first voxel centre along each axis."""
+        return tuple(
+            t + s.start * k
+            for t, s, k in zip(self.level.translation, self.slices, self.level.scale, strict=True)
+        )
+
+    def read(self) -> npt.NDArray[Any]:
+        """Read the region as a numpy array."""
+        return self.level[self.slices]

@@ -1,0 +1,579 @@
+"""The ASGI application behind ``cellvol serve``: raw keys, tiles, slices, catalog, browser page.
+
+Routes (GET and HEAD only; anything else is 405):
+
+===============================================  ================================================
+``/data/{name}/{key}``                           a store's raw key, with byte ranges, ETag,
+                                                 Last-Modified, 304s and CORS, for neuroglancer,
+                                                 vizarr and napari
+``/tiles/{name}/{level}/{axis}/{index}/{row}/    a 256 x 256 tile of an XY (``z``), XZ (``y``)
+{col}.{png,jpeg,webp}``                          or YZ (``x``) plane
+``/slice/{name}.{png,jpeg,webp}``                any region of a plane (``?axis=&index=&level=&
+                                                 rows=a:b&cols=c:d``)
+``/segment/{name}/{labels}?z=&y=&x=&level=``     the segment under a voxel, with its annotations
+``/catalog``                                     the served volumes as JSON
+``/view/{name}``                                 the three-plane browser page
+===============================================  ================================================
+
+Images take ``window=low,high`` (default: the stored display window), ``cmap`` (default
+``gray``), ``labels=NAME`` and ``alpha`` (label overlay). Rendering runs on worker threads,
+at most ``max_concurrency`` at once, each bounded by ``timeout`` seconds (then 503 or 504).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+import anyio.to_thread
+import numpy as np
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from cellvol._codec._cache import ChunkCache
+from cellvol._store import parse_location
+from cellvol.errors import CellvolError, InvalidInputError
+from cellvol.ome._display import Window, contrast_window
+from cellvol.read._open import open as open_volume
+from cellvol.read._volume import LabelImage, Volume
+from cellvol.server._keys import KeyInfo, KeyReader, is_safe_key, key_reader
+from cellvol.server._render import encode, label_overlay, render
+
+__all__ = ["Served", "create_app", "serve_name"]
+
+TILE: Final = 256
+_MAX_SLICE_PIXELS: Final = 4096 * 4096
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_AXES: Final = {"z": 0, "y": 1, "x": 2}
+_EXPOSED: Final = ["Content-Range", "Content-Length", "ETag", "Last-Modified", "Accept-Ranges"]
+
+
+@dataclass
+class Served:
+    """One volume being served: its name, where it lives, the open volume and its keys."""
+
+    name: str
+    url: str
+    volume: Volume
+    keys: KeyReader
+    window: Window
+    token: str = field(default="")
+
+    @classmethod
+    def open(
+        cls,
+        path_or_url: str,
+        name: str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        cache: ChunkCache | None = None,
+    ) -> Served:
+        """Open an image to serve under ``name`` (default: its folder's name, less .zarr)."""
+        location = parse_location(path_or_url)
+        chosen = name or serve_name(location.url)
+        if not _NAME.fullmatch(chosen):
+            raise InvalidInputError(
+                f"served name {chosen!r} must be letters, digits, '_', '-' or '.'"
+            )
+        volume = open_volume(location.url, storage_options, cache=cache)
+        store = volume.levels[0].array.store  # the root's store, already opened and probed
+        window = volume.window or _fallback_window(volume)
+        token = hashlib.blake2b(
+            json.dumps(dict(volume.attributes), sort_keys=True, default=str).encode(),
+            digest_size=8,
+        ).hexdigest()
+        return cls(chosen, location.url, volume, key_reader(store), window, token)
+
+
+def serve_name(url: str) -> str:
+    """A volume's default name: the last path part without ``.ome.zarr`` / ``.zarr``."""
+    last = url.rstrip("/").rsplit("/", 1)[-1]
+    for suffix in (".ome.zarr", ".zarr"):
+        if last.lower().endswith(suffix):
+            return last[: -len(suffix)] or last
+    return last
+
+
+def _fallback_window(volume: Volume) -> Window:
+    """For images without a stored window: estimate one from the coarsest level."""
+    level = volume.levels[-1]
+    if level.ndim != 3:
+        return Window(0.0, 1.0, 0.0, 1.0)
+    return contrast_window(level.__getitem__, level.shape, level.chunks, level.dtype)
+
+
+def create_app(
+    served: Sequence[Served],
+    *,
+    max_concurrency: int = 8,
+    timeout: float = 30.0,
+) -> Starlette:
+    """The ASGI app serving ``served`` volumes (see the module's route table)."""
+    names = [s.name for s in served]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InvalidInputError(
+            f"two volumes would be served as {duplicates}: give one another name (NAME=PATH)"
+        )
+    volumes = {s.name: s for s in served}
+    limit = asyncio.Semaphore(max_concurrency)
+
+    def find(name: str) -> Served:
+        found = volumes.get(name)
+        if found is None:
+            raise HTTPException(404, f"no volume named {name!r}; served: {', '.join(volumes)}")
+        return found
+
+    async def bounded(work: Callable[[], Awaitable[Response]]) -> Response:
+        """Run a rendering request within the concurrency limit and the timeout."""
+        try:
+            await asyncio.wait_for(limit.acquire(), timeout)
+        except TimeoutError:
+            raise HTTPException(503, "the server is busy; try again") from None
+        try:
+            return await asyncio.wait_for(work(), timeout)
+        except TimeoutError:
+            raise HTTPException(504, f"the request took longer than {timeout:g} s") from None
+        finally:
+            limit.release()
+
+    async def data(request: Request) -> Response:
+        target = find(request.path_params["name"])
+        return await raw_key(request, target.keys, request.path_params["key"])
+
+    async def data_root(request: Request) -> Response:
+        raise HTTPException(404, "name a key: /data/{name}/zarr.json")
+
+    async def tile(request: Request) -> Response:
+        target = find(request.path_params["name"])
+        params = request.path_params
+        level = _level(target.volume, params["level"])
+        axis = _axis(params["axis"])
+        rows, cols = _plane_axes(axis)
+        r0, c0 = params["row"] * TILE, params["col"] * TILE
+        if r0 >= level.shape[rows] or c0 >= level.shape[cols] or r0 < 0 or c0 < 0:
+            raise HTTPException(404, f"tile {params['row']}/{params['col']} is outside the plane")
+        box = _box(level.shape, axis, params["index"], (r0, r0 + TILE), (c0, c0 + TILE))
+        return await bounded(lambda: _image(request, target, params["level"], box, params["fmt"]))
+
+    async def slice_(request: Request) -> Response:
+        target = find(request.path_params["name"])
+        query = request.query_params
+        level_index = _int(query.get("level", "0"), "level")
+        level = _level(target.volume, level_index)
+        axis = _axis(query.get("axis", "z"))
+        rows, cols = _plane_axes(axis)
+        box = _box(
+            level.shape,
+            axis,
+            _int(query.get("index", str(level.shape[axis] // 2)), "index"),
+            _span(query.get("rows"), level.shape[rows], "rows"),
+            _span(query.get("cols"), level.shape[cols], "cols"),
+        )
+        pixels = (box[rows].stop - box[rows].start) * (box[cols].stop - box[cols].start)
+        if pixels > _MAX_SLICE_PIXELS:
+            raise HTTPException(400, f"a slice is at most {_MAX_SLICE_PIXELS:,} pixels")
+        fmt = request.path_params["fmt"]
+        return await bounded(lambda: _image(request, target, level_index, box, fmt))
+
+    async def segment(request: Request) -> Response:
+        target = find(request.path_params["name"])
+        labels = _labels(target.volume, request.path_params["labels"])
+        query = request.query_params
+        level_index = _int(query.get("level", "0"), "level")
+        level = _level(labels, level_index)
+        where = tuple(_int(query.get(a, ""), a) for a in "zyx")
+        if not all(0 <= w < n for w, n in zip(where, level.shape, strict=True)):
+            raise HTTPException(400, f"voxel {where} is outside level {level_index} {level.shape}")
+
+        async def lookup() -> Response:
+            value = int((await level.read_async(where)).item())
+            body: dict[str, Any] = {"id": value, "voxel": list(where), "level": level_index}
+            if value != 0:
+                table = labels.segments
+                body["segment"] = table[value] if value in table else None  # noqa: SIM401
+                body["properties"] = labels.properties.get(value, {})
+            return JSONResponse(body, headers={"Cache-Control": "public, max-age=60"})
+
+        return await bounded(lookup)
+
+    async def catalog(request: Request) -> Response:
+        base = str(request.base_url).rstrip("/")
+        entries = [_catalog_entry(s, base) for s in served]
+        return JSONResponse({"volumes": entries}, headers={"Cache-Control": "no-cache"})
+
+    async def view(request: Request) -> Response:
+        target = find(request.path_params["name"])
+        page = resources.files("cellvol.server").joinpath("static/viewer.html").read_text()
+        return HTMLResponse(
+            page.replace("{{name}}", target.name), headers={"Cache-Control": "no-cache"}
+        )
+
+    async def index(request: Request) -> Response:
+        if len(volumes) == 1:
+            return RedirectResponse(f"/view/{names[0]}")
+        links = "".join(f'<li><a href="/view/{n}">{n}</a></li>' for n in volumes)
+        return HTMLResponse(f"<!doctype html><title>cellvol</title><ul>{links}</ul>")
+
+    static = Path(str(resources.files("cellvol.server").joinpath("static")))
+    routes: list[Route | Mount] = [
+        Route("/", index, methods=["GET", "HEAD"]),
+        Route("/favicon.ico", lambda request: Response(status_code=204), methods=["GET", "HEAD"]),
+        Route("/catalog", catalog, methods=["GET", "HEAD"]),
+        Route("/view/{name}", view, methods=["GET", "HEAD"]),
+        Route("/data/{name}", data_root, methods=["GET", "HEAD"]),
+        Route("/data/{name}/", data_root, methods=["GET", "HEAD"]),
+        Route("/data/{name}/{key:path}", data, methods=["GET", "HEAD"]),
+        Route(
+            "/tiles/{name}/{level:int}/{axis}/{index:int}/{row:int}/{col:int}.{fmt}",
+            tile,
+            methods=["GET", "HEAD"],
+        ),
+        Route("/slice/{name}.{fmt}", slice_, methods=["GET", "HEAD"]),
+        Route("/segment/{name}/{labels}", segment, methods=["GET", "HEAD"]),
+        Mount("/static", StaticFiles(directory=static), name="static"),
+    ]
+    application = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(
+                CORSMiddleware,
+                allow_origins=["*"],
+                allow_methods=["GET", "HEAD"],
+                allow_headers=["Range", "If-None-Match", "If-Modified-Since", "If-Range"],
+                expose_headers=_EXPOSED,
+                max_age=3600,
+            )
+        ],
+        exception_handlers={
+            HTTPException: _http_error,
+            CellvolError: _cellvol_error,
+            IndexError: _bad_request,
+        },
+    )
+    application.state.served = list(served)
+    return application
+
+
+# -- raw keys --------------------------------------------------------------------------------
+
+
+async def raw_key(request: Request, keys: KeyReader, key: str) -> Response:
+    """Serve one stored object: ranges, validators, conditional requests, cache headers."""
+    if not is_safe_key(key) or not is_safe_key(urllib.parse.unquote(key)):
+        raise HTTPException(404, "no such key")
+    info = await keys.info(key)
+    if info is None:
+        raise HTTPException(404, "no such key")
+    headers = _validators(info, key)
+    if _not_modified(request, info):
+        return Response(status_code=304, headers=headers)
+    start, end = 0, info.size
+    status = 200
+    wanted = request.headers.get("range")
+    if wanted and _if_range_holds(request, info):
+        parsed = _parse_range(wanted, info.size)
+        if isinstance(parsed, str):  # unsatisfiable
+            return Response(
+                status_code=416, headers={**headers, "Content-Range": f"bytes */{info.size}"}
+            )
+        if parsed is not None:
+            start, end = parsed
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
+    headers["Content-Length"] = str(end - start)
+    media = (
+        "application/json"
+        if key.endswith((".json", ".zattrs", ".zarray", ".zgroup"))
+        else ("application/octet-stream")
+    )
+    if request.method == "HEAD" or end == start:
+        return Response(status_code=status, headers=headers, media_type=media)
+    return StreamingResponse(
+        keys.stream(key, start, end), status_code=status, headers=headers, media_type=media
+    )
+
+
+def _validators(info: KeyInfo, key: str) -> dict[str, str]:
+    metadata = key.rsplit("/", 1)[-1] in ("zarr.json", ".zattrs", ".zarray", ".zgroup")
+    headers = {
+        "ETag": info.etag,
+        "Accept-Ranges": "bytes",
+        # Metadata may be rewritten (a resumed write, an annotation); data objects rarely.
+        "Cache-Control": "public, max-age=60" if metadata else "public, max-age=3600",
+    }
+    if info.last_modified:
+        headers["Last-Modified"] = info.last_modified
+    return headers
+
+
+def _not_modified(request: Request, info: KeyInfo) -> bool:
+    tags = request.headers.get("if-none-match")
+    if tags is not None:
+        listed = {t.strip().removeprefix("W/") for t in tags.split(",")}
+        return "*" in listed or info.etag in listed
+    since = request.headers.get("if-modified-since")
+    if since and info.modified_seconds is not None:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return int(info.modified_seconds) <= int(parsedate_to_datetime(since).timestamp())
+        except (TypeError, ValueError, OverflowError):
+            return False
+    return False
+
+
+def _if_range_holds(request: Request, info: KeyInfo) -> bool:
+    """An ``If-Range`` whose validator no longer matches asks for the whole object."""
+    condition = request.headers.get("if-range")
+    if condition is None:
+        return True
+    return condition.strip() in (info.etag, info.last_modified)
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
+    """``[start, end)`` of a single byte range; "unsatisfiable"; None to send it all.
+
+    Multiple ranges, or a malformed header, are answered with the whole object, which HTTP
+    allows; a range starting beyond the end is unsatisfiable (416).
+    """
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # a suffix: the last n bytes
+        count = int(last)
+        if count == 0:
+            return "unsatisfiable"
+        return max(0, size - count), size
+    start = int(first)
+    if start >= size:
+        return "unsatisfiable"
+    end = size if not last else min(int(last) + 1, size)
+    if end <= start:
+        return None
+    return start, end
+
+
+# -- images ----------------------------------------------------------------------------------
+
+
+async def _image(
+    request: Request, target: Served, level_index: int, box: tuple[Any, ...], fmt: str
+) -> Response:
+    query = request.query_params
+    window = _window(query.get("window"), target.window)
+    colormap = query.get("cmap", "gray")
+    labels_name = query.get("labels")
+    alpha = _float(query.get("alpha", "0.5"), "alpha")
+    if not 0 <= alpha <= 1:
+        raise InvalidInputError(f"alpha must be between 0 and 1, got {alpha}")
+    etag = (
+        '"'
+        + hashlib.blake2b(
+            f"{target.token}|{request.url.path}|{sorted(query.items())}".encode(), digest_size=12
+        ).hexdigest()
+        + '"'
+    )
+    headers = {"ETag": etag, "Cache-Control": "public, max-age=300"}
+    if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+        return Response(status_code=304, headers=headers)
+    level = _level(target.volume, level_index)
+    plane = await level.read_async(box)
+    overlay = None
+    if labels_name:
+        labels = _labels(target.volume, labels_name)
+        label_level = _level(labels, level_index)
+        if label_level.shape != level.shape:
+            raise InvalidInputError(
+                f"labels {labels_name!r} level {level_index} has shape {label_level.shape}, "
+                f"the image {level.shape}"
+            )
+        overlay = (await label_level.read_async(box), labels.colors)
+
+    def draw() -> tuple[bytes, str]:
+        image = render(plane, (window.start, window.end), colormap)
+        if overlay is not None:
+            image = label_overlay(image, overlay[0], overlay[1], alpha)
+        return encode(image, fmt)
+
+    body, media = await anyio.to_thread.run_sync(draw)
+    return Response(body, media_type=media, headers=headers)
+
+
+def _box(
+    shape: tuple[int, ...], axis: int, index: int, rows: tuple[int, int], cols: tuple[int, int]
+) -> tuple[Any, ...]:
+    if not 0 <= index < shape[axis]:
+        raise HTTPException(404, f"plane {index} is outside 0-{shape[axis] - 1}")
+    row_axis, col_axis = _plane_axes(axis)
+    key: list[Any] = [None, None, None]
+    key[axis] = index
+    key[row_axis] = slice(rows[0], min(rows[1], shape[row_axis]))
+    key[col_axis] = slice(cols[0], min(cols[1], shape[col_axis]))
+    return tuple(key)
+
+
+def _plane_axes(axis: int) -> tuple[int, int]:
+    """The (row, column) axes of a plane perpendicular to ``axis``."""
+    return {0: (1, 2), 1: (0, 2), 2: (0, 1)}[axis]
+
+
+def _axis(text: str) -> int:
+    if text not in _AXES:
+        raise HTTPException(400, f"axis must be z (XY), y (XZ) or x (YZ), not {text!r}")
+    return _AXES[text]
+
+
+def _level(volume: Volume, index: int) -> Any:
+    if volume.ndim != 3:
+        raise InvalidInputError(
+            f"planes are rendered for 3-D (z, y, x) images; {volume.url} has axes {volume.axes} "
+            "(its raw keys are served all the same)"
+        )
+    if not 0 <= index < len(volume.levels):
+        raise HTTPException(404, f"level {index} does not exist (0-{len(volume.levels) - 1})")
+    return volume.levels[index]
+
+
+def _labels(volume: Volume, name: str) -> LabelImage:
+    try:
+        return volume.labels[name]
+    except KeyError as exc:
+        raise HTTPException(404, str(exc.args[0]) if exc.args else "no such labels") from None
+
+
+def _span(text: str | None, size: int, what: str) -> tuple[int, int]:
+    if text is None:
+        return 0, size
+    parts = text.split(":")
+    if len(parts) != 2:
+        raise InvalidInputError(f"{what} must be start:stop, got {text!r}")
+    start, stop = (_int(p, what) for p in parts)
+    start, stop = max(0, start), min(size, stop)
+    if stop <= start:
+        raise InvalidInputError(f"{what} {text!r} selects nothing of 0:{size}")
+    return start, stop
+
+
+def _window(text: str | None, default: Window) -> Window:
+    if text is None:
+        return default
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise InvalidInputError(f"window must be low,high, got {text!r}")
+    low, high = (_float(p, "window") for p in parts)
+    if not high > low:
+        raise InvalidInputError(f"window high must exceed low, got {text!r}")
+    return Window(low, high, min(low, default.min), max(high, default.max))
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidInputError(f"{what} must be an integer, got {text!r}") from None
+
+
+def _float(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidInputError(f"{what} must be a number, got {text!r}") from None
+    if not np.isfinite(value):
+        raise InvalidInputError(f"{what} must be finite, got {text!r}")
+    return value
+
+
+# -- catalog ---------------------------------------------------------------------------------
+
+
+def _catalog_entry(served: Served, base: str) -> dict[str, Any]:
+    volume = served.volume
+    voxel = volume.voxel_size
+    labels = []
+    for name in volume.labels:
+        image = volume.labels[name]
+        count = image.segment_count  # from the table's metadata: the table may be large
+        annotated = {str(k): v for k, v in image.properties.items() if set(v) - {"voxel_count"}}
+        labels.append({"name": name, "segments": count, "annotations": annotated})
+    data_url = f"{base}/data/{served.name}/"
+    return {
+        "name": served.name,
+        "source": served.url,
+        "data": data_url,
+        "view": f"{base}/view/{served.name}",
+        "neuroglancer": _neuroglancer_link(data_url, served.name, volume),
+        "dtype": str(volume.dtype),
+        "shape": list(volume.shape),
+        "axes": list(volume.axes),
+        "unit": voxel.unit if voxel else None,
+        "window": served.window.to_json(),
+        "levels": [
+            {
+                "index": level.index,
+                "path": level.path,
+                "shape": list(level.shape),
+                "voxel_size": list(level.voxel_size.zyx) if level.voxel_size else None,
+                "scale": list(level.scale),
+                "translation": list(level.translation),
+                "chunks": list(level.chunks),
+                "shards": list(level.shards) if level.shards else None,
+            }
+            for level in volume.levels
+        ],
+        "labels": labels,
+    }
+
+
+def _neuroglancer_link(data_url: str, name: str, volume: Volume) -> str:
+    """A neuroglancer link whose layer reads the raw keys (zarr v3: ``zarr3://``)."""
+    scheme = "zarr3" if volume.ome_version == "0.5" else "zarr2"
+    window = volume.window
+    layer: dict[str, Any] = {"type": "image", "source": f"{scheme}://{data_url}", "name": name}
+    if window is not None:
+        layer["shaderControls"] = {"normalized": {"range": [window.start, window.end]}}
+    state = {"layers": [layer], "layout": "4panel"}
+    fragment = urllib.parse.quote(json.dumps(state, separators=(",", ":")), safe="")
+    return f"https://neuroglancer-demo.appspot.com/#!{fragment}"
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in (304,):
+        return Response(status_code=exc.status_code)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+
+async def _cellvol_error(request: Request, exc: Exception) -> Response:
+    status = 400 if isinstance(exc, InvalidInputError) else 500
+    return JSONResponse({"error": str(exc)}, status_code=status)
+
+
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": str(exc)}, status_code=400)

@@ -1,0 +1,161 @@
+"""Raw store keys over HTTP: what neuroglancer, vizarr and napari fetch from a served image.
+
+Only names a zarr store can hold are served: path segments of letters, digits, ``_ - .``, none
+starting with a dot except zarr v2's metadata files (``.zarray``, ``.zattrs``, ``.zgroup``,
+``.zmetadata``). Everything else (``..``, percent-encoded or double-encoded escapes,
+backslashes, NUL and other control characters, hidden files) is refused before any file system
+call, and a local key must resolve, symlinks followed, to a regular file inside the store's
+directory. Objects are read from local disk directly and from S3 through the store's own
+fsspec filesystem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any, Final
+
+from zarr.storage import FsspecStore, LocalStore
+
+from cellvol._store._loop import on_zarr_loop
+
+__all__ = ["KeyInfo", "KeyReader", "is_safe_key", "key_reader"]
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+_ZARR_V2_NAMES: Final = frozenset({".zarray", ".zattrs", ".zgroup", ".zmetadata"})
+_STREAM_BLOCK: Final = 1 << 20
+
+
+def is_safe_key(key: str) -> bool:
+    """Whether ``key`` (already URL-decoded once) is a plain zarr key with no escape."""
+    if not key or len(key) > 1024:
+        return False
+    return all(
+        _SEGMENT.fullmatch(part) is not None or part in _ZARR_V2_NAMES for part in key.split("/")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """What HTTP needs to know of one stored object."""
+
+    size: int
+    etag: str
+    last_modified: str | None
+    """An HTTP date, or None when the store does not say."""
+    modified_seconds: float | None
+
+
+class KeyReader:
+    """Stat and read the objects of one store (the base class serves nothing)."""
+
+    async def info(self, key: str) -> KeyInfo | None:
+        """The object's size and validators, or None when it does not exist."""
+        raise NotImplementedError
+
+    def stream(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """The object's bytes ``[start, end)``, in blocks."""
+        raise NotImplementedError
+
+
+class LocalKeys(KeyReader):
+    """Objects of a directory store, read with plain file calls in worker threads."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _path(self, key: str) -> Path | None:
+        path = (self.root / key).resolve()
+        # Symlinks may point anywhere; only targets inside the store are served.
+        if not path.is_relative_to(self.root) or not path.is_file():
+            return None
+        return path
+
+    async def info(self, key: str) -> KeyInfo | None:
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(self._info, key)
+
+    def _info(self, key: str) -> KeyInfo | None:
+        path = self._path(key)
+        if path is None:
+            return None
+        stat = path.stat()
+        tag = hashlib.blake2b(
+            f"{stat.st_ino}-{stat.st_size}-{stat.st_mtime_ns}".encode(), digest_size=12
+        ).hexdigest()
+        return KeyInfo(
+            stat.st_size, f'"{tag}"', formatdate(stat.st_mtime, usegmt=True), stat.st_mtime
+        )
+
+    async def stream(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        import anyio.to_thread
+
+        path = self._path(key)
+        if path is None:
+            return
+        handle = await anyio.to_thread.run_sync(path.open, "rb")
+        try:
+            position = start
+            while position < end:
+                size = min(_STREAM_BLOCK, end - position)
+                block = await anyio.to_thread.run_sync(os.pread, handle.fileno(), size, position)
+                if not block:
+                    break
+                position += len(block)
+                yield block
+        finally:
+            handle.close()
+
+
+class FsspecKeys(KeyReader):
+    """Objects of an S3 (or other fsspec) store, read through the store's filesystem."""
+
+    def __init__(self, store: FsspecStore) -> None:
+        self.fs: Any = store.fs
+        self.prefix = store.path.rstrip("/")
+
+    async def info(self, key: str) -> KeyInfo | None:
+        return await on_zarr_loop(self._info(key))
+
+    async def _info(self, key: str) -> KeyInfo | None:
+        try:
+            found = await self.fs._info(f"{self.prefix}/{key}")
+        except (FileNotFoundError, OSError):
+            return None
+        if found.get("type") != "file":
+            return None
+        size = int(found.get("size") or 0)
+        tag = str(found.get("ETag") or found.get("etag") or "").strip('"')
+        modified = found.get("LastModified")
+        seconds = modified.timestamp() if hasattr(modified, "timestamp") else None
+        when = formatdate(seconds, usegmt=True) if seconds is not None else None
+        if not tag:
+            tag = hashlib.blake2b(f"{size}-{seconds}".encode(), digest_size=12).hexdigest()
+        return KeyInfo(size, f'"{tag}"', when, seconds)
+
+    async def stream(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        position = start
+        while position < end:
+            stop = min(end, position + 8 * _STREAM_BLOCK)
+            block = await on_zarr_loop(
+                self.fs._cat_file(f"{self.prefix}/{key}", start=position, end=stop)
+            )
+            if not block:
+                break
+            position += len(block)
+            yield bytes(block)
+
+
+def key_reader(store: Any) -> KeyReader:
+    """The reader for a zarr store cellvol opened (local or fsspec)."""
+    if isinstance(store, LocalStore):
+        return LocalKeys(Path(store.root))
+    if isinstance(store, FsspecStore):
+        return FsspecKeys(store)
+    raise TypeError(f"cannot serve raw keys of a {type(store).__name__}")

@@ -1,0 +1,163 @@
+"""The write ledger: what a pyramid write set out to do, and which shards it has finished.
+
+A write keeps its bookkeeping beside the image, under ``_cellvol/`` in the image group (a plain
+name, not a hidden one, so that HTTP servers that refuse dot-files still serve it)::
+
+    _cellvol/job.json             the parameters, written before any data
+    _cellvol/done/<level>/<z>.<y>.<x>@<size>  one empty record per finished shard, named with
+                                              its object size (a listing tells everything)
+    _cellvol/manifest.json        every shard of every level with its size, after the metadata
+    _cellvol/complete.json        the completion marker, written last
+
+A shard counts as finished only when its record exists *and* its stored object still has the
+recorded size; anything else is written again. Shard objects themselves are written whole by
+one task (zarr's local store renames a temporary file into place; an S3 PUT is atomic), so a
+rewritten shard is byte-identical to the first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from zarr.abc.store import Store
+
+from cellvol._codec._keys import shard_object_key
+from cellvol._store import (
+    delete_prefix,
+    list_keys,
+    make_durable,
+    object_size,
+    read_bytes,
+    write_bytes,
+)
+from cellvol.errors import IntegrityError, WriteConflictError
+from cellvol.ome._manifest import (
+    LEDGER_PREFIX,
+    MANIFEST_KEY,
+    RECORD_FORMAT,
+    dumps_record,
+    encode_manifest,
+)
+
+__all__ = ["Ledger", "ShardKey"]
+
+
+#: A shard: its level index and its position in that level's shard grid.
+ShardKey = tuple[int, tuple[int, ...]]
+
+
+class Ledger:
+    """Read and write a pyramid write's bookkeeping in its store.
+
+    Parameters
+    ----------
+    store
+        The image group's store.
+    url
+        Its location, for messages.
+    """
+
+    def __init__(self, store: Store, url: str) -> None:
+        self.store = store
+        self.url = url
+
+    # -- the job ------------------------------------------------------------------------------
+
+    def job(self) -> dict[str, Any] | None:
+        """The recorded parameters of the write at this location, or None."""
+        raw = read_bytes(self.store, f"{LEDGER_PREFIX}/job.json")
+        if raw is None:
+            return None
+        try:
+            record = json.loads(raw)
+            parameters = record["parameters"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"{self.url}: unreadable {LEDGER_PREFIX}/job.json: {exc}") from exc
+        if not isinstance(parameters, dict):
+            raise IntegrityError(f"{self.url}: {LEDGER_PREFIX}/job.json has no parameters")
+        return parameters
+
+    def begin(self, parameters: Mapping[str, Any]) -> None:
+        """Record the parameters of a new write (before any data is written)."""
+        body = {"format": RECORD_FORMAT, "parameters": dict(parameters)}
+        write_bytes(self.store, f"{LEDGER_PREFIX}/job.json", dumps_record(body))
+        make_durable(self.store, [f"{LEDGER_PREFIX}/job.json"])
+
+    def check_same(self, parameters: Mapping[str, Any]) -> None:
+        """Raise unless ``parameters`` are those the recorded write was started with.
+
+        Raises
+        ------
+        WriteConflictError
+            Naming each parameter that differs, with the recorded and the requested value.
+        """
+        recorded = self.job()
+        wanted = json.loads(dumps_record(parameters))
+        if recorded is None or recorded == wanted:
+            return
+        differences = [
+            f"{key}: recorded {recorded.get(key)!r}, requested {wanted.get(key)!r}"
+            for key in sorted(set(recorded) | set(wanted))
+            if recorded.get(key) != wanted.get(key)
+        ]
+        raise WriteConflictError(
+            f"{self.url} holds a write started with different parameters, so it cannot be "
+            "resumed with these (pass overwrite=True to start again):\n  "
+            + "\n  ".join(differences)
+        )
+
+    # -- finished shards ----------------------------------------------------------------------
+
+    def record(self, level: int, index: tuple[int, ...], nbytes: int) -> None:
+        """Record a finished shard and the size of its stored object."""
+        write_bytes(self.store, _done_key(level, index, nbytes), b"")
+
+    def forget(self, level: int, index: tuple[int, ...], nbytes: int) -> None:
+        """Remove a shard's record (before the shard is written again)."""
+        delete_prefix(self.store, _done_key(level, index, nbytes))
+
+    def finished(self) -> dict[ShardKey, int]:
+        """Every recorded shard with its recorded object size (one listing of the store)."""
+        result: dict[ShardKey, int] = {}
+        prefix = f"{LEDGER_PREFIX}/done/"
+        for key in list_keys(self.store, prefix):
+            level_text, _, name = key[len(prefix) :].partition("/")
+            position, _, size = name.partition("@")
+            try:
+                shard = (int(level_text), tuple(int(i) for i in position.split(".")))
+                nbytes = int(size)
+            except ValueError:
+                continue  # not a record cellvol wrote: the shard is simply written again
+            result[shard] = nbytes
+        return result
+
+    def still_intact(self, level_path: str, index: tuple[int, ...], nbytes: int) -> bool:
+        """Whether a recorded shard's object exists with the recorded size."""
+        return object_size(self.store, shard_object_key(level_path, index)) == nbytes
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def write_manifest(self, levels: Mapping[str, Mapping[str, int]]) -> None:
+        """Write the manifest: for each level path, each shard position and its object size."""
+        write_bytes(self.store, MANIFEST_KEY, encode_manifest(levels))
+        make_durable(self.store, [MANIFEST_KEY])
+
+    def mark_complete(self, summary: Mapping[str, Any]) -> None:
+        """Write the completion marker, the last object of a write, and sync it to the disk.
+
+        Everything it vouches for must be on the disk first: the shards are synced before
+        they are recorded, the manifest when written, the zarr metadata by the writer.
+        """
+        body = {"format": RECORD_FORMAT, **summary}
+        write_bytes(self.store, f"{LEDGER_PREFIX}/complete.json", dumps_record(body))
+        make_durable(self.store, [f"{LEDGER_PREFIX}/complete.json"])
+
+    def is_complete(self) -> bool:
+        """Whether the completion marker exists."""
+        return object_size(self.store, f"{LEDGER_PREFIX}/complete.json") is not None
+
+
+def _done_key(level: int, index: tuple[int, ...], nbytes: int) -> str:
+    return f"{LEDGER_PREFIX}/done/{level}/" + ".".join(str(i) for i in index) + f"@{nbytes}"

@@ -1,0 +1,516 @@
+"""The pyramid engine: stream a 3-D array into a multiscale OME-Zarr 0.5 image.
+
+How a write proceeds (see ``_plan`` for the stages and ``_ledger`` for the bookkeeping):
+
+1. The parameters are recorded (``_cellvol/job.json``); the group and every level's array are
+   created, without OME metadata.
+2. Stage by stage, tasks run in parallel. A task owns one shard of its stage's top level and
+   walks the shards below it depth first: a level-0 shard is read from the source, written,
+   and folded into its parent's buffer by the downsampling kernel; a finished parent is
+   written and folded into its own parent, and so on. Each input byte is read once, every
+   shard is written whole by exactly one task, and a record is kept of each finished shard.
+3. The OME-Zarr metadata is written, then the manifest, then the completion marker.
+
+Calling :func:`write_pyramid` again with the same arguments resumes: finished shards (recorded,
+and still of the recorded size) are read back instead of recomputed, everything else is written
+again, and the result is byte-identical to an uninterrupted write. Different arguments are
+refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import zarr
+
+from cellvol._codec._cache import ChunkCache
+from cellvol._codec._keys import shard_object_key
+from cellvol._codec._layout import chunk_layout
+from cellvol._codec._reader import ChunkReader
+from cellvol._codec._shard import sharding_codecs
+from cellvol._store import delete_prefix, list_keys, make_durable, open_store, parse_location
+from cellvol._store._nodes import open_node
+from cellvol.errors import InvalidInputError, MetadataError, NotOMEZarrError, WriteConflictError
+from cellvol.ome._display import Window, contrast_window, omero_metadata
+from cellvol.ome._metadata import Dataset, image_attributes, provenance
+from cellvol.progress import ProgressCallback
+from cellvol.units import SPATIAL_AXES, VoxelSize
+from cellvol.write._allocator import prepare_for_writing
+from cellvol.write._downsample import METHODS, Method
+from cellvol.write._inputs import portable
+from cellvol.write._ledger import Ledger
+from cellvol.write._plan import (
+    DEFAULT_MEMORY_LIMIT,
+    DEFAULT_UNCOMPRESSED_FRACTION,
+    LevelPlan,
+    PyramidPlan,
+    Schedule,
+    plan_pyramid,
+    plan_schedule,
+)
+from cellvol.write._tasks import (
+    Job,
+    TaskContext,
+    cluster_threads,
+    forget_job_on_workers,
+    read_source,
+    run_stage,
+)
+
+if TYPE_CHECKING:
+    # Only named in annotations: importing dask takes about a second (1.5 s of the CLI's
+    # 2.5 s start, measured), and a write from numpy or a file never needs it.
+    import dask.array as da
+
+__all__ = ["LazyArray", "WriteResult", "supported_dtype", "write_pyramid"]
+
+
+def supported_dtype(dtype: np.dtype[Any]) -> bool:
+    """Whether a pyramid can hold this element type: the integers and floats EM and X-ray use."""
+    return dtype.kind in "iuf" and dtype.itemsize <= 8
+
+
+class LazyArray(Protocol):
+    """The minimal array contract a source must meet: shape, dtype and numpy-style slicing."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape in voxels."""
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Element type."""
+
+    def __getitem__(self, key: Any) -> Any:
+        """Return the selected region as an array."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What a call to :func:`write_pyramid` did.
+
+    Attributes
+    ----------
+    url
+        The image's location.
+    plan, schedule
+        The levels written and how the work was split.
+    shards_written, shards_reused
+        Shards computed by this call, and shards a previous interrupted call had finished.
+    seconds
+        Wall-clock time of this call.
+    """
+
+    url: str
+    plan: PyramidPlan
+    schedule: Schedule
+    shards_written: int
+    shards_reused: int
+    seconds: float
+
+
+def write_pyramid(
+    source: npt.NDArray[Any] | da.Array | LazyArray,
+    dest: str | os.PathLike[str],
+    voxel_size: VoxelSize | float | Sequence[float],
+    *,
+    unit: str = "nanometer",
+    method: Method = "mean",
+    chunks: Sequence[int] | None = None,
+    shards: Sequence[int] | None = None,
+    n_levels: int | None = None,
+    factors: Sequence[Sequence[int]] | None = None,
+    origin: Sequence[float] | None = None,
+    downsample_z: bool = True,
+    compression_level: int = 3,
+    uncompressed_fraction: float | None = None,
+    memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    workers: int | None = None,
+    client: Any = None,
+    name: str | None = None,
+    source_description: str | None = None,
+    source_record: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    resume: bool = True,
+    progress: ProgressCallback | None = None,
+    image_label: Mapping[str, Any] | None = None,
+) -> WriteResult:
+    """Write ``source`` as a multiscale OME-Zarr 0.5 image at ``dest``, or resume that write.
+
+    Parameters
+    ----------
+    source
+        A 3-D ``(z, y, x)`` numpy array (memory-mapped ones included), dask array, or any
+        object with ``shape``, ``dtype`` and numpy-style slicing; it is read one level-0 shard
+        at a time, each region once.
+    dest
+        Local path, ``file://`` or ``s3://bucket/key`` URL of the image group.
+    voxel_size
+        Level-0 voxel size: a :class:`~cellvol.VoxelSize`, a scalar, or ``(z, y, x)``.
+    unit
+        Unit of ``voxel_size`` when it is not a VoxelSize (default nanometre).
+    method
+        Downsampling: ``mean`` for images, ``mode`` for labels, ``stride``, ``min``, ``max``.
+    chunks, shards, n_levels, factors
+        Layout overrides, see :func:`cellvol.write._plan.plan_pyramid`.
+    origin
+        Physical position of the first voxel's centre, ``(z, y, x)`` in the voxel size's unit;
+        written as the levels' translations.
+    downsample_z
+        False when ``z`` indexes separate images (an image stack): only y and x shrink.
+    compression_level
+        zstd level of the compressed levels' chunks (1-22).
+    uncompressed_fraction
+        Levels holding at most this fraction of level 0's voxels are stored uncompressed,
+        every chunk still checksummed (see :func:`cellvol.write._plan.plan_pyramid`). Default: 1/64
+        for images, whose noise compresses little, so that their coarse levels read at memory
+        speed; 0 (every level compressed) for ``mode``, as label volumes compress 10-100x.
+    memory_limit
+        Bytes the running tasks may hold together (default 1 GiB); the schedule is planned to
+        stay within it whatever the volume's size.
+    workers
+        Tasks to run at once on local threads (default: the number of CPUs); ignored with a
+        ``client``.
+    client
+        A ``dask.distributed.Client``: run the tasks on its cluster instead of local threads.
+        Workers reopen the source and the store themselves, so both must be reachable from
+        them (a shared file system or S3) and the source must pickle.
+    name
+        The multiscale's name (default: the destination's name).
+    source_description
+        Recorded in the provenance block (default: a description of the source array).
+    source_record
+        More about the source for the provenance block (files, digests, header fields), or a
+        callable returning it, called once the data is written (so that, for example, file
+        digests can be computed while the pyramid is).
+    storage_options
+        Passed to the store (for S3: ``endpoint_url``, ``anon``, ``key``/``secret``...).
+    overwrite
+        Delete whatever is at ``dest`` first. Without it, ``dest`` must be empty or hold an
+        unfinished or finished write with the same parameters (which is resumed or kept).
+    resume
+        With False, an unfinished write at ``dest`` is refused instead of resumed.
+    progress
+        Called with a :class:`~cellvol.progress.ProgressEvent` as tasks finish, from the
+        calling thread's pool threads or, with a client, from the calling thread.
+    image_label
+        OME-Zarr ``image-label`` metadata, which makes the image a label image; written with
+        the rest of its metadata (see :func:`cellvol.labels.write_labels`, which sets it).
+
+    Returns
+    -------
+    WriteResult
+
+    Raises
+    ------
+    InvalidInputError
+        For a source that is not 3-D or has an unsupported dtype, or another bad argument.
+    LayoutError
+        For a layout or memory limit that cannot be honoured (raised before anything is
+        written).
+    WriteConflictError
+        If ``dest`` holds something else, or a write with different parameters.
+
+    Notes
+    -----
+    On Linux with glibc, the first write limits the process's malloc to one arena for every
+    thread started afterwards (:func:`cellvol.allocator.limit_malloc_arenas`), so that memory
+    freed by the write's threads is reused instead of kept per thread. Set the
+    ``MALLOC_ARENA_MAX`` environment variable before starting Python to choose otherwise.
+    It also fixes glibc's mmap and trim thresholds (32 and 64 MiB) so that freed chunk and
+    shard buffers are reused rather than handed back to the kernel and faulted in again (each
+    task of a dask.distributed write does the same in its worker;
+    :func:`cellvol.allocator.reuse_large_blocks`); set ``MALLOC_MMAP_THRESHOLD_`` to keep
+    your own.
+    """
+    started = time.perf_counter()
+    # Before this write starts any thread (zarr's I/O loop included): freed shard buffers
+    # then return to one malloc pool and the peak stays flat with the volume's size.
+    prepare_for_writing()
+    shape, dtype = _check_source(source)
+    if method not in METHODS:
+        raise InvalidInputError(
+            f"unknown downsampling method {method!r}; expected one of {', '.join(METHODS)}"
+        )
+    voxel = VoxelSize.of(voxel_size, unit)
+    plan = plan_pyramid(
+        shape,
+        voxel,
+        chunks=chunks,
+        shards=shards,
+        n_levels=n_levels,
+        factors=factors,
+        origin=origin,
+        downsample_z=downsample_z,
+        compression_level=compression_level,
+        uncompressed_fraction=_uncompressed_fraction(uncompressed_fraction, method),
+    )
+    threads = workers if workers is not None else (os.cpu_count() or 1)
+    if threads < 1:
+        raise InvalidInputError(f"workers must be at least 1, got {threads}")
+    parallel = cluster_threads(client) if client is not None else threads
+    schedule = plan_schedule(plan, dtype.itemsize, memory_limit=memory_limit, workers=parallel)
+    parameters = _parameters(plan, dtype, method)
+    # A memory map is read through a reference that releases the pages it reads, from the
+    # first read on: the caller's own map would keep them in this process's resident memory
+    # (measured: 700 MiB of a 2 GiB input for the two corner chunks of the sample below).
+    readable = portable(source)
+    parameters["source_sample"] = _source_sample(readable, plan.levels[0])
+
+    location = parse_location(dest)
+    options = dict(storage_options or {})
+    store = open_store(location.url, mode="a", storage_options=options)
+    ledger = Ledger(store, location.url)
+    if overwrite:
+        delete_prefix(store, "")
+    elif ledger.job() is None:
+        _refuse_foreign_content(store, location.url)
+        _remove_interrupted_temporaries(store)
+    else:
+        ledger.check_same(parameters)
+        if ledger.is_complete():
+            return WriteResult(location.url, plan, schedule, 0, 0, time.perf_counter() - started)
+        if not resume:
+            raise WriteConflictError(
+                f"{location.url} holds an interrupted write of this volume; resume it "
+                "(resume=True, or --resume on the command line) or start again with overwrite"
+            )
+        _remove_interrupted_temporaries(store)
+
+    if ledger.job() is None:
+        ledger.begin(parameters)
+    group = zarr.open_group(store=store, mode="a", zarr_format=3)
+    for level in plan.levels:
+        if level.path not in group:
+            _create_level(group, level, dtype)
+
+    finished = ledger.finished()
+    job = Job(
+        url=location.url,
+        storage_options=options,
+        plan=plan,
+        method=method,
+        source=readable,
+    )
+    written = reused = 0
+    context = TaskContext(job, store)
+    try:
+        for stage in schedule.stages:
+            done_here, reused_here = run_stage(
+                job, stage, finished, client, threads, progress, context
+            )
+            written += done_here
+            reused += reused_here
+    except BaseException:
+        _close_job(context, client, job, failing=True)
+        raise
+    _close_job(context, client, job, failing=False)
+
+    extra = source_record() if callable(source_record) else source_record
+    record = provenance(source_description or _describe(source), parameters, extra)
+    title = name or location.name
+    datasets = [Dataset(level.path, level.scale, level.translation) for level in plan.levels]
+    attributes = image_attributes(
+        datasets, plan.voxel_size.unit, name=title, method=method, provenance_record=record
+    )
+    if image_label is not None:
+        attributes["ome"]["image-label"] = dict(image_label)
+    else:  # intensities: a contrast window, so that viewers open the image legibly
+        window = _contrast_window(group[plan.levels[0].path], location.url)
+        attributes["ome"]["omero"] = omero_metadata(window, title, plan.levels[0].shape)
+    group.attrs.update(json.loads(json.dumps(attributes)))
+    # zarr wrote the metadata into the page cache; the completion marker must not reach the
+    # disk before it (the shards and the manifest are synced where they are written).
+    make_durable(store, ["zarr.json", *(f"{level.path}/zarr.json" for level in plan.levels)])
+    ledger.write_manifest(_manifest(ledger, plan))
+    elapsed = time.perf_counter() - started
+    ledger.mark_complete({"shards_written": written, "shards_reused": reused})
+    return WriteResult(location.url, plan, schedule, written, reused, elapsed)
+
+
+def _close_job(context: TaskContext, client: Any, job: Job, *, failing: bool) -> None:
+    """Stop this process's writer threads and have a cluster's workers drop the job."""
+    context.writers.shutdown()
+    if client is not None:
+        # While failing, best effort: the write's own error is the one to see, not a
+        # cluster's on cleanup.
+        with contextlib.suppress(Exception) if failing else contextlib.nullcontext():
+            forget_job_on_workers(client, job)
+
+
+def _contrast_window(array: Any, url: str) -> Window:
+    """Estimate level 0's display window, reading it back through the direct reader."""
+    layout = chunk_layout(array)
+    if layout is None:  # pragma: no cover - cellvol writes layouts the reader knows
+        read = array.__getitem__
+    else:
+        reader = ChunkReader(array.store_path, layout, ChunkCache(0), url, array.path)
+
+        def read(box: tuple[slice, ...]) -> Any:
+            return reader.read([(s.start, s.stop) for s in box])
+
+    return contrast_window(read, array.shape, array.chunks, np.dtype(array.dtype))
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+
+def _check_source(source: object) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    shape = getattr(source, "shape", None)
+    dtype = getattr(source, "dtype", None)
+    if shape is None or dtype is None or not hasattr(source, "__getitem__"):
+        raise InvalidInputError(
+            f"source must be an array with shape, dtype and slicing; got {type(source).__name__}"
+        )
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 3:
+        raise InvalidInputError(f"source must be 3-D (z, y, x); got shape {shape} ({len(shape)}-D)")
+    if any(n == 0 for n in shape):
+        raise InvalidInputError(f"source has an empty axis: shape {shape}")
+    dtype = np.dtype(dtype)
+    if not supported_dtype(dtype):
+        raise InvalidInputError(
+            f"source dtype {dtype} is not supported; expected an integer or float type"
+        )
+    return shape, dtype
+
+
+def _uncompressed_fraction(given: float | None, method: str) -> float:
+    if given is not None:
+        return given
+    return 0.0 if method == "mode" else DEFAULT_UNCOMPRESSED_FRACTION
+
+
+def _parameters(plan: PyramidPlan, dtype: np.dtype[Any], method: str) -> dict[str, Any]:
+    """Everything that decides the bytes written; a resumed write must match it exactly."""
+    return {
+        "dtype": str(dtype),
+        "voxel_size": list(plan.voxel_size.zyx),
+        "origin": list(plan.origin),
+        "unit": plan.voxel_size.unit,
+        "method": method,
+        # Per level: the zstd level, or None where the chunks are stored uncompressed.
+        "compression": {
+            "codec": "zstd",
+            "levels": [level.compression for level in plan.levels],
+            "checksum": "crc32c",
+        },
+        "levels": [
+            {
+                "path": level.path,
+                "shape": list(level.shape),
+                "factors": list(level.factors),
+                "chunks": list(level.chunks),
+                "shards": list(level.shards),
+            }
+            for level in plan.levels
+        ],
+    }
+
+
+def _source_sample(source: Any, level0: LevelPlan) -> str:
+    """A digest of the source's first and last chunk.
+
+    Cheap, and enough to tell a resume of the same data from a write of different data with
+    the same shape into the same place.
+    """
+    digest = hashlib.sha256()
+    for corner in ("first", "last"):
+        region = tuple(
+            slice(0, c) if corner == "first" else slice(max(n - c, 0), n)
+            for n, c in zip(level0.shape, level0.chunks, strict=True)
+        )
+        digest.update(np.ascontiguousarray(read_source(source, region)).tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _refuse_existing_node(store: Any, url: str) -> None:
+    try:
+        node = open_node(store, url)
+    except NotOMEZarrError:
+        return
+    except MetadataError as exc:
+        raise WriteConflictError(
+            f"{url} already holds zarr metadata that cellvol did not write and cannot read "
+            f"({exc}); pass overwrite=True to replace it"
+        ) from exc
+    kind = "group" if isinstance(node, zarr.Group) else "array"
+    raise WriteConflictError(
+        f"{url} already holds a zarr {kind} that cellvol did not start; pass overwrite=True "
+        "to replace it"
+    )
+
+
+# zarr's local store writes "<stem>.<32 hex digits>.partial" and renames it into place; a
+# process killed in between leaves one behind.
+_INTERRUPTED_TEMPORARY = re.compile(r"\.[0-9a-f]{32}\.partial$")
+
+
+def _remove_interrupted_temporaries(store: Any) -> None:
+    for key in list_keys(store, ""):
+        if _INTERRUPTED_TEMPORARY.search(key):
+            delete_prefix(store, key)
+
+
+def _refuse_foreign_content(store: Any, url: str) -> None:
+    _refuse_existing_node(store, url)
+    if any(not _INTERRUPTED_TEMPORARY.search(key) for key in list_keys(store, "")):
+        raise WriteConflictError(
+            f"{url} is not empty and holds no cellvol write; pass overwrite=True to replace it"
+        )
+
+
+def _create_level(group: zarr.Group, level: LevelPlan, dtype: np.dtype[Any]) -> None:
+    group.create_array(
+        name=level.path,
+        shape=level.shape,
+        dtype=dtype,
+        chunks=level.chunks,
+        shards=level.shards,
+        fill_value=0,
+        # What cellvol._codec._shard.encode_shard writes; zarr itself only writes the metadata.
+        **sharding_codecs(level.compression),
+        dimension_names=SPATIAL_AXES,
+        # Store every chunk, even uniform ones, so a missing chunk always means damage.
+        config={"write_empty_chunks": True},
+        overwrite=True,
+    )
+
+
+# -- the end of a write ------------------------------------------------------------------------
+
+
+def _manifest(ledger: Ledger, plan: PyramidPlan) -> dict[str, dict[str, int]]:
+    """Every shard of every level with its size, from the records; all must be there."""
+    finished = ledger.finished()
+    levels: dict[str, dict[str, int]] = {}
+    for number, level in enumerate(plan.levels):
+        counts = [-(-n // s) for n, s in zip(level.shape, level.shards, strict=True)]
+        entries: dict[str, int] = {}
+        for index in np.ndindex(*counts):
+            size = finished.get((number, tuple(index)))
+            if size is None:
+                raise OSError(
+                    f"{ledger.url}: shard {shard_object_key(level.path, index)} has no record "
+                    "after every task finished"
+                )
+            entries[".".join(map(str, index))] = size
+        levels[level.path] = entries
+    return levels
+
+
+def _describe(source: object) -> str:
+    kind = f"{type(source).__module__.split('.')[0]}.{type(source).__name__}"
+    shape = tuple(getattr(source, "shape", ()))
+    return f"{kind} of shape {shape} and dtype {getattr(source, 'dtype', '?')}"
