@@ -38,9 +38,14 @@ def _cumulative(factors: list[list[int]]) -> list[list[int]]:
     return out
 
 
-def build_cellvol(source: np.ndarray, out: Path, chunk: int, config: Config) -> None:
+def build_cellvol(
+    source: np.ndarray, out: Path, chunk: int, config: Config, tune: bool = True
+) -> None:
+    """cellvol in the job every tool runs; ``tune``: the process opts in to malloc tuning."""
     import cellvol
 
+    if tune:
+        cellvol.tune_allocator()
     cellvol.write_pyramid(
         source,
         out,
@@ -59,6 +64,7 @@ def build_cellvol_default(source: np.ndarray, out: Path, chunk: int, config: Con
     """cellvol with its own default layout (64³ chunks in 256³ shards, coarse levels raw)."""
     import cellvol
 
+    cellvol.tune_allocator()
     cellvol.write_pyramid(
         source,
         out,
@@ -149,6 +155,7 @@ def build_ngff_zarr(source: np.ndarray, out: Path, chunk: int, config: Config) -
 TOOLS: dict[str, Callable[[np.ndarray, Path, int, Config], None]] = {
     "cellvol": build_cellvol,
     "cellvol-default-layout": build_cellvol_default,
+    "cellvol-untuned": functools.partial(build_cellvol, tune=False),
     "tensorstore": build_tensorstore,
     "tensorstore-nosync": functools.partial(build_tensorstore, sync=False),
     "ome-zarr": build_ome_zarr,
@@ -157,12 +164,16 @@ TOOLS: dict[str, Callable[[np.ndarray, Path, int, Config], None]] = {
 
 # Each tool's modules, imported before the clock starts: the build alone is timed. (cellvol
 # imports its writer on the first write_pyramid call, and the writer imports ome-zarr-models,
-# which validates the metadata it writes, on first use: about 0.5 s. The writer imported dask
-# too until 2026-12-02: another 1.2 s, which an earlier version of this script counted.)
-_CELLVOL_WRITER = ["cellvol.write", "ome_zarr_models.v05.image", "ome_zarr_models.common.omero"]
+# which validates the metadata it writes, on first use.)
+_CELLVOL_WRITER = [
+    "cellvol.write._pyramid",
+    "ome_zarr_models.v05.image",
+    "ome_zarr_models.common.omero",
+]
 IMPORTS = {
     "cellvol": _CELLVOL_WRITER,
     "cellvol-default-layout": _CELLVOL_WRITER,
+    "cellvol-untuned": _CELLVOL_WRITER,
     "tensorstore": ["tensorstore"],
     "tensorstore-nosync": ["tensorstore"],
     "ome-zarr": ["dask.array", "zarr", "ome_zarr.writer", "ome_zarr.scale"],

@@ -77,6 +77,9 @@ def main() -> None:
     args = parser.parse_args()
     from distributed import Client, LocalCluster
 
+    import cellvol
+
+    cellvol.tune_allocator()
     source_path = make_input(args.size_gib, args.data_dir)
     source = np.load(source_path, mmap_mode="r")
     storages = {"disk": args.data_dir}
@@ -101,6 +104,7 @@ def main() -> None:
                 ) as cluster,
                 Client(cluster) as client,
             ):
+                client.run(cellvol.tune_allocator)  # the workers' opt-in, as docs/pyramid.md says
                 result = build(source, out, client)
             runs.append({"where": "LocalCluster", "workers": workers, **result})
             runs[-1].update(storage=storage, digest=digest(out))

@@ -37,6 +37,7 @@ from cellvol.read._open import open
 from cellvol.read._segments import SegmentTable
 from cellvol.read._volume import LabelImage, Labels, Volume
 from cellvol.units import VoxelSize
+from cellvol.write._allocator import tune_allocator
 
 if TYPE_CHECKING:
     from cellvol.formats._ingest import convert
@@ -103,6 +104,7 @@ __all__ = [
     "convert",
     "export",
     "open",
+    "tune_allocator",
     "write_labels",
     "write_pyramid",
 ]

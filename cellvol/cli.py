@@ -19,6 +19,7 @@ from cellvol.read._open import open as open_volume
 from cellvol.read._volume import Volume
 from cellvol.synthetic import SyntheticVolume
 from cellvol.units import VoxelSize
+from cellvol.write._allocator import tune_allocator
 from cellvol.write._pyramid import write_pyramid
 
 app = typer.Typer(
@@ -99,6 +100,7 @@ def demo(
     voxel_size: Annotated[float, typer.Option(help="Isotropic voxel size in nm.")] = 2.0,
 ) -> None:
     """Generate a synthetic cryo-electron tomogram and write it as a multiscale OME-Zarr."""
+    tune_allocator()  # this process's main work is the write
     zyx = _triple(shape, "--shape")
     _refuse_non_demo(dest)
     source = SyntheticVolume(zyx, dtype=dtype, seed=seed)
@@ -234,6 +236,7 @@ def convert(
     With --labels NAME, SRC is a segmentation and DEST an existing image: the labels are added
     to it with the image's levels and layout, and their segment table is computed.
     """
+    tune_allocator()  # this process's main work is the write
     from cellvol.formats._ingest import convert as convert_file
     from cellvol.formats._open import open_source
 

@@ -128,3 +128,46 @@ def test_a_shards_freed_chunks_are_reused_without_new_pages() -> None:
 def test_a_threshold_chosen_in_the_environment_is_left_alone() -> None:
     chosen = {"MALLOC_TRIM_THRESHOLD_": "65536", "MALLOC_MMAP_THRESHOLD_": "131072"}
     assert _mapped_alone(chosen, reuse=True) == "False True"
+
+
+# In a fresh interpreter where glibc's adaptation is off (as in a dask worker): write a small
+# pyramid, then say whether a 16 MiB block is still mapped on its own (malloc untouched), and
+# again after the explicit opt-in.
+_AFTER_A_WRITE = """
+import ctypes, sys
+import numpy as np
+import cellvol
+
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Mallinfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+
+def mapped_alone():
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(16 * 2**20)
+    alone = libc.mallinfo2().hblks > before
+    libc.free(block)
+    return alone
+
+cellvol.write_pyramid(np.zeros((64, 64, 64), np.uint8), sys.argv[1], voxel_size=1)
+print(mapped_alone(), cellvol.tune_allocator(), mapped_alone())
+"""
+
+
+@glibc
+def test_a_write_changes_no_malloc_setting_until_asked(tmp_path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _AFTER_A_WRITE, str(tmp_path / "w.ome.zarr")],
+        env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        | {"MALLOC_TRIM_THRESHOLD_": "65536"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True", "False"]

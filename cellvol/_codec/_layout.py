@@ -163,11 +163,9 @@ def zstd_decoder(chunk_nbytes: int) -> Any:
     """A decoder of zstd frames that decompress to ``chunk_nbytes``: the faster of two.
 
     numcodecs' ``Zstd.decode`` sets up a new decompression context for every frame; for small
-    chunks that set-up is a large part of the work. Measured on this project's 2-core machine
-    (2026-12-02, ``docs/reading.md``), uint8 tomogram chunks decoded on both cores: 32³,
-    566-601 MB/s with numcodecs against 923-1034 MB/s with a reused context
-    (:class:`ZstdDecoder`); 64³, 1149-1205 against 1324-1382 MB/s; 128³, 1625-1640 against
-    1572-1626 MB/s, where numcodecs stays.
+    chunks that set-up is a large part of the work, so chunks up to 512 KiB reuse a context
+    (:class:`ZstdDecoder`); larger ones, where the two are equal, stay with numcodecs
+    (``docs/reading.md`` has the rates).
     """
     if chunk_nbytes <= _SMALL_CHUNK_BYTES:
         return ZstdDecoder(chunk_nbytes)

@@ -1,10 +1,8 @@
 """Read a box of a zarr array by fetching and decoding only its chunks, concurrently.
 
-Why not ``zarr.Array.__getitem__``: measured on this project's 2-core machine (see
-``docs/benchmarks.md``), a random 512 x 512 plane of a 1 GiB uint8 volume stored as 64³ zstd
-chunks in 256³ shards took zarr 3.4 about 40-50 ms, tensorstore about 15 ms on the same store.
-zarr's time goes to per-chunk work in its asynchronous codec pipeline; the decompression
-itself is a fraction of it. This module does what tensorstore does for the layouts pyramid
+Why not ``zarr.Array.__getitem__``: on small chunks zarr's time goes to per-chunk work in its
+asynchronous codec pipeline rather than to decompression (``docs/benchmarks.md`` compares
+the two on cellvol's layout). This module does what tensorstore does for the layouts pyramid
 writers produce: it reads each shard's index once (and caches it), fetches the chunks a box
 needs with one ranged request per run of neighbouring chunks, decompresses them on a thread
 pool (the codecs release the GIL), and keeps decoded chunks in a bounded shared
@@ -74,7 +72,7 @@ class ChunkReader:
     """Reads boxes of one array through its :class:`ChunkLayout`.
 
     Local files are read with ``os.pread`` on the decompression threads, with no event loop
-    in between (measured: a loop round trip per chunk cost more than the read). Other stores
+    in between (a loop round trip per chunk costs more than the read itself). Other stores
     (S3, HTTP) are read through zarr's store on its I/O loop, every request of a box in
     flight at once.
 

@@ -1,11 +1,10 @@
 """Encode a whole shard in zarr v3's ``sharding_indexed`` layout, on the writer's hot path.
 
-Why not ``zarr.Array.__setitem__``: measured on this project's 2-core machine, writing whole
-256³ uint8 shards through zarr 3.4's asynchronous codec pipeline ran at about 180 MB/s per
-core, while the same zstd level-3 compression called directly runs at about 310 MB/s (see
-``docs/benchmarks.md``). The pyramid writer always writes whole shards, so it can encode them
-itself and store each with one ``set``; zarr still creates the arrays and writes their metadata,
-and zarr, tensorstore and every other reader decode the result. The tests check that the bytes
+Why not ``zarr.Array.__setitem__``: the pyramid writer always writes whole shards, so it can
+encode each in one pass (gather, compress, checksum, index) and store it with one ``set``,
+without zarr's per-chunk asynchronous pipeline (``docs/benchmarks.md`` compares the two).
+zarr still creates the arrays and writes their metadata, and zarr, tensorstore and every
+other reader decode the result. The tests check that the bytes
 are identical to what zarr writes for the same data.
 
 The codec chain (it must match :func:`sharding_codecs`, which the writer gives zarr):

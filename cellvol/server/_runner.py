@@ -105,8 +105,8 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 
     ``socket.create_server`` makes a socket of protocol 0, and asyncio only turns Nagle's
     algorithm off (TCP_NODELAY) on connections of a socket it knows is TCP. Left on, every
-    small reply (a shard index, a JSON document) waited for the client's delayed ACK: about
-    40 ms each on Linux, measured on a 1 KiB range. So the socket is made with protocol TCP,
+    small reply (a shard index, a JSON document) waits for the client's delayed ACK (tens of
+    milliseconds on Linux). So the socket is made with protocol TCP,
     and the option is also set on it, which Linux passes to the connections it accepts.
     """
     family, kind, proto, _, address = socket.getaddrinfo(

@@ -1,12 +1,17 @@
-"""Keep freed buffers of a pyramid write from piling up in the C allocator.
+"""Opt-in tuning of glibc's malloc for processes whose main work is writing pyramids.
+
+A library must not change its host's process-wide settings, so no write calls this by itself:
+the ``cellvol`` command line calls :func:`tune_allocator` at start, and a program or a dask
+worker that mostly writes pyramids may call it too (``client.run(cellvol.tune_allocator)``).
+What it buys is measured in ``docs/benchmarks.md``; what follows is why.
 
 glibc's malloc gives each thread that allocates its own pool (an *arena*) and keeps memory
 freed in an arena for that arena's later use instead of returning it. A write allocates
 shard-sized buffers (16 MiB for 256³ uint8) from several threads in turn, so every arena
 ends up holding its own few, and the peak grew with the number of tasks: 260 MiB of
-anonymous memory for a 1 GiB input, 317 MiB for 4 GiB, with the same stages. With one arena
-the same builds peaked at 222 and 228 MiB and took as long (docs/pyramid.md, Memory). The
-buffers are large and few, so the threads hardly ever wait for the one arena's lock.
+anonymous memory for a 1 GiB input, 317 MiB for 4 GiB, with the same stages; with one arena,
+222 and 228 MiB in the same time. The buffers are large and few, so the threads hardly ever
+wait for the one arena's lock.
 
 glibc also learns, as large blocks are freed, to serve blocks of up to 32 MiB from its pools
 rather than mapping each anew, and to keep up to twice the largest block it has seen freed at
@@ -38,10 +43,25 @@ _limited = False
 _reusing = False
 
 
-def prepare_for_writing() -> None:
-    """Both allocator settings a pyramid write wants, before its threads start."""
-    limit_malloc_arenas()
-    reuse_large_blocks()
+def tune_allocator() -> bool:
+    """Tune glibc's malloc of this process for pyramid writes (opt-in; no write calls it).
+
+    Caps malloc at one arena for threads started from now on (:func:`limit_malloc_arenas`),
+    so a write's shard-sized buffers are not kept once per thread, and keeps freed blocks of
+    up to 32 MiB in malloc's pool rather than handing them back to the kernel after every shard
+    (:func:`reuse_large_blocks`). Call it before the threads that write start: first thing in
+    a script, or on each dask worker with ``client.run(cellvol.tune_allocator)``.
+
+    Settings the user chose through ``MALLOC_ARENA_MAX`` or ``MALLOC_MMAP_THRESHOLD_`` are left
+    alone; elsewhere than glibc this does nothing.
+
+    Returns
+    -------
+    bool
+        True if both settings are in force.
+    """
+    limited = limit_malloc_arenas()
+    return reuse_large_blocks() and limited
 
 
 def limit_malloc_arenas(arenas: int = 1) -> bool:
@@ -79,9 +99,9 @@ def reuse_large_blocks() -> bool:
     zero-fills it again for the next: about 4000 page faults per 16 MiB shard, and about a
     quarter of the system time of a 1 GiB build. Where dask.distributed's nanny has set
     ``MALLOC_TRIM_THRESHOLD_`` (in every worker), glibc stops adapting altogether and maps every
-    block over 128 KiB on its own: a 1 GiB build on a one-worker LocalCluster took 16.7 s so,
-    and 7.35 s with these thresholds, its worker's peak anonymous memory going from 106 to
-    140 MiB. The memory kept is memory the write had in use, so the peak does not grow with it.
+    block over 128 KiB on its own, which slows a build on a dask worker about twofold
+    (``docs/benchmarks.md``). The memory kept is memory the write had in use, so the peak does
+    not grow with it.
 
     Idempotent. Does nothing where the C library is not glibc, or where
     ``MALLOC_MMAP_THRESHOLD_`` is set (the user's own choice).

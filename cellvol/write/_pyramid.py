@@ -45,7 +45,6 @@ from cellvol.ome._display import Window, contrast_window, omero_metadata
 from cellvol.ome._metadata import Dataset, image_attributes, provenance
 from cellvol.progress import ProgressCallback
 from cellvol.units import SPATIAL_AXES, VoxelSize
-from cellvol.write._allocator import prepare_for_writing
 from cellvol.write._downsample import METHODS, Method
 from cellvol.write._inputs import portable
 from cellvol.write._ledger import Ledger
@@ -68,8 +67,8 @@ from cellvol.write._tasks import (
 )
 
 if TYPE_CHECKING:
-    # Only named in annotations: importing dask takes about a second (1.5 s of the CLI's
-    # 2.5 s start, measured), and a write from numpy or a file never needs it.
+    # Only named in annotations: importing dask takes about a second, and a write from numpy
+    # or a file never needs it.
     import dask.array as da
 
 __all__ = ["LazyArray", "WriteResult", "supported_dtype", "write_pyramid"]
@@ -224,20 +223,11 @@ def write_pyramid(
 
     Notes
     -----
-    On Linux with glibc, the first write limits the process's malloc to one arena for every
-    thread started afterwards (:func:`cellvol.allocator.limit_malloc_arenas`), so that memory
-    freed by the write's threads is reused instead of kept per thread. Set the
-    ``MALLOC_ARENA_MAX`` environment variable before starting Python to choose otherwise.
-    It also fixes glibc's mmap and trim thresholds (32 and 64 MiB) so that freed chunk and
-    shard buffers are reused rather than handed back to the kernel and faulted in again (each
-    task of a dask.distributed write does the same in its worker;
-    :func:`cellvol.allocator.reuse_large_blocks`); set ``MALLOC_MMAP_THRESHOLD_`` to keep
-    your own.
+    A write changes no process-wide setting of its host. On Linux with glibc, a process whose
+    main work is writing pyramids (a script, a dask worker) writes faster and in less memory
+    after :func:`cellvol.tune_allocator`, which the ``cellvol`` command line calls itself.
     """
     started = time.perf_counter()
-    # Before this write starts any thread (zarr's I/O loop included): freed shard buffers
-    # then return to one malloc pool and the peak stays flat with the volume's size.
-    prepare_for_writing()
     shape, dtype = _check_source(source)
     if method not in METHODS:
         raise InvalidInputError(
@@ -264,7 +254,7 @@ def write_pyramid(
     parameters = _parameters(plan, dtype, method)
     # A memory map is read through a reference that releases the pages it reads, from the
     # first read on: the caller's own map would keep them in this process's resident memory
-    # (measured: 700 MiB of a 2 GiB input for the two corner chunks of the sample below).
+    # (most of the input, for the corner chunks of the sample below).
     readable = portable(source)
     parameters["source_sample"] = _source_sample(readable, plan.levels[0])
 

@@ -29,7 +29,6 @@ from cellvol._codec._shard import encode_shard
 from cellvol._store import is_local_store, make_durable, open_store, write_bytes
 from cellvol.errors import InvalidInputError, WriteConflictError
 from cellvol.progress import ProgressCallback, ProgressReporter
-from cellvol.write._allocator import prepare_for_writing
 from cellvol.write._downsample import Method, downsample
 from cellvol.write._ledger import Ledger, ShardKey
 from cellvol.write._plan import PyramidPlan, Region, StagePlan, child_regions, shard_regions
@@ -83,8 +82,8 @@ class TaskContext:
         # The syncs run on the writer threads, overlapping the tasks' work; they hold no data.
         self.sync_before_record = local
         # Records of this process's tasks still syncing after their tasks ended: a task's
-        # thread goes on to the next task while its last shards sync (measured: 0.3 s of a
-        # 5 s 1 GiB build), and the stage's runner waits for them at the end of the stage.
+        # thread goes on to the next task while its last shards sync, and the stage's runner
+        # waits for them at the end of the stage.
         self.syncing = SyncingRecords()
         group = zarr.open_group(store=store, mode="r+", zarr_format=3)
         self.arrays: list[zarr.Array[Any]] = []
@@ -110,7 +109,6 @@ def _worker_context(job_key: str) -> TaskContext:
         context = _CONTEXTS.get(job_key)
         if context is None:
             job = _JOBS[job_key]
-            prepare_for_writing()  # see cellvol.allocator; a worker's own threads may predate it
             store = open_store(job.url, mode="r+", storage_options=job.storage_options)
             context = _CONTEXTS[job_key] = TaskContext(job, store)
         return context
@@ -250,9 +248,7 @@ class _ShardWriter:
 
     At most ``in_flight`` shards wait to be stored (each holds its encoded bytes); with none,
     each shard is stored in the task's thread before the task goes on. Queued shards cost
-    memory exactly when the store is slower than the task: with two in flight per task, a
-    1 GiB build peaked at 163 MiB of anonymous memory, and at 206 MiB with its store slowed
-    to 100 MB/s; with none, at 141-150 MiB both ways (``docs/pyramid.md#memory``).
+    memory exactly when the store is slower than the task (``docs/pyramid.md#memory``).
 
     A shard's record is written only after the shard itself has been stored (and, in a local
     store, synced to the disk), and a parent is recorded only after all its children:
