@@ -18,15 +18,11 @@ default S3 endpoint at a closed loopback port, so that an S3 call that forgot it
 ``cluster_client``
     A ``dask.distributed`` client of a LocalCluster of two worker processes on 127.0.0.1
     (one per module that asks for it).
-``anisotropic_volume``
-    ``(volume, data)``: a small 3-level pyramid of random uint8 voxels of 10 by 2 by 2 nm,
-    written once per session.
-``running``
-    A ``cellvol serve`` server on 127.0.0.1 for the session, serving an image with labels, an
-    annotation, and traps for the path-traversal tests (see ``server_helpers.py``).
-``clean_fsspec_cache``
-    For tests that change the AWS environment: fsspec's cached filesystems are closed and
-    forgotten before and after the test (they would keep the old configuration).
+``s3_calls``
+    The S3 operations a test made, recorded (operation name and parameters).
+
+Fixtures only one folder uses live in that folder's ``conftest.py``; shared values and
+classes in ``support.py``.
 
 At the end of the session the network sessions of fsspec's cached filesystems are closed.
 """
@@ -45,20 +41,19 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import numpy as np
 import pytest
-
-#: Where the real (large) test files live, beside the project checkout.
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-#: A loopback port nothing listens on (the "discard" port): the S3 endpoint of last resort.
-DEAD_ENDPOINT = "http://127.0.0.1:9"
-
-FAKE_KEY = "testing"
-FAKE_SECRET = "testing"
-FAKE_REGION = "us-east-1"
+from support import (
+    DEAD_ENDPOINT,
+    FAKE_KEY,
+    FAKE_REGION,
+    FAKE_SECRET,
+    SHARED_DATA,
+    S3Bucket,
+    S3Server,
+    forget_cached_filesystems,
+)
 
 # Variables that could route a request to real AWS, or pull real credentials in.
 _AWS_VARIABLES_TO_CLEAR = (
@@ -102,52 +97,6 @@ def _offline_aws_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterat
 # --------------------------------------------------------------------------------------------
 # S3 (moto)
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class S3Server:
-    """A running moto S3 server on 127.0.0.1."""
-
-    endpoint_url: str
-    key: str = FAKE_KEY
-    secret: str = FAKE_SECRET
-    region: str = FAKE_REGION
-    _clients: list[Any] = field(default_factory=list, repr=False, compare=False)
-
-    def storage_options(self, **extra: Any) -> dict[str, Any]:
-        """Return s3fs / cellvol ``storage_options`` for this server, plus ``extra``."""
-        return {"endpoint_url": self.endpoint_url, "key": self.key, "secret": self.secret, **extra}
-
-    def client(self) -> Any:
-        """Return a boto3 S3 client for this server (for setting up and inspecting buckets).
-
-        The client is made once (that takes a tenth of a second) and shared: boto3 clients
-        are thread-safe.
-        """
-        if not self._clients:
-            import boto3
-
-            self._clients.append(
-                boto3.client(
-                    "s3",
-                    endpoint_url=self.endpoint_url,
-                    aws_access_key_id=self.key,
-                    aws_secret_access_key=self.secret,
-                    region_name=self.region,
-                )
-            )
-        return self._clients[0]
-
-
-class S3Bucket(NamedTuple):
-    """A bucket made for one test; unpacks as ``name, storage_options``."""
-
-    name: str
-    storage_options: dict[str, Any]
-
-    def url(self, *parts: str) -> str:
-        """Return ``s3://name/part/...``."""
-        return "/".join([f"s3://{self.name}", *(p.strip("/") for p in parts if p.strip("/"))])
 
 
 @pytest.fixture(scope="session")
@@ -350,17 +299,6 @@ def cluster_client() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def anisotropic_volume(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, np.ndarray]:
-    """A (32, 96, 128) uint8 pyramid, 10 nm sections of 2 nm pixels, and its data."""
-    import cellvol
-
-    data = np.random.default_rng(12).integers(0, 255, (32, 96, 128), dtype=np.uint8)
-    path = tmp_path_factory.mktemp("anisotropic") / "v.ome.zarr"
-    cellvol.write_pyramid(data, path, (10, 2, 2), chunks=(16, 32, 32), n_levels=3)
-    return cellvol.open(path), data
-
-
-@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Return ``../shared/data`` beside the project; skip the test when it is absent."""
     if not SHARED_DATA.is_dir():
@@ -368,66 +306,8 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def _forget_cached_filesystems() -> None:
-    """Close the sessions of fsspec's cached S3 and HTTP filesystems, then forget them.
-
-    Best effort: a session is closed on zarr's event loop, where zarr's synchronous API opened
-    it; one that belongs to another (finished) loop is just dropped.
-    """
-    try:
-        from fsspec.implementations.http import HTTPFileSystem
-        from s3fs import S3FileSystem
-        from zarr.core.sync import sync
-    except ImportError:
-        return
-    for cls, attribute in ((S3FileSystem, "_s3"), (HTTPFileSystem, "_session")):
-        for fs in list(cls._cache.values()):
-            session = getattr(fs, attribute, None)
-            if session is not None and getattr(fs, "asynchronous", False):
-                with contextlib.suppress(Exception):
-                    sync(session.close(), timeout=5)
-        cls.clear_instance_cache()
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _close_cached_filesystems() -> Iterator[None]:
     """At the end of the session, close the network sessions that fsspec's cache kept open."""
     yield
-    _forget_cached_filesystems()
-
-
-@pytest.fixture
-def clean_fsspec_cache() -> Iterator[None]:
-    """Forget cached fsspec filesystems before and after a test that changes the environment.
-
-    fsspec caches filesystem instances by their arguments only, so a test that changes
-    ``AWS_ENDPOINT_URL`` or credentials in the environment would otherwise get an instance
-    configured by an earlier test.
-    """
-    _forget_cached_filesystems()
-    yield
-    _forget_cached_filesystems()
-
-
-# --------------------------------------------------------------------------------------------
-# cellvol serve
-# --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A real server on 127.0.0.1 serving an image with labels, annotations and traps."""
-    from server_helpers import SECRET, Running, make_image
-
-    from cellvol.server import Server
-
-    root = tmp_path_factory.mktemp("served")
-    outside = tmp_path_factory.mktemp("outside")
-    (outside / "secret.txt").write_bytes(SECRET)
-    image, data, labels = make_image(root)
-    (root / "secret.txt").write_bytes(SECRET)  # beside the store, not in it
-    (image / ".hidden").write_bytes(SECRET)
-    os.symlink(outside / "secret.txt", image / "leak")
-    os.symlink(outside, image / "0" / "leakdir")
-    with Server([str(image)]) as server:
-        yield Running(server.url, server.host, server.port, image, outside, data, labels)
+    forget_cached_filesystems()

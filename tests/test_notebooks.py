@@ -4,8 +4,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import SHARED_DATA
 from nbclient import NotebookClient
+from support import SHARED_DATA
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 

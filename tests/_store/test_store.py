@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import zarr
 import zarr.api.asynchronous
-from conftest import DEAD_ENDPOINT, S3Bucket, S3Server
 from s3fs import S3FileSystem
+from support import DEAD_ENDPOINT, S3Bucket, S3Server
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 

@@ -5,11 +5,12 @@ import re
 from pathlib import Path
 
 import pytest
+from support import SHARED_DATA
 
 from cellvol.errors import MetadataError
 from cellvol.ome._validation import check, detect, validate
 
-SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ngff-spec"
+SPEC = SHARED_DATA / "ngff-spec"
 needs_spec = pytest.mark.skipif(
     not SPEC.is_dir(),
     reason="../shared/data/ngff-spec not found: the spec conformance suites live beside the "
