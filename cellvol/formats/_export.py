@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from cellvol._store import replace_durably
 from cellvol.errors import InvalidInputError, WriteConflictError
+from cellvol.formats._imod import IMOD_FIELDS_OFFSET, IMOD_SIGNED_BYTES, IMOD_STAMP
 from cellvol.read._level import Level
 from cellvol.read._open import open as open_volume
 from cellvol.read._volume import Volume
@@ -49,7 +50,6 @@ MRC_MODES: Final[dict[str, int]] = {
 }
 _MRC_SUFFIXES: Final = (".mrc", ".map", ".rec", ".mrcs")
 _TIFF_SUFFIXES: Final = (".tif", ".tiff", ".btf")
-_IMOD_STAMP: Final = 1146047817
 _BIGTIFF_AFTER: Final = 2**31
 
 
@@ -263,9 +263,9 @@ class _Statistics:
 def _stamp_imod_signedness(file: Path, *, signed: bool) -> None:
     """Mark mode 0 bytes as signed or unsigned the way IMOD does (stamp and flag bit 0)."""
     with file.open("r+b") as stream:
-        stream.seek(152)
+        stream.seek(IMOD_FIELDS_OFFSET)
         # mrcfile writes new files in the machine's byte order.
-        stream.write(struct.pack("=ii", _IMOD_STAMP, 1 if signed else 0))
+        stream.write(struct.pack("=ii", IMOD_STAMP, IMOD_SIGNED_BYTES if signed else 0))
 
 
 def _write_tiff(

@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 
@@ -27,6 +27,10 @@ from cellvol.units import VoxelSize, convert_lengths
 from cellvol.write._downsample import Method
 from cellvol.write._plan import DEFAULT_MEMORY_LIMIT
 from cellvol.write._pyramid import WriteResult, supported_dtype, write_pyramid
+
+if TYPE_CHECKING:
+    from distributed import Client
+
 
 __all__ = ["convert", "sha256_file"]
 
@@ -49,7 +53,7 @@ def convert(
     uncompressed_fraction: float | None = None,
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
     workers: int | None = None,
-    client: Any = None,
+    client: Client | None = None,
     storage_options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     resume: bool = True,

@@ -42,6 +42,7 @@ import mrcfile.utils
 import numpy as np
 
 from cellvol.errors import InvalidInputError, StoreNotFoundError
+from cellvol.formats._imod import IMOD_FIELDS_OFFSET, IMOD_SIGNED_BYTES, IMOD_STAMP
 from cellvol.formats._source import Source
 from cellvol.units import VoxelSize
 from cellvol.write._inputs import MemmapSource, Transposed
@@ -62,8 +63,6 @@ _OTHER_MODES: Final[dict[int, str]] = {
     101: "4-bit packed integers",
 }
 _HEADER_BYTES: Final = 1024
-_IMOD_STAMP: Final = 1146047817  # "IMOD" as a 32-bit integer, at byte 152
-_IMOD_SIGNED_BYTES: Final = 1  # bit 0 of the IMOD flags at byte 156
 # Fields of each MRC header worth keeping in the provenance record.
 _HEADER_FIELDS: Final = (
     "nx", "ny", "nz", "mode", "nxstart", "nystart", "nzstart", "mx", "my", "mz",
@@ -253,8 +252,10 @@ def _bytes_unsigned(head: bytes, header: Any, int8: str) -> bool:
         return int8 == "unsigned"
     # In the byte order mrcfile settled on (it can guess when the machine stamp is wrong).
     order = header.mode.dtype.byteorder.replace("=", "<" if np.little_endian else ">")
-    stamp, flags = np.frombuffer(head[152:160], dtype=f"{order}i4")
-    return bool(stamp == _IMOD_STAMP and not (flags & _IMOD_SIGNED_BYTES))
+    stamp, flags = np.frombuffer(
+        head[IMOD_FIELDS_OFFSET : IMOD_FIELDS_OFFSET + 8], dtype=f"{order}i4"
+    )
+    return bool(stamp == IMOD_STAMP and not (flags & IMOD_SIGNED_BYTES))
 
 
 def _voxel_size(header: Any, depth: int) -> VoxelSize | None:

@@ -32,6 +32,7 @@ from cellvol.formats._open import open_source
 from cellvol.labels._segments import compute_segments, write_segments
 from cellvol.ome._display import label_color
 from cellvol.ome._metadata import ome_namespace
+from cellvol.progress import ProgressCallback
 from cellvol.read._open import open as open_volume
 from cellvol.read._segments import SegmentTable
 from cellvol.read._volume import LABELS_GROUP, LabelImage, Volume, label_names
@@ -52,7 +53,7 @@ def write_labels(
     colors: Mapping[int, Sequence[int]] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
-    progress: Any = None,
+    progress: ProgressCallback | None = None,
 ) -> LabelImage:
     """Add a label image (segmentation) to an existing image, or finish adding it.
 

@@ -15,6 +15,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from zarr.abc.store import Store
 from zarr.core.sync import sync
 
 from cellvol._codec._keys import shard_object_key, touched_ranges
@@ -42,7 +43,7 @@ class ShardPresence:
 
     def __init__(
         self,
-        store: Any,
+        store: Store,
         url: str,
         level_path: str,
         shards: Sequence[int],
@@ -93,5 +94,5 @@ class ShardPresence:
             self._present.add(name)
 
 
-async def _exist_all(store: Any, keys: Sequence[str]) -> list[bool]:
+async def _exist_all(store: Store, keys: Sequence[str]) -> list[bool]:
     return list(await asyncio.gather(*(store.exists(key) for key in keys)))

@@ -20,6 +20,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any, Final
 
+from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore
 
 from cellvol._store._loop import on_zarr_loop
@@ -152,7 +153,7 @@ class FsspecKeys(KeyReader):
             yield bytes(block)
 
 
-def key_reader(store: Any) -> KeyReader:
+def key_reader(store: Store) -> KeyReader:
     """The reader for a zarr store cellvol opened (local or fsspec)."""
     if isinstance(store, LocalStore):
         return LocalKeys(Path(store.root))

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 import zarr
+from zarr.abc.store import Store
 
 from cellvol._codec._cache import ChunkCache
 from cellvol._codec._keys import shard_object_key
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
     # Only named in annotations: importing dask takes about a second, and a write from numpy
     # or a file never needs it.
     import dask.array as da
+    from distributed import Client
 
 __all__ = ["LazyArray", "WriteResult", "supported_dtype", "write_pyramid"]
 
@@ -135,7 +137,7 @@ def write_pyramid(
     uncompressed_fraction: float | None = None,
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
     workers: int | None = None,
-    client: Any = None,
+    client: Client | None = None,
     name: str | None = None,
     source_description: str | None = None,
     source_record: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
@@ -329,7 +331,7 @@ def write_pyramid(
     return WriteResult(location.url, plan, schedule, written, reused, elapsed)
 
 
-def _close_job(context: TaskContext, client: Any, job: Job, *, failing: bool) -> None:
+def _close_job(context: TaskContext, client: Client | None, job: Job, *, failing: bool) -> None:
     """Stop this process's writer threads and have a cluster's workers drop the job."""
     context.writers.shutdown()
     if client is not None:
@@ -425,7 +427,7 @@ def _source_sample(source: Any, level0: LevelPlan) -> str:
     return digest.hexdigest()[:32]
 
 
-def _refuse_existing_node(store: Any, url: str) -> None:
+def _refuse_existing_node(store: Store, url: str) -> None:
     try:
         node = open_node(store, url)
     except NotOMEZarrError:
@@ -447,13 +449,13 @@ def _refuse_existing_node(store: Any, url: str) -> None:
 _INTERRUPTED_TEMPORARY = re.compile(r"\.[0-9a-f]{32}\.partial$")
 
 
-def _remove_interrupted_temporaries(store: Any) -> None:
+def _remove_interrupted_temporaries(store: Store) -> None:
     for key in list_keys(store, ""):
         if _INTERRUPTED_TEMPORARY.search(key):
             delete_prefix(store, key)
 
 
-def _refuse_foreign_content(store: Any, url: str) -> None:
+def _refuse_foreign_content(store: Store, url: str) -> None:
     _refuse_existing_node(store, url)
     if any(not _INTERRUPTED_TEMPORARY.search(key) for key in list_keys(store, "")):
         raise WriteConflictError(

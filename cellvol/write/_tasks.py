@@ -15,11 +15,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import zarr
+from zarr.abc.store import Store
 
 from cellvol._codec._cache import ChunkCache
 from cellvol._codec._keys import shard_object_key
@@ -32,6 +33,10 @@ from cellvol.progress import ProgressCallback, ProgressReporter
 from cellvol.write._downsample import Method, downsample
 from cellvol.write._ledger import Ledger, ShardKey
 from cellvol.write._plan import PyramidPlan, Region, StagePlan, child_regions, shard_regions
+
+if TYPE_CHECKING:
+    from distributed import Client
+
 
 __all__ = [
     "Job",
@@ -66,7 +71,7 @@ class Job:
 class TaskContext:
     """A process's open handles for a job: its store, level arrays and ledger."""
 
-    def __init__(self, job: Job, store: Any) -> None:
+    def __init__(self, job: Job, store: Store) -> None:
         self.store = store
         self.ledger = Ledger(store, job.url)
         # An object store answers each PUT after a round trip, which a few background
@@ -150,7 +155,7 @@ def _forget_job(job_key: str) -> None:
         context.writers.shutdown()
 
 
-def forget_job_on_workers(client: Any, job: Job) -> None:
+def forget_job_on_workers(client: Client, job: Job) -> None:
     """Have every worker of ``client`` drop what it kept open for ``job``."""
     client.run(_forget_job, _job_key(job))
 
@@ -379,7 +384,7 @@ def run_stage(
     job: Job,
     stage: StagePlan,
     finished: Mapping[ShardKey, int],
-    client: Any,
+    client: Client | None,
     threads: int,
     progress: ProgressCallback | None,
     context: TaskContext,
@@ -470,7 +475,7 @@ def _run_on_cluster(
     job: Job,
     stage: StagePlan,
     pending: list[tuple[Region, dict[ShardKey, int]]],
-    client: Any,
+    client: Client,
     reporter: ProgressReporter,
 ) -> None:
     from distributed import as_completed
@@ -483,15 +488,15 @@ def _run_on_cluster(
         for future in as_completed(futures):  # type: ignore[no-untyped-call]
             reporter.advance(int(future.result()))
     except BaseException:
-        client.cancel(futures)
+        client.cancel(futures)  # type: ignore[no-untyped-call]
         raise
     # Every worker's records of this stage are written before the stage ends.
     client.run(_wait_for_worker_records, _job_key(job))
 
 
-def cluster_threads(client: Any) -> int:
+def cluster_threads(client: Client) -> int:
     """How many tasks a distributed client's workers run at once."""
     try:
-        return max(1, int(sum(client.nthreads().values())))
+        return max(1, int(sum(client.nthreads().values())))  # type: ignore[no-untyped-call]
     except Exception:  # a client without workers yet: plan for one
         return 1
