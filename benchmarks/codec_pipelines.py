@@ -69,6 +69,7 @@ import numpy as np
 import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _inputs import write_synthetic_npy
 from _measure import measure, settle
 from _tools import stored_bytes
 from read_planes import floor_ms, random_planes, summary, time_reads
@@ -101,22 +102,7 @@ Array = npt.NDArray[Any]
 def make_input(shape: tuple[int, int, int], data_dir: Path) -> Path:
     """Write the synthetic uint8 tomogram once (as compare_pyramid.make_input does)."""
     path = data_dir / f"codec_{'x'.join(map(str, shape))}_uint8.npy"
-    if path.exists():
-        return path
-    from cellvol.synthetic import SyntheticVolume
-
-    volume = SyntheticVolume(shape, "uint8", seed=0)
-    partial = path.with_suffix(".partial.npy")
-    out = np.lib.format.open_memmap(partial, mode="w+", dtype=volume.dtype, shape=shape)
-
-    def slab(z: int) -> None:
-        out[z : z + 32] = volume[z : z + 32]
-
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        list(pool.map(slab, range(0, shape[0], 32)))
-    out.flush()
-    partial.rename(path)
-    return path
+    return write_synthetic_npy(path, shape)
 
 
 def build_read_store(source_path: Path, data_dir: Path) -> Path:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _inputs import write_synthetic_npy
 from _measure import measure, settle
 
 HERE = Path(__file__).resolve().parent
@@ -75,26 +76,8 @@ def make_input(size_gib: int, data_dir: Path, dtype: str = "uint8") -> Path:
     """
     suffix = "" if dtype == "uint8" else f"_{dtype}"
     path = data_dir / f"tomo_{size_gib}gib{suffix}.npy"
-    if path.exists():
-        return path
-    from cellvol.synthetic import SyntheticVolume
-
     shape = SHAPES[size_gib]
-    if dtype == "uint32":
-        volume = SyntheticVolume(shape, seed=0, kind="labels")
-    else:
-        volume = SyntheticVolume(shape, dtype, seed=0)
-    partial = path.with_suffix(".partial.npy")
-    out = np.lib.format.open_memmap(partial, mode="w+", dtype=volume.dtype, shape=shape)
-
-    def slab(z: int) -> None:
-        out[z : z + 32] = volume[z : z + 32]
-
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        list(pool.map(slab, range(0, shape[0], 32)))
-    out.flush()
-    partial.rename(path)
-    return path
+    return write_synthetic_npy(path, shape, dtype)
 
 
 def machine_limits(data: Any, data_dir: Path) -> dict[str, float]:

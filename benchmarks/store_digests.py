@@ -17,16 +17,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import cellvol
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _inputs import write_synthetic_npy
 
 CASES: dict[str, dict[str, Any]] = {
     "uint8": {"dtype": "uint8", "voxel_size": (1.0, 1.0, 1.0)},
@@ -41,25 +42,7 @@ CASES: dict[str, dict[str, Any]] = {
 def synthetic_input(shape: tuple[int, int, int], dtype: str, data_dir: Path) -> Path:
     """The synthetic tomogram (or its labels, for uint32) as a raw ``.npy``; made once."""
     path = data_dir / f"digests_{'x'.join(map(str, shape))}_{dtype}.npy"
-    if path.exists():
-        return path
-    from cellvol.synthetic import SyntheticVolume
-
-    if dtype == "uint32":
-        volume = SyntheticVolume(shape, seed=0, kind="labels")
-    else:
-        volume = SyntheticVolume(shape, dtype, seed=0)
-    partial = path.with_suffix(".partial.npy")
-    out = np.lib.format.open_memmap(partial, mode="w+", dtype=volume.dtype, shape=shape)
-
-    def slab(z: int) -> None:
-        out[z : z + 32] = volume[z : z + 32]
-
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        list(pool.map(slab, range(0, shape[0], 32)))
-    out.flush()
-    partial.rename(path)
-    return path
+    return write_synthetic_npy(path, shape, dtype)
 
 
 def digests(root: Path) -> dict[str, str]:

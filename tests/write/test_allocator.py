@@ -31,11 +31,11 @@ def test_at_least_one_arena() -> None:
         limit_malloc_arenas(0)
 
 
-# In a fresh interpreter: allocate a 16 MiB block and say whether malloc mapped it on its own
-# (mallinfo2's count of mapped blocks goes up) or served it from its pool.
-_MAPPED_ALONE = """
+# Prepended to each script run in a fresh interpreter: mapped_alone() allocates a 16 MiB block
+# and says whether malloc mapped it on its own (mallinfo2's count of mapped blocks goes up)
+# or served it from its pool.
+_MALLINFO = """
 import ctypes, sys
-from cellvol.write._allocator import reuse_large_blocks
 
 class Mallinfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
@@ -46,23 +46,37 @@ libc = ctypes.CDLL(None)
 libc.mallinfo2.restype = Mallinfo2
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
+
+def mapped_alone():
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(16 * 2**20)
+    alone = libc.mallinfo2().hblks > before
+    libc.free(block)
+    return alone
+"""
+
+_MAPPED_ALONE = """
+from cellvol.write._allocator import reuse_large_blocks
+
 applied = reuse_large_blocks() if sys.argv[1] == "reuse" else None
-before = libc.mallinfo2().hblks
-block = libc.malloc(16 * 2**20)
-print(applied, libc.mallinfo2().hblks > before)
-libc.free(block)
+print(applied, mapped_alone())
 """
 
 
-def _mapped_alone(env: dict[str, str], reuse: bool) -> str:
+def _run_fresh(script: str, env: dict[str, str], *args: str) -> str:
+    """stdout of ``script`` in a new interpreter whose only MALLOC_ settings are ``env``."""
     done = subprocess.run(
-        [sys.executable, "-c", _MAPPED_ALONE, "reuse" if reuse else "no"],
+        [sys.executable, "-c", _MALLINFO + script, *args],
         env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env,
         capture_output=True,
         text=True,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
+
+
+def _mapped_alone(env: dict[str, str], reuse: bool) -> str:
+    return _run_fresh(_MAPPED_ALONE, env, "reuse" if reuse else "no")
 
 
 @glibc
@@ -134,26 +148,8 @@ def test_a_threshold_chosen_in_the_environment_is_left_alone() -> None:
 # pyramid, then say whether a 16 MiB block is still mapped on its own (malloc untouched), and
 # again after the explicit opt-in.
 _AFTER_A_WRITE = """
-import ctypes, sys
 import numpy as np
 import cellvol
-
-class Mallinfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
-
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = Mallinfo2
-libc.malloc.restype = ctypes.c_void_p
-libc.free.argtypes = [ctypes.c_void_p]
-
-def mapped_alone():
-    before = libc.mallinfo2().hblks
-    block = libc.malloc(16 * 2**20)
-    alone = libc.mallinfo2().hblks > before
-    libc.free(block)
-    return alone
 
 cellvol.write_pyramid(np.zeros((64, 64, 64), np.uint8), sys.argv[1], voxel_size=1)
 print(mapped_alone(), cellvol.tune_allocator(), mapped_alone())
@@ -162,12 +158,6 @@ print(mapped_alone(), cellvol.tune_allocator(), mapped_alone())
 
 @glibc
 def test_a_write_changes_no_malloc_setting_until_asked(tmp_path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _AFTER_A_WRITE, str(tmp_path / "w.ome.zarr")],
-        env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-        | {"MALLOC_TRIM_THRESHOLD_": "65536"},
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["True", "True", "False"]
+    dask_worker = {"MALLOC_TRIM_THRESHOLD_": "65536"}
+    printed = _run_fresh(_AFTER_A_WRITE, dask_worker, str(tmp_path / "w.ome.zarr"))
+    assert printed.split() == ["True", "True", "False"]
