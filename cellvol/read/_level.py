@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,9 +22,6 @@ from cellvol.ome._metadata import (
 )
 from cellvol.read._integrity import ShardPresence
 from cellvol.units import VoxelSize
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -155,6 +152,11 @@ class Level:
         from cellvol.read._views import level_to_xarray
 
         return level_to_xarray(self, name)
+
+    def _repr_html_(self) -> str:
+        from cellvol.read._views import level_html
+
+        return level_html(self)
 
     def __repr__(self) -> str:
         return (

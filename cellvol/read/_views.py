@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from cellvol.read._level import Level
     from cellvol.read._volume import Volume
 
-__all__ = ["level_to_dask", "level_to_xarray", "volume_html"]
+__all__ = ["level_html", "level_to_dask", "level_to_xarray", "thumbnail_level", "volume_html"]
 
 
 def level_to_dask(level: Level) -> Any:
@@ -64,10 +65,50 @@ def level_to_xarray(level: Level, name: str | None = None) -> Any:
     )
 
 
+# The thumbnail's planes are drawn this tall (or this wide, when flat), whatever the level.
+THUMBNAIL_PIXELS = 192
+# The level a thumbnail reads from: the finest whose planes are at most this many voxels on a
+# side, so that a terabyte volume's thumbnail reads a few small planes, not full-size ones.
+THUMBNAIL_SOURCE_VOXELS = 512
+
+
 def volume_html(volume: Volume) -> str:
-    """A Jupyter representation: the levels table and the coarsest level's middle planes."""
+    """A Jupyter representation: the levels table and three middle planes in true proportions."""
+    unit = volume.voxel_size.unit if volume.voxel_size else "unit"
+    shown = thumbnail_level(volume.levels)
+    picture = _picture(shown)
+    caption = f"<br/><small>middle planes of level {shown.index}</small>" if picture else ""
+    return (
+        f"<div><strong>cellvol.Volume</strong> {html.escape(volume.url)}<br/>"
+        f"{volume.dtype}, axes {','.join(volume.axes)}, OME-Zarr {volume.ome_version or '-'}"
+        f"{_levels_table(volume.levels, unit)}{picture}{caption}</div>"
+    )
+
+
+def level_html(level: Level) -> str:
+    """A Jupyter representation of one level: its row of the levels table and its planes."""
+    unit = next((axis.unit for axis in level.axes if axis.unit), None) or "unit"
+    return (
+        f"<div><strong>cellvol.Level</strong> {level.index} ({html.escape(level.path)}), "
+        f"{level.dtype}{_levels_table([level], unit)}{_picture(level)}</div>"
+    )
+
+
+def thumbnail_level(levels: Sequence[Level]) -> Level:
+    """The level a thumbnail is drawn from.
+
+    The finest level whose every axis is at most ``THUMBNAIL_SOURCE_VOXELS`` voxels, else the
+    coarsest: planes big enough to see, small enough to read at once.
+    """
+    for level in levels:
+        if max(level.shape) <= THUMBNAIL_SOURCE_VOXELS:
+            return level
+    return levels[-1]
+
+
+def _levels_table(levels: Sequence[Level], unit: str) -> str:
     rows = []
-    for level in volume.levels:
+    for level in levels:
         voxel = level.voxel_size
         rows.append(
             "<tr>"
@@ -78,35 +119,50 @@ def volume_html(volume: Volume) -> str:
             f"<td>{level.nbytes / 2**20:,.1f} MiB</td>"
             "</tr>"
         )
-    unit = volume.voxel_size.unit if volume.voxel_size else "unit"
-    thumbnail = _thumbnail(volume)
-    picture = f'<img src="data:image/png;base64,{thumbnail}"/>' if thumbnail else ""
     return (
-        f"<div><strong>cellvol.Volume</strong> {html.escape(volume.url)}<br/>"
-        f"{volume.dtype}, axes {','.join(volume.axes)}, OME-Zarr {volume.ome_version or '-'}"
         "<table><tr><th>level</th><th>shape</th><th>chunks</th><th>shards</th>"
         f"<th>voxel ({html.escape(unit)})</th><th>size</th></tr>{''.join(rows)}</table>"
-        f"{picture}</div>"
     )
 
 
-def _thumbnail(volume: Volume) -> str | None:
-    """The coarsest level's three middle planes side by side, as base64 PNG; None if not 3-D."""
+def _picture(level: Level) -> str:
+    thumbnail = _thumbnail(level)
+    return f'<img src="data:image/png;base64,{thumbnail}"/>' if thumbnail else ""
+
+
+def _thumbnail(level: Level) -> str | None:
+    """The level's three middle planes side by side in physical proportions, as base64 PNG.
+
+    Each plane is resampled so that a pixel covers the same physical length along both of its
+    axes, then scaled to ``THUMBNAIL_PIXELS`` on its longer side. None if the level is not 3-D.
+    """
     from PIL import Image
 
-    level = volume.levels[-1]
     if level.ndim != 3:
         return None
     z, y, x = (n // 2 for n in level.shape)
-    planes = [level[z], level[:, y], level[:, :, x]]
-    height = max(p.shape[0] for p in planes)
-    canvas = np.zeros((height, sum(p.shape[1] for p in planes) + 8 * 2), np.uint8)
+    sz, sy, sx = (abs(s) or 1.0 for s in level.scale)
+    # (plane, physical height, physical width)
+    planes = [
+        (level[z], level.shape[1] * sy, level.shape[2] * sx),
+        (level[:, y], level.shape[0] * sz, level.shape[2] * sx),
+        (level[:, :, x], level.shape[0] * sz, level.shape[1] * sy),
+    ]
+    per_unit = THUMBNAIL_PIXELS / max(max(h, w) for _, h, w in planes)
+    images = [
+        Image.fromarray(_to_bytes(plane)).resize(
+            (max(1, round(w * per_unit)), max(1, round(h * per_unit))), Image.Resampling.BILINEAR
+        )
+        for plane, h, w in planes
+    ]
+    gap = 8
+    canvas = Image.new("L", (sum(i.width for i in images) + gap * 2, max(i.height for i in images)))
     column = 0
-    for plane in planes:
-        canvas[: plane.shape[0], column : column + plane.shape[1]] = _to_bytes(plane)
-        column += plane.shape[1] + 8
+    for image in images:
+        canvas.paste(image, (column, 0))
+        column += image.width + gap
     buffer = io.BytesIO()
-    Image.fromarray(canvas).save(buffer, format="PNG")
+    canvas.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
