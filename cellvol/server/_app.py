@@ -364,17 +364,28 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
     if not first and not last:
         return None
     if not first:  # a suffix: the last n bytes
-        count = int(last)
+        count = _position(last, size)
         if count == 0:
             return "unsatisfiable"
         return max(0, size - count), size
-    start = int(first)
+    start = _position(first, size)
     if start >= size:
         return "unsatisfiable"
-    end = size if not last else min(int(last) + 1, size)
+    end = size if not last else min(_position(last, size) + 1, size)
     if end <= start:
         return None
     return start, end
+
+
+def _position(digits: str, size: int) -> int:
+    """A byte position of a Range header; any number longer than ``size``'s is past the end.
+
+    Checked by length first: ``int()`` of thousands of digits is slow, and Python refuses more
+    than 4300.
+    """
+    if len(digits.lstrip("0")) > len(str(size)):
+        return size + 1
+    return int(digits)
 
 
 # -- images ----------------------------------------------------------------------------------
