@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import re
 import urllib.parse
@@ -51,9 +52,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from cellvol._codec._cache import ChunkCache
+from cellvol._codec._keys import touched_ranges
 from cellvol._store import parse_location
 from cellvol.errors import CellvolError, InvalidInputError
 from cellvol.ome._display import Window, contrast_window
+from cellvol.read._level import Level
 from cellvol.read._open import open as open_volume
 from cellvol.read._volume import LabelImage, Volume
 from cellvol.server._keys import KeyInfo, KeyReader, is_safe_key, key_reader
@@ -207,7 +210,7 @@ def create_app(
             raise HTTPException(400, f"voxel {where} is outside level {level_index} {level.shape}")
 
         async def lookup() -> Response:
-            value = int((await level.read_async(where)).item())
+            value = int((await _read(target, level, where)).item())
             body: dict[str, Any] = {"id": value, "voxel": list(where), "level": level_index}
             if value != 0:
                 table = labels.segments
@@ -412,7 +415,7 @@ async def _image(
     if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
         return Response(status_code=304, headers=headers)
     level = _level(target.volume, level_index)
-    plane = await level.read_async(box)
+    plane = await _read(target, level, box)
     overlay = None
     if labels_name:
         labels = _labels(target.volume, labels_name)
@@ -422,7 +425,7 @@ async def _image(
                 f"labels {labels_name!r} level {level_index} has shape {label_level.shape}, "
                 f"the image {level.shape}"
             )
-        overlay = (await label_level.read_async(box), labels.colors)
+        overlay = (await _read(target, label_level, box), labels.colors)
 
     def draw() -> tuple[bytes, str]:
         image = render(plane, (window.start, window.end), colormap)
@@ -432,6 +435,30 @@ async def _image(
 
     body, media = await anyio.to_thread.run_sync(draw)
     return Response(body, media_type=media, headers=headers)
+
+
+async def _read(target: Served, level: Level, box: tuple[Any, ...]) -> Any:
+    """``level[box]``, once the objects it reads are known to lie inside the served store.
+
+    The rule ``/data`` applies to raw keys: a shard that is a symlink leading elsewhere on
+    the server's disks is refused, not rendered.
+    """
+    escaping = target.keys.escaping(level.array.store, _objects_read(level, box))
+    if escaping:
+        raise HTTPException(404, f"{escaping[0]} leads outside the served image")
+    return await level.read_async(box)
+
+
+def _objects_read(level: Level, box: tuple[Any, ...]) -> list[str]:
+    """The store keys of the shards (or chunks, unsharded) that ``level[box]`` reads."""
+    metadata = level.array.metadata
+    outer = level.shards or level.chunks
+    spans = [
+        range(start // size, (stop - 1) // size + 1) if stop > start else range(0)
+        for (start, stop), size in zip(touched_ranges(box, level.shape), outer, strict=True)
+    ]
+    prefix = f"{level.array.store_path.path}/" if level.array.store_path.path else ""
+    return [prefix + metadata.encode_chunk_key(index) for index in itertools.product(*spans)]
 
 
 def _box(
@@ -578,13 +605,28 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code in (304,):
         return Response(status_code=exc.status_code)
-    return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+    return JSONResponse({"error": _public(request, str(exc.detail))}, status_code=exc.status_code)
 
 
 async def _cellvol_error(request: Request, exc: Exception) -> Response:
     status = 400 if isinstance(exc, InvalidInputError) else 500
-    return JSONResponse({"error": str(exc)}, status_code=status)
+    return JSONResponse({"error": _public(request, str(exc))}, status_code=status)
 
 
 async def _bad_request(request: Request, exc: Exception) -> Response:
-    return JSONResponse({"error": str(exc)}, status_code=400)
+    return JSONResponse({"error": _public(request, str(exc))}, status_code=400)
+
+
+def _public(request: Request, message: str) -> str:
+    """``message`` with each served image's location replaced by its served name.
+
+    Library errors name the store they concern; a client knows the image by its name, and the
+    server's directories and buckets are none of its business.
+    """
+    for served in request.app.state.served:
+        places = {served.url, served.volume.url}
+        if "://" not in served.url:
+            places.add(str(Path(served.url).resolve()))
+        for place in sorted(places, key=len, reverse=True):
+            message = message.replace(place.rstrip("/"), served.name)
+    return message

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -63,6 +63,14 @@ class KeyReader:
         """The object's bytes ``[start, end)``, in blocks."""
         raise NotImplementedError
 
+    def escaping(self, store: Store, keys: Iterable[str]) -> list[str]:
+        """Those of ``store``'s ``keys`` that exist but lead outside the served store.
+
+        ``store`` is the served store or one opened inside it (a label image's); object stores
+        have no links, so none escapes.
+        """
+        return []
+
 
 class LocalKeys(KeyReader):
     """Objects of a directory store, read with plain file calls in worker threads."""
@@ -76,6 +84,18 @@ class LocalKeys(KeyReader):
         if not path.is_relative_to(self.root) or not path.is_file():
             return None
         return path
+
+    def escaping(self, store: Store, keys: Iterable[str]) -> list[str]:
+        """Those of ``keys`` that exist but resolve, symlinks followed, outside the store.
+
+        A missing object does not escape: zarr reads it as the fill value, as it should.
+        """
+        base = Path(store.root) if isinstance(store, LocalStore) else self.root
+        return [
+            key
+            for key in keys
+            if os.path.lexists(base / key) and not (base / key).resolve().is_relative_to(self.root)
+        ]
 
     async def info(self, key: str) -> KeyInfo | None:
         import anyio.to_thread

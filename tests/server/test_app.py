@@ -254,3 +254,55 @@ def test_images_that_are_not_3d_are_served_as_raw_keys_only(tmp_path) -> None:
         reply = client.request("/tiles/plane/0/z/0/0/0.png")
         assert reply.status == 400
         assert b"3-D (z, y, x) images" in reply.body
+
+
+def test_renders_refuse_shards_that_lead_outside_the_store(tmp_path) -> None:
+    from server_helpers import Running
+
+    data = np.arange(32 * 64 * 64, dtype=np.uint16).reshape(32, 64, 64)
+    image = tmp_path / "served" / "tomo.ome.zarr"
+    elsewhere = tmp_path / "elsewhere" / "other.ome.zarr"
+    for path, values in ((image, data), (elsewhere, data[::-1].copy())):
+        cellvol.write_pyramid(values, path, (8, 4, 4), n_levels=1, chunks=(16, 32, 32))
+        cellvol.write_labels(path, (values % 3).astype(np.uint8), "cells")
+    shard = image / "0" / "c" / "0" / "0" / "0"
+    kept = image / "0" / "kept-shard"
+    shard.rename(kept)
+    shard.symlink_to(elsewhere / "0" / "c" / "0" / "0" / "0")
+    label_shard = image / "labels" / "cells" / "0" / "c" / "0" / "0" / "0"
+    label_shard.unlink()
+    label_shard.symlink_to(elsewhere / "labels" / "cells" / "0" / "c" / "0" / "0" / "0")
+    with Server([str(image)]) as server:
+        host, port = server.host, server.port
+        running = Running(server.url, host, port, image, elsewhere, data, data)
+        for path in (
+            "/tiles/tomo/0/z/5/0/0.png",
+            "/slice/tomo.png?z=5",
+            "/segment/tomo/cells?z=1&y=1&x=1",
+        ):
+            reply = running.request(path)
+            assert reply.status == 404, path
+            assert b"leads outside the served image" in reply.body
+            assert str(tmp_path).encode() not in reply.body
+        assert running.request("/data/tomo/0/c/0/0/0").status == 404
+    # A link that stays inside the store is an ordinary object.
+    shard.unlink()
+    shard.symlink_to(kept)
+    label_shard.unlink()
+    with Server([str(image)]) as server:
+        running = Running(server.url, server.host, server.port, image, elsewhere, data, data)
+        window = cellvol.open(image).window
+        tile = _image(running.request("/tiles/tomo/0/z/5/0/0.png"))
+        np.testing.assert_array_equal(tile[..., 0], _grey(data[5], window.start, window.end))
+
+
+def test_error_bodies_name_the_image_not_the_servers_paths(running) -> None:
+    for path in (
+        "/segment/tomo/nope?z=1&y=1&x=1",
+        "/slice/tomo.png?labels=nope",
+        "/tiles/tomo/0/z/5/0/0.png?labels=nope",
+    ):
+        reply = running.request(path)
+        assert reply.status == 404, path
+        assert b"tomo has no labels 'nope'" in reply.body
+        assert str(running.image.parent).encode() not in reply.body
