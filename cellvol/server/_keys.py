@@ -14,22 +14,27 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import urllib.parse
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any, Final
 
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
 from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore
 
 from cellvol._store._loop import on_zarr_loop
 
-__all__ = ["KeyInfo", "KeyReader", "is_safe_key", "key_reader"]
+__all__ = ["KeyInfo", "KeyReader", "is_safe_key", "key_reader", "raw_key"]
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 _ZARR_V2_NAMES: Final = frozenset({".zarray", ".zattrs", ".zgroup", ".zmetadata"})
 _STREAM_BLOCK: Final = 1 << 20
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
 def is_safe_key(key: str) -> bool:
@@ -180,3 +185,116 @@ def key_reader(store: Store) -> KeyReader:
     if isinstance(store, FsspecStore):
         return FsspecKeys(store)
     raise TypeError(f"cannot serve raw keys of a {type(store).__name__}")
+
+
+# -- raw keys over HTTP ----------------------------------------------------------------------
+
+
+async def raw_key(request: Request, keys: KeyReader, key: str) -> Response:
+    """Serve one stored object: ranges, validators, conditional requests, cache headers."""
+    if not is_safe_key(key) or not is_safe_key(urllib.parse.unquote(key)):
+        raise HTTPException(404, "no such key")
+    info = await keys.info(key)
+    if info is None:
+        raise HTTPException(404, "no such key")
+    headers = _validators(info, key)
+    if _not_modified(request, info):
+        return Response(status_code=304, headers=headers)
+    start, end = 0, info.size
+    status = 200
+    wanted = request.headers.get("range")
+    if wanted and _if_range_holds(request, info):
+        parsed = _parse_range(wanted, info.size)
+        if isinstance(parsed, str):  # unsatisfiable
+            return Response(
+                status_code=416, headers={**headers, "Content-Range": f"bytes */{info.size}"}
+            )
+        if parsed is not None:
+            start, end = parsed
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
+    headers["Content-Length"] = str(end - start)
+    media = (
+        "application/json"
+        if key.endswith((".json", ".zattrs", ".zarray", ".zgroup"))
+        else ("application/octet-stream")
+    )
+    if request.method == "HEAD" or end == start:
+        return Response(status_code=status, headers=headers, media_type=media)
+    return StreamingResponse(
+        keys.stream(key, start, end), status_code=status, headers=headers, media_type=media
+    )
+
+
+def _validators(info: KeyInfo, key: str) -> dict[str, str]:
+    metadata = key.rsplit("/", 1)[-1] in ("zarr.json", ".zattrs", ".zarray", ".zgroup")
+    headers = {
+        "ETag": info.etag,
+        "Accept-Ranges": "bytes",
+        # Metadata may be rewritten (a resumed write, an annotation); data objects rarely.
+        "Cache-Control": "public, max-age=60" if metadata else "public, max-age=3600",
+    }
+    if info.last_modified:
+        headers["Last-Modified"] = info.last_modified
+    return headers
+
+
+def _not_modified(request: Request, info: KeyInfo) -> bool:
+    tags = request.headers.get("if-none-match")
+    if tags is not None:
+        listed = {t.strip().removeprefix("W/") for t in tags.split(",")}
+        return "*" in listed or info.etag in listed
+    since = request.headers.get("if-modified-since")
+    if since and info.modified_seconds is not None:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return int(info.modified_seconds) <= int(parsedate_to_datetime(since).timestamp())
+        except (TypeError, ValueError, OverflowError):
+            return False
+    return False
+
+
+def _if_range_holds(request: Request, info: KeyInfo) -> bool:
+    """An ``If-Range`` whose validator no longer matches asks for the whole object."""
+    condition = request.headers.get("if-range")
+    if condition is None:
+        return True
+    return condition.strip() in (info.etag, info.last_modified)
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
+    """``[start, end)`` of a single byte range; "unsatisfiable"; None to send it all.
+
+    Multiple ranges, or a malformed header, are answered with the whole object, which HTTP
+    allows; a range starting beyond the end is unsatisfiable (416).
+    """
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # a suffix: the last n bytes
+        count = _position(last, size)
+        if count == 0:
+            return "unsatisfiable"
+        return max(0, size - count), size
+    start = _position(first, size)
+    if start >= size:
+        return "unsatisfiable"
+    end = size if not last else min(_position(last, size) + 1, size)
+    if end <= start:
+        return None
+    return start, end
+
+
+def _position(digits: str, size: int) -> int:
+    """A byte position of a Range header; any number longer than ``size``'s is past the end.
+
+    Checked by length first: ``int()`` of thousands of digits is slow, and Python refuses more
+    than 4300.
+    """
+    if len(digits.lstrip("0")) > len(str(size)):
+        return size + 1
+    return int(digits)
