@@ -219,6 +219,13 @@ def convert(
         bool, typer.Option(help="Continue an interrupted conversion into DEST.")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace whatever is at DEST.")] = False,
+    break_lease: Annotated[
+        bool,
+        typer.Option(
+            help="Take over the write lease of another writer known to be gone (S3: one "
+            "killed less than two minutes ago; later, --resume takes it over)."
+        ),
+    ] = False,
     digest: Annotated[
         bool, typer.Option(help="Record each input file's SHA-256 in the provenance.")
     ] = True,
@@ -287,6 +294,7 @@ def convert(
             storage_options=options,
             overwrite=overwrite,
             resume=resume,
+            break_lease=break_lease,
             digest=digest,
             progress=draw,
             opened=source,

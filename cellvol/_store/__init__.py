@@ -13,6 +13,7 @@ from cellvol._store._durable import make_durable, replace_durably
 from cellvol._store._location import METADATA_KEYS, SUPPORTED, Location, join, parse_location
 from cellvol._store._loop import on_zarr_loop, run_in_fresh_loop
 from cellvol._store._objects import (
+    delete_all_but,
     delete_prefix,
     is_local_store,
     list_keys,
@@ -31,6 +32,7 @@ __all__ = [
     "Location",
     "Mode",
     "S3Store",
+    "delete_all_but",
     "delete_prefix",
     "is_local_store",
     "join",

@@ -21,6 +21,7 @@ from zarr.storage import FsspecStore, LocalStore
 from cellvol.errors import ReadOnlyStoreError
 
 __all__ = [
+    "delete_all_but",
     "delete_prefix",
     "is_local_store",
     "list_keys",
@@ -137,6 +138,32 @@ def delete_prefix(store: Store, prefix: str) -> None:
     """
     _check_writable(store, prefix)
     sync(_delete_prefix(store, prefix.strip("/")))
+
+
+def delete_all_but(store: Store, kept: str) -> None:
+    """Empty the store except for the object ``kept`` (a lease that must outlive the rest).
+
+    Raises
+    ------
+    ReadOnlyStoreError
+        If the store was opened read-only.
+    """
+    _check_writable(store, "")
+    sync(_delete_all_but(store, kept.strip("/")))
+
+
+async def _delete_all_but(store: Store, kept: str) -> None:
+    # Walk down the kept object's directories, deleting every other child whole on the way:
+    # a local store removes a directory in one call, an object store lists it once.
+    chain = kept.split("/")[:-1]
+    for depth in range(len(chain) + 1):
+        here = "/".join(chain[:depth])
+        spared = {kept, "/".join(chain[: depth + 1])}
+        children = [child async for child in store.list_dir(here)]
+        for child in children:
+            name = f"{here}/{child}" if here else child
+            if name not in spared:
+                await _delete_prefix(store, name)
 
 
 def _check_writable(store: Store, key: str) -> None:

@@ -57,6 +57,7 @@ def convert(
     storage_options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     resume: bool = True,
+    break_lease: bool = False,
     digest: bool = True,
     progress: ProgressCallback | None = None,
     opened: Source | None = None,
@@ -79,7 +80,7 @@ def convert(
         As for :func:`cellvol.write_pyramid`.
     memory_limit, workers, client
         As for :func:`cellvol.write_pyramid`.
-    storage_options, overwrite, resume, progress
+    storage_options, overwrite, resume, break_lease, progress
         As for :func:`cellvol.write_pyramid`.
     opened
         ``src`` as ``open_source`` already opened it (with ``dataset`` and ``int8``), so its
@@ -132,6 +133,7 @@ def convert(
             storage_options=storage_options,
             overwrite=overwrite,
             resume=resume,
+            break_lease=break_lease,
             progress=progress,
         )
     finally:

@@ -14,6 +14,7 @@ from typing import Any, Final
 from cellvol.errors import IntegrityError
 
 __all__ = [
+    "LEASE_KEY",
     "LEDGER_PREFIX",
     "MANIFEST_KEY",
     "RECORD_FORMAT",
@@ -24,6 +25,8 @@ __all__ = [
 
 LEDGER_PREFIX: Final = "_cellvol"
 MANIFEST_KEY: Final = f"{LEDGER_PREFIX}/manifest.json"
+LEASE_KEY: Final = f"{LEDGER_PREFIX}/lease.json"
+"""Held by the writer at work (see ``cellvol._store._lease``); not part of the image."""
 #: The version of the records' layout, stored in each of them.
 RECORD_FORMAT: Final = 1
 

@@ -39,10 +39,19 @@ from cellvol._codec._keys import shard_object_key
 from cellvol._codec._layout import chunk_layout
 from cellvol._codec._reader import ChunkReader
 from cellvol._codec._shard import sharding_codecs
-from cellvol._store import delete_prefix, list_keys, make_durable, open_store, parse_location
+from cellvol._store import (
+    delete_all_but,
+    delete_prefix,
+    list_keys,
+    make_durable,
+    open_store,
+    parse_location,
+)
+from cellvol._store._lease import take_lease
 from cellvol._store._nodes import open_node
 from cellvol.errors import InvalidInputError, MetadataError, NotOMEZarrError, WriteConflictError
 from cellvol.ome._display import Window, contrast_window, omero_metadata
+from cellvol.ome._manifest import LEASE_KEY
 from cellvol.ome._metadata import Dataset, image_attributes, provenance
 from cellvol.progress import ProgressCallback
 from cellvol.units import SPATIAL_AXES, VoxelSize
@@ -144,6 +153,7 @@ def write_pyramid(
     storage_options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     resume: bool = True,
+    break_lease: bool = False,
     progress: ProgressCallback | None = None,
     image_label: Mapping[str, Any] | None = None,
 ) -> WriteResult:
@@ -202,6 +212,11 @@ def write_pyramid(
         unfinished or finished write with the same parameters (which is resumed or kept).
     resume
         With False, an unfinished write at ``dest`` is refused instead of resumed.
+    break_lease
+        Take over the write lease of another writer that is known to be gone. A write holds
+        a lease on ``dest`` from start to end, and a second writer is refused while it does.
+        On local disk a killed writer's lease is free at once; on S3 it is taken over by a
+        resume once it has not been renewed for two minutes, or at once with this flag.
     progress
         Called with a :class:`~cellvol.progress.ProgressEvent` as tasks finish, from the
         calling thread's pool threads or, with a client, from the calling thread.
@@ -221,7 +236,8 @@ def write_pyramid(
         For a layout or memory limit that cannot be honoured (raised before anything is
         written).
     WriteConflictError
-        If ``dest`` holds something else, or a write with different parameters.
+        If ``dest`` holds something else, a write with different parameters, or another
+        writer's lease.
 
     Notes
     -----
@@ -263,72 +279,78 @@ def write_pyramid(
     location = parse_location(dest)
     options = dict(storage_options or {})
     store = open_store(location.url, mode="a", storage_options=options)
-    ledger = Ledger(store, location.url)
-    if overwrite:
-        delete_prefix(store, "")
-    elif ledger.job() is None:
-        _refuse_foreign_content(store, location.url)
-        _remove_interrupted_temporaries(store)
-    else:
-        ledger.check_same(parameters)
-        if ledger.is_complete():
-            return WriteResult(location.url, plan, schedule, 0, 0, time.perf_counter() - started)
-        if not resume:
-            raise WriteConflictError(
-                f"{location.url} holds an interrupted write of this volume; resume it "
-                "(resume=True, or --resume on the command line) or start again with overwrite"
-            )
-        _remove_interrupted_temporaries(store)
+    # One writer at a time: a second one is refused here, before it reads or deletes anything.
+    with take_lease(
+        store, location.url, LEASE_KEY, resume=resume, break_lease=break_lease
+    ) as lease:
+        ledger = Ledger(store, location.url)
+        if overwrite:
+            delete_all_but(store, LEASE_KEY)
+        elif ledger.job() is None:
+            _refuse_foreign_content(store, location.url)
+            _remove_interrupted_temporaries(store)
+        else:
+            ledger.check_same(parameters)
+            if ledger.is_complete():
+                elapsed = time.perf_counter() - started
+                return WriteResult(location.url, plan, schedule, 0, 0, elapsed)
+            if not resume:
+                raise WriteConflictError(
+                    f"{location.url} holds an interrupted write of this volume; resume it "
+                    "(resume=True, or --resume on the command line) or start again with overwrite"
+                )
+            _remove_interrupted_temporaries(store)
 
-    if ledger.job() is None:
-        ledger.begin(parameters)
-    group = zarr.open_group(store=store, mode="a", zarr_format=3)
-    for level in plan.levels:
-        if level.path not in group:
-            _create_level(group, level, dtype)
+        if ledger.job() is None:
+            ledger.begin(parameters)
+        group = zarr.open_group(store=store, mode="a", zarr_format=3)
+        for level in plan.levels:
+            if level.path not in group:
+                _create_level(group, level, dtype)
 
-    finished = ledger.finished()
-    job = Job(
-        url=location.url,
-        storage_options=options,
-        plan=plan,
-        method=method,
-        source=readable,
-    )
-    written = reused = 0
-    context = TaskContext(job, store)
-    try:
-        for stage in schedule.stages:
-            done_here, reused_here = run_stage(
-                job, stage, finished, client, threads, progress, context
-            )
-            written += done_here
-            reused += reused_here
-    except BaseException:
-        _close_job(context, client, job, failing=True)
-        raise
-    _close_job(context, client, job, failing=False)
+        finished = ledger.finished()
+        job = Job(
+            url=location.url,
+            storage_options=options,
+            plan=plan,
+            method=method,
+            source=readable,
+        )
+        written = reused = 0
+        context = TaskContext(job, store)
+        try:
+            for stage in schedule.stages:
+                done_here, reused_here = run_stage(
+                    job, stage, finished, client, threads, progress, context
+                )
+                written += done_here
+                reused += reused_here
+        except BaseException:
+            _close_job(context, client, job, failing=True)
+            raise
+        _close_job(context, client, job, failing=False)
 
-    extra = source_record() if callable(source_record) else source_record
-    record = provenance(source_description or _describe(source), parameters, extra)
-    title = name or location.name
-    datasets = [Dataset(level.path, level.scale, level.translation) for level in plan.levels]
-    attributes = image_attributes(
-        datasets, plan.voxel_size.unit, name=title, method=method, provenance_record=record
-    )
-    if image_label is not None:
-        attributes["ome"]["image-label"] = dict(image_label)
-    else:  # intensities: a contrast window, so that viewers open the image legibly
-        window = _contrast_window(group[plan.levels[0].path], location.url)
-        attributes["ome"]["omero"] = omero_metadata(window, title, plan.levels[0].shape)
-    group.attrs.update(json.loads(json.dumps(attributes)))
-    # zarr wrote the metadata into the page cache; the completion marker must not reach the
-    # disk before it (the shards and the manifest are synced where they are written).
-    make_durable(store, ["zarr.json", *(f"{level.path}/zarr.json" for level in plan.levels)])
-    ledger.write_manifest(_manifest(ledger, plan))
-    elapsed = time.perf_counter() - started
-    ledger.mark_complete({"shards_written": written, "shards_reused": reused})
-    return WriteResult(location.url, plan, schedule, written, reused, elapsed)
+        extra = source_record() if callable(source_record) else source_record
+        record = provenance(source_description or _describe(source), parameters, extra)
+        title = name or location.name
+        datasets = [Dataset(level.path, level.scale, level.translation) for level in plan.levels]
+        attributes = image_attributes(
+            datasets, plan.voxel_size.unit, name=title, method=method, provenance_record=record
+        )
+        if image_label is not None:
+            attributes["ome"]["image-label"] = dict(image_label)
+        else:  # intensities: a contrast window, so that viewers open the image legibly
+            window = _contrast_window(group[plan.levels[0].path], location.url)
+            attributes["ome"]["omero"] = omero_metadata(window, title, plan.levels[0].shape)
+        group.attrs.update(json.loads(json.dumps(attributes)))
+        # zarr wrote the metadata into the page cache; the completion marker must not reach the
+        # disk before it (the shards and the manifest are synced where they are written).
+        make_durable(store, ["zarr.json", *(f"{level.path}/zarr.json" for level in plan.levels)])
+        ledger.write_manifest(_manifest(ledger, plan))
+        elapsed = time.perf_counter() - started
+        lease.check()  # a writer that lost its lease must not vouch for the image
+        ledger.mark_complete({"shards_written": written, "shards_reused": reused})
+        return WriteResult(location.url, plan, schedule, written, reused, elapsed)
 
 
 def _close_job(context: TaskContext, client: Client | None, job: Job, *, failing: bool) -> None:
@@ -457,7 +479,9 @@ def _remove_interrupted_temporaries(store: Store) -> None:
 
 def _refuse_foreign_content(store: Store, url: str) -> None:
     _refuse_existing_node(store, url)
-    if any(not _INTERRUPTED_TEMPORARY.search(key) for key in list_keys(store, "")):
+    if any(
+        key != LEASE_KEY and not _INTERRUPTED_TEMPORARY.search(key) for key in list_keys(store, "")
+    ):
         raise WriteConflictError(
             f"{url} is not empty and holds no cellvol write; pass overwrite=True to replace it"
         )
