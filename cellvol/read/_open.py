@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import zarr
 
@@ -22,12 +22,10 @@ from cellvol._codec._layout import chunk_layout
 from cellvol._codec._reader import ChunkReader
 from cellvol._store import open_store, parse_location
 from cellvol._store._nodes import open_node, read_arrays
-from cellvol.errors import (
-    MetadataError,
-    NotOMEZarrError,
-)
+from cellvol.errors import IntegrityError, MetadataError, NotOMEZarrError
 from cellvol.ome._manifest import MANIFEST_KEY, parse_manifest
 from cellvol.ome._metadata import (
+    PROVENANCE_KEY,
     Axis,
     Dataset,
     Multiscale,
@@ -39,10 +37,6 @@ from cellvol.read._level import Level
 from cellvol.read._volume import LabelImage, Volume
 from cellvol.units import SPATIAL_AXES
 
-if TYPE_CHECKING:
-    pass
-
-
 _BF2RAW_KEY = "bioformats2raw.layout"
 
 
@@ -51,6 +45,7 @@ def open(
     storage_options: Mapping[str, Any] | None = None,
     *,
     cache: ChunkCache | None = None,
+    salvage: bool = False,
 ) -> Volume:
     """Open an OME-Zarr image or a zarr array for reading.
 
@@ -64,6 +59,9 @@ def open(
         Where decoded chunks are kept between reads; by default the process-wide
         :func:`cellvol._codec._cache.default_cache` (256 MiB, ``CELLVOL_CACHE_BYTES`` to change it).
         ``ChunkCache(0)`` disables caching.
+    salvage
+        Open an image cellvol wrote whose write manifest is missing, to rescue what is left:
+        without the manifest a lost shard reads as zeros. Refused otherwise.
 
     Raises
     ------
@@ -73,6 +71,8 @@ def open(
         If the location holds neither an OME-Zarr image nor a zarr array.
     MetadataError
         If the multiscale metadata is present but unusable.
+    IntegrityError
+        If cellvol wrote the image and its write manifest is missing (see ``salvage``).
     UnsupportedURLError
         For a URL scheme cellvol cannot open.
     """
@@ -82,7 +82,9 @@ def open(
     cache = cache if cache is not None else default_cache()
     if isinstance(node, zarr.Array):
         return _bare_array_volume(location.url, node, cache)
-    return _image_volume(location.url, node, cache, storage_options, with_manifest=True)
+    return _image_volume(
+        location.url, node, cache, storage_options, with_manifest=True, salvage=salvage
+    )
 
 
 def _image_volume(
@@ -92,6 +94,7 @@ def _image_volume(
     storage_options: Mapping[str, Any] | None = None,
     *,
     with_manifest: bool = False,
+    salvage: bool = False,
 ) -> Volume:
     attributes = dict(group.attrs)
     multiscale = read_multiscale(attributes, where=url)
@@ -111,6 +114,14 @@ def _image_volume(
     # The levels' documents and the write's manifest come in one round of requests.
     arrays, others = read_arrays(group, paths, url, also=[MANIFEST_KEY] if with_manifest else [])
     manifest = parse_manifest(others[0], url) if with_manifest else None
+    if with_manifest and manifest is None and PROVENANCE_KEY in attributes and not salvage:
+        # cellvol writes the manifest before the metadata: an image of its own without one
+        # has lost it, and nothing would tell a lost shard from a block of zeros.
+        raise IntegrityError(
+            f"{url} was written by cellvol but its write manifest {MANIFEST_KEY} is missing, "
+            "so lost shards could not be told from zeros: restore it from a copy, or open "
+            "with salvage=True to read what is left"
+        )
     store = group.store
     levels: list[Level] = []
     for index, (dataset, array) in enumerate(zip(multiscale.datasets, arrays, strict=True)):

@@ -342,11 +342,14 @@ def write_pyramid(
         else:  # intensities: a contrast window, so that viewers open the image legibly
             window = _contrast_window(group[plan.levels[0].path], location.url)
             attributes["ome"]["omero"] = omero_metadata(window, title, plan.levels[0].shape)
+        # The manifest goes first: an image whose metadata says cellvol wrote it is refused
+        # without one (a crash in between leaves no OME metadata, so no image).
+        lease.check()
+        ledger.write_manifest(_manifest(ledger, plan))
         group.attrs.update(json.loads(json.dumps(attributes)))
         # zarr wrote the metadata into the page cache; the completion marker must not reach the
         # disk before it (the shards and the manifest are synced where they are written).
         make_durable(store, ["zarr.json", *(f"{level.path}/zarr.json" for level in plan.levels)])
-        ledger.write_manifest(_manifest(ledger, plan))
         elapsed = time.perf_counter() - started
         lease.check()  # a writer that lost its lease must not vouch for the image
         ledger.mark_complete({"shards_written": written, "shards_reused": reused})

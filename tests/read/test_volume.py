@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -195,12 +196,26 @@ def test_a_missing_shard_raises_instead_of_reading_zeros(tmp_path: Path) -> None
     assert volume.level(1)[:].shape == (16, 32, 32)  # the coarser level is intact
 
 
-def test_images_without_a_manifest_read_missing_chunks_as_fill(tmp_path: Path) -> None:
+def test_a_cellvol_image_that_lost_its_manifest_is_refused(tmp_path: Path) -> None:
     data = _small_pyramid(tmp_path / "v.zarr")
     (tmp_path / "v.zarr" / "_cellvol" / "manifest.json").unlink()
     (tmp_path / "v.zarr" / "0" / "c" / "1" / "0" / "1").unlink()
+    with pytest.raises(IntegrityError, match=r"manifest _cellvol/manifest.json is missing"):
+        cellvol.open(tmp_path / "v.zarr")
+    rescued = cellvol.open(tmp_path / "v.zarr", salvage=True)
+    assert rescued[20, 0, 40] == 0  # what salvage warns of: no object, fill value
+    assert rescued[0, 0, 0] == data[0, 0, 0]
+
+
+def test_foreign_images_without_a_manifest_read_missing_chunks_as_fill(tmp_path: Path) -> None:
+    data = _small_pyramid(tmp_path / "v.zarr")
+    shutil.rmtree(tmp_path / "v.zarr" / "_cellvol")
+    metadata = json.loads((tmp_path / "v.zarr" / "zarr.json").read_text())
+    del metadata["attributes"]["cellvol"]  # as another tool writes it: no cellvol provenance
+    (tmp_path / "v.zarr" / "zarr.json").write_text(json.dumps(metadata))
+    (tmp_path / "v.zarr" / "0" / "c" / "1" / "0" / "1").unlink()
     volume = cellvol.open(tmp_path / "v.zarr")
-    assert volume[20, 0, 40] == 0  # zarr's rule: no object, fill value
+    assert volume[20, 0, 40] == 0  # zarr's rule for sparse arrays: no object, fill value
     assert volume[0, 0, 0] == data[0, 0, 0]
 
 
