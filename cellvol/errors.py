@@ -15,6 +15,7 @@ keeps working without knowing about cellvol::
     │   └── NotOMEZarrError                      the location holds no OME-Zarr image at all
     ├── LevelError (IndexError)                  a pyramid level index out of range
     ├── WriteConflictError (FileExistsError)     a destination holds a different write
+    ├── OutOfSpaceError (OSError)                the destination filled up during a write
     └── IntegrityError (OSError)                 stored data is missing, torn or corrupt
 
 :class:`CellvolWarning` is the one warning category; the test suite turns it into an error so
@@ -32,6 +33,7 @@ __all__ = [
     "LevelError",
     "MetadataError",
     "NotOMEZarrError",
+    "OutOfSpaceError",
     "ReadOnlyStoreError",
     "SourceChangedError",
     "StoreNotFoundError",
@@ -86,6 +88,10 @@ class LevelError(CellvolError, IndexError):
 
 class WriteConflictError(CellvolError, FileExistsError):
     """The destination already holds data written with different parameters."""
+
+
+class OutOfSpaceError(CellvolError, OSError):
+    """The destination's disk or quota filled up during a write; resuming continues it."""
 
 
 class IntegrityError(CellvolError, OSError):

@@ -93,6 +93,11 @@ def _write_local_file(path: Path, parts: Sequence[bytes]) -> None:
         with open(temporary, "wb") as stream:
             stream.writelines(parts)
         os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        if exc.filename is None:  # a failed write() names no file: say which one
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

@@ -20,6 +20,8 @@ refused.
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import hashlib
 import json
 import os
@@ -49,7 +51,13 @@ from cellvol._store import (
 )
 from cellvol._store._lease import take_lease
 from cellvol._store._nodes import open_node
-from cellvol.errors import InvalidInputError, MetadataError, NotOMEZarrError, WriteConflictError
+from cellvol.errors import (
+    InvalidInputError,
+    MetadataError,
+    NotOMEZarrError,
+    OutOfSpaceError,
+    WriteConflictError,
+)
 from cellvol.ome._display import Window, contrast_window, omero_metadata
 from cellvol.ome._manifest import LEASE_KEY
 from cellvol.ome._metadata import Dataset, image_attributes, provenance
@@ -129,6 +137,33 @@ class WriteResult:
     seconds: float
 
 
+def _out_of_space_named[**P](write: Callable[P, WriteResult]) -> Callable[P, WriteResult]:
+    """Turn a full disk or quota, wherever in a write it strikes, into one clear error.
+
+    The write keeps its finished shards, so the message says to resume once there is space.
+    """
+
+    @functools.wraps(write)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> WriteResult:
+        try:
+            return write(*args, **kwargs)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            dest = kwargs.get("dest", args[1] if len(args) > 1 else "the destination")
+            where = f" while writing {exc.filename}" if exc.filename else ""
+            error = OutOfSpaceError(
+                f"{dest}: no space left on the device{where}. Free some space (or "
+                "raise the quota) and run the same write again with resume=True (--resume on "
+                "the command line): the finished shards are kept"
+            )
+            error.errno = exc.errno  # still an OSError a caller can test for ENOSPC
+            raise error from exc
+
+    return guarded
+
+
+@_out_of_space_named
 def write_pyramid(
     source: npt.NDArray[Any] | da.Array | LazyArray,
     dest: str | os.PathLike[str],
