@@ -102,6 +102,7 @@ def convert(
     """
     source = opened if opened is not None else open_source(src, dataset=dataset, int8=int8)
     _check_element_type(source, src)
+    _check_blocks(source, src, memory_limit)
     voxel = _voxel_size(source, src, voxel_size, unit)
     origin = _origin_in(source, voxel.unit)
     digests = _Digests(source.files) if digest else None
@@ -211,6 +212,24 @@ def _check_element_type(source: Source, src: str | os.PathLike[str]) -> None:
         raise InvalidInputError(
             f"{os.fspath(src)}: holds {dtype} voxels; cellvol stores integer and float volumes"
         )
+
+
+def _check_blocks(source: Source, src: str | os.PathLike[str], memory_limit: int) -> None:
+    """Refuse inputs whose every read decodes more than the memory limit allows.
+
+    A reader keeps two decoded strips or tiles and decodes a third, beside the write's own
+    buffers: a block may take a quarter of the limit.
+    """
+    if source.block_bytes * 4 <= memory_limit:
+        return
+    mib = 2**20
+    raise InvalidInputError(
+        f"{os.fspath(src)}: each of its compressed strips or tiles decodes to "
+        f"{source.block_bytes / mib:,.0f} MiB, and every read decodes at least one whole; that "
+        f"is over a quarter of the memory limit ({memory_limit / mib:,.0f} MiB). Raise the "
+        f"limit to {4 * source.block_bytes / mib:,.0f} MiB or more (memory_limit, "
+        "--memory-limit-mib), or save the file again with smaller strips or tiles"
+    )
 
 
 def _voxel_size(

@@ -36,6 +36,9 @@ class Source:
         the pyramid then never downsamples along ``z``.
     details
         Format-specific facts worth keeping (header fields, extended header...), JSON-ready.
+    block_bytes
+        Bytes a read decodes at the least, whatever region it asks for: a compressed strip or
+        tile decoded whole. 0 where a region is read alone (raw or memory-mapped data).
     """
 
     array: Any
@@ -45,3 +48,4 @@ class Source:
     origin: tuple[float, float, float] | None = None
     image_stack: bool = False
     details: dict[str, Any] = field(default_factory=dict)
+    block_bytes: int = 0

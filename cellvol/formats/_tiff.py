@@ -13,18 +13,21 @@ default) are not trusted. Slice stacks rarely record the slice thickness: give i
 
 from __future__ import annotations
 
+import collections
 import functools
 import glob
+import itertools
 import logging
 import math
 import os
 import re
 import struct
+import threading
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -84,6 +87,7 @@ def open_tiff(path: str | Path) -> Source:
         kind = "OME-TIFF" if tif.is_ome else "ImageJ TIFF" if tif.is_imagej else "TIFF"
         compression = _compression(tif)
         pages = len(tif.pages)
+        block = _decoded_block_bytes(tif.pages.first, dtype)
     array: Any
     if offset is not None:
         array = MemmapSource(str(file.resolve()), dtype.str, zyx, int(offset))
@@ -111,6 +115,7 @@ def open_tiff(path: str | Path) -> Source:
             "compression": compression,
             "memory_mapped": offset is not None,
         },
+        block_bytes=0 if offset is not None else block,
     )
 
 
@@ -132,8 +137,10 @@ def open_tiff_stack(directory_or_pattern: str | Path) -> Source:
     first = _slice_header(files[0], len(files))
     shape, dtype = first.shape, first.dtype
     layouts: list[int | None] = [first.offset]
+    blocks = [first.block_bytes]
     for file in files[1:]:
         header = _slice_header(file, len(files))
+        blocks.append(header.block_bytes)
         if header.shape != shape or header.dtype != dtype:
             raise InvalidInputError(
                 f"{file}: slice is {header.shape[0]} × {header.shape[1]} {header.dtype}, but "
@@ -163,19 +170,29 @@ def open_tiff_stack(directory_or_pattern: str | Path) -> Source:
             "compression": compression,
             "memory_mapped": all(layout is not None for layout in layouts),
         },
+        block_bytes=max(blocks),
     )
+
+
+# A strip or tile this large is decoded once and kept while the regions inside it are read:
+# decoding it again for every region a write asks for is the cost that grows with its size.
+LARGE_BLOCK_BYTES: Final = 16 * 2**20
 
 
 @dataclass(frozen=True)  # not slotted: the opened view is cached on the instance
 class TiffSeries(OpenedPerProcess):
-    """The first image series of a compressed or non-contiguous TIFF file, read by region."""
+    """The first image series of a compressed or non-contiguous TIFF file, read by region.
+
+    Strips or tiles of at least ``LARGE_BLOCK_BYTES`` decoded are decoded once each and kept
+    (the last two) while regions inside them are read.
+    """
 
     filename: str
     shape: tuple[int, int, int]
     dtype_str: str
     view_axes: tuple[int | None, ...]
     """Per axis of the series: the ``z, y, x`` axis it is, or None for a length-one axis."""
-    _HANDLES: ClassVar[tuple[str, ...]] = ("_view",)
+    _HANDLES: ClassVar[tuple[str, ...]] = ("_view", "_blocks")
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -189,16 +206,77 @@ class TiffSeries(OpenedPerProcess):
         store = tifffile.TiffFile(self.filename).series[0].aszarr()
         return zarr.open_array(store, mode="r")
 
+    @functools.cached_property
+    def _blocks(self) -> DecodedBlocks | None:
+        view = self._view
+        block_bytes = math.prod(view.chunks) * view.dtype.itemsize
+        return DecodedBlocks(view, keep=2) if block_bytes >= LARGE_BLOCK_BYTES else None
+
     def __getitem__(self, key: Any) -> npt.NDArray[Any]:
         region = region_of(key, self.shape)
         inner = tuple(slice(0, 1) if a is None else region[a] for a in self.view_axes)
         try:
-            data = np.asarray(self._view[inner])
+            blocks = self._blocks
+            data = np.asarray(self._view[inner]) if blocks is None else blocks.read(inner)
         except Exception as exc:  # any decoder's error (zlib.error, ...): the file is damaged
             raise InvalidInputError(
                 f"{self.filename}: cannot read region {region} ({exc})"
             ) from exc
         return data.reshape(tuple(r.stop - r.start for r in region))
+
+
+class DecodedBlocks:
+    """Regions of a chunked array read through its decoded chunks, the last ``keep`` kept.
+
+    For arrays whose chunks (a TIFF's strips or tiles) are much larger than the regions read:
+    each chunk is decoded once while reads stay inside it, not once per read. Safe across
+    threads; a chunk is decoded by one of them while the others wait for it.
+    """
+
+    def __init__(self, array: Any, keep: int) -> None:
+        self._array = array
+        self._keep = keep
+        self._decoded: collections.OrderedDict[tuple[int, ...], npt.NDArray[Any]] = (
+            collections.OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def read(self, region: tuple[slice, ...]) -> npt.NDArray[Any]:
+        """The array's values in ``region`` (slices with steps of 1 and known bounds)."""
+        chunks, shape = self._array.chunks, self._array.shape
+        out = np.empty(tuple(r.stop - r.start for r in region), self._array.dtype)
+        spans = [
+            range(r.start // c, (r.stop - 1) // c + 1) if r.stop > r.start else range(0)
+            for r, c in zip(region, chunks, strict=True)
+        ]
+        for index in itertools.product(*spans):
+            block = self._block(index, chunks, shape)
+            starts = [i * c for i, c in zip(index, chunks, strict=True)]
+            source, target = [], []
+            for r, start, n in zip(region, starts, block.shape, strict=True):
+                low, high = max(r.start, start), min(r.stop, start + n)
+                source.append(slice(low - start, high - start))
+                target.append(slice(low - r.start, high - r.start))
+            out[tuple(target)] = block[tuple(source)]
+        return out
+
+    def _block(
+        self, index: tuple[int, ...], chunks: Sequence[int], shape: Sequence[int]
+    ) -> npt.NDArray[Any]:
+        with self._lock:
+            block = self._decoded.get(index)
+            if block is None:
+                whole = tuple(
+                    slice(i * c, min((i + 1) * c, n))
+                    for i, c, n in zip(index, chunks, shape, strict=True)
+                )
+                block = np.asarray(self._array[whole])
+                self._decoded[index] = block
+                while len(self._decoded) > self._keep:
+                    self._decoded.popitem(last=False)
+            else:
+                self._decoded.move_to_end(index)
+            return block
 
 
 @dataclass(frozen=True)
@@ -260,6 +338,7 @@ class _SliceHeader:
     offset: int | None  # where contiguous uncompressed pixels start, else None
     voxel_size: VoxelSize | None
     compression: str
+    block_bytes: int  # decoded size of one strip or tile; 0 when memory-mapped
 
 
 def _slice_header(file: Path, depth: int) -> _SliceHeader:
@@ -279,13 +358,20 @@ def _slice_header(file: Path, depth: int) -> _SliceHeader:
                 f"{file}: a slice must be a 2-D image; it is {shape} ({series.axes})"
             )
         offset = series.dataoffset
+        dtype = np.dtype(series.dtype)
         return _SliceHeader(
             shape=shape,
-            dtype=np.dtype(series.dtype),
+            dtype=dtype,
             offset=None if offset is None else int(offset),
             voxel_size=_voxel_size(tif, depth),
             compression=_compression(tif),
+            block_bytes=0 if offset is not None else _decoded_block_bytes(tif.pages.first, dtype),
         )
+
+
+def _decoded_block_bytes(page: Any, dtype: np.dtype[Any]) -> int:
+    """Bytes one strip or tile of ``page`` decodes to: what a reader decodes at the least."""
+    return math.prod(int(n) for n in page.chunks) * dtype.itemsize
 
 
 class _tiff_file:

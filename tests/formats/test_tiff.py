@@ -142,3 +142,48 @@ def test_stack_errors_name_the_slice(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(StoreNotFoundError, match=r"empty: directory holds no TIFF files"):
         open_source(tmp_path / "empty")
+
+
+def _one_strip(path: Path, shape: tuple[int, ...], dtype: str = "uint8") -> np.ndarray:
+    """A zlib TIFF whose single strip holds the whole image: tiny on disk, large decoded."""
+    data = np.zeros(shape, dtype)
+    data[..., ::97] = 7  # something to find again
+    tifffile.imwrite(path, data, compression="zlib", rowsperstrip=shape[-2])
+    return data
+
+
+def test_a_large_strip_is_decoded_once_for_all_the_regions_inside_it(tmp_path: Path) -> None:
+    data = _one_strip(tmp_path / "big.tif", (4096, 4096))  # 16 MiB in one strip
+    source = open_source(tmp_path / "big.tif")
+    assert source.block_bytes == 4096 * 4096
+    array = source.array
+    assert isinstance(array, TiffSeries)
+    decodes = {"n": 0}
+    view = array._view
+    real_getitem = type(view).__getitem__
+
+    class Counting:
+        chunks, shape, dtype = view.chunks, view.shape, view.dtype
+
+        def __getitem__(self, key):  # type: ignore[no-untyped-def]
+            decodes["n"] += 1
+            return real_getitem(view, key)
+
+    array.__dict__["_view"] = Counting()
+    array.__dict__.pop("_blocks", None)
+    for y in range(0, 4096, 512):
+        for x in range(0, 4096, 512):
+            region = array[0:1, y : y + 512, x : x + 512]
+            np.testing.assert_array_equal(region[0], data[y : y + 512, x : x + 512])
+    assert decodes["n"] == 1  # 64 regions, one decode
+
+
+def test_strips_too_large_for_the_memory_limit_are_refused(tmp_path: Path) -> None:
+    import cellvol
+
+    _one_strip(tmp_path / "big.tif", (4096, 4096))
+    out = tmp_path / "out.ome.zarr"
+    with pytest.raises(InvalidInputError, match=r"decodes to 16 MiB.*Raise the limit to 64 MiB"):
+        cellvol.convert(tmp_path / "big.tif", out, voxel_size=1, memory_limit=32 * 2**20)
+    assert not out.exists()
+    cellvol.convert(tmp_path / "big.tif", out, voxel_size=1, memory_limit=256 * 2**20)
