@@ -63,9 +63,9 @@ def planes(image: Path, target: Path) -> None:
     size = volume.voxel_size
     assert size is not None
     views = [
-        ("XY", volume.plane("z", z), cells.plane("z", z), (size.x, size.y)),
-        ("XZ", volume.plane("y", y), cells.plane("y", y), (size.x, size.z)),
-        ("YZ", volume.plane("x", x), cells.plane("x", x), (size.y, size.z)),
+        ("XY", volume.plane_index("z", z), cells.plane_index("z", z), (size.x, size.y)),
+        ("XZ", volume.plane_index("y", y), cells.plane_index("y", y), (size.x, size.z)),
+        ("YZ", volume.plane_index("x", x), cells.plane_index("x", x), (size.y, size.z)),
     ]
     figure, axes = plt.subplots(
         1, 3, figsize=(12, 4.4), gridspec_kw={"width_ratios": [1, 1, 1]}, layout="constrained"

@@ -24,7 +24,13 @@ from cellvol.ome._metadata import (
 )
 from cellvol.read._level import Level, Region
 from cellvol.read._segments import SegmentTable, read_segments, segment_count
-from cellvol.read._select import finest_level_within, level_for_resolution, voxel_slices
+from cellvol.read._select import (
+    Resolution,
+    finest_level_within,
+    level_for_resolution,
+    voxel_at,
+    voxel_slices,
+)
 from cellvol.units import VoxelSize
 
 LABELS_GROUP: Final = "labels"
@@ -199,15 +205,19 @@ class Volume:
         """Read a region of the full-resolution level numpy-style."""
         return self.levels[0][key]
 
-    def plane(self, axis: str, index: int, level: int = 0) -> npt.NDArray[Any]:
-        """One orthogonal plane: ``plane("z", 10)`` is an XY plane, ``"y"`` XZ, ``"x"`` YZ.
+    def plane_index(self, axis: str, index: int, *, level: int = 0) -> npt.NDArray[Any]:
+        """One orthogonal plane by voxel index: ``plane_index("z", 10)`` is an XY plane.
+
+        ``"y"`` gives an XZ plane, ``"x"`` a YZ plane. For a position in the axes' unit, use
+        :meth:`plane_at`.
 
         Parameters
         ----------
         axis
             The axis the plane is perpendicular to.
         index
-            The plane's position along ``axis``, in voxels of ``level``.
+            The plane's position along ``axis``, in voxels of ``level`` (negative counts from
+            the end).
         level
             The pyramid level (negative counts from the coarsest).
 
@@ -225,13 +235,68 @@ class Volume:
         key[position] = index
         return chosen[tuple(key)]
 
-    def level_for(self, resolution: float) -> Level:
-        """The coarsest level whose voxels are at most ``resolution`` along every axis.
+    def plane(self, axis: str, index: int, level: int = 0) -> npt.NDArray[Any]:
+        """The same as :meth:`plane_index` (voxel indices), under its earlier name."""
+        return self.plane_index(axis, index, level=level)
 
-        ``resolution`` is in the axes' unit (nanometres for images cellvol writes). Level 0 is
-        returned when even it is coarser.
+    def plane_at(
+        self,
+        *,
+        z: float | None = None,
+        y: float | None = None,
+        x: float | None = None,
+        resolution: Resolution | None = None,
+        level: int | None = None,
+    ) -> npt.NDArray[Any]:
+        """One orthogonal plane at a physical position: ``plane_at(y=1200.0, resolution=8)``.
+
+        Exactly one of ``z``, ``y``, ``x`` places the plane, in the axes' unit (nanometres for
+        images cellvol writes); the voxel whose extent holds that position is read. The level
+        is :meth:`level_for` ``(resolution)``, or ``level`` (an index), or else level 0.
+
+        Raises
+        ------
+        InvalidInputError
+            If not exactly one position is given, if both ``resolution`` and ``level`` are,
+            if the position lies outside the image, or as :meth:`level_for` does.
         """
-        return self.levels[level_for_resolution(self.levels, resolution)]
+        given = [
+            (name, value) for name, value in (("z", z), ("y", y), ("x", x)) if value is not None
+        ]
+        if len(given) != 1:
+            raise InvalidInputError(
+                f"plane_at needs exactly one of z, y, x (a position), got {[n for n, _ in given]}"
+            )
+        name, value = given[0]
+        chosen = self._chosen_level(level, resolution)
+        axis = self._axis_number(name)
+        return self.plane_index(name, voxel_at(chosen, axis, value, name), level=chosen.index)
+
+    def level_for(self, resolution: Resolution) -> Level:
+        """The coarsest level that still resolves ``resolution``, in the axes' unit.
+
+        ``level_for(8)`` asks for voxels of at most 8 along every spatial axis, except where
+        level 0 is already coarser: those axes keep level 0's voxel, so serial sections of
+        50 x 4 x 4 nm get the 50 x 8 x 8 nm level, and isotropic data the level of at most
+        8 nm everywhere. Why: an axis that cannot be as fine as asked must not keep the others
+        at full resolution. ``level_for({"y": 8, "x": 8})`` bounds only the axes it names.
+
+        Parameters
+        ----------
+        resolution
+            A voxel size, or a mapping of axis names to voxel sizes, in the axes' unit
+            (nanometres for images cellvol writes).
+
+        Raises
+        ------
+        InvalidInputError
+            If the request is finer than level 0 (a number finer than its finest voxel, a
+            mapping value finer than its voxel along that axis): the data has no such detail,
+            so the caller hears of it instead of silently reading level 0. ``level(0)`` reads
+            the finest there is.
+        """
+        spatial = self.multiscale.spatial_indices() or tuple(range(self.ndim))
+        return self.levels[level_for_resolution(self.levels, resolution, self.axes, spatial)]
 
     def region(
         self,
@@ -240,28 +305,44 @@ class Volume:
         y: tuple[float, float] | None = None,
         x: tuple[float, float] | None = None,
         level: int | None = None,
+        resolution: Resolution | None = None,
         max_bytes: int | None = None,
     ) -> Region:
         """Choose a block by physical coordinates: ``region(z=(100, 400), x=(0, 2000))``.
 
         Intervals are in the axes' unit and select the voxels whose centres fall inside; an
-        axis not given is taken whole. With ``max_bytes`` (and no ``level``), the finest level
-        whose block fits in that many bytes is used; otherwise ``level`` (default 0).
+        axis not given is taken whole. At most one of these chooses the level: ``level`` (an
+        index), ``resolution`` (as :meth:`level_for`), ``max_bytes`` (the finest level whose
+        block fits in that many bytes); with none, level 0.
 
         Raises
         ------
         InvalidInputError
-            If an interval selects no voxel, or no level fits in ``max_bytes``.
+            If more than one of ``level``, ``resolution``, ``max_bytes`` is given, if an
+            interval selects no voxel, if no level fits in ``max_bytes``, or as
+            :meth:`level_for` does.
         """
         bounds = {
             self._axis_number(name): interval
             for name, interval in (("z", z), ("y", y), ("x", x))
             if interval is not None
         }
-        if level is None and max_bytes is not None:
-            level = finest_level_within(self.levels, bounds, max_bytes)
-        chosen = self.level(level or 0)
+        if max_bytes is not None:
+            if level is not None or resolution is not None:
+                raise InvalidInputError(
+                    "give one of level, resolution and max_bytes: each chooses the level"
+                )
+            chosen = self.levels[finest_level_within(self.levels, bounds, max_bytes)]
+        else:
+            chosen = self._chosen_level(level, resolution)
         return Region(chosen, voxel_slices(chosen, bounds))
+
+    def _chosen_level(self, level: int | None, resolution: Resolution | None) -> Level:
+        if level is not None and resolution is not None:
+            raise InvalidInputError("give level or resolution, not both: each chooses the level")
+        if resolution is not None:
+            return self.level_for(resolution)
+        return self.level(level or 0)
 
     def to_dask(self, level: int = 0) -> Any:
         """A level as a dask array (see :meth:`Level.to_dask`)."""

@@ -5,10 +5,14 @@ per-axis downsampling factors, its chunk and shard shapes, and the physical scal
 translation that place every level's voxel centres on the same object.
 
 Factors (anisotropy-aware)
-    At each step an axis is halved when its voxel is clearly finer than the coarsest axis
-    (finer by more than a factor of sqrt(2)); when no axis is, all axes are halved. A 3D-SEM
-    stack of 30 x 5 x 5 nm voxels therefore gets factors (1, 2, 2) until y and x reach about
-    30 nm, then (2, 2, 2). An axis whose extent already fits in one tile is not shrunk further.
+    An axis can be halved while its extent is larger than one tile, or is at least one chunk
+    along it. At each step, among the axes that can be, those whose voxel is clearly finer
+    than the coarsest (by more than a factor of sqrt(2)) are halved; when none is, all of them
+    are. A 3D-SEM stack of 30 x 5 x 5 nm voxels therefore gets factors (1, 2, 2) until y and x
+    reach about 30 nm, then (2, 2, 2), and an isotropic volume of 256 planes in 64-plane
+    chunks halves z with y and x instead of keeping its z voxel while they coarsen (levels
+    approach isotropy, as ngff-zarr's and tensorstore's pyramids do). An axis shorter than a
+    chunk that already fits in one tile is left alone: there is little left to gain.
 
 Stopping
     Levels are added until every axis fits in one tile (``tile`` voxels, 256 by default), so a
@@ -300,14 +304,38 @@ def child_regions(plan: PyramidPlan, level: int, region: Region) -> Iterator[Reg
         )
 
 
-def anisotropic_factors(voxel: Sequence[float], shape: Sequence[int], tile: int) -> Shape:
-    """Per-axis factors (1 or 2) for the next level; see the module notes for the rule."""
-    eligible = [n > tile for n in shape]
-    if not any(eligible):
+def anisotropic_factors(
+    voxel: Sequence[float],
+    shape: Sequence[int],
+    tile: int,
+    min_extent: Sequence[int] | None = None,
+) -> Shape:
+    """Per-axis factors (1 or 2) for the next level; see the module notes for the rule.
+
+    Parameters
+    ----------
+    voxel
+        The current level's voxel size along each axis.
+    shape
+        The current level's extent along each axis.
+    tile
+        Levels are needed while some axis is longer than this.
+    min_extent
+        Per axis, the extent (typically one chunk) from which an axis that already fits in a
+        tile is still halved to keep levels near isotropic; None halves only longer axes.
+
+    Returns
+    -------
+    tuple of int
+        All ones when no axis is longer than ``tile``: the pyramid is complete.
+    """
+    if not any(n > tile for n in shape):
         return tuple(1 for _ in shape)
-    coarsest = max(v for v, ok in zip(voxel, eligible, strict=True) if ok)
-    finer = [ok and v * math.sqrt(2) < coarsest for v, ok in zip(voxel, eligible, strict=True)]
-    chosen = finer if any(finer) else eligible
+    floors = min_extent if min_extent is not None else [tile + 1] * len(shape)
+    can = [n > tile or n >= max(2, m) for n, m in zip(shape, floors, strict=True)]
+    coarsest = max(v for v, ok in zip(voxel, can, strict=True) if ok)
+    finer = [ok and v * math.sqrt(2) < coarsest for v, ok in zip(voxel, can, strict=True)]
+    chosen = finer if any(finer) else can
     return tuple(2 if c else 1 for c in chosen)
 
 
@@ -383,7 +411,7 @@ def plan_pyramid(
         )
 
     start = _origin(origin)
-    steps = _level_factors(shape, voxel_size, n_levels, factors, tile, downsample_z)
+    steps = _level_factors(shape, voxel_size, n_levels, factors, tile, downsample_z, chunk_shape)
     levels: list[LevelPlan] = []
     level_shape: Shape = shape
     cumulative: Shape = tuple(1 for _ in shape)
@@ -453,6 +481,7 @@ def _level_factors(
     factors: Sequence[Sequence[int]] | None,
     tile: int,
     downsample_z: bool = True,
+    chunks: Shape | None = None,
 ) -> list[Shape]:
     ones: Shape = tuple(1 for _ in shape)
     if factors is not None:
@@ -479,7 +508,7 @@ def _level_factors(
         # With an explicit level count, keep halving past the tile until the count is met.
         # An image stack's z is never eligible: its sections are separate images.
         candidates = current if downsample_z else (1, *current[1:])
-        step = anisotropic_factors(voxel, candidates, tile if n_levels is None else 1)
+        step = anisotropic_factors(voxel, candidates, tile if n_levels is None else 1, chunks)
         if all(f == 1 for f in step):
             if n_levels is not None:
                 raise LayoutError(

@@ -24,9 +24,43 @@ def test_isotropic_halves_all_axes_and_stops_at_one_tile() -> None:
     assert all(lv.factors == (2, 2, 2) for lv in plan.levels[1:])
 
 
-def test_thin_axis_stops_shrinking_once_it_fits_a_tile() -> None:
+def test_thin_axis_shorter_than_a_chunk_is_left_alone() -> None:
+    plan = plan_pyramid((40, 4096, 4096), VoxelSize.of(1.0))
+    assert plan.levels[-1].shape == (40, 256, 256)
+    assert all(lv.factors[0] == 1 for lv in plan.levels)
+
+
+def test_axis_that_fits_a_tile_still_halves_while_it_holds_a_chunk() -> None:
+    # Issue #25: 100 planes used to keep their 1 nm while y and x went to 16 nm.
     plan = plan_pyramid((100, 4096, 4096), VoxelSize.of(1.0))
+    assert [lv.factors for lv in plan.levels[1:3]] == [(2, 2, 2), (1, 2, 2)]
+    assert plan.levels[-1].shape == (50, 256, 256)
+
+
+def test_isotropic_demo_volume_stays_isotropic() -> None:
+    # The `cellvol demo` volume: 256 planes of 2 nm used to give a 2 x 4 x 4 nm level 1.
+    plan = plan_pyramid((256, 512, 512), VoxelSize.of(2.0))
+    assert [lv.scale for lv in plan.levels] == [(2.0, 2.0, 2.0), (4.0, 4.0, 4.0)]
+    assert plan.levels[1].shape == (128, 256, 256)
+    # The chunk sets the floor: 200 planes are less than one chunk of 256, so z stays.
+    deep = plan_pyramid((200, 512, 512), VoxelSize.of(2.0), chunks=(256, 64, 64))
+    assert deep.levels[1].scale == (2.0, 4.0, 4.0)
+
+
+def test_coarse_sections_wait_for_y_and_x_before_halving() -> None:
+    plan = plan_pyramid((200, 8192, 8192), VoxelSize(50, 4, 4))
+    scales = [lv.scale for lv in plan.levels]
+    # y and x 4 -> 64 nm alone; z (50 nm, 200 planes) halves only once they have caught up.
+    assert [lv.factors for lv in plan.levels[1:5]] == [(1, 2, 2)] * 4
+    assert scales[4] == (50.0, 64.0, 64.0)
+    assert scales[5] == (100.0, 128.0, 128.0)
     assert plan.levels[-1].shape == (100, 256, 256)
+
+
+def test_image_stack_z_never_halves_even_with_one_plane_chunks() -> None:
+    plan = plan_pyramid(
+        (300, 1024, 1024), VoxelSize.of(1.0), chunks=(1, 64, 64), downsample_z=False
+    )
     assert all(lv.factors[0] == 1 for lv in plan.levels)
 
 
@@ -120,10 +154,18 @@ def test_plan_invariants(shape, voxel, chunk, per_shard) -> None:
                 -(-n // f) for n, f in zip(previous.shape, level.factors, strict=True)
             )
             assert any(f > 1 for f in level.factors)
+            # An axis halves only while it is longer than a tile or holds a whole chunk.
+            assert all(
+                f == 1 or n > 256 or n >= chunk
+                for f, n in zip(level.factors, previous.shape, strict=True)
+            )
         previous = level
     # Stops at one tile unless an axis was already small (then it is left alone).
     assert all(n <= 256 for n in plan.levels[-1].shape)
-    assert len(plan.levels) <= 1 + math.ceil(math.log2(max(shape)))
+    # Every level halves some axis, and no axis below one voxel. (1 + log2 of the longest axis
+    # is no bound: with three unequal voxels the rule can halve one axis at a time, e.g.
+    # (4294, 4921, 4619) at (49.6, 85.2, 68.8) in 32³ chunks made 15 levels before #25 too.)
+    assert len(plan.levels) <= 1 + sum(math.ceil(math.log2(n)) for n in shape)
 
 
 def test_shard_regions_cover_exactly_once() -> None:

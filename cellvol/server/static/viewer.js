@@ -45,11 +45,14 @@ function position(levelInfo, axis, index) {
 }
 
 function chooseLevel(panel) {
-  // The coarsest level whose voxels are still no larger than a screen pixel.
+  // The coarsest level whose voxels are still no larger than a screen pixel along the panel's
+  // rows and columns, except that an axis already coarser than a pixel at level 0 keeps its
+  // level-0 voxel: Volume.level_for's rule, so 50 nm sections do not hold an XZ panel at level 0.
+  const base = level(0);
+  const fits = (info, axis) => info.scale[axis] <= Math.max(state.perPixel, base.scale[axis]) * 1.001;
   let chosen = 0;
   state.volume.levels.forEach((info, i) => {
-    const size = Math.max(info.scale[panel.rows], info.scale[panel.cols]);
-    if (size <= state.perPixel * 1.001) chosen = i;
+    if (fits(info, panel.rows) && fits(info, panel.cols)) chosen = i;
   });
   return chosen;
 }
