@@ -68,17 +68,17 @@ def volume_html(volume: Volume) -> str:
     """A Jupyter representation: the levels table and the coarsest level's middle planes."""
     rows = []
     for level in volume.levels:
-        voxel = level.voxel_size
+        spacing = level.spacing  # z, y, x; or y, x for a 2-D image
         rows.append(
             "<tr>"
             f"<td>{level.index}</td><td>{' × '.join(map(str, level.shape))}</td>"
             f"<td>{' × '.join(map(str, level.chunks))}</td>"
             f"<td>{' × '.join(map(str, level.shards)) if level.shards else '-'}</td>"
-            f"<td>{' × '.join(f'{v:g}' for v in voxel.zyx) if voxel else '-'}</td>"
+            f"<td>{' × '.join(f'{v:g}' for v in spacing) if spacing else '-'}</td>"
             f"<td>{level.nbytes / 2**20:,.1f} MiB</td>"
             "</tr>"
         )
-    unit = volume.voxel_size.unit if volume.voxel_size else "unit"
+    unit = volume.unit or "unitless"
     thumbnail = _thumbnail(volume)
     picture = f'<img src="data:image/png;base64,{thumbnail}"/>' if thumbnail else ""
     return (
