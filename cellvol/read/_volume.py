@@ -323,7 +323,7 @@ class LabelImage(Volume):
         """
         if self.group is None:
             raise MetadataError(f"{self.url} is not a label image group")
-        return read_segments(self.group, self.url)
+        return read_segments(self.group, self.url, self.properties)
 
     @property
     def segment_count(self) -> int | None:
