@@ -406,6 +406,14 @@ def export(
         str | None, typer.Option(help="Region z0:z1,y0:y1,x0:x1 of that level (default: all).")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT.")] = False,
+    imod_unsigned: Annotated[
+        bool,
+        typer.Option(
+            "--imod-unsigned",
+            help="MRC: write uint8 as mode 0 marked unsigned by IMOD's stamp (old IMOD "
+            "convention) instead of mode 6; readers other than IMOD see signed bytes.",
+        ),
+    ] = False,
     endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for IMAGE.")] = None,
     anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
 ) -> None:
@@ -418,6 +426,7 @@ def export(
         level=level,
         region=region,
         overwrite=overwrite,
+        imod_unsigned=imod_unsigned,
         storage_options=_storage_options(endpoint_url, anon),
     )
     console.print(f"Wrote {written} ({written.stat().st_size:,} bytes).")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Final
 
 from cellvol.errors import InvalidInputError
@@ -77,14 +78,15 @@ def normalize_unit(unit: str) -> str:
 def convert_lengths(values: Iterable[float], unit: str, target: str) -> tuple[float, ...]:
     """Express lengths given in ``unit`` in ``target`` (any spelling :func:`normalize_unit` knows).
 
-    Every unit is a power of ten of another: values are divided by 10**k rather than multiplied
-    by 10**-k, so 3 Å becomes exactly 0.3 nm, not 0.30000000000000004.
+    Every unit is a power of ten of another, so the decimal a value prints as is shifted
+    exactly and rounded once: 11.4 Å becomes 1.14 nm, not the 1.1400000000000001 of binary
+    division.
     """
     source, goal = normalize_unit(unit), normalize_unit(target)
     exponent = round(math.log10(UNIT_IN_NM[source] / UNIT_IN_NM[goal]))
-    if exponent >= 0:
-        return tuple(v * 10**exponent for v in values)
-    return tuple(v / 10**-exponent for v in values)
+    if exponent == 0:
+        return tuple(float(v) for v in values)
+    return tuple(float(Decimal(repr(float(v))).scaleb(exponent)) for v in values)
 
 
 @dataclass(frozen=True, slots=True)

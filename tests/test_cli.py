@@ -197,6 +197,23 @@ def test_convert_mrc_resume_and_export(tmp_path: Path) -> None:
     assert "part.mrc exists" in again.stderr
 
 
+def test_export_uint8_to_mrc_standard_or_imod_unsigned(tmp_path: Path) -> None:
+    mrcfile = pytest.importorskip("mrcfile")
+    data = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    cellvol.write_pyramid(data, tmp_path / "u.zarr", 1.0)
+    modes = {}
+    for name, extra in (("standard.mrc", []), ("imod.mrc", ["--imod-unsigned"])):
+        result = runner.invoke(
+            app, ["export", str(tmp_path / "u.zarr"), str(tmp_path / name), *extra]
+        )
+        assert result.exit_code == 0, result.output
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            with mrcfile.open(tmp_path / name, permissive=True) as mrc:
+                modes[name] = int(mrc.header.mode)
+    assert modes == {"standard.mrc": 6, "imod.mrc": 0}
+
+
 def test_convert_tiff_stack_with_voxel_size(tmp_path: Path) -> None:
     tifffile = pytest.importorskip("tifffile")
     stack = tmp_path / "fib"

@@ -56,3 +56,15 @@ def test_is_a_value_error_too() -> None:
 
 def test_scaled() -> None:
     assert VoxelSize(30, 5, 5).scaled((1, 2, 2)).zyx == (30.0, 10.0, 10.0)
+
+
+def test_unit_conversion_gives_the_decimal_not_binary_noise() -> None:
+    # 11.4 / 10 is 1.1400000000000001 in binary floating point.
+    assert VoxelSize(11.4, 0.834, 4.59, "Å").to("nm") == VoxelSize(1.14, 0.0834, 0.459, "nm")
+    assert VoxelSize(1.14, 1.14, 1.14, "nm").to("Å").zyx == (11.4, 11.4, 11.4)
+
+
+def test_a_float64_voxel_size_is_kept_exactly() -> None:
+    value = 0.08340000152587891  # what float32 noise looks like, given on purpose
+    assert VoxelSize(value, value, value).zyx == (value, value, value)
+    assert VoxelSize.of(value, "nm").to("nanometer").z == value

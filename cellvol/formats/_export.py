@@ -7,10 +7,14 @@ of whole planes of at most :data:`SLAB_BYTES`.
 
 MRC files get the level's voxel size (in ångström) and the region's origin in the header,
 standard axis order (columns X, rows Y, sections Z) and header statistics computed slab by slab.
-``uint8`` data is written as mode 0 with IMOD's stamp marking the bytes unsigned (as IMOD
-does); ``int8`` as mode 0 marked signed. Types MRC has no mode for (32- and 64-bit integers,
-float64) are refused: export them to TIFF. TIFF files are OME-TIFF (BigTIFF when large) with
-the physical voxel size.
+Every file is one that any MRC2014 reader (mrcfile, EMDB's and EMPIAR's tools, ChimeraX,
+IMOD) reads with the same values: MRC2014 defines mode 0 as *signed* bytes, so ``uint8`` is
+widened to mode 6 (``uint16``), as mrcfile itself does, and ``int8`` is mode 0 (with IMOD's
+stamp marking it signed). IMOD's older convention, ``uint8`` as mode 0 marked unsigned by
+IMOD's stamp, is an explicit option (``imod_unsigned``): half the size, but readers that ignore
+the stamp see values above 127 as negative. Types MRC has no mode for (32- and 64-bit
+integers, float64) are refused: export them to TIFF. TIFF files are OME-TIFF (BigTIFF when
+large) with the physical voxel size.
 """
 
 from __future__ import annotations
@@ -35,19 +39,22 @@ from cellvol.read._open import open as open_volume
 from cellvol.read._volume import Volume
 from cellvol.units import VoxelSize, convert_lengths
 
-__all__ = ["MRC_MODES", "SLAB_BYTES", "export", "parse_region"]
+__all__ = ["IMOD_UNSIGNED_MODE", "MRC_MODES", "SLAB_BYTES", "export", "parse_region"]
 
 #: Largest block of planes held in memory at once.
 SLAB_BYTES: Final = 128 * 2**20
-#: Element types an MRC file can hold, with their mode.
+#: Element types an MRC file can hold, with the mode every MRC2014 reader reads them from
+#: unchanged (``uint8`` has no such mode of its own: mode 0 is signed, so it is widened).
 MRC_MODES: Final[dict[str, int]] = {
     "int8": 0,
-    "uint8": 0,
+    "uint8": 6,
     "int16": 1,
     "float32": 2,
     "uint16": 6,
     "float16": 12,
 }
+#: The mode of ``uint8`` with ``imod_unsigned``: IMOD's unsigned bytes.
+IMOD_UNSIGNED_MODE: Final = 0
 _MRC_SUFFIXES: Final = (".mrc", ".map", ".rec", ".mrcs")
 _TIFF_SUFFIXES: Final = (".tif", ".tiff", ".btf")
 _BIGTIFF_AFTER: Final = 2**31
@@ -60,6 +67,7 @@ def export(
     level: int = 0,
     region: Sequence[slice] | str | None = None,
     overwrite: bool = False,
+    imod_unsigned: bool = False,
     storage_options: dict[str, Any] | None = None,
 ) -> Path:
     """Write a region of one level of an image to an MRC or TIFF file.
@@ -76,6 +84,12 @@ def export(
         ``(z, y, x)`` slices, or text like ``"0:64,100:356,:"``; default the whole level.
     overwrite
         Replace an existing file at ``path``.
+    imod_unsigned
+        Write ``uint8`` as mode 0 with IMOD's stamp marking the bytes unsigned (IMOD before
+        4.2.23 wrote bytes so) instead of widening it to mode 6. Only readers that honour the
+        stamp (IMOD, cellvol) read such a file as written; mrcfile and other MRC2014 readers
+        see signed bytes, and ``mrcfile.validate`` reports its statistics as wrong. Other
+        types are unaffected.
     storage_options
         For opening ``image`` from a URL.
 
@@ -124,7 +138,8 @@ def export(
     partial.unlink(missing_ok=True)
     try:
         if suffix in _MRC_SUFFIXES:
-            _write_mrc(partial, chosen, box, voxel, origin, f"cellvol export of {volume.url}")
+            label = f"cellvol export of {volume.url}"
+            _write_mrc(partial, chosen, box, voxel, origin, label, imod_unsigned=imod_unsigned)
         else:
             _write_tiff(partial, chosen, box, voxel)
         replace_durably(partial, target)
@@ -200,20 +215,25 @@ def _write_mrc(
     voxel: VoxelSize | None,
     origin: Sequence[float],
     label: str,
+    *,
+    imod_unsigned: bool,
 ) -> None:
     import mrcfile
 
     dtype = level.dtype
     shape = tuple(r.stop - r.start for r in box)
+    unsigned_bytes = imod_unsigned and dtype == np.uint8
+    mode = IMOD_UNSIGNED_MODE if unsigned_bytes else MRC_MODES[dtype.name]
     stats = _Statistics()
     with (
         _without_numpy_deprecations(),
-        mrcfile.new_mmap(file, shape=shape, mrc_mode=MRC_MODES[dtype.name]) as mrc,
+        mrcfile.new_mmap(file, shape=shape, mrc_mode=mode) as mrc,
     ):
         z = 0
         for slab in _slabs(level, box):
-            # mrcfile maps mode 0 as int8; unsigned bytes go in unchanged, flagged below.
-            mrc.data[z : z + len(slab)] = slab.view(np.int8) if dtype == np.uint8 else slab
+            # mrcfile maps mode 0 as int8: IMOD's unsigned bytes go in unchanged, flagged
+            # below. Otherwise the assignment converts (uint8 widens into mode 6's uint16).
+            mrc.data[z : z + len(slab)] = slab.view(np.int8) if unsigned_bytes else slab
             z += len(slab)
             stats.add(slab)
         header = mrc.header
@@ -223,8 +243,8 @@ def _write_mrc(
             mrc.voxel_size = (size.x, size.y, size.z)
             header.origin = convert_lengths(reversed(tuple(origin)), voxel.unit, "angstrom")
         mrc.add_label(label[:80])
-    if dtype.itemsize == 1:
-        _stamp_imod_signedness(file, signed=dtype == np.int8)
+    if mode == 0:
+        _stamp_imod_signedness(file, signed=not unsigned_bytes)
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cellvol.errors import InvalidInputError, StoreNotFoundError
-from cellvol.formats._source import Source
+from cellvol.formats._source import Source, float32_meant
 from cellvol.units import VoxelSize
 from cellvol.write._inputs import OpenedPerProcess, region_of
 
@@ -183,6 +183,8 @@ def _plain(value: Any) -> Any:
     array = np.asarray(value)
     if array.dtype.kind in "SO":
         return [_plain(v) for v in array.tolist()] if array.ndim else str(array.item())
+    if array.dtype == np.float32:  # the decimals the file meant, without float32 noise
+        return np.vectorize(float32_meant, otypes=[object])(array).tolist()
     if array.dtype.kind in "biuf":
         return array.tolist()
     return str(value)

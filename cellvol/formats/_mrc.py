@@ -14,6 +14,8 @@ Axes
 Voxel size
     ``cella / (mx, my, mz)``, in ångström in the file; cellvol stores nanometres. An axis with
     a zero size is unknown; for a single image (one section) the z size is then taken from x.
+    Header values are float32; each is read as the shortest decimal that rounds to the same
+    float32 (166.8 Å, not 166.8000030517578), and the cell is divided in decimal.
 Origin
     The position of the first voxel: the header's ``origin`` when it is not zero, otherwise
     ``nxstart, nystart, nzstart`` (counted along columns, rows and sections) times the voxel
@@ -34,6 +36,7 @@ from __future__ import annotations
 import math
 import struct
 import warnings
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -43,8 +46,8 @@ import numpy as np
 
 from cellvol.errors import InvalidInputError, StoreNotFoundError
 from cellvol.formats._imod import IMOD_FIELDS_OFFSET, IMOD_SIGNED_BYTES, IMOD_STAMP
-from cellvol.formats._source import Source
-from cellvol.units import VoxelSize
+from cellvol.formats._source import Source, float32_meant
+from cellvol.units import VoxelSize, convert_lengths
 from cellvol.write._inputs import MemmapSource, Transposed
 
 __all__ = ["SUPPORTED_MODES", "open_mrc"]
@@ -172,8 +175,8 @@ def open_mrc(path: str | Path, *, int8: Literal["auto", "signed", "unsigned"] = 
         "file": file.name,
         "bytes": size,
         "header": {key: _plain(header[key]) for key in _HEADER_FIELDS},
-        "cella_angstrom": [float(header.cella[axis]) for axis in ("x", "y", "z")],
-        "origin_angstrom": [float(header.origin[axis]) for axis in ("x", "y", "z")],
+        "cella_angstrom": [float32_meant(header.cella[axis]) for axis in ("x", "y", "z")],
+        "origin_angstrom": [float32_meant(header.origin[axis]) for axis in ("x", "y", "z")],
         "labels": _labels(header),
         "dtype": dtype.name,
         "image_stack": is_stack,
@@ -262,7 +265,7 @@ def _voxel_size(header: Any, depth: int) -> VoxelSize | None:
     sampling = (int(header.mx), int(header.my), int(header.mz))
     cell = (float(header.cella.x), float(header.cella.y), float(header.cella.z))
     x, y, z = (
-        c / m if m > 0 and math.isfinite(c) and c > 0 else 0.0
+        _voxel_meant(c, m) if m > 0 and math.isfinite(c) and c > 0 else 0.0
         for c, m in zip(cell, sampling, strict=True)
     )
     if z == 0 and depth == 1 and x > 0:
@@ -272,12 +275,24 @@ def _voxel_size(header: Any, depth: int) -> VoxelSize | None:
     return VoxelSize(z, y, x, "angstrom").to("nanometer")
 
 
+def _voxel_meant(cell: float, sampling: int) -> float:
+    """One voxel's size from a float32 cell length, as the decimal the file meant.
+
+    The cell's decimal (33.03, not 33.029998779296875) is divided in decimal and the result
+    kept to float32's precision, as the header has it: 33.03 Å over 72 voxels is 0.45875 Å
+    (not 0.45874998304578996), and an FEI cell of 3710 pixels of 0.8537755 Å gives that back.
+    """
+    return float32_meant(float(Decimal(repr(float32_meant(cell))) / sampling))
+
+
 def _origin(
     header: Any, axis_order: tuple[int, int, int], voxel: VoxelSize | None
 ) -> tuple[float, float, float] | None:
     if voxel is None:
         return None
-    origin_xyz = [float(header.origin[axis]) / 10 for axis in ("x", "y", "z")]  # Å -> nm
+    origin_xyz = convert_lengths(
+        (float32_meant(header.origin[axis]) for axis in ("x", "y", "z")), "angstrom", "nanometer"
+    )
     if any(origin_xyz) and all(math.isfinite(v) for v in origin_xyz):
         return (origin_xyz[2], origin_xyz[1], origin_xyz[0])
     starts = (int(header.nxstart), int(header.nystart), int(header.nzstart))  # col, row, sec
@@ -286,7 +301,12 @@ def _origin(
         start_xyz[axis - 1] = start
     if not any(start_xyz):
         return None
-    return (start_xyz[2] * voxel.z, start_xyz[1] * voxel.y, start_xyz[0] * voxel.x)
+    # In decimal, so that 3 voxels of 0.0834 nm start at 0.2502, not 0.25020000000000003.
+    return (
+        float(start_xyz[2] * Decimal(repr(voxel.z))),
+        float(start_xyz[1] * Decimal(repr(voxel.y))),
+        float(start_xyz[0] * Decimal(repr(voxel.x))),
+    )
 
 
 def _labels(header: Any) -> list[str]:
@@ -315,7 +335,7 @@ def _plain(value: Any) -> Any:
         return bytes(array.tobytes()).decode("ascii", "replace").strip("\x00 ")
     if array.ndim:
         return [_plain(item) for item in array]
-    item = array.item()
+    item = float32_meant(array.item()) if array.dtype == np.float32 else array.item()
     if isinstance(item, float) and not math.isfinite(item):
         return str(item)
     return item

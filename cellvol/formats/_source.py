@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 from typing import Any
+
+import numpy as np
 
 from cellvol.units import VoxelSize
 
-__all__ = ["HDF5_SUFFIXES", "MRC_SUFFIXES", "TIFF_SUFFIXES", "Source"]
+__all__ = [
+    "HDF5_SUFFIXES",
+    "MRC_SUFFIXES",
+    "TIFF_SUFFIXES",
+    "Source",
+    "float32_meant",
+    "rational_meant",
+]
 
 MRC_SUFFIXES = (".mrc", ".mrcs", ".map", ".rec", ".st", ".ali", ".preali")
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
@@ -49,3 +60,50 @@ class Source:
     image_stack: bool = False
     details: dict[str, Any] = field(default_factory=dict)
     block_bytes: int = 0
+
+
+# Header fields stored in float32 (MRC's cell and origin, many HDF5 attributes) widen to
+# float64 with binary noise: 0.834 is stored as 0.83400001525878906. The value the file meant
+# is the shortest decimal that rounds to the same float32, which is what these give back, so
+# metadata, reprs and `cellvol info` show 0.834. Values a user gives in float64 never pass
+# through here.
+
+
+def float32_meant(value: float) -> float:
+    """The shortest decimal that rounds to the same float32 as ``value``, as a float.
+
+    Examples
+    --------
+    >>> float32_meant(0.83400001525878906)
+    0.834
+    """
+    return float(str(np.float32(value)))
+
+
+def rational_meant(numerator: int, denominator: int) -> float:
+    """``denominator / numerator`` as the shortest decimal the rational could have come from.
+
+    TIFF resolution tags are rationals of pixels per unit; writers round (tifffile) or
+    truncate (ImageJ) the numerator, so any size whose reciprocal lies within one unit of it
+    is what the writer meant, and the shortest decimal among them is chosen. Small numerators
+    (under 1000, such as 72 dpi) are whole resolutions, not rounded reciprocals: kept exact.
+    """
+    exact = denominator / numerator
+    if numerator < 1000:
+        return exact
+    return _shortest_between(denominator / (numerator + 1), denominator / (numerator - 1), exact)
+
+
+def _shortest_between(low: float, high: float, near: float) -> float:
+    """The decimal in ``[low, high]`` with fewest significant digits, closest to ``near``."""
+    if not (0 < low <= near <= high and math.isfinite(high)):
+        return near
+    top = math.floor(math.log10(high))
+    for digits in range(1, 18):
+        step = Decimal(1).scaleb(top - digits + 1)
+        # The closest such decimal to `near`, else the first one above `low`.
+        for start, rounding in ((near, ROUND_HALF_EVEN), (low, ROUND_CEILING)):
+            candidate = float(Decimal(repr(start)).quantize(step, rounding=rounding))
+            if low <= candidate <= high:
+                return candidate
+    return near

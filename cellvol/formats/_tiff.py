@@ -34,7 +34,7 @@ import numpy.typing as npt
 import tifffile
 
 from cellvol.errors import InvalidInputError, StoreNotFoundError
-from cellvol.formats._source import TIFF_SUFFIXES, Source
+from cellvol.formats._source import TIFF_SUFFIXES, Source, rational_meant
 from cellvol.units import VoxelSize
 from cellvol.write._inputs import MemmapSource, OpenedPerProcess, region_of
 
@@ -557,7 +557,7 @@ def _imagej_voxel_size(
         numerator, denominator = resolution.value
         if not numerator or not denominator:
             return None
-        sizes.append(denominator / numerator)  # pixels per unit -> unit per pixel
+        sizes.append(rational_meant(numerator, denominator))  # pixels/unit -> unit/pixel
     spacing = meta.get("spacing")
     z = float(spacing) if spacing else sizes[1] if depth == 1 else None
     if z is None or not all(math.isfinite(v) and v > 0 for v in (z, *sizes)):

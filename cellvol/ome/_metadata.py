@@ -84,6 +84,20 @@ class Multiscale:
         """Array indices of the spatial axes, in array order."""
         return tuple(i for i, axis in enumerate(self.axes) if _is_spatial(axis))
 
+    def spatial_unit(self) -> str | None:
+        """The unit the spatial axes share, as stored; None when they have none or differ.
+
+        Unlike :meth:`voxel_size`, this holds for any number of spatial axes (a 2-D image's
+        ``y, x`` too) and does not assume nanometres for axes without a unit.
+        """
+        units = {self.axes[i].unit for i in self.spatial_indices()}
+        return units.pop() if len(units) == 1 else None
+
+    def spacing(self, level: int = 0) -> tuple[float, ...]:
+        """A level's element size along each spatial axis, in array order (any number)."""
+        scale = self.datasets[level].scale
+        return tuple(float(scale[i]) for i in self.spatial_indices())
+
     def voxel_size(self, level: int = 0) -> VoxelSize | None:
         """The ``z, y, x`` voxel size of a level, or None when the image is not 3-D spatial.
 

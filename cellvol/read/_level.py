@@ -89,9 +89,21 @@ class Level:
     @property
     def voxel_size(self) -> VoxelSize | None:
         """The ``z, y, x`` voxel size, or None if the level is not 3-D spatial."""
+        return self._multiscale().voxel_size(0)
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Element size along each spatial axis in array order, whatever their number.
+
+        For a 3-D level it is :attr:`voxel_size`'s ``zyx``; a 2-D image's pixel size is
+        ``(y, x)``. In the unit of the spatial axes (see :attr:`Volume.unit`).
+        """
+        return self._multiscale().spacing(0)
+
+    def _multiscale(self) -> Multiscale:
         return Multiscale(
             version="", axes=self.axes, datasets=(Dataset(self.path, self.scale, self.translation),)
-        ).voxel_size(0)
+        )
 
     def __getitem__(self, key: Any) -> npt.NDArray[Any]:
         """Read a region numpy-style (integers, slices, Ellipsis); returns a numpy array.

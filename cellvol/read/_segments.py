@@ -9,8 +9,8 @@ column arrays beside the label image's levels (``segments/``), which any zarr re
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
@@ -41,6 +41,9 @@ class SegmentTable:
         Level 0's voxel size and origin, to express the above in physical units.
     unit
         The unit of ``scale`` and ``translation`` (nanometre for images cellvol writes).
+    annotations
+        Each annotated segment's properties by ID (``name``, ``description``,
+        ``references``...), as the label image's ``image-label.properties`` hold them.
     """
 
     ids: npt.NDArray[np.int64] | npt.NDArray[np.uint64]
@@ -51,6 +54,7 @@ class SegmentTable:
     scale: tuple[float, float, float]
     translation: tuple[float, float, float]
     unit: str | None = None
+    annotations: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.ids.size)
@@ -79,10 +83,17 @@ class SegmentTable:
         )
 
     def to_pandas(self) -> Any:
-        """The table as a ``pandas.DataFrame`` indexed by ID (needs pandas)."""
+        """The table as a ``pandas.DataFrame`` indexed by ID (needs pandas).
+
+        Besides the statistics, the columns ``name``, ``description`` (when any segment has
+        one) and ``references`` (``"GO:0005739; UniProt:P69905"``, as annotation files spell
+        them) come from the annotations, None where a segment has none, so that no join
+        with :attr:`LabelImage.properties` is needed.
+        """
         import pandas as pd  # type: ignore[import-untyped]
 
-        columns: dict[str, Any] = {"voxel_count": self.voxel_count}
+        columns: dict[str, Any] = self._annotation_columns()
+        columns["voxel_count"] = self.voxel_count
         for prefix, values in (
             ("bbox_min", self.bbox_min),
             ("bbox_max", self.bbox_max),
@@ -95,6 +106,16 @@ class SegmentTable:
                 self.centroid[:, axis], axis
             )
         return pd.DataFrame(columns, index=pd.Index(self.ids, name="id"))
+
+    def _annotation_columns(self) -> dict[str, list[str | None]]:
+        found = [self.annotations.get(int(segment_id), {}) for segment_id in self.ids]
+        columns: dict[str, list[str | None]] = {
+            "name": [_text(entry.get("name")) for entry in found]
+        }
+        if any(entry.get("description") for entry in found):
+            columns["description"] = [_text(entry.get("description")) for entry in found]
+        columns["references"] = [_references_text(entry.get("references")) for entry in found]
+        return columns
 
     def _row(self, segment_id: object) -> int | None:
         if isinstance(segment_id, bool) or not isinstance(segment_id, int | np.integer):
@@ -121,6 +142,29 @@ class SegmentTable:
         }
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _references_text(references: Any) -> str | None:
+    """Stored references as annotation files write them: ``GO:0005739; UniProt:P69905``."""
+    if not isinstance(references, list):
+        return None
+    parts = []
+    for reference in references:
+        if not isinstance(reference, Mapping):
+            continue
+        resource, accession = (
+            str(reference.get("resource", "")),
+            str(reference.get("accession", "")),
+        )
+        # Some accessions carry their resource already (GO:0005739, CHEBI:15377).
+        parts.append(
+            accession if accession.startswith(f"{resource}:") else f"{resource}:{accession}"
+        )
+    return "; ".join(parts) or None
+
+
 def segment_count(group: zarr.Group) -> int | None:
     """How many segments the stored table lists, from its metadata alone (None if absent)."""
     try:
@@ -130,8 +174,10 @@ def segment_count(group: zarr.Group) -> int | None:
         return None
 
 
-def read_segments(group: zarr.Group, where: str) -> SegmentTable:
-    """Load the segment table of a label image group.
+def read_segments(
+    group: zarr.Group, where: str, annotations: Mapping[int, Mapping[str, Any]] | None = None
+) -> SegmentTable:
+    """Load the segment table of a label image group, with its segments' annotations.
 
     Raises
     ------
@@ -162,4 +208,5 @@ def read_segments(group: zarr.Group, where: str) -> SegmentTable:
         tuple(meta["scale"]),
         tuple(meta["translation"]),
         meta.get("unit"),
+        dict(annotations or {}),
     )

@@ -74,7 +74,7 @@ THUMBNAIL_SOURCE_VOXELS = 512
 
 def volume_html(volume: Volume) -> str:
     """A Jupyter representation: the levels table and three middle planes in true proportions."""
-    unit = volume.voxel_size.unit if volume.voxel_size else "unit"
+    unit = volume.unit or "unitless"
     shown = thumbnail_level(volume.levels)
     picture = _picture(shown)
     caption = f"<br/><small>middle planes of level {shown.index}</small>" if picture else ""
@@ -87,7 +87,7 @@ def volume_html(volume: Volume) -> str:
 
 def level_html(level: Level) -> str:
     """A Jupyter representation of one level: its row of the levels table and its planes."""
-    unit = next((axis.unit for axis in level.axes if axis.unit), None) or "unit"
+    unit = next((axis.unit for axis in level.axes if axis.unit), None) or "unitless"
     return (
         f"<div><strong>cellvol.Level</strong> {level.index} ({html.escape(level.path)}), "
         f"{level.dtype}{_levels_table([level], unit)}{_picture(level)}</div>"
@@ -109,13 +109,13 @@ def thumbnail_level(levels: Sequence[Level]) -> Level:
 def _levels_table(levels: Sequence[Level], unit: str) -> str:
     rows = []
     for level in levels:
-        voxel = level.voxel_size
+        spacing = level.spacing  # z, y, x; or y, x for a 2-D image
         rows.append(
             "<tr>"
             f"<td>{level.index}</td><td>{' × '.join(map(str, level.shape))}</td>"
             f"<td>{' × '.join(map(str, level.chunks))}</td>"
             f"<td>{' × '.join(map(str, level.shards)) if level.shards else '-'}</td>"
-            f"<td>{' × '.join(f'{v:g}' for v in voxel.zyx) if voxel else '-'}</td>"
+            f"<td>{' × '.join(f'{v:g}' for v in spacing) if spacing else '-'}</td>"
             f"<td>{level.nbytes / 2**20:,.1f} MiB</td>"
             "</tr>"
         )

@@ -131,6 +131,16 @@ class Volume:
         return self.levels[0].voxel_size
 
     @property
+    def unit(self) -> str | None:
+        """The length unit of the spatial axes, whatever their number; None when unitless.
+
+        For a 3-D image it is :attr:`voxel_size`'s unit (nanometres when the metadata names
+        none, the unit of EM); a 2-D image reports the unit its axes name, if any.
+        """
+        voxel = self.voxel_size
+        return voxel.unit if voxel is not None else self.multiscale.spatial_unit()
+
+    @property
     def window(self) -> Window | None:
         """The stored display window (OME-Zarr ``omero``), if the image has one."""
         return window_of(dict(self.attributes))
@@ -161,20 +171,20 @@ class Volume:
                 "shards": list(level.shards) if level.shards else None,
                 "scale": list(level.scale),
                 "translation": list(level.translation),
-                "voxel_size": list(voxel.zyx) if voxel else None,
+                # z, y, x for volumes; y, x (the pixel size) for a 2-D image
+                "voxel_size": list(voxel.zyx) if voxel else list(level.spacing) or None,
                 "nbytes": level.nbytes,
             }
             if stored_bytes:
                 entry["nbytes_stored"] = level.nbytes_stored()
             levels.append(entry)
-        voxel = self.voxel_size
         return {
             "url": self.url,
             "ome_version": self.ome_version,
             "name": self.multiscale.name,
             "axes": list(self.axes),
             "dtype": str(self.dtype),
-            "unit": voxel.unit if voxel else None,
+            "unit": self.unit,
             "method": self.multiscale.method,
             "levels": levels,
             "labels": list(self.labels),
@@ -394,7 +404,7 @@ class LabelImage(Volume):
         """
         if self.group is None:
             raise MetadataError(f"{self.url} is not a label image group")
-        return read_segments(self.group, self.url)
+        return read_segments(self.group, self.url, self.properties)
 
     @property
     def segment_count(self) -> int | None:

@@ -435,7 +435,6 @@ def _float(text: str, what: str) -> float:
 
 def _catalog_entry(served: Served, base: str) -> dict[str, Any]:
     volume = served.volume
-    voxel = volume.voxel_size
     labels = []
     for name in volume.labels:
         image = volume.labels[name]
@@ -452,14 +451,15 @@ def _catalog_entry(served: Served, base: str) -> dict[str, Any]:
         "dtype": str(volume.dtype),
         "shape": list(volume.shape),
         "axes": list(volume.axes),
-        "unit": voxel.unit if voxel else None,
+        "unit": volume.unit,
         "window": served.window.to_json(),
         "levels": [
             {
                 "index": level.index,
                 "path": level.path,
                 "shape": list(level.shape),
-                "voxel_size": list(level.voxel_size.zyx) if level.voxel_size else None,
+                # z, y, x for volumes; the pixel size (y, x) of a 2-D image
+                "voxel_size": list(level.spacing) or None,
                 "scale": list(level.scale),
                 "translation": list(level.translation),
                 "chunks": list(level.chunks),

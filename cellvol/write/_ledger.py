@@ -9,6 +9,11 @@ name, not a hidden one, so that HTTP servers that refuse dot-files still serve i
     _cellvol/manifest.json        every shard of every level with its size, after the metadata
     _cellvol/complete.json        the completion marker, written last
 
+Every one of these is a function of the parameters and the data alone: how a write went (how
+many shards it wrote or found finished, how long it took) is returned to the caller in its
+``WriteResult`` and never stored, so a resumed write leaves a store identical, object for
+object, to an uninterrupted one, and a digest of the whole store identifies the image.
+
 A shard counts as finished only when its record exists *and* its stored object still has the
 recorded size; anything else is written again. Shard objects themselves are written whole by
 one task (zarr's local store renames a temporary file into place; an S3 PUT is atomic), so a
@@ -144,13 +149,14 @@ class Ledger:
         write_bytes(self.store, MANIFEST_KEY, encode_manifest(levels))
         make_durable(self.store, [MANIFEST_KEY])
 
-    def mark_complete(self, summary: Mapping[str, Any]) -> None:
+    def mark_complete(self) -> None:
         """Write the completion marker, the last object of a write, and sync it to the disk.
 
         Everything it vouches for must be on the disk first: the shards are synced before
-        they are recorded, the manifest when written, the zarr metadata by the writer.
+        they are recorded, the manifest when written, the zarr metadata by the writer. It
+        holds no run statistics, which would make a resumed store differ from a clean one.
         """
-        body = {"format": RECORD_FORMAT, **summary}
+        body = {"format": RECORD_FORMAT}
         write_bytes(self.store, f"{LEDGER_PREFIX}/complete.json", dumps_record(body))
         make_durable(self.store, [f"{LEDGER_PREFIX}/complete.json"])
 

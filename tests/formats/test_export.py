@@ -70,12 +70,15 @@ def test_tiff_export_is_ome_with_physical_size(image: Path, tmp_path: Path) -> N
     np.testing.assert_array_equal(source.array[:, :, :], cellvol.open(image)[0:5, :, 10:60])
 
 
-def test_uint8_goes_to_mode_0_marked_unsigned(tmp_path: Path) -> None:
+def test_uint8_goes_to_mode_0_marked_unsigned_on_request(tmp_path: Path) -> None:
     data = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
     cellvol.write_pyramid(data, tmp_path / "u.zarr", 1.0)
-    out = cellvol.export(tmp_path / "u.zarr", tmp_path / "u.mrc")
+    out = cellvol.export(tmp_path / "u.zarr", tmp_path / "u.mrc", imod_unsigned=True)
     header, _, raw = mrc_header(out)
     assert int(header.mode) == 0
+    # IMOD's stamp with bit 0 of its flags clear: the bytes are unsigned.
+    stamp, flags = np.frombuffer(out.read_bytes()[152:160], dtype="=i4")
+    assert (int(stamp), int(flags) & 1) == (1146047817, 0)
     np.testing.assert_array_equal(open_source(out).array[:, :, :], data)
     assert raw.view(np.uint8).tobytes() == data.tobytes()
 
@@ -129,3 +132,47 @@ def test_parse_region() -> None:
         parse_region("1:2,3:4", (5, 6, 7))
     with pytest.raises(InvalidInputError, match="'a:b' is not a range"):
         parse_region("a:b,:,:", (5, 6, 7))
+
+
+def _validate(path: Path) -> tuple[bool, str]:
+    """mrcfile's own check of a file against MRC2014, with what it printed."""
+    import io
+
+    report = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        valid = mrcfile.validate(str(path), print_file=report)
+    return valid, report.getvalue()
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "uint16", "float16", "float32"])
+def test_every_mrc_export_is_valid_mrc2014_and_reads_the_same_everywhere(
+    tmp_path: Path, dtype: str
+) -> None:
+    from cellvol.formats._export import MRC_MODES
+
+    assert set(MRC_MODES) == {"int8", "uint8", "int16", "uint16", "float16", "float32"}
+    # The integer types' full range; floats in a range whose sum of squares mrcfile's check
+    # (which computes in the data's own type) does not overflow.
+    kind = np.dtype(dtype).kind
+    limits = {"float16": (-4, 4), "float32": (-1e3, 1e3)}
+    low, high = (np.iinfo(dtype).min, np.iinfo(dtype).max) if kind in "iu" else limits[dtype]
+    data = np.linspace(float(low), float(high), 6 * 10 * 12).astype(dtype)
+    data = data.reshape(6, 10, 12)
+    cellvol.write_pyramid(data, tmp_path / "v.zarr", 1.0, n_levels=1)
+    out = cellvol.export(tmp_path / "v.zarr", tmp_path / "v.mrc")
+    valid, report = _validate(out)
+    assert valid, report
+    # Any standard reader (mrcfile here, cellvol's own) gets the same values back.
+    _, _, read = mrc_header(out)
+    np.testing.assert_array_equal(read.astype(np.float64), data.astype(np.float64))
+    np.testing.assert_array_equal(open_source(out).array[:, :, :], read)
+
+
+def test_uint8_is_widened_to_mode_6_by_default(tmp_path: Path) -> None:
+    data = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    cellvol.write_pyramid(data, tmp_path / "u.zarr", 1.0)
+    header, _, raw = mrc_header(cellvol.export(tmp_path / "u.zarr", tmp_path / "u.mrc"))
+    assert int(header.mode) == 6
+    assert raw.dtype == np.uint16
+    np.testing.assert_array_equal(raw, data)

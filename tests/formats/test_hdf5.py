@@ -67,3 +67,12 @@ def test_source_reopens_in_another_process(h5file: Path) -> None:
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
         result = pool.submit(_read_region, array).result(timeout=120)
     np.testing.assert_array_equal(result, DATA[2:4, 10:20, 0:50])
+
+
+def test_float32_attributes_give_the_decimal_meant(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        f["raw"] = DATA
+        f["raw"].attrs["element_size_um"] = np.array([0.0834, 0.004, 0.004], np.float32)
+    source = open_source(tmp_path / "f.h5")
+    assert source.voxel_size == VoxelSize(83.4, 4, 4, "nm")
+    assert source.details["attributes"]["element_size_um"] == [0.0834, 0.004, 0.004]

@@ -159,3 +159,46 @@ def test_fei_extended_header_is_kept(shared_data: Path) -> None:
     assert extended["first_record"]["HT"] == 300000.0
     assert extended["first_record"]["Pixel size X"] == pytest.approx(8.537755e-11)
     assert source.voxel_size.x == pytest.approx(0.08537755)
+
+
+def test_voxel_size_is_the_decimal_the_float32_header_meant(tmp_path: Path) -> None:
+    # An EMDB-like map of 0.834 Å: the header's cell (float32) makes 0.83400001525878906.
+    data = np.zeros((4, 5, 200), np.float32)
+    path = write_mrc(tmp_path / "emd.map", data, voxel_size=0.834, origin=(-4.71, 8.3, 0.0))
+    source = open_mrc(path)
+    assert source.voxel_size == VoxelSize(0.0834, 0.0834, 0.0834, "nm")
+    assert repr(source.voxel_size) == ("VoxelSize(z=0.0834, y=0.0834, x=0.0834, unit='nanometer')")
+    assert source.origin == (0.0, 0.83, -0.471)
+    assert source.details["cella_angstrom"] == [166.8, 4.17, 3.336]
+    # Start indices times the voxel size: exact decimals too.
+    write_mrc(path, data, voxel_size=0.834, nxstart=3)
+    assert open_mrc(path).origin == (0.0, 0.0, 0.2502)
+
+
+def test_real_maps_keep_their_decimal_voxel_sizes(shared_data: Path) -> None:
+    expected = {
+        "mrc/EMD-3001.map": (0.045875, 0.03925, 0.044825),
+        "mrc/EMD-3197.map": (1.14, 1.14, 1.14),
+        "cryoet/beta-tubulin.mrc": (0.5144, 0.5144, 0.5144),
+        "mrc/fei-extended.mrc": (0.08537755, 0.08537755, 0.08537755),
+    }
+    for name, zyx in expected.items():
+        assert open_source(shared_data / name).voxel_size == VoxelSize(*zyx, "nm"), name
+    assert open_source(shared_data / "mrc" / "EMD-3001.map").origin == (0.0, -0.471, -0.941325)
+
+
+def test_converted_map_shows_its_decimal_voxel_size_everywhere(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    import cellvol
+    from cellvol.cli import app
+
+    path = write_mrc(tmp_path / "emd.map", np.zeros((4, 5, 200), np.float32), voxel_size=0.834)
+    volume = cellvol.open(cellvol.convert(path, tmp_path / "emd.ome.zarr").url)
+    assert "voxel_size=0.0834 × 0.0834 × 0.0834 nanometer" in repr(volume)
+    assert repr(volume.voxel_size) == "VoxelSize(z=0.0834, y=0.0834, x=0.0834, unit='nanometer')"
+    assert volume.multiscale.datasets[0].scale == (0.0834, 0.0834, 0.0834)
+    shown = CliRunner().invoke(app, ["info", "--json", str(tmp_path / "emd.ome.zarr")])
+    assert json.loads(shown.output)["levels"][0]["voxel_size"] == [0.0834, 0.0834, 0.0834]

@@ -187,3 +187,21 @@ def test_strips_too_large_for_the_memory_limit_are_refused(tmp_path: Path) -> No
         cellvol.convert(tmp_path / "big.tif", out, voxel_size=1, memory_limit=32 * 2**20)
     assert not out.exists()
     cellvol.convert(tmp_path / "big.tif", out, voxel_size=1, memory_limit=256 * 2**20)
+
+
+def test_imagej_resolution_rationals_give_the_decimal_meant(tmp_path: Path) -> None:
+    # The rational 13pf_MT.tif holds for 1 / 1.052: inverted, it is 1.0520000000950358.
+    rational = (4082668531, 4294967295)
+    tifffile.imwrite(
+        tmp_path / "ij.tif",
+        DATA,
+        imagej=True,
+        resolution=(rational, rational),
+        metadata={"unit": "nm", "spacing": 1.052, "axes": "ZYX"},
+    )
+    assert open_source(tmp_path / "ij.tif").voxel_size == VoxelSize(1.052, 1.052, 1.052, "nm")
+
+
+def test_real_imagej_tomogram_voxel_size_is_exact(shared_data: Path) -> None:
+    source = open_source(shared_data / "cryoet" / "13pf_MT.tif")
+    assert source.voxel_size == VoxelSize(1.052, 1.052, 1.052, "nm")

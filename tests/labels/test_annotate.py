@@ -151,3 +151,31 @@ def test_cli_adds_labels_and_annotates(tmp_path: Path) -> None:
     assert cellvol.open(image).labels["cells"].properties[4]["name"] == "nucleus"
     info = runner.invoke(app, ["info", str(image)], terminal_width=200)
     assert "labels cells" in info.output
+
+
+def test_segment_table_carries_the_annotations(image: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    cellvol.annotate(
+        image,
+        "organelles",
+        3,
+        name="mitochondrion",
+        description="outer membrane traced by hand",
+        references=["GO:0005739", "UniProt:P69905"],
+    )
+    cellvol.annotate(image, "organelles", 9, name="vesicle")
+    table = cellvol.open(image).labels["organelles"].segments.to_pandas()
+    assert table.loc[3, "name"] == "mitochondrion"
+    assert table.loc[3, "description"] == "outer membrane traced by hand"
+    assert table.loc[3, "references"] == "GO:0005739; UniProt:P69905"
+    assert table.loc[9, "name"] == "vesicle"
+    assert pd.isna(table.loc[9, "references"])
+    assert table.loc[3, "voxel_count"] == 3 * 15 * 15
+
+
+def test_segment_table_without_annotations_has_empty_name_columns(image: Path) -> None:
+    pytest.importorskip("pandas")
+    table = cellvol.open(image).labels["organelles"].segments.to_pandas()
+    assert table["name"].isna().all()
+    assert table["references"].isna().all()
+    assert "description" not in table  # only when some segment has one

@@ -132,3 +132,54 @@ def test_tensorstore_arrays_in_an_ome_zarr_group(tmp_path: Path) -> None:
     np.testing.assert_array_equal(volume[:], DATA)
     np.testing.assert_array_equal(volume.level(1)[:], DATA[:, ::2, ::2])
     np.testing.assert_array_equal(volume.plane("x", 5, level=1), DATA[:, ::2, 10])
+
+
+def _two_dimensional_image(path: Path, units: bool) -> Path:
+    """A 2-D OME-Zarr 0.4 image as neuroglancer's ``simple_0.4`` example lays it out."""
+    group = zarr.open_group(path, mode="w", zarr_format=2)
+    group.create_array("0", data=np.arange(64 * 80, dtype=np.uint8).reshape(64, 80))
+    group.create_array("1", data=np.zeros((32, 40), np.uint8))
+    axes = [
+        {"name": name, "type": "space", **({"unit": "micrometer"} if units else {})}
+        for name in ("y", "x")
+    ]
+    group.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": axes,
+            "datasets": [
+                {
+                    "path": "0",
+                    "coordinateTransformations": [{"type": "scale", "scale": [0.5, 0.25]}],
+                },
+                {
+                    "path": "1",
+                    "coordinateTransformations": [{"type": "scale", "scale": [1.0, 0.5]}],
+                },
+            ],
+        }
+    ]
+    return path
+
+
+def test_two_dimensional_images_report_their_units_and_pixel_sizes(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cellvol.cli import app
+
+    volume = cellvol.open(_two_dimensional_image(tmp_path / "2d.zarr", units=True))
+    assert volume.voxel_size is None  # a VoxelSize is z, y, x
+    assert volume.unit == "micrometer"
+    assert volume.levels[1].spacing == (1.0, 0.5)
+    info = volume.info()
+    assert info["unit"] == "micrometer"
+    assert [level["voxel_size"] for level in info["levels"]] == [[0.5, 0.25], [1.0, 0.5]]
+    table = CliRunner().invoke(app, ["info", str(tmp_path / "2d.zarr")], terminal_width=200)
+    assert table.exit_code == 0, table.output
+    assert "voxel size (µm)" in table.output
+    assert "unitless" not in table.output
+    assert "0.5 × 0.25" in table.output
+    # Without units: still the pixel sizes, and no invented unit.
+    bare = cellvol.open(_two_dimensional_image(tmp_path / "bare.zarr", units=False))
+    assert bare.unit is None
+    assert bare.info()["levels"][0]["voxel_size"] == [0.5, 0.25]
