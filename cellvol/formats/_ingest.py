@@ -222,8 +222,8 @@ def _voxel_size(
     if source.voxel_size is not None:
         return source.voxel_size
     raise InvalidInputError(
-        f"{os.fspath(src)}: records no complete voxel size; give one (voxel_size=(z, y, x) or "
-        "--voxel-size Z,Y,X)"
+        f"{os.fspath(src)}: records no complete voxel size",
+        hint="give one with {voxel_size=(z, y, x)}",
     )
 
 

@@ -275,8 +275,8 @@ def write_pyramid(
             return WriteResult(location.url, plan, schedule, 0, 0, time.perf_counter() - started)
         if not resume:
             raise WriteConflictError(
-                f"{location.url} holds an interrupted write of this volume; resume it "
-                "(resume=True, or --resume on the command line) or start again with overwrite"
+                f"{location.url} holds an interrupted write of this volume",
+                hint="continue it with {resume=True}, or start again with {overwrite=True}",
             )
         _remove_interrupted_temporaries(store)
 
@@ -434,13 +434,13 @@ def _refuse_existing_node(store: Store, url: str) -> None:
         return
     except MetadataError as exc:
         raise WriteConflictError(
-            f"{url} already holds zarr metadata that cellvol did not write and cannot read "
-            f"({exc}); pass overwrite=True to replace it"
+            f"{url} already holds zarr metadata that cellvol did not write and cannot read ({exc})",
+            hint="pass {overwrite=True} to replace it",
         ) from exc
     kind = "group" if isinstance(node, zarr.Group) else "array"
     raise WriteConflictError(
-        f"{url} already holds a zarr {kind} that cellvol did not start; pass overwrite=True "
-        "to replace it"
+        f"{url} already holds a zarr {kind} that cellvol did not start",
+        hint="pass {overwrite=True} to replace it",
     )
 
 
@@ -459,7 +459,8 @@ def _refuse_foreign_content(store: Store, url: str) -> None:
     _refuse_existing_node(store, url)
     if any(not _INTERRUPTED_TEMPORARY.search(key) for key in list_keys(store, "")):
         raise WriteConflictError(
-            f"{url} is not empty and holds no cellvol write; pass overwrite=True to replace it"
+            f"{url} is not empty and holds no cellvol write",
+            hint="pass {overwrite=True} to replace it",
         )
 
 
