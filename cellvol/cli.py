@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
+import os
+import re
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,7 +16,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
+from cellvol._store import close_sessions
 from cellvol._version import __version__
 from cellvol.errors import CellvolError, WriteConflictError
 from cellvol.ome._validation import validate
@@ -39,13 +47,116 @@ _DEMO_SHAPE = "256,512,512"
 _DEMO_SOURCE = "cellvol demo"
 
 
-def main() -> None:
-    """Run the command line, turning cellvol errors into a message and exit status 1."""
+# Library keywords whose option has another name; any other keyword is the option's own name.
+_OPTION_OF_KEYWORD = {"n_levels": "levels", "memory_limit": "memory_limit_mib"}
+# Set to 1 to see the traceback of an unexpected error (one that is a bug, not a user's input).
+_TRACEBACK_VARIABLE = "CELLVOL_TRACEBACK"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the command line; exit with its status.
+
+    Every error ends the run as one line, ``error: ...``, sometimes followed by one line
+    ``hint: ...`` naming the command's own options; never as a traceback. The status is 2 for
+    a command line that does not parse, else 1.
+
+    Parameters
+    ----------
+    argv
+        The arguments after the program's name; by default ``sys.argv[1:]``.
+    """
+    args = (sys.argv[1:] if argv is None else list(argv)) or ["--help"]
     try:
-        app()
-    except CellvolError as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        try:
+            status = app(args=args, prog_name="cellvol", standalone_mode=False)
+        finally:
+            close_sessions()  # else aiohttp reports each S3 or HTTP session open at exit
+    except typer.TyperException as exc:  # the command line does not parse, or BadParameter
+        ctx = getattr(exc, "ctx", None)
+        _report(exc.format_message(), f"see '{ctx.command_path if ctx else 'cellvol'} --help'")
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        _report("aborted", None)
         raise SystemExit(1) from None
+    except CellvolError as exc:
+        options = command_options(args)
+        _report(exc.message, exc.hint_as(functools.partial(_spell_option, options)))
+        raise SystemExit(1) from None
+    except OSError as exc:  # the file system or network refused something: the user's to fix
+        _report(str(exc) or type(exc).__name__, None)
+        raise SystemExit(1) from None
+    except Exception as exc:
+        if os.environ.get(_TRACEBACK_VARIABLE) == "1":
+            raise
+        _report(
+            f"unexpected {type(exc).__name__}: {exc}",
+            f"this is a bug in cellvol; run again with {_TRACEBACK_VARIABLE}=1 to see where, "
+            "and report it",
+        )
+        raise SystemExit(1) from None
+    raise SystemExit(status if isinstance(status, int) else 0)
+
+
+def _report(message: str, hint: str | None) -> None:
+    """Print an error as one line, and its hint as a second, whatever the text held."""
+    line = Text.assemble(("error:", "bold red"), " ", " ".join(message.split()))
+    errors.print(line, highlight=False)
+    if hint:
+        errors.print(Text.assemble(("hint:", "bold"), " ", " ".join(hint.split())))
+
+
+def command_options(args: Sequence[str]) -> dict[str, Any]:
+    """The options of the command ``args`` runs, by parameter name (the group's if none).
+
+    Parameters
+    ----------
+    args
+        A command line, without the program's name.
+
+    Returns
+    -------
+    dict
+        Each option's parameter name (``"endpoint_url"``) to its click option, whose ``opts``
+        are its spellings (``["--endpoint-url"]``).
+    """
+    group = typer.main.get_command(app)
+    command: Any = group
+    commands = getattr(group, "commands", {})
+    for arg in args:
+        if arg in commands:
+            command = commands[arg]
+            break
+    return {p.name: p for p in command.params if p.param_type_name == "option" and p.name}
+
+
+def _spell_option(options: dict[str, Any], keyword: str, value: str) -> str:
+    """The command line for the library's ``keyword=value``: ``--overwrite``, ``--port 0``.
+
+    ``value`` is Python source text. The command's own option of that name is used; a
+    keyword the command has no option for keeps its Python spelling.
+    """
+    option = options.get(_OPTION_OF_KEYWORD.get(keyword, keyword))
+    if option is None:
+        return f"{keyword}={value}"
+    if option.is_flag:
+        if value == "False" and option.secondary_opts:
+            return str(option.secondary_opts[0])
+        return str(option.opts[0])
+    return f"{option.opts[0]} {_option_value(value)}"
+
+
+def _option_value(value: str) -> str:
+    """Python source text as a command-line value: ``'URL'`` to URL, ``(z, y, x)`` to Z,Y,X."""
+    names = re.fullmatch(r"\(\s*([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*,?\s*\)", value)
+    if names:
+        return ",".join(n.strip().upper() for n in names.group(1).split(","))
+    try:
+        literal = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+    if isinstance(literal, tuple):
+        return ",".join(str(v) for v in literal)
+    return str(literal)
 
 
 def _print_version(value: bool) -> None:
