@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING, Any
 from cellvol._codec._cache import ChunkCache
 from cellvol._version import __version__
 from cellvol.errors import (
+    AccessDeniedError,
+    AddressInUseError,
     CellvolError,
     CellvolWarning,
+    EndpointUnreachableError,
     IntegrityError,
     InvalidInputError,
     LayoutError,
@@ -74,9 +77,12 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AccessDeniedError",
+    "AddressInUseError",
     "CellvolError",
     "ChunkCache",
     "CellvolWarning",
+    "EndpointUnreachableError",
     "IntegrityError",
     "InvalidInputError",
     "LabelImage",

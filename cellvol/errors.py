@@ -11,6 +11,9 @@ keeps working without knowing about cellvol::
     ├── UnsupportedURLError (ValueError)         a URL scheme cellvol cannot open
     ├── StoreNotFoundError (FileNotFoundError)   nothing at the path, URL or bucket
     ├── ReadOnlyStoreError (PermissionError)     a write was attempted on a read-only store
+    ├── AccessDeniedError (PermissionError)      credentials missing, refused or not enough
+    ├── EndpointUnreachableError (ConnectionError)  an S3 endpoint or HTTP server is unreachable
+    ├── AddressInUseError (OSError)              a server cannot listen on a taken address
     ├── MetadataError (ValueError)               OME-Zarr metadata missing, malformed or invalid
     │   └── NotOMEZarrError                      the location holds no OME-Zarr image at all
     ├── LevelError (IndexError)                  a pyramid level index out of range
@@ -20,13 +23,25 @@ keeps working without knowing about cellvol::
 
 :class:`CellvolWarning` is the one warning category; the test suite turns it into an error so
 that nothing the library warns about goes unnoticed.
+
+An error may carry a *hint*, what to try, apart from its message. A hint names the parameters
+to change as ``{name=value}`` (``"pass {overwrite=True} to replace it"``): ``str(error)``
+spells them as Python keywords (``overwrite=True``), and the command line spells them as its
+own options (``--overwrite``), so that one error reads right to both.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from typing import Final
+
 __all__ = [
+    "AccessDeniedError",
+    "AddressInUseError",
     "CellvolError",
     "CellvolWarning",
+    "EndpointUnreachableError",
     "IntegrityError",
     "InvalidInputError",
     "LayoutError",
@@ -42,8 +57,55 @@ __all__ = [
 ]
 
 
+#: A parameter named in a hint: ``{overwrite=True}``, ``{voxel_size=(z, y, x)}``.
+HINT_PARAMETER: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)=([^{}]*)\}")
+
+
 class CellvolError(Exception):
-    """Base class of every error raised by cellvol."""
+    """Base class of every error raised by cellvol.
+
+    Parameters
+    ----------
+    message
+        What went wrong, naming the file, key or URL; one line.
+    hint
+        What to try, if anything; parameters to change are written ``{name=value}``.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(message if hint is None else f"{message}; {self.hint_as(_as_keyword)}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keeps the hint apart through pickling (errors cross process boundaries under dask).
+        return (_restore, (type(self), self.message, self.hint), self.__dict__)
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The names of the parameters the hint asks to change, in order."""
+        return tuple(m.group(1) for m in HINT_PARAMETER.finditer(self.hint or ""))
+
+    def hint_as(self, spell: Callable[[str, str], str]) -> str | None:
+        """The hint with each ``{name=value}`` replaced by ``spell(name, value)``.
+
+        Parameters
+        ----------
+        spell
+            Turns a parameter's name and its value (Python source text) into the words a
+            caller would type: ``name=value`` for Python, an option for the command line.
+        """
+        if self.hint is None:
+            return None
+        return HINT_PARAMETER.sub(lambda m: spell(m.group(1), m.group(2)), self.hint)
+
+
+def _restore(cls: type[CellvolError], message: str, hint: str | None) -> CellvolError:
+    return cls(message, hint=hint)
+
+
+def _as_keyword(name: str, value: str) -> str:
+    return f"{name}={value}"
 
 
 class CellvolWarning(UserWarning):
@@ -72,6 +134,18 @@ class StoreNotFoundError(CellvolError, FileNotFoundError):
 
 class ReadOnlyStoreError(CellvolError, PermissionError):
     """A write was attempted on a store opened read-only (for example over HTTP)."""
+
+
+class AccessDeniedError(CellvolError, PermissionError):
+    """A store refused access: no usable credentials, or credentials without the permission."""
+
+
+class EndpointUnreachableError(CellvolError, ConnectionError):
+    """An S3 endpoint or HTTP server could not be reached at all."""
+
+
+class AddressInUseError(CellvolError, OSError):
+    """A server cannot listen on its host and port: another process holds them."""
 
 
 class MetadataError(CellvolError, ValueError):

@@ -155,8 +155,7 @@ def test_convert_without_voxel_size_is_refused(tmp_path: Path) -> None:
     np.save(tmp_path / "in.npy", np.zeros((4, 4, 4), np.uint8))
     result = run("convert", str(tmp_path / "in.npy"), str(tmp_path / "o.zarr"))
     assert result.returncode == 1
-    assert "records no complete voxel size; give one" in result.stderr
-    assert "--voxel-size Z,Y,X" in result.stderr
+    assert "records no complete voxel size\nhint: give one with --voxel-size Z,Y,X" in result.stderr
     assert not (tmp_path / "o.zarr").exists()
 
 

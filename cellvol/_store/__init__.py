@@ -5,7 +5,8 @@ URLs to :func:`cellvol.open` and :func:`cellvol.write_pyramid` instead. Modules,
 each: ``_location`` (parsing), ``_options`` (storage options), ``_open`` (the modes and what
 each guarantees), ``_local``, ``_s3``, ``_http`` (the backends), ``_objects`` (whole-object
 reads and writes, listing, deletion), ``_durable`` (syncing to stable storage), ``_nodes``
-(zarr groups and arrays found in a store), ``_loop`` (event loops). This layer knows nothing
+(zarr groups and arrays found in a store), ``_loop`` (event loops), ``_sessions`` (closing
+the network sessions of the filesystems opened). This layer knows nothing
 of OME metadata or pyramids.
 """
 
@@ -24,6 +25,7 @@ from cellvol._store._objects import (
 )
 from cellvol._store._open import MODES, Mode, open_store
 from cellvol._store._s3 import S3Store
+from cellvol._store._sessions import close_sessions
 
 __all__ = [
     "METADATA_KEYS",
@@ -33,6 +35,7 @@ __all__ = [
     "Mode",
     "S3Store",
     "delete_all_but",
+    "close_sessions",
     "delete_prefix",
     "is_local_store",
     "join",

@@ -10,7 +10,14 @@ from zarr.storage import FsspecStore
 from cellvol._store._location import METADATA_KEYS, Location, redact
 from cellvol._store._loop import run_in_fresh_loop
 from cellvol._store._options import scrub
-from cellvol.errors import InvalidInputError, ReadOnlyStoreError, StoreNotFoundError
+from cellvol._store._sessions import track
+from cellvol.errors import (
+    AccessDeniedError,
+    EndpointUnreachableError,
+    InvalidInputError,
+    ReadOnlyStoreError,
+    StoreNotFoundError,
+)
 
 if TYPE_CHECKING:
     from cellvol._store._open import Mode
@@ -30,6 +37,7 @@ def open_http(location: Location, mode: Mode, options: dict[str, Any]) -> Store:
         )
     run_in_fresh_loop(_probe_http(location, options))
     fs = HTTPFileSystem(**options, asynchronous=True)
+    track(fs)
     return FsspecStore(fs, path=location.url, read_only=True)
 
 
@@ -53,7 +61,7 @@ async def _probe_http(location: Location, options: dict[str, Any]) -> None:
                 statuses.add(response.status)
                 tried.append(f"{name} (HTTP {response.status})")
     except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-        raise ConnectionError(
+        raise EndpointUnreachableError(
             f"could not reach {redact(location.url)}: {type(exc).__name__}: "
             f"{scrub(str(exc), options)}"
         ) from exc
@@ -62,7 +70,7 @@ async def _probe_http(location: Location, options: dict[str, Any]) -> None:
     finally:
         await session.close()
     if 401 in statuses:  # 403 is no proof: S3 answers it for missing keys it may not list
-        raise PermissionError(
+        raise AccessDeniedError(
             f"{location.url} requires authentication (HTTP 401): pass credentials in "
             "storage_options, e.g. headers={'Authorization': ...}"
         )

@@ -141,8 +141,8 @@ class _LocalLease(StoreLease):
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
                     raise
                 raise WriteConflictError(
-                    f"{url} is being written by another writer ({_read_holder(path)}); "
-                    "wait for it to finish, or write elsewhere"
+                    f"{url} is being written by another writer ({_read_holder(path)})",
+                    hint="wait for it to finish, or write elsewhere",
                 ) from None
             # The file may have been replaced between open and lock (an overwrite that
             # removed it): then the lock guards nothing, and the new file is tried instead.
@@ -218,16 +218,16 @@ class _ObjectLease(StoreLease):
             if takes_over and lease._put(match=etag):
                 lease._start_renewing()
                 return lease
-            advice = (
-                "it has not been renewed for "
-                f"{age:.0f} s, so its writer has probably stopped: resume the write to take it "
-                "over"
-                if abandoned
-                else "wait for it to finish; if that writer is gone, break the lease "
-                "(break_lease=True, or --break-lease on the command line)"
-            )
+            if abandoned:
+                raise WriteConflictError(
+                    f"{url} is held by a writer that has not renewed its lease for {age:.0f} s "
+                    f"({_describe(holder)}), so it has probably stopped",
+                    hint="resume the write with {resume=True} to take it over",
+                )
             raise WriteConflictError(
-                f"{url} is being written by another writer ({_describe(holder)}): {advice}"
+                f"{url} is being written by another writer ({_describe(holder)})",
+                hint="wait for it to finish; if that writer is gone, break the lease with "
+                "{break_lease=True}",
             )
         raise WriteConflictError(f"{url}: could not take the write lease {key}; try again")
 

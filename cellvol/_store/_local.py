@@ -25,10 +25,7 @@ def open_local(location: Location, mode: Mode) -> Store:
         )
     if mode in ("r", "r+"):
         if not root.exists():
-            raise StoreNotFoundError(
-                f"{location.url} does not exist: mode {mode!r} opens an existing store "
-                "(use mode 'a' or 'w' to create one)"
-            )
+            raise StoreNotFoundError(f"{location.url} does not exist: {_missing(root)}")
         return LocalStore(root, read_only=mode == "r")
     if mode == "w-" and root.is_dir() and any(root.iterdir()):
         raise WriteConflictError(
@@ -36,3 +33,13 @@ def open_local(location: Location, mode: Mode) -> Store:
         )
     root.mkdir(parents=True, exist_ok=True)
     return LocalStore(root, read_only=False)
+
+
+def _missing(root: Path) -> str:
+    """What was expected at ``root``, and the nearest part of its path that exists."""
+    parent = root.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    shown = parent != root.parent and parent != parent.parent  # not the root of everything
+    where = f"; the nearest existing folder is {parent}" if shown else ""
+    return f"expected a zarr store (a directory) there{where}"

@@ -54,8 +54,10 @@ chunks) in any such store.
 
 Error messages name the location and what was expected; they never contain credentials. A URL
 with credentials in it (``https://user:pass@host/...``) is refused for that reason: pass them
-in ``storage_options`` instead. An endpoint that cannot be reached at all raises the built-in
-:class:`ConnectionError`, since it says nothing about whether the data exists.
+in ``storage_options`` instead. An endpoint that cannot be reached at all raises
+:class:`EndpointUnreachableError` (a :class:`ConnectionError`), since it says nothing about
+whether the data exists; the first request to S3 is made with bounded retries, so that this
+takes a second or two rather than botocore's default four retries with backoff.
 """
 
 from __future__ import annotations
@@ -124,11 +126,11 @@ def open_store(
         path that is a file rather than a directory, or an AWS profile that does not exist.
     UnsupportedURLError
         For a scheme cellvol cannot open.
-    PermissionError
-        If S3 refuses the credentials or denies access, or an HTTP server asks for
-        authentication (HTTP 401).
-    ConnectionError
-        If the S3 endpoint or HTTP server cannot be reached.
+    AccessDeniedError
+        If there are no credentials, S3 refuses them or denies access, or an HTTP server asks
+        for authentication (HTTP 401). A :class:`PermissionError`.
+    EndpointUnreachableError
+        If the S3 endpoint or HTTP server cannot be reached. A :class:`ConnectionError`.
     """
     if mode not in MODES:
         raise InvalidInputError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")

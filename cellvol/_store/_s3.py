@@ -15,7 +15,14 @@ from zarr.storage import FsspecStore
 from cellvol._store._location import METADATA_KEYS, Location, redact
 from cellvol._store._loop import run_in_fresh_loop
 from cellvol._store._options import scrub
-from cellvol.errors import InvalidInputError, StoreNotFoundError, WriteConflictError
+from cellvol._store._sessions import track
+from cellvol.errors import (
+    AccessDeniedError,
+    EndpointUnreachableError,
+    InvalidInputError,
+    StoreNotFoundError,
+    WriteConflictError,
+)
 
 if TYPE_CHECKING:
     from cellvol._store._open import Mode
@@ -24,6 +31,14 @@ __all__ = ["S3Store", "open_s3"]
 
 _S3_CONNECTIONS: Final = 32
 """Connections an S3 store opens at once, unless ``config_kwargs`` sets ``max_pool_connections``."""
+# The probe is a store's first request, made by a client of its own with these limits (unless
+# config_kwargs sets them): an endpoint that cannot be reached then fails in about a second,
+# not after botocore's default four retries with backoff. Later requests keep the defaults.
+_PROBE_LIMITS: Final = {
+    "connect_timeout": 5,
+    "read_timeout": 15,
+    "retries": {"max_attempts": 2, "mode": "standard"},
+}
 # Codes S3 answers with when a bucket does not exist.
 _NO_BUCKET: Final = frozenset({"NoSuchBucket", "404", "NotFound"})
 # Codes S3 answers with when a policy or ACL forbids the request (credentials are valid).
@@ -35,16 +50,16 @@ def open_s3(location: Location, mode: Mode, options: dict[str, Any]) -> Store:
 
     options = _with_connection_pool(options)
     fs = S3FileSystem(**options, asynchronous=True)
+    track(fs)
     if options.get("skip_instance_cache"):
         # A filesystem of its own, which the caller may mean to drive from its own event loop:
-        # probe with a throwaway twin, in a loop of its own, so that this one stays unbound.
-        twin = S3FileSystem(**options, asynchronous=True)
-        run_in_fresh_loop(_probe_s3(twin, location, mode, options, close=True))
+        # probe in a loop of its own, so that this one stays unbound.
+        run_in_fresh_loop(_probe_s3(None, location, mode, options))
     else:
         # fsspec shares this filesystem among stores opened with the same options in this
-        # thread, and zarr's synchronous API drives it from zarr's event loop: probe it there,
-        # so that the client (and its connections) made for the probe are the ones zarr uses.
-        sync(_probe_s3(fs, location, mode, options, close=False))
+        # thread, and zarr's synchronous API drives it from zarr's event loop: its client is
+        # made there, and the probe's client shares its session (the loaded service models).
+        sync(_probe_s3(fs, location, mode, options))
     return S3Store(fs, path=location.path, read_only=mode == "r")
 
 
@@ -82,16 +97,31 @@ def _with_connection_pool(options: dict[str, Any]) -> dict[str, Any]:
     return {**options, "config_kwargs": {**(config or {}), "max_pool_connections": _S3_CONNECTIONS}}
 
 
-async def _probe_s3(
-    fs: Any, location: Location, mode: Mode, options: dict[str, Any], *, close: bool
-) -> None:
+def _probe_options(options: dict[str, Any], session: Any) -> dict[str, Any]:
+    """``options`` for the probe's own filesystem: :data:`_PROBE_LIMITS`, the given session."""
+    config = dict(options.get("config_kwargs") or {})
+    probe = {**options, "skip_instance_cache": True, "config_kwargs": {**_PROBE_LIMITS, **config}}
+    if session is not None and "session" not in options:
+        probe["session"] = session
+    return probe
+
+
+async def _probe_s3(shared: Any, location: Location, mode: Mode, options: dict[str, Any]) -> None:
     """Check the bucket, and what lies under the prefix, with one listing request.
 
     Listing works under prefix-restricted policies, where HeadBucket would be denied. The
-    client is closed afterwards when ``close`` is true.
+    request goes through a client of its own with bounded retries, closed afterwards;
+    ``shared``, the filesystem the store will use, only lends its session when given.
     """
+    from s3fs import S3FileSystem
+
     try:
-        client = await fs.set_session()
+        session = None
+        if shared is not None:
+            await shared.set_session()
+            session = shared.session
+        prober = S3FileSystem(**_probe_options(options, session), asynchronous=True)
+        client = await prober.set_session()
     except Exception as exc:
         raise _s3_setup_error(exc, location, options) from exc
     endpoint = redact(str(client.meta.endpoint_url))
@@ -113,7 +143,7 @@ async def _probe_s3(
             if mode in ("a", "w"):
                 return  # nothing to verify: writes themselves will report a refusal
             if mode == "w-":
-                raise PermissionError(
+                raise AccessDeniedError(
                     f"cannot check that {location.url} is empty for mode 'w-': listing bucket "
                     f"{bucket!r} at endpoint {endpoint} is not permitted"
                 ) from exc
@@ -131,8 +161,7 @@ async def _probe_s3(
                 f"but holds no object {where}"
             )
     finally:
-        if close:
-            await client.close()
+        await client.close()
 
 
 async def _probe_s3_metadata(
@@ -152,10 +181,11 @@ async def _probe_s3_metadata(
         else:
             return
     if denied:
-        hint = " (anonymous access: pass credentials if the bucket is private)"
-        raise PermissionError(
-            f"access denied to {location.url} at endpoint {endpoint}"
-            + (hint if options.get("anon") else "")
+        raise AccessDeniedError(
+            f"access denied to {location.url} at endpoint {endpoint}",
+            hint="anonymous access: pass credentials if the bucket is private"
+            if options.get("anon")
+            else None,
         )
     raise StoreNotFoundError(
         f"nothing at {location.url} (endpoint {endpoint}): the bucket may not be listed, and "
@@ -201,15 +231,16 @@ def _s3_request_error(
     """Translate a failed S3 request into the exception a caller should see."""
     boto = importlib.import_module("botocore.exceptions")
     if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError):
-        return PermissionError(
-            f"no usable AWS credentials for {location.url} at endpoint {endpoint}: pass "
-            "key/secret or profile in storage_options, configure AWS credentials, or use "
-            "anon=True for a public bucket"
+        return AccessDeniedError(
+            f"no usable AWS credentials for {location.url} at endpoint {endpoint}",
+            hint="configure them (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or "
+            "~/.aws/credentials), or use {anon=True} for a public bucket",
         )
     if isinstance(exc, boto.ConnectionError | boto.HTTPClientError):
-        return ConnectionError(
+        return EndpointUnreachableError(
             f"could not reach the S3 endpoint {endpoint} for {location.url}: "
-            f"{scrub(str(exc), options)}"
+            f"{_unreachable_reason(exc, options)}",
+            hint=_endpoint_hint(options),
         )
     code = _s3_error_code(exc)
     if code is not None:
@@ -221,8 +252,34 @@ def _s3_request_error(
             "InvalidToken",
             "TokenRefreshRequired",
         ):
-            return PermissionError(
+            return AccessDeniedError(
                 f"S3 refused access to {location.url} at endpoint {endpoint}: {message}"
             )
         return OSError(f"S3 request for {location.url} at endpoint {endpoint} failed: {message}")
     return exc
+
+
+def _unreachable_reason(exc: Exception, options: Mapping[str, Any]) -> str:
+    """Why a connection failed, in a few words (botocore's text repeats the whole request)."""
+    boto = importlib.import_module("botocore.exceptions")
+    if isinstance(exc, boto.ConnectTimeoutError):
+        return "no answer to the connection attempt in time"
+    if isinstance(exc, boto.ReadTimeoutError):
+        return "connected, but no reply in time"
+    if isinstance(exc, boto.EndpointConnectionError):
+        cause = exc.kwargs.get("error")
+        return f"cannot connect ({scrub(str(cause), options)})" if cause else "cannot connect"
+    return scrub(str(exc), options)
+
+
+def _endpoint_hint(options: Mapping[str, Any]) -> str:
+    if options.get("endpoint_url"):
+        return (
+            "check the address and that the server runs there, or give another with "
+            "{endpoint_url='URL'}"
+        )
+    return (
+        "the endpoint comes from the AWS configuration (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL or "
+        "~/.aws/config), else it is AWS itself; check the network, or give one with "
+        "{endpoint_url='URL'}"
+    )

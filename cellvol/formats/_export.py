@@ -123,7 +123,7 @@ def export(
             f"{' '.join(_MRC_SUFFIXES + _TIFF_SUFFIXES)}"
         )
     if target.exists() and not overwrite:
-        raise WriteConflictError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+        raise WriteConflictError(f"{path} exists", hint="pass {overwrite=True} to replace it")
     dtype = chosen.dtype
     if suffix in _MRC_SUFFIXES and dtype.name not in MRC_MODES:
         raise InvalidInputError(

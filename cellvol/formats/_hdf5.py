@@ -137,8 +137,8 @@ def _only_volume(handle: Any, name: str) -> str:
     if len(volumes) != 1:
         listing = ", ".join(f"{p} {s}" for p, s in _dataset_shapes(handle)) or "none"
         raise InvalidInputError(
-            f"{name}: holds {len(volumes)} 3-D datasets; name one (file.h5:/path or --dataset). "
-            f"Its datasets: {listing}"
+            f"{name}: holds {len(volumes)} 3-D datasets",
+            hint=f"name one, as file.h5:/path or with {{dataset='/path'}}; its datasets: {listing}",
         )
     return volumes[0]
 

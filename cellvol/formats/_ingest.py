@@ -226,9 +226,9 @@ def _check_blocks(source: Source, src: str | os.PathLike[str], memory_limit: int
     raise InvalidInputError(
         f"{os.fspath(src)}: each of its compressed strips or tiles decodes to "
         f"{source.block_bytes / mib:,.0f} MiB, and every read decodes at least one whole; that "
-        f"is over a quarter of the memory limit ({memory_limit / mib:,.0f} MiB). Raise the "
-        f"limit to {4 * source.block_bytes / mib:,.0f} MiB or more (memory_limit, "
-        "--memory-limit-mib), or save the file again with smaller strips or tiles"
+        f"is over a quarter of the memory limit ({memory_limit / mib:,.0f} MiB)",
+        hint=f"allow {4 * source.block_bytes / mib:,.0f} MiB or more ({{memory_limit=...}}), or "
+        "save the file again with smaller strips or tiles",
     )
 
 
@@ -243,8 +243,8 @@ def _voxel_size(
     if source.voxel_size is not None:
         return source.voxel_size
     raise InvalidInputError(
-        f"{os.fspath(src)}: records no complete voxel size; give one (voxel_size=(z, y, x) or "
-        "--voxel-size Z,Y,X)"
+        f"{os.fspath(src)}: records no complete voxel size",
+        hint="give one with {voxel_size=(z, y, x)}",
     )
 
 

@@ -27,7 +27,7 @@ import zarr
 
 from cellvol._codec._cache import ChunkCache
 from cellvol._store import make_durable, open_store
-from cellvol.errors import InvalidInputError, MetadataError, NotOMEZarrError
+from cellvol.errors import InvalidInputError, MetadataError, NotOMEZarrError, StoreNotFoundError
 from cellvol.formats._open import open_source
 from cellvol.labels._segments import compute_segments, write_segments
 from cellvol.ome._display import label_color
@@ -86,6 +86,8 @@ def write_labels(
         For a bad name, non-integer labels, or labels whose shape is not the image's.
     NotOMEZarrError
         If ``image`` is not an OME-Zarr image.
+    StoreNotFoundError
+        If nothing exists at ``image``.
     """
     from cellvol.write._pyramid import write_pyramid  # the writer pulls in dask: only when writing
 
@@ -94,7 +96,13 @@ def write_labels(
             f"label name {name!r} is invalid: use letters, digits, '_', '-' and '.' (not leading)"
         )
     options = dict(storage_options or {})
-    target = open_volume(image, options, cache=ChunkCache(0))
+    try:
+        target = open_volume(image, options, cache=ChunkCache(0))
+    except StoreNotFoundError as exc:
+        raise StoreNotFoundError(
+            f"no image to add labels {name!r} to: {exc.message}",
+            hint="labels go into an existing OME-Zarr image; write the image first",
+        ) from exc
     if isinstance(target, LabelImage) or target.ome_version is None:
         raise NotOMEZarrError(f"{target.url} is not an OME-Zarr image to add labels to")
     source = _label_source(labels)

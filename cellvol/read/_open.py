@@ -119,8 +119,9 @@ def _image_volume(
         # has lost it, and nothing would tell a lost shard from a block of zeros.
         raise IntegrityError(
             f"{url} was written by cellvol but its write manifest {MANIFEST_KEY} is missing, "
-            "so lost shards could not be told from zeros: restore it from a copy, or open "
-            "with salvage=True to read what is left"
+            "so lost shards could not be told from zeros",
+            hint="restore the image from a copy, or open it with {salvage=True} to read what "
+            "is left",
         )
     store = group.store
     levels: list[Level] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 import threading
@@ -12,7 +13,7 @@ from typing import Any
 
 import uvicorn
 
-from cellvol.errors import InvalidInputError
+from cellvol.errors import AddressInUseError, InvalidInputError
 from cellvol.server._app import Served, create_app
 
 __all__ = ["Server"]
@@ -33,6 +34,11 @@ class Server:
         Rendering requests handled at once, and seconds each may take.
     max_connections
         Open connections beyond this are answered 503 by uvicorn.
+
+    Raises
+    ------
+    AddressInUseError
+        If another program listens on ``host:port`` already.
     """
 
     def __init__(
@@ -119,6 +125,14 @@ def _listening_socket(host: str, port: int) -> socket.socket:
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         listener.bind(address)
         listener.listen()
+    except OSError as exc:
+        listener.close()
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise AddressInUseError(
+            f"cannot listen on {host}:{port}: the address is in use by another program",
+            hint=f"choose another port with {{port={port + 1}}}, or {{port=0}} for any free one",
+        ) from None
     except BaseException:
         listener.close()
         raise

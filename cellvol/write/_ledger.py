@@ -109,8 +109,8 @@ class Ledger:
         ]
         raise WriteConflictError(
             f"{self.url} holds a write started with different parameters, so it cannot be "
-            "resumed with these (pass overwrite=True to start again):\n  "
-            + "\n  ".join(differences)
+            f"resumed with these: {'; '.join(differences)}",
+            hint="pass {overwrite=True} to start again",
         )
 
     # -- finished shards ----------------------------------------------------------------------

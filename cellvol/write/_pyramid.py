@@ -153,9 +153,9 @@ def _out_of_space_named[**P](write: Callable[P, WriteResult]) -> Callable[P, Wri
             dest = kwargs.get("dest", args[1] if len(args) > 1 else "the destination")
             where = f" while writing {exc.filename}" if exc.filename else ""
             error = OutOfSpaceError(
-                f"{dest}: no space left on the device{where}. Free some space (or "
-                "raise the quota) and run the same write again with resume=True (--resume on "
-                "the command line): the finished shards are kept"
+                f"{dest}: no space left on the device{where}",
+                hint="free some space (or raise the quota), then run the same write again with "
+                "{resume=True}: the finished shards are kept",
             )
             error.errno = exc.errno  # still an OSError a caller can test for ENOSPC
             raise error from exc
@@ -331,8 +331,8 @@ def write_pyramid(
                 return WriteResult(location.url, plan, schedule, 0, 0, elapsed)
             if not resume:
                 raise WriteConflictError(
-                    f"{location.url} holds an interrupted write of this volume; resume it "
-                    "(resume=True, or --resume on the command line) or start again with overwrite"
+                    f"{location.url} holds an interrupted write of this volume",
+                    hint="continue it with {resume=True}, or start again with {overwrite=True}",
                 )
             _remove_interrupted_temporaries(store)
 
@@ -494,13 +494,13 @@ def _refuse_existing_node(store: Store, url: str) -> None:
         return
     except MetadataError as exc:
         raise WriteConflictError(
-            f"{url} already holds zarr metadata that cellvol did not write and cannot read "
-            f"({exc}); pass overwrite=True to replace it"
+            f"{url} already holds zarr metadata that cellvol did not write and cannot read ({exc})",
+            hint="pass {overwrite=True} to replace it",
         ) from exc
     kind = "group" if isinstance(node, zarr.Group) else "array"
     raise WriteConflictError(
-        f"{url} already holds a zarr {kind} that cellvol did not start; pass overwrite=True "
-        "to replace it"
+        f"{url} already holds a zarr {kind} that cellvol did not start",
+        hint="pass {overwrite=True} to replace it",
     )
 
 
@@ -521,7 +521,8 @@ def _refuse_foreign_content(store: Store, url: str) -> None:
         key != LEASE_KEY and not _INTERRUPTED_TEMPORARY.search(key) for key in list_keys(store, "")
     ):
         raise WriteConflictError(
-            f"{url} is not empty and holds no cellvol write; pass overwrite=True to replace it"
+            f"{url} is not empty and holds no cellvol write",
+            hint="pass {overwrite=True} to replace it",
         )
 
 

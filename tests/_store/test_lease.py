@@ -70,7 +70,7 @@ def test_an_abandoned_s3_lease_is_taken_over_by_a_resume_only(s3_bucket) -> None
     dead = take_lease(store, url, KEY, ttl=1.0)
     dead._stop.set()  # type: ignore[attr-defined]  # the writer was killed: no more renewals
     time.sleep(1.5)
-    with pytest.raises(WriteConflictError, match="resume the write to take it over"):
+    with pytest.raises(WriteConflictError, match="with resume=True to take it over"):
         take_lease(store, url, KEY, ttl=1.0)
     with (
         take_lease(store, url, KEY, resume=True, ttl=1.0),

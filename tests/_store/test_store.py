@@ -283,8 +283,11 @@ class TestLocal(WritableStorageContract):
         assert isinstance(open_store(tmp_path, mode="r", storage_options={}), LocalStore)
 
     def test_missing_path_message(self, tmp_path: Path) -> None:
-        with pytest.raises(FileNotFoundError, match=r"does not exist: mode 'r' opens an existing"):
+        # cellvol's words: what is missing and what was expected, not zarr's modes.
+        with pytest.raises(FileNotFoundError, match=r"nope\.zarr does not exist: expected a zarr"):
             open_store(tmp_path / "nope.zarr")
+        with pytest.raises(FileNotFoundError, match=rf"nearest existing folder is {tmp_path}$"):
+            open_store(tmp_path / "a" / "b" / "nope.zarr")
 
 
 # --------------------------------------------------------------------------------------------

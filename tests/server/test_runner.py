@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from cellvol.errors import AddressInUseError
 from cellvol.server._runner import _listening_socket
 
 
@@ -37,5 +38,7 @@ def test_the_port_is_chosen_when_zero_and_held_until_closed(listener: socket.soc
     host, port = listener.getsockname()[:2]
     assert host == "127.0.0.1"
     assert port > 0
-    with pytest.raises(OSError, match="in use"):
+    with pytest.raises(OSError, match="in use") as info:
         _listening_socket("127.0.0.1", port)
+    assert isinstance(info.value, AddressInUseError)  # still an OSError for existing callers
+    assert info.value.parameters == ("port", "port")  # the hint: another port, or 0

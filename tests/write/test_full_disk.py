@@ -66,10 +66,12 @@ echo $? > {tmp_path}/second.rc
     assert (tmp_path / "first.rc").read_text().strip() != "0"
     assert "Traceback" not in first
     lines = [line for line in first.splitlines() if line.strip()]
-    assert len(lines) == 1, first
+    assert len(lines) == 2, first  # the error, and a hint
+    assert lines[0].startswith("error: ")
     assert "no space left on the device" in lines[0]
     assert str(out) in lines[0]
-    assert "--resume" in lines[0]
+    assert lines[1].startswith("hint: ")
+    assert "--resume" in lines[1]
     assert (tmp_path / "second.rc").read_text().strip() == "0", (
         tmp_path / "second.err"
     ).read_text()

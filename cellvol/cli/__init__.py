@@ -1,22 +1,27 @@
-"""The ``cellvol`` command line: a thin shell over the library that draws with rich."""
+"""The ``cellvol`` command line: a thin shell over the library that draws with rich.
+
+The commands live here; ``_display`` draws tables, progress bars and error lines.
+"""
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
+import os
+import re
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from cellvol._store import close_sessions
 from cellvol._version import __version__
+from cellvol.cli._display import console, metadata_problems, print_volume, progress_bar, report
 from cellvol.errors import CellvolError, WriteConflictError
-from cellvol.ome._validation import validate
-from cellvol.progress import ProgressEvent
 from cellvol.read._open import open as open_volume
-from cellvol.read._volume import Volume
 from cellvol.synthetic import SyntheticVolume
 from cellvol.units import VoxelSize
 from cellvol.write._allocator import tune_allocator
@@ -29,23 +34,114 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Messages soft-wrap: a path or an error must stay on one line in logs, whatever the width.
-console = Console(soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True)
-_SHORT_UNITS = {"nanometer": "nm", "angstrom": "Å", "micrometer": "µm", "millimeter": "mm"}
 
 # What the demo writes by default: a 64 MiB uint8 tomogram with 2 nm voxels (a bin-2 cryo-ET).
 _DEMO_SHAPE = "256,512,512"
 _DEMO_SOURCE = "cellvol demo"
 
 
-def main() -> None:
-    """Run the command line, turning cellvol errors into a message and exit status 1."""
+# Library keywords whose option has another name; any other keyword is the option's own name.
+_OPTION_OF_KEYWORD = {"n_levels": "levels", "memory_limit": "memory_limit_mib"}
+# Set to 1 to see the traceback of an unexpected error (one that is a bug, not a user's input).
+_TRACEBACK_VARIABLE = "CELLVOL_TRACEBACK"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the command line; exit with its status.
+
+    Every error ends the run as one line, ``error: ...``, sometimes followed by one line
+    ``hint: ...`` naming the command's own options; never as a traceback. The status is 2 for
+    a command line that does not parse, else 1.
+
+    Parameters
+    ----------
+    argv
+        The arguments after the program's name; by default ``sys.argv[1:]``.
+    """
+    args = (sys.argv[1:] if argv is None else list(argv)) or ["--help"]
     try:
-        app()
-    except CellvolError as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        try:
+            status = app(args=args, prog_name="cellvol", standalone_mode=False)
+        finally:
+            close_sessions()  # else aiohttp reports each S3 or HTTP session open at exit
+    except typer.TyperException as exc:  # the command line does not parse, or BadParameter
+        ctx = getattr(exc, "ctx", None)
+        report(exc.format_message(), f"see '{ctx.command_path if ctx else 'cellvol'} --help'")
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        report("aborted", None)
         raise SystemExit(1) from None
+    except CellvolError as exc:
+        options = command_options(args)
+        report(exc.message, exc.hint_as(functools.partial(_spell_option, options)))
+        raise SystemExit(1) from None
+    except OSError as exc:  # the file system or network refused something: the user's to fix
+        report(str(exc) or type(exc).__name__, None)
+        raise SystemExit(1) from None
+    except Exception as exc:
+        if os.environ.get(_TRACEBACK_VARIABLE) == "1":
+            raise
+        report(
+            f"unexpected {type(exc).__name__}: {exc}",
+            f"this is a bug in cellvol; run again with {_TRACEBACK_VARIABLE}=1 to see where, "
+            "and report it",
+        )
+        raise SystemExit(1) from None
+    raise SystemExit(status if isinstance(status, int) else 0)
+
+
+def command_options(args: Sequence[str]) -> dict[str, Any]:
+    """The options of the command ``args`` runs, by parameter name (the group's if none).
+
+    Parameters
+    ----------
+    args
+        A command line, without the program's name.
+
+    Returns
+    -------
+    dict
+        Each option's parameter name (``"endpoint_url"``) to its click option, whose ``opts``
+        are its spellings (``["--endpoint-url"]``).
+    """
+    group = typer.main.get_command(app)
+    command: Any = group
+    commands = getattr(group, "commands", {})
+    for arg in args:
+        if arg in commands:
+            command = commands[arg]
+            break
+    return {p.name: p for p in command.params if p.param_type_name == "option" and p.name}
+
+
+def _spell_option(options: dict[str, Any], keyword: str, value: str) -> str:
+    """The command line for the library's ``keyword=value``: ``--overwrite``, ``--port 0``.
+
+    ``value`` is Python source text. The command's own option of that name is used; a
+    keyword the command has no option for keeps its Python spelling.
+    """
+    option = options.get(_OPTION_OF_KEYWORD.get(keyword, keyword))
+    if option is None:
+        return f"{keyword}={value}"
+    if option.is_flag:
+        if value == "False" and option.secondary_opts:
+            return str(option.secondary_opts[0])
+        return str(option.opts[0])
+    return f"{option.opts[0]} {_option_value(value)}"
+
+
+def _option_value(value: str) -> str:
+    """Python source text as a command-line value: ``'URL'`` to URL, ``(z, y, x)`` to Z,Y,X."""
+    names = re.fullmatch(r"\(\s*([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*,?\s*\)", value)
+    if names:
+        return ",".join(n.strip().upper() for n in names.group(1).split(","))
+    try:
+        literal = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+    if isinstance(literal, tuple):
+        return ",".join(str(v) for v in literal)
+    return str(literal)
 
 
 def _print_version(value: bool) -> None:
@@ -108,7 +204,7 @@ def demo(
         f"Generating a synthetic tomogram {zyx[0]}×{zyx[1]}×{zyx[2]} {dtype} "
         f"({source.nbytes / 2**20:,.1f} MiB, seed {seed}) into [bold]{dest}[/]"
     )
-    with _progress_bar() as draw:
+    with progress_bar() as draw:
         result = write_pyramid(
             source,
             dest,
@@ -120,7 +216,7 @@ def demo(
         )
     elapsed = result.seconds
     volume = open_volume(dest)
-    _print_volume(volume, validate_metadata=True)
+    print_volume(volume, validate_metadata=True)
     stored = sum(level.nbytes_stored() for level in volume.levels)
     raw = sum(level.nbytes for level in volume.levels)
     console.print(
@@ -145,39 +241,6 @@ def _refuse_non_demo(dest: Path) -> None:
         raise WriteConflictError(
             f"{dest} exists and is not an earlier cellvol demo; choose another destination"
         )
-
-
-class _RichProgress:
-    """Draws :class:`ProgressEvent` values as one rich bar per pyramid level."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        self._tasks: dict[int, Any] = {}
-
-    def __call__(self, event: ProgressEvent) -> None:
-        if event.stage not in self._tasks:
-            first, last = event.levels[0], event.levels[-1]
-            label = f"level {first}" if first == last else f"levels {first}-{last}"
-            self._tasks[event.stage] = self._progress.add_task(label, total=event.total)
-        self._progress.update(self._tasks[event.stage], completed=event.done)
-
-
-class _progress_bar:
-    def __enter__(self) -> _RichProgress:
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("tasks"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
-        self._progress.__enter__()
-        return _RichProgress(self._progress)
-
-    def __exit__(self, *exc: object) -> None:
-        self._progress.__exit__(None, None, None)
 
 
 @app.command()
@@ -276,7 +339,7 @@ def convert(
     shown = f" at {voxel}" if voxel is not None else ""
     console.print(f"Converting {source.description}\n  into [bold]{dest}[/]{shown}")
     options = _storage_options(endpoint_url, anon=False)
-    with _progress_bar() as draw:
+    with progress_bar() as draw:
         result = convert_file(
             src,
             dest,
@@ -304,7 +367,7 @@ def convert(
         f"{result.shards_written} shards written{reused} in {result.seconds:.1f} s "
         f"({len(result.plan)} levels)."
     )
-    _print_volume(open_volume(dest, storage_options=options), validate_metadata=True)
+    print_volume(open_volume(dest, storage_options=options), validate_metadata=True)
 
 
 def _add_labels(
@@ -313,7 +376,7 @@ def _add_labels(
     from cellvol.labels._write import write_labels
 
     console.print(f"Adding {source.description}\n  to [bold]{image}[/] as labels '{name}'")
-    with _progress_bar() as draw:
+    with progress_bar() as draw:
         written = write_labels(
             image, source.array, name, storage_options=options, overwrite=overwrite, progress=draw
         )
@@ -440,51 +503,18 @@ def info(
         str | None, typer.Option(help="S3 endpoint, for S3-compatible object stores.")
     ] = None,
     anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
+    salvage: Annotated[
+        bool,
+        typer.Option(help="Open an image whose write manifest is missing, to see what is left."),
+    ] = False,
 ) -> None:
     """Describe an OME-Zarr image: levels, shapes, chunks, shards, voxel size, bytes, validity."""
-    volume = open_volume(path_or_url, storage_options=_storage_options(endpoint_url, anon))
+    volume = open_volume(
+        path_or_url, storage_options=_storage_options(endpoint_url, anon), salvage=salvage
+    )
     if as_json:
         summary = volume.info()
-        summary["metadata_problems"] = _metadata_problems(volume)
+        summary["metadata_problems"] = metadata_problems(volume)
         console.print_json(json.dumps(summary))
         return
-    _print_volume(volume, validate_metadata=True)
-
-
-def _metadata_problems(volume: Volume) -> list[str] | None:
-    """Problems with the image's OME-NGFF metadata; None for a bare zarr array."""
-    if volume.ome_version is None:
-        return None
-    return [f"{p.path}: {p.message}" for p in validate(volume.attributes)]
-
-
-def _print_volume(volume: Volume, *, validate_metadata: bool) -> None:
-    summary = volume.info()
-    unit = _SHORT_UNITS.get(summary["unit"], summary["unit"] or "unitless")
-    table = Table(title=f"{volume.url}  ({summary['dtype']}, axes {','.join(volume.axes)})")
-    for column in ("level", "shape", "chunks", "shards", f"voxel size ({unit})", "stored"):
-        table.add_column(column, justify="right" if column in ("level", "stored") else "left")
-    for level in summary["levels"]:
-        voxel = level["voxel_size"]
-        table.add_row(
-            str(level["index"]),
-            "×".join(map(str, level["shape"])),
-            "×".join(map(str, level["chunks"])),
-            "×".join(map(str, level["shards"])) if level["shards"] else "-",
-            " × ".join(f"{v:g}" for v in voxel) if voxel else "-",
-            f"{level['nbytes_stored'] / 2**20:,.2f} MiB",
-        )
-    console.print(table, soft_wrap=False)
-    for name in volume.labels:
-        console.print(f"labels [bold]{name}[/]: {volume.labels[name].url}")
-    if not validate_metadata:
-        return
-    problems = _metadata_problems(volume)
-    if problems is None:
-        console.print("A bare zarr array (no OME-Zarr metadata), read as one level.")
-    elif problems:
-        console.print(f"[bold red]OME-Zarr {volume.ome_version} metadata has problems:[/]")
-        for problem in problems:
-            console.print(f"  - {problem}", highlight=False)
-    else:
-        console.print(f"[green]valid OME-Zarr {volume.ome_version}[/] metadata")
+    print_volume(volume, validate_metadata=True)

@@ -1,0 +1,101 @@
+"""What the command line draws: tables of levels, progress bars, and one-line errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from cellvol.ome._validation import validate
+from cellvol.progress import ProgressEvent
+from cellvol.read._volume import Volume
+
+__all__ = ["console", "errors", "metadata_problems", "print_volume", "progress_bar", "report"]
+
+# Messages soft-wrap: a path or an error must stay on one line in logs, whatever the width.
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
+_SHORT_UNITS = {"nanometer": "nm", "angstrom": "Å", "micrometer": "µm", "millimeter": "mm"}
+
+
+def report(message: str, hint: str | None) -> None:
+    """Print an error as one line, and its hint as a second, whatever the text held."""
+    line = Text.assemble(("error:", "bold red"), " ", " ".join(message.split()))
+    errors.print(line, highlight=False)
+    if hint:
+        errors.print(Text.assemble(("hint:", "bold"), " ", " ".join(hint.split())))
+
+
+class _RichProgress:
+    """Draws :class:`ProgressEvent` values as one rich bar per pyramid level."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._tasks: dict[int, Any] = {}
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.stage not in self._tasks:
+            first, last = event.levels[0], event.levels[-1]
+            label = f"level {first}" if first == last else f"levels {first}-{last}"
+            self._tasks[event.stage] = self._progress.add_task(label, total=event.total)
+        self._progress.update(self._tasks[event.stage], completed=event.done)
+
+
+class progress_bar:
+    def __enter__(self) -> _RichProgress:
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("tasks"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self._progress.__enter__()
+        return _RichProgress(self._progress)
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(None, None, None)
+
+
+def metadata_problems(volume: Volume) -> list[str] | None:
+    """Problems with the image's OME-NGFF metadata; None for a bare zarr array."""
+    if volume.ome_version is None:
+        return None
+    return [f"{p.path}: {p.message}" for p in validate(volume.attributes)]
+
+
+def print_volume(volume: Volume, *, validate_metadata: bool) -> None:
+    summary = volume.info()
+    unit = _SHORT_UNITS.get(summary["unit"], summary["unit"] or "unitless")
+    table = Table(title=f"{volume.url}  ({summary['dtype']}, axes {','.join(volume.axes)})")
+    for column in ("level", "shape", "chunks", "shards", f"voxel size ({unit})", "stored"):
+        table.add_column(column, justify="right" if column in ("level", "stored") else "left")
+    for level in summary["levels"]:
+        voxel = level["voxel_size"]
+        table.add_row(
+            str(level["index"]),
+            "×".join(map(str, level["shape"])),
+            "×".join(map(str, level["chunks"])),
+            "×".join(map(str, level["shards"])) if level["shards"] else "-",
+            " × ".join(f"{v:g}" for v in voxel) if voxel else "-",
+            f"{level['nbytes_stored'] / 2**20:,.2f} MiB",
+        )
+    console.print(table, soft_wrap=False)
+    for name in volume.labels:
+        console.print(f"labels [bold]{name}[/]: {volume.labels[name].url}")
+    if not validate_metadata:
+        return
+    problems = metadata_problems(volume)
+    if problems is None:
+        console.print("A bare zarr array (no OME-Zarr metadata), read as one level.")
+    elif problems:
+        console.print(f"[bold red]OME-Zarr {volume.ome_version} metadata has problems:[/]")
+        for problem in problems:
+            console.print(f"  - {problem}", highlight=False)
+    else:
+        console.print(f"[green]valid OME-Zarr {volume.ome_version}[/] metadata")
