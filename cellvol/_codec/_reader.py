@@ -47,7 +47,7 @@ from zarr.storage import LocalStore
 
 from cellvol._codec._cache import ChunkCache
 from cellvol._codec._layout import Box, ChunkLayout
-from cellvol._codec._shard import ABSENT, CRC_BYTES, crc32c_bytes
+from cellvol._codec._shard import ABSENT, CRC_BYTES, crc32c_bytes, shard_fingerprint
 from cellvol._store._loop import on_zarr_loop
 from cellvol.errors import IntegrityError
 
@@ -89,6 +89,10 @@ class ChunkReader:
     expects_shard
         For images with a write manifest: whether a shard (by grid position) must exist, so
         a missing one raises instead of reading as fill values.
+    fingerprint
+        For images with a write manifest: the fingerprint recorded for a shard (by grid
+        position), so a shard stored under another key, or another image's, raises instead
+        of decoding as data.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class ChunkReader:
         where: str,
         level_path: str = "",
         expects_shard: Callable[[tuple[int, ...]], bool] | None = None,
+        fingerprint: Callable[[tuple[int, ...]], bytes | None] | None = None,
     ) -> None:
         self._store_path = store_path
         self.layout = layout
@@ -106,6 +111,7 @@ class ChunkReader:
         self._where = where
         self._prefix = f"{level_path}/" if level_path else ""
         self._expects = expects_shard
+        self._fingerprint = fingerprint
         self._root = _local_root(store_path)
         # Shard indexes are tiny next to the chunks they locate; each reader keeps its own so
         # that a cache sized (or disabled) for data still reads every index once.
@@ -207,9 +213,9 @@ class ChunkReader:
                 return _Located(shard, key, chunks, [(chunks[0], _pread(fd, size, 0))])
             index = self._indexes.get(shard)
             if index is None:
-                n = self.layout.index_nbytes
+                n, recorded = self._index_request(shard)
                 at = size - n if self.layout.index_at_end else 0
-                index = self._parse_index(key, _pread(fd, n, max(at, 0)), size)
+                index = self._parse_index(key, _pread(fd, n, max(at, 0)), size, recorded)
                 self._indexes.put(shard, index)
             runs, absent = self._runs(shard, chunks, index)
             fetched = [
@@ -230,14 +236,14 @@ class ChunkReader:
             return _Located(shard, key, chunks, found)
         index = self._indexes.get(shard)
         if index is None:
-            n = self.layout.index_nbytes
+            n, recorded = self._index_request(shard)
             request: ByteRequest = (
                 SuffixByteRequest(n) if self.layout.index_at_end else RangeByteRequest(0, n)
             )
             data = await self._get(key, request)
             if data is None:
                 return _Located(shard, key, chunks, None)
-            index = self._parse_index(key, data, None)
+            index = self._parse_index(key, data, None, recorded)
             self._indexes.put(shard, index)
         runs, absent = self._runs(shard, chunks, index)
         fetched = await asyncio.gather(
@@ -258,15 +264,36 @@ class ChunkReader:
         """A stored object's key from the image's root, for messages."""
         return self._prefix + key
 
-    def _parse_index(self, key: str, data: Any, size: int | None) -> npt.NDArray[Any]:
+    def _index_request(self, shard: tuple[int, ...]) -> tuple[int, bytes | None]:
+        """Bytes to read for a shard's index, and the fingerprint they must show, if any.
+
+        With a recorded fingerprint, the 4 bytes before the index (its last chunk's CRC32C)
+        come in the same read (see :func:`cellvol._codec._shard.shard_fingerprint`).
+        """
+        recorded = self._fingerprint(shard) if self._fingerprint is not None else None
+        if recorded is None or not (self.layout.index_at_end and self.layout.index_checksum):
+            return self.layout.index_nbytes, None
+        return self.layout.index_nbytes + CRC_BYTES, recorded
+
+    def _parse_index(
+        self, key: str, data: Any, size: int | None, fingerprint: bytes | None
+    ) -> npt.NDArray[Any]:
         raw = bytes(data)
-        expected = self.layout.index_nbytes
+        expected = self.layout.index_nbytes + (CRC_BYTES if fingerprint is not None else 0)
         if len(raw) != expected:
             raise IntegrityError(
                 f"{self._where}: shard {self._name(key)} is truncated: "
                 f"{size if size is not None else len(raw)} bytes where its index alone takes "
-                f"{expected}"
+                f"{self.layout.index_nbytes}"
             )
+        if fingerprint is not None:
+            if shard_fingerprint(raw) != fingerprint:
+                raise IntegrityError(
+                    f"{self._where}: shard {self._name(key)} is not the shard written under "
+                    "this key (its fingerprint differs from the one the write recorded): "
+                    "shards were swapped, or it comes from another image"
+                )
+            raw = raw[CRC_BYTES:]
         if self.layout.index_checksum:
             raw = _checked(
                 raw,

@@ -31,7 +31,16 @@ import numpy.typing as npt
 from numcodecs import Zstd
 from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 
-__all__ = ["ABSENT", "CRC_BYTES", "crc32c_bytes", "encode_shard", "morton_order", "sharding_codecs"]
+__all__ = [
+    "parts_fingerprint",
+    "shard_fingerprint",
+    "ABSENT",
+    "CRC_BYTES",
+    "crc32c_bytes",
+    "encode_shard",
+    "morton_order",
+    "sharding_codecs",
+]
 
 ABSENT: Final = 2**64 - 1
 """The offset and length a shard index gives a chunk it does not hold."""
@@ -150,3 +159,21 @@ def encode_shard(
     index_bytes = index.tobytes()
     parts += (index_bytes, crc32c_bytes(index_bytes))
     return parts
+
+
+def shard_fingerprint(tail: bytes) -> bytes:
+    """A shard's fingerprint from its last ``index_nbytes + 4`` bytes: 8 bytes.
+
+    They are the CRC32C of its last stored chunk (which ends just before the index) and the
+    CRC32C of its index. The index lists every chunk's offset and length, and the last chunk's
+    CRC follows its content, so two shards share a fingerprint only if their chunks have the
+    same sizes and their last chunks the same bytes: enough to catch a shard stored under the
+    wrong key, or taken from another image, from one read that fetches the index anyway.
+    """
+    return tail[:4] + tail[-4:]
+
+
+def parts_fingerprint(parts: Sequence[bytes]) -> bytes:
+    """The fingerprint of a shard encoded by :func:`encode_shard`, from its parts."""
+    # Parts end with the last chunk's CRC, the index and the index's CRC.
+    return parts[-3] + parts[-1]

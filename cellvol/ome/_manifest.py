@@ -1,14 +1,18 @@
 """cellvol's own records beside the OME metadata: the ``_cellvol/`` prefix and the manifest.
 
-A finished write leaves ``_cellvol/manifest.json``: every shard of every level with its object
-size. Readers use it to tell a shard that was never written (a region of fill value) from one
-that was lost; the writer's ledger (:mod:`cellvol.write`) writes it.
+A finished write leaves ``_cellvol/manifest.json``: every level's array layout (shape, dtype,
+chunk and shard shapes) and every shard with its object size and fingerprint (the CRC32Cs of
+its last chunk and of its index). Readers use it to tell a shard that was never written (a
+region of fill value) from one that was lost, a shard from another key or image (its
+fingerprint differs), and metadata edited after the write (the layout differs). The writer's
+ledger (:mod:`cellvol.write`) writes it.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from cellvol.errors import IntegrityError
@@ -16,7 +20,9 @@ from cellvol.errors import IntegrityError
 __all__ = [
     "LEASE_KEY",
     "LEDGER_PREFIX",
+    "MANIFEST_FORMAT",
     "MANIFEST_KEY",
+    "Manifest",
     "RECORD_FORMAT",
     "dumps_record",
     "encode_manifest",
@@ -29,12 +35,39 @@ LEASE_KEY: Final = f"{LEDGER_PREFIX}/lease.json"
 """Held by the writer at work (see ``cellvol._store._lease``); not part of the image."""
 #: The version of the records' layout, stored in each of them.
 RECORD_FORMAT: Final = 1
+#: The manifest's layout: 2 adds the shards' fingerprints and the arrays' layouts.
+MANIFEST_FORMAT: Final = 2
 
 
-def encode_manifest(levels: Mapping[str, Mapping[str, int]]) -> bytes:
-    """The manifest's bytes: for each level path, each shard position and its object size."""
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A parsed manifest.
+
+    Attributes
+    ----------
+    shards
+        By level path, by shard position ``"z.y.x"``: the object's size and its fingerprint
+        (16 hex digits; None in manifests written before it was recorded).
+    arrays
+        By level path: the layout the write created (``shape``, ``dtype``, ``chunks``,
+        ``shards``); empty in manifests written before it was recorded.
+    """
+
+    shards: dict[str, dict[str, tuple[int, str | None]]]
+    arrays: dict[str, dict[str, Any]]
+
+
+def encode_manifest(
+    shards: Mapping[str, Mapping[str, tuple[int, str]]],
+    arrays: Mapping[str, Mapping[str, Any]],
+) -> bytes:
+    """The manifest's bytes, from each level's shards (size, fingerprint) and array layout."""
     return dumps_record(
-        {"format": RECORD_FORMAT, "levels": {k: dict(v) for k, v in levels.items()}}
+        {
+            "format": MANIFEST_FORMAT,
+            "levels": {k: {p: list(v) for p, v in s.items()} for k, s in shards.items()},
+            "arrays": {k: dict(v) for k, v in arrays.items()},
+        }
     )
 
 
@@ -44,8 +77,8 @@ def dumps_record(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, indent=1).encode()
 
 
-def parse_manifest(raw: bytes | None, url: str) -> dict[str, dict[str, int]] | None:
-    """A manifest's shard sizes by level path and shard key, from its stored bytes.
+def parse_manifest(raw: bytes | None, url: str) -> Manifest | None:
+    """A manifest from its stored bytes (either format).
 
     Returns None when ``raw`` is None (no manifest: the write has not finished, or another
     tool wrote the image).
@@ -58,7 +91,14 @@ def parse_manifest(raw: bytes | None, url: str) -> dict[str, dict[str, int]] | N
     if raw is None:
         return None
     try:
-        levels = json.loads(raw)["levels"]
-        return {str(k): {str(p): int(n) for p, n in v.items()} for k, v in levels.items()}
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        body = json.loads(raw)
+        shards: dict[str, dict[str, tuple[int, str | None]]] = {}
+        for path, entries in body["levels"].items():
+            shards[str(path)] = {
+                str(position): (int(v), None) if isinstance(v, int) else (int(v[0]), str(v[1]))
+                for position, v in entries.items()
+            }
+        arrays = {str(k): dict(v) for k, v in body.get("arrays", {}).items()}
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise IntegrityError(f"{url}: unreadable manifest {MANIFEST_KEY}: {exc}") from exc
+    return Manifest(shards, arrays)

@@ -15,10 +15,12 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from zarr.abc.store import Store
+from zarr.abc.store import Store, SuffixByteRequest
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from cellvol._codec._keys import shard_object_key, touched_ranges
+from cellvol._codec._shard import shard_fingerprint
 from cellvol.errors import IntegrityError
 
 __all__ = ["ShardPresence"]
@@ -38,7 +40,11 @@ class ShardPresence:
     shards
         The level's shard shape.
     listed
-        The manifest's entries for the level: ``"z.y.x"`` shard positions and their sizes.
+        The manifest's entries for the level: ``"z.y.x"`` shard positions, each with its
+        object size and fingerprint (None in older manifests).
+    tail_nbytes
+        How many bytes end a shard and hold its fingerprint: its index's size plus 4 (see
+        :func:`cellvol._codec._shard.shard_fingerprint`).
     """
 
     def __init__(
@@ -47,19 +53,35 @@ class ShardPresence:
         url: str,
         level_path: str,
         shards: Sequence[int],
-        listed: Mapping[str, int],
+        listed: Mapping[str, tuple[int, str | None]],
+        tail_nbytes: int,
     ) -> None:
         self._store = store
         self._url = url
         self._path = level_path
         self._shards = tuple(shards)
         self._listed = frozenset(listed)
+        self._fingerprints = {
+            name: bytes.fromhex(print_)
+            for name, (_, print_) in listed.items()
+            if print_ is not None
+        }
+        self._tail_nbytes = tail_nbytes
         # Shards seen to exist; a plain set: concurrent readers at worst check one twice.
         self._present: set[str] = set()
 
     def expects(self, position: Sequence[int]) -> bool:
         """Whether the manifest lists the shard at grid ``position``."""
         return ".".join(map(str, position)) in self._listed
+
+    def fingerprint(self, position: Sequence[int]) -> bytes | None:
+        """The fingerprint the manifest records for the shard at grid ``position``.
+
+        A shard found under another key (swapped, or copied from another image) has another
+        fingerprint (unless the two are alike in every chunk size and in their last chunk),
+        which is caught when its index is first read, at no extra request.
+        """
+        return self._fingerprints.get(".".join(map(str, position)))
 
     def check(self, key: Any, shape: Sequence[int]) -> None:
         """Raise if a listed shard the selection ``key`` touches is missing from the store.
@@ -84,15 +106,28 @@ class ShardPresence:
         if not unchecked:
             return
         keys = [shard_object_key(self._path, map(int, name.split("."))) for name in unchecked]
-        found = sync(_exist_all(self._store, keys))
-        for name, key_name, exists in zip(unchecked, keys, found, strict=True):
-            if not exists:
+        # A shard's tail holds its fingerprint: one small read per shard proves it exists and
+        # is the shard written under its key, whichever path goes on to read it.
+        tails = sync(_tails(self._store, keys, self._tail_nbytes))
+        for name, key_name, tail in zip(unchecked, keys, tails, strict=True):
+            if tail is None:
                 raise IntegrityError(
                     f"{self._url}: shard {key_name} is listed in the write's manifest but "
                     "missing from the store; it would otherwise read as fill values"
                 )
+            recorded = self._fingerprints.get(name)
+            if recorded is not None and shard_fingerprint(tail) != recorded:
+                raise IntegrityError(
+                    f"{self._url}: shard {key_name} is not the shard written under this key "
+                    "(its fingerprint differs from the one the write recorded): shards were "
+                    "swapped, or it comes from another image"
+                )
             self._present.add(name)
 
 
-async def _exist_all(store: Store, keys: Sequence[str]) -> list[bool]:
-    return list(await asyncio.gather(*(store.exists(key) for key in keys)))
+async def _tails(store: Store, keys: Sequence[str], nbytes: int) -> list[bytes | None]:
+    prototype = default_buffer_prototype()
+    buffers = await asyncio.gather(
+        *(store.get(key, prototype, SuffixByteRequest(nbytes)) for key in keys)
+    )
+    return [None if b is None else b.to_bytes() for b in buffers]

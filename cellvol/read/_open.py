@@ -15,11 +15,13 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import zarr
 
 from cellvol._codec._cache import ChunkCache, default_cache
 from cellvol._codec._layout import chunk_layout
 from cellvol._codec._reader import ChunkReader
+from cellvol._codec._shard import CRC_BYTES
 from cellvol._store import open_store, parse_location
 from cellvol._store._nodes import open_node, read_arrays
 from cellvol.errors import IntegrityError, MetadataError, NotOMEZarrError
@@ -136,8 +138,13 @@ def _image_volume(
                 f"metadata names {len(multiscale.axes)} axes {multiscale.axis_names}"
             )
         presence = None
-        if manifest is not None and dataset.path in manifest and array.shards is not None:
-            presence = ShardPresence(store, url, dataset.path, array.shards, manifest[dataset.path])
+        if manifest is not None:
+            _check_layout(array, manifest.arrays.get(dataset.path), url, dataset.path)
+            listed = manifest.shards.get(dataset.path)
+            layout = chunk_layout(array)
+            if listed is not None and array.shards is not None and layout is not None:
+                tail = layout.index_nbytes + CRC_BYTES
+                presence = ShardPresence(store, url, dataset.path, array.shards, listed, tail)
         levels.append(
             Level(
                 index,
@@ -178,8 +185,32 @@ def _direct_reader(
     layout = chunk_layout(array)
     if layout is None:
         return None
-    expects = presence.expects if presence is not None else None
-    return ChunkReader(array.store_path, layout, cache, url, path, expects)
+    if presence is None:
+        return ChunkReader(array.store_path, layout, cache, url, path)
+    return ChunkReader(
+        array.store_path, layout, cache, url, path, presence.expects, presence.fingerprint
+    )
+
+
+def _check_layout(
+    array: zarr.Array[Any], recorded: Mapping[str, Any] | None, url: str, path: str
+) -> None:
+    """Refuse a level whose zarr metadata is not what the write created (edited since)."""
+    if recorded is None:
+        return  # a manifest written before layouts were recorded
+    found = {
+        "shape": list(array.shape),
+        "dtype": np.dtype(array.dtype).name,
+        "chunks": list(array.chunks),
+        "shards": list(array.shards) if array.shards is not None else None,
+    }
+    for field, value in found.items():
+        if field in recorded and recorded[field] != value:
+            raise IntegrityError(
+                f"{url}: the metadata of level {path} ({path}/zarr.json) gives {field} {value}, "
+                f"but the write created {recorded[field]}: the metadata was changed after the "
+                "write, and the data would be read wrongly"
+            )
 
 
 def _bare_array_volume(url: str, array: zarr.Array[Any], cache: ChunkCache) -> Volume:

@@ -8,6 +8,7 @@ use in the process that reads it.
 from __future__ import annotations
 
 import mmap
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,17 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.array_utils import byte_bounds
 
-__all__ = ["MemmapSource", "OpenedPerProcess", "Transposed", "portable", "region_of"]
+from cellvol.errors import InvalidInputError
+from cellvol.write._plan import Region
+
+__all__ = [
+    "MemmapSource",
+    "OpenedPerProcess",
+    "Transposed",
+    "portable",
+    "read_source",
+    "region_of",
+]
 
 _CAN_RELEASE = hasattr(mmap, "MADV_DONTNEED")  # Linux and macOS
 _OPENING = threading.Lock()
@@ -191,3 +202,25 @@ def portable(source: Any) -> Any:
             "C" if source.flags.c_contiguous else "F",
         )
     return source
+
+
+def _is_dask_array(source: Any) -> bool:
+    # Without importing dask (about a second): whoever made a dask array imported it first.
+    dask_array = sys.modules.get("dask.array")
+    return dask_array is not None and isinstance(source, dask_array.Array)
+
+
+def read_source(source: Any, region: Region) -> npt.NDArray[Any]:
+    """Read one region of a source as numpy, checking it has the shape asked for."""
+    if _is_dask_array(source):
+        # Synchronously in this task's thread: the tasks themselves are the parallelism.
+        block = source[region].compute(scheduler="synchronous")
+    else:
+        block = source[region]
+    data = np.asarray(block)
+    expected = tuple(r.stop - r.start for r in region)
+    if data.shape != expected:
+        raise InvalidInputError(
+            f"source returned shape {data.shape} for region {region}; expected {expected}"
+        )
+    return data

@@ -4,8 +4,11 @@ A write keeps its bookkeeping beside the image, under ``_cellvol/`` in the image
 name, not a hidden one, so that HTTP servers that refuse dot-files still serve it)::
 
     _cellvol/job.json             the parameters, written before any data
-    _cellvol/done/<level>/<z>.<y>.<x>@<size>  one empty record per finished shard, named with
-                                              its object size (a listing tells everything)
+    _cellvol/done/<level>/<z>.<y>.<x>@<size>-<fingerprint>[-<input crc>]
+                                  one empty record per finished shard, named with its object
+                                  size, its fingerprint (which binds the object to its key)
+                                  and, at level 0, the CRC32C of the input it was made from
+                                  (a listing tells everything)
     _cellvol/manifest.json        every shard of every level with its size, after the metadata
     _cellvol/complete.json        the completion marker, written last
 
@@ -15,16 +18,18 @@ many shards it wrote or found finished, how long it took) is returned to the cal
 object, to an uninterrupted one, and a digest of the whole store identifies the image.
 
 A shard counts as finished only when its record exists *and* its stored object still has the
-recorded size; anything else is written again. Shard objects themselves are written whole by
-one task (zarr's local store renames a temporary file into place; an S3 PUT is atomic), so a
-rewritten shard is byte-identical to the first.
+recorded size; anything else is written again. A resume first proves that the input is the one
+the finished level-0 shards were made from, by their input CRCs (``cellvol.write._resume``).
+Shard objects themselves are written whole by one task (zarr's local store renames a temporary
+file into place; an S3 PUT is atomic), so a rewritten shard is byte-identical to the first.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from zarr.abc.store import Store
 
@@ -46,11 +51,23 @@ from cellvol.ome._manifest import (
     encode_manifest,
 )
 
-__all__ = ["Ledger", "ShardKey"]
+__all__ = ["Ledger", "ShardKey", "ShardRecord"]
 
 
 #: A shard: its level index and its position in that level's shard grid.
 ShardKey = tuple[int, tuple[int, ...]]
+
+
+class ShardRecord(NamedTuple):
+    """What the ledger knows of a finished shard."""
+
+    nbytes: int
+    """Size of the stored object."""
+    fingerprint: str
+    """The CRC32Cs of the shard's last chunk and of its index, as the object stores them
+    (16 hex digits; see :func:`cellvol._codec._shard.shard_fingerprint`)."""
+    input_crc: str | None = None
+    """Level 0: the CRC32C of the input block the shard was made from (8 hex digits)."""
 
 
 class Ledger:
@@ -115,38 +132,51 @@ class Ledger:
 
     # -- finished shards ----------------------------------------------------------------------
 
-    def record(self, level: int, index: tuple[int, ...], nbytes: int) -> None:
-        """Record a finished shard and the size of its stored object."""
-        write_bytes(self.store, _done_key(level, index, nbytes), b"")
+    def record(self, level: int, index: tuple[int, ...], record: ShardRecord) -> None:
+        """Record a finished shard: its object's size and CRCs."""
+        write_bytes(self.store, _done_key(level, index, record), b"")
 
-    def forget(self, level: int, index: tuple[int, ...], nbytes: int) -> None:
+    def forget(self, level: int, index: tuple[int, ...], record: ShardRecord) -> None:
         """Remove a shard's record (before the shard is written again)."""
-        delete_prefix(self.store, _done_key(level, index, nbytes))
+        delete_prefix(self.store, _done_key(level, index, record))
 
-    def finished(self) -> dict[ShardKey, int]:
-        """Every recorded shard with its recorded object size (one listing of the store)."""
-        result: dict[ShardKey, int] = {}
+    def finished(self) -> dict[ShardKey, ShardRecord]:
+        """Every recorded shard with what was recorded of it (one listing of the store).
+
+        Records without CRCs, or not in cellvol's format, are ignored: their shards are
+        simply written again.
+        """
+        result: dict[ShardKey, ShardRecord] = {}
         prefix = f"{LEDGER_PREFIX}/done/"
         for key in list_keys(self.store, prefix):
             level_text, _, name = key[len(prefix) :].partition("/")
-            position, _, size = name.partition("@")
+            position, _, facts = name.partition("@")
+            size, *crcs = facts.split("-")
             try:
                 shard = (int(level_text), tuple(int(i) for i in position.split(".")))
                 nbytes = int(size)
             except ValueError:
-                continue  # not a record cellvol wrote: the shard is simply written again
-            result[shard] = nbytes
+                continue
+            if not 1 <= len(crcs) <= 2 or not _FINGERPRINT.fullmatch(crcs[0]):
+                continue
+            if len(crcs) == 2 and not _CRC.fullmatch(crcs[1]):
+                continue
+            result[shard] = ShardRecord(nbytes, *crcs)
         return result
 
-    def still_intact(self, level_path: str, index: tuple[int, ...], nbytes: int) -> bool:
+    def still_intact(self, level_path: str, index: tuple[int, ...], record: ShardRecord) -> bool:
         """Whether a recorded shard's object exists with the recorded size."""
-        return object_size(self.store, shard_object_key(level_path, index)) == nbytes
+        return object_size(self.store, shard_object_key(level_path, index)) == record.nbytes
 
     # -- the end ------------------------------------------------------------------------------
 
-    def write_manifest(self, levels: Mapping[str, Mapping[str, int]]) -> None:
-        """Write the manifest: for each level path, each shard position and its object size."""
-        write_bytes(self.store, MANIFEST_KEY, encode_manifest(levels))
+    def write_manifest(
+        self,
+        shards: Mapping[str, Mapping[str, tuple[int, str]]],
+        arrays: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        """Write the manifest (see :func:`cellvol.ome._manifest.encode_manifest`)."""
+        write_bytes(self.store, MANIFEST_KEY, encode_manifest(shards, arrays))
         make_durable(self.store, [MANIFEST_KEY])
 
     def mark_complete(self) -> None:
@@ -165,5 +195,10 @@ class Ledger:
         return object_size(self.store, f"{LEDGER_PREFIX}/complete.json") is not None
 
 
-def _done_key(level: int, index: tuple[int, ...], nbytes: int) -> str:
-    return f"{LEDGER_PREFIX}/done/{level}/" + ".".join(str(i) for i in index) + f"@{nbytes}"
+_CRC = re.compile(r"[0-9a-f]{8}")
+_FINGERPRINT = re.compile(r"[0-9a-f]{16}")
+
+
+def _done_key(level: int, index: tuple[int, ...], record: ShardRecord) -> str:
+    facts = "-".join(str(f) for f in record if f is not None)
+    return f"{LEDGER_PREFIX}/done/{level}/" + ".".join(str(i) for i in index) + f"@{facts}"

@@ -64,7 +64,7 @@ from cellvol.ome._metadata import Dataset, image_attributes, provenance
 from cellvol.progress import ProgressCallback
 from cellvol.units import SPATIAL_AXES, VoxelSize
 from cellvol.write._downsample import METHODS, Method
-from cellvol.write._inputs import portable
+from cellvol.write._inputs import portable, read_source
 from cellvol.write._ledger import Ledger
 from cellvol.write._plan import (
     DEFAULT_MEMORY_LIMIT,
@@ -75,12 +75,12 @@ from cellvol.write._plan import (
     plan_pyramid,
     plan_schedule,
 )
+from cellvol.write._resume import prove_inputs
 from cellvol.write._tasks import (
     Job,
     TaskContext,
     cluster_threads,
     forget_job_on_workers,
-    read_source,
     run_stage,
 )
 
@@ -327,6 +327,9 @@ def write_pyramid(
         else:
             ledger.check_same(parameters)
             if ledger.is_complete():
+                # Done already, but only if from this very input: a changed one is refused.
+                finished = ledger.finished()
+                prove_inputs(readable, plan.levels[0], finished, location.url, workers=threads)
                 elapsed = time.perf_counter() - started
                 return WriteResult(location.url, plan, schedule, 0, 0, elapsed)
             if not resume:
@@ -344,6 +347,8 @@ def write_pyramid(
                 _create_level(group, level, dtype)
 
         finished = ledger.finished()
+        if finished:  # a resume: its input must be the one the finished shards were made from
+            prove_inputs(readable, plan.levels[0], finished, location.url, workers=threads)
         job = Job(
             url=location.url,
             storage_options=options,
@@ -380,7 +385,7 @@ def write_pyramid(
         # The manifest goes first: an image whose metadata says cellvol wrote it is refused
         # without one (a crash in between leaves no OME metadata, so no image).
         lease.check()
-        ledger.write_manifest(_manifest(ledger, plan))
+        ledger.write_manifest(*_manifest(ledger, plan, dtype))
         group.attrs.update(json.loads(json.dumps(attributes)))
         # zarr wrote the metadata into the page cache; the completion marker must not reach the
         # disk before it (the shards and the manifest are synced where they are written).
@@ -546,23 +551,32 @@ def _create_level(group: zarr.Group, level: LevelPlan, dtype: np.dtype[Any]) -> 
 # -- the end of a write ------------------------------------------------------------------------
 
 
-def _manifest(ledger: Ledger, plan: PyramidPlan) -> dict[str, dict[str, int]]:
-    """Every shard of every level with its size, from the records; all must be there."""
+def _manifest(
+    ledger: Ledger, plan: PyramidPlan, dtype: np.dtype[Any]
+) -> tuple[dict[str, dict[str, tuple[int, str]]], dict[str, dict[str, Any]]]:
+    """Every shard of every level with its size and fingerprint, and every level's layout."""
     finished = ledger.finished()
-    levels: dict[str, dict[str, int]] = {}
+    shards: dict[str, dict[str, tuple[int, str]]] = {}
+    arrays: dict[str, dict[str, Any]] = {}
     for number, level in enumerate(plan.levels):
         counts = [-(-n // s) for n, s in zip(level.shape, level.shards, strict=True)]
-        entries: dict[str, int] = {}
+        entries: dict[str, tuple[int, str]] = {}
         for index in np.ndindex(*counts):
-            size = finished.get((number, tuple(index)))
-            if size is None:
+            record = finished.get((number, tuple(index)))
+            if record is None:
                 raise OSError(
                     f"{ledger.url}: shard {shard_object_key(level.path, index)} has no record "
                     "after every task finished"
                 )
-            entries[".".join(map(str, index))] = size
-        levels[level.path] = entries
-    return levels
+            entries[".".join(map(str, index))] = (record.nbytes, record.fingerprint)
+        shards[level.path] = entries
+        arrays[level.path] = {
+            "shape": list(level.shape),
+            "dtype": dtype.name,
+            "chunks": list(level.chunks),
+            "shards": list(level.shards),
+        }
+    return shards, arrays
 
 
 def _describe(source: object) -> str:

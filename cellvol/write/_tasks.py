@@ -8,7 +8,6 @@ shard of a stage's top level and every shard beneath it, depth first (see
 
 from __future__ import annotations
 
-import sys
 import threading
 import uuid
 from collections import deque
@@ -26,13 +25,15 @@ from cellvol._codec._cache import ChunkCache
 from cellvol._codec._keys import shard_object_key
 from cellvol._codec._layout import chunk_layout
 from cellvol._codec._reader import ChunkReader
-from cellvol._codec._shard import encode_shard
+from cellvol._codec._shard import encode_shard, parts_fingerprint
 from cellvol._store import is_local_store, make_durable, open_store, write_bytes
-from cellvol.errors import InvalidInputError, WriteConflictError
+from cellvol.errors import WriteConflictError
 from cellvol.progress import ProgressCallback, ProgressReporter
 from cellvol.write._downsample import Method, downsample
-from cellvol.write._ledger import Ledger, ShardKey
+from cellvol.write._inputs import read_source
+from cellvol.write._ledger import Ledger, ShardKey, ShardRecord
 from cellvol.write._plan import PyramidPlan, Region, StagePlan, child_regions, shard_regions
+from cellvol.write._resume import input_digest
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -44,7 +45,6 @@ __all__ = [
     "TaskContext",
     "cluster_threads",
     "forget_job_on_workers",
-    "read_source",
     "run_stage",
     "run_task",
     "shard_index",
@@ -130,7 +130,9 @@ def _job_key(job: Job) -> str:
     return f"{job.url}|{job.token}"
 
 
-def _task_on_worker(job: Job, stage: StagePlan, region: Region, reuse: dict[ShardKey, int]) -> int:
+def _task_on_worker(
+    job: Job, stage: StagePlan, region: Region, reuse: dict[ShardKey, ShardRecord]
+) -> int:
     key = _job_key(job)
     with _WORKER_LOCK:
         _JOBS.setdefault(key, job)
@@ -165,7 +167,7 @@ def run_task(
     context: TaskContext,
     stage: StagePlan,
     region: Region,
-    reuse: dict[ShardKey, int],
+    reuse: dict[ShardKey, ShardRecord],
 ) -> int:
     """Produce one shard of the stage's top level and everything below it; return bytes read.
 
@@ -189,14 +191,16 @@ def run_task(
             if context.ledger.still_intact(plan.levels[level].path, index, recorded):
                 return written.read([(s.start, s.stop) for s in shard])
             context.ledger.forget(level, index, recorded)  # torn or replaced: write it again
+        input_crc = None
         if level == 0:
             data = read_source(job.source, shard)
             nbytes_read += data.nbytes
+            input_crc = input_digest(data)
         else:
             data = _fold_children(level, shard, obtain, plan, job.method, array.dtype)
         layout = plan.levels[level]
         encoded = encode_shard(data, layout.chunks, layout.shards, layout.compression)
-        writer.submit(level, index, shard_object_key(layout.path, index), encoded)
+        writer.submit(level, index, shard_object_key(layout.path, index), encoded, input_crc)
         return data
 
     writer = _ShardWriter(context, context.shards_in_flight)
@@ -267,28 +271,43 @@ class _ShardWriter:
         self._pending: deque[tuple[int, Future[None]]] = deque()
         self._records: deque[Future[None]] = deque()
 
-    def submit(self, level: int, index: tuple[int, ...], key: str, encoded: list[bytes]) -> None:
+    def submit(
+        self,
+        level: int,
+        index: tuple[int, ...],
+        key: str,
+        encoded: list[bytes],
+        input_crc: str | None,
+    ) -> None:
+        fingerprint = parts_fingerprint(encoded).hex()
+        record = ShardRecord(sum(len(part) for part in encoded), fingerprint, input_crc)
         if self._in_flight == 0:
-            self._store(level, index, key, encoded)
+            self._store(level, index, key, encoded, record)
             return
         # Shards arrive children first (depth first), so a finer pending shard is a child.
         if any(pending_level < level for pending_level, _ in self._pending):
             self.finish()
-        future = self._context.writers.submit(self._store, level, index, key, encoded)
+        future = self._context.writers.submit(self._store, level, index, key, encoded, record)
         self._pending.append((level, future))
         while len(self._pending) > self._in_flight:
             self._pending.popleft()[1].result()
 
-    def _store(self, level: int, index: tuple[int, ...], key: str, encoded: list[bytes]) -> None:
+    def _store(
+        self,
+        level: int,
+        index: tuple[int, ...],
+        key: str,
+        encoded: list[bytes],
+        record: ShardRecord,
+    ) -> None:
         context = self._context
         write_bytes(context.store, key, encoded)
-        nbytes = sum(len(part) for part in encoded)
         if not context.sync_before_record:
-            context.ledger.record(level, index, nbytes)
+            context.ledger.record(level, index, record)
             return
         previous = self._records[-1] if self._records else None
         self._records.append(
-            context.writers.submit(self._sync_and_record, level, index, key, nbytes, previous)
+            context.writers.submit(self._sync_and_record, level, index, key, record, previous)
         )
         # A task runs at most a few syncs ahead of the disk: kept unbounded, the waiting
         # records of a disk-bound 16 GiB build added 20 MiB to its peak, and would grow with
@@ -301,7 +320,7 @@ class _ShardWriter:
         level: int,
         index: tuple[int, ...],
         key: str,
-        nbytes: int,
+        record: ShardRecord,
         previous: Future[None] | None,
     ) -> None:
         make_durable(self._context.store, [key])
@@ -310,7 +329,7 @@ class _ShardWriter:
         # running or done: waiting for it cannot deadlock.
         if previous is not None:
             previous.result()
-        self._context.ledger.record(level, index, nbytes)
+        self._context.ledger.record(level, index, record)
 
     def finish(self) -> None:
         """Wait for every submitted shard; re-raise the first failure.
@@ -355,35 +374,13 @@ def shard_index(region: Region, shards: Sequence[int]) -> tuple[int, ...]:
     return tuple(r.start // s for r, s in zip(region, shards, strict=True))
 
 
-def _is_dask_array(source: Any) -> bool:
-    # Without importing dask (about a second): whoever made a dask array imported it first.
-    dask_array = sys.modules.get("dask.array")
-    return dask_array is not None and isinstance(source, dask_array.Array)
-
-
-def read_source(source: Any, region: Region) -> npt.NDArray[Any]:
-    """Read one region of a source as numpy, checking it has the shape asked for."""
-    if _is_dask_array(source):
-        # Synchronously in this task's thread: the tasks themselves are the parallelism.
-        block = source[region].compute(scheduler="synchronous")
-    else:
-        block = source[region]
-    data = np.asarray(block)
-    expected = tuple(r.stop - r.start for r in region)
-    if data.shape != expected:
-        raise InvalidInputError(
-            f"source returned shape {data.shape} for region {region}; expected {expected}"
-        )
-    return data
-
-
 # -- running a stage ---------------------------------------------------------------------------
 
 
 def run_stage(
     job: Job,
     stage: StagePlan,
-    finished: Mapping[ShardKey, int],
+    finished: Mapping[ShardKey, ShardRecord],
     client: Client | None,
     threads: int,
     progress: ProgressCallback | None,
@@ -414,12 +411,12 @@ def run_stage(
 
 
 def _records_by_task(
-    plan: PyramidPlan, stage: StagePlan, finished: Mapping[ShardKey, int]
-) -> dict[tuple[int, ...], dict[ShardKey, int]]:
+    plan: PyramidPlan, stage: StagePlan, finished: Mapping[ShardKey, ShardRecord]
+) -> dict[tuple[int, ...], dict[ShardKey, ShardRecord]]:
     """Group the finished shards of a stage's levels by the top-level shard that contains them."""
-    grouped: dict[tuple[int, ...], dict[ShardKey, int]] = {}
+    grouped: dict[tuple[int, ...], dict[ShardKey, ShardRecord]] = {}
     top = plan.levels[stage.top]
-    for (level, index), nbytes in finished.items():
+    for (level, index), record in finished.items():
         if level not in stage.levels:
             continue
         scale = [1] * len(index)
@@ -427,26 +424,26 @@ def _records_by_task(
             scale = [s * f for s, f in zip(scale, plan.levels[k].factors, strict=True)]
         start = [i * s for i, s in zip(index, plan.levels[level].shards, strict=True)]
         owner = tuple((p // c) // t for p, c, t in zip(start, scale, top.shards, strict=True))
-        grouped.setdefault(owner, {})[(level, index)] = nbytes
+        grouped.setdefault(owner, {})[(level, index)] = record
     return grouped
 
 
 def _run_on_threads(
     job: Job,
     stage: StagePlan,
-    pending: list[tuple[Region, dict[ShardKey, int]]],
+    pending: list[tuple[Region, dict[ShardKey, ShardRecord]]],
     context: TaskContext,
     threads: int,
     reporter: ProgressReporter,
 ) -> None:
     syncing = context.syncing
 
-    def one(region: Region, reuse: dict[ShardKey, int]) -> None:
+    def one(region: Region, reuse: dict[ShardKey, ShardRecord]) -> None:
         reporter.advance(run_task(job, context, stage, region, reuse))
 
     # Submit lazily, keeping `threads` tasks in flight: memory stays bounded and a failure
     # stops the write after the tasks already running, not after every queued one.
-    work: Iterator[tuple[Region, dict[ShardKey, int]]] = iter(pending)
+    work: Iterator[tuple[Region, dict[ShardKey, ShardRecord]]] = iter(pending)
     try:
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cellvol-write") as pool:
             running: set[Future[None]] = set()
@@ -474,7 +471,7 @@ def _wait_first(running: set[Future[None]]) -> set[Future[None]]:
 def _run_on_cluster(
     job: Job,
     stage: StagePlan,
-    pending: list[tuple[Region, dict[ShardKey, int]]],
+    pending: list[tuple[Region, dict[ShardKey, ShardRecord]]],
     client: Client,
     reporter: ProgressReporter,
 ) -> None:
