@@ -213,3 +213,16 @@ def test_the_guard_counts_each_client_apart_and_all_together() -> None:
     )
     unlimited = ConnectionGuard(total=100, per_client=0, header_timeout=1.0)
     assert all(unlimited.admit("a") for _ in range(100))
+
+
+def test_a_head_too_long_to_buffer_is_refused(running) -> None:
+    # What bounds each connection's memory: at most 16 KiB of an unfinished head.
+    with _server(running.image) as server, _connect(server) as sock:
+        sock.sendall(b"GET /catalog HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20_000)
+        reply = b""
+        try:
+            while chunk := sock.recv(65536):
+                reply += chunk
+        except ConnectionResetError:
+            pass
+        assert reply.startswith(b"HTTP/1.1 400"), reply[:100]
