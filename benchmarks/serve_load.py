@@ -136,10 +136,10 @@ def start_server(command: Sequence[str], marker: str) -> tuple[subprocess.Popen[
 
 def start_cellvol(image: Path) -> tuple[subprocess.Popen[str], str]:
     command = Path(sys.executable).with_name("cellvol")
-    return start_server(
-        [str(command), "serve", f"bench={image}", "--port", "0", "--max-concurrency", "32"],
-        "catalog ",
-    )
+    # Every client comes from 127.0.0.1: the per-client cap, meant for a public server's
+    # many addresses, would refuse all but the first 128 of them.
+    serve = [str(command), "serve", f"bench={image}", "--port", "0", "--max-concurrency", "32"]
+    return start_server([*serve, "--max-connections-per-client", "0"], "catalog ")
 
 
 def start_helper(role: str, image: Path) -> tuple[subprocess.Popen[str], str]:
@@ -192,14 +192,18 @@ def serve_helper(role: str, image: Path) -> None:
         app = Starlette(
             routes=[Route("/bare/{key:path}", bare), Route("/{key:path}", ranged)],
         )
-    # cellvol's runner's settings, so that only the app differs. uvicorn binds the port itself
-    # here, with TCP_NODELAY on, as cellvol's runner's own socket has it.
+    from cellvol.server._guard import ConnectionGuard, guarded_protocol
+
+    # cellvol's runner's settings, so that only the app differs (with its connection guard,
+    # less the per-client cap, as start_cellvol runs it). uvicorn binds the port itself here,
+    # with TCP_NODELAY on, as cellvol's runner's own socket has it.
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=0,
         log_level="warning",
-        limit_concurrency=256,
+        http=guarded_protocol(ConnectionGuard(2048, 0, 10.0)),
+        limit_concurrency=None,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=2,
     )

@@ -144,6 +144,7 @@ BAD_INPUTS: list[tuple[list[str], str]] = [
     (["serve"], "Missing argument"),
     (["serve", "{missing}"], "missing.zarr does not exist"),
     (["serve", "{image}", "--port", "http"], "Invalid value for '--port'"),
+    (["serve", "{image}", "--header-timeout", "0"], "header_timeout must be positive"),
 ]
 
 

@@ -424,6 +424,22 @@ def serve(
     port: Annotated[int, typer.Option(help="Port (0: any free port).")] = 8000,
     max_concurrency: Annotated[int, typer.Option(help="Images rendered at once; more wait.")] = 8,
     timeout: Annotated[float, typer.Option(help="Seconds a rendering request may take.")] = 30.0,
+    max_connections: Annotated[
+        int, typer.Option(help="Connections open at once; more are refused (503).")
+    ] = 2048,
+    max_connections_per_client: Annotated[
+        int,
+        typer.Option(
+            help="Connections one client (IP address; IPv6 /64) may hold; "
+            "0: no cap, behind a reverse proxy."
+        ),
+    ] = 128,
+    header_timeout: Annotated[
+        float, typer.Option(help="Seconds a connection has to send a whole request head.")
+    ] = 10.0,
+    idle_timeout: Annotated[
+        float, typer.Option(help="Seconds a kept-alive connection may wait for its next request.")
+    ] = 5.0,
     endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for the images.")] = None,
     anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
 ) -> None:
@@ -437,6 +453,10 @@ def serve(
         storage_options=_storage_options(endpoint_url, anon),
         max_concurrency=max_concurrency,
         timeout=timeout,
+        max_connections=max_connections,
+        max_connections_per_client=max_connections_per_client,
+        header_timeout=header_timeout,
+        idle_timeout=idle_timeout,
     )
     for served in server.app.state.served:
         console.print(f"[bold]{served.name}[/]: {served.url}")

@@ -9,12 +9,13 @@ import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import uvicorn
 
 from cellvol.errors import AddressInUseError, InvalidInputError
 from cellvol.server._app import Served, create_app
+from cellvol.server._guard import ConnectionGuard, guarded_protocol
 
 __all__ = ["Server"]
 
@@ -31,14 +32,30 @@ class Server:
     storage_options
         Passed to every store (for S3: ``endpoint_url``, ``key``/``secret``...).
     max_concurrency, timeout
-        Rendering requests handled at once, and seconds each may take.
+        Rendering requests handled at once (more wait, up to ``timeout``, then get 503), and
+        seconds each may take (then 504). Raw keys and the catalog are not limited: they cost
+        a file read.
     max_connections
-        Open connections beyond this are answered 503 by uvicorn.
+        Connections open at once, all clients together; one more is answered 503 and closed.
+        Lowered, if need be, to what the process's open-file limit leaves room for.
+    max_connections_per_client
+        Connections one client (an IPv4 address, an IPv6 /64) may hold at once; beyond, 503
+        and closed. The default is above what browsers (6) and Python's HTTP pools (100)
+        open. 0: no such cap, for a server behind a reverse proxy, where every connection
+        comes from the proxy's address (let the proxy cap its clients).
+    header_timeout
+        Seconds a connection has to send a complete request head: of connecting, for its
+        first request, or of the head's first byte after that. Then it is closed, so that
+        connections left half-open cannot pile up.
+    idle_timeout
+        Seconds a kept-alive connection may wait, idle, for its next request.
 
     Raises
     ------
     AddressInUseError
         If another program listens on ``host:port`` already.
+    InvalidInputError
+        If a limit or timeout is not positive.
     """
 
     def __init__(
@@ -50,10 +67,25 @@ class Server:
         storage_options: Mapping[str, Any] | None = None,
         max_concurrency: int = 8,
         timeout: float = 30.0,
-        max_connections: int = 256,
+        max_connections: int = 2048,
+        max_connections_per_client: int = 128,
+        header_timeout: float = 10.0,
+        idle_timeout: float = 5.0,
     ) -> None:
         if not sources:
             raise InvalidInputError("name at least one image to serve")
+        _positive(
+            max_concurrency=max_concurrency,
+            timeout=timeout,
+            max_connections=max_connections,
+            header_timeout=header_timeout,
+            idle_timeout=idle_timeout,
+        )
+        if max_connections_per_client < 0:
+            raise InvalidInputError(
+                f"max_connections_per_client must be 0 (no cap) or more, "
+                f"got {max_connections_per_client}"
+            )
         served = [
             s if isinstance(s, Served) else Served.open(*_named(str(s)), storage_options)
             for s in sources
@@ -61,11 +93,18 @@ class Server:
         self.app = create_app(served, max_concurrency=max_concurrency, timeout=timeout)
         self._socket = _listening_socket(host, port)
         self.host, self.port = self._socket.getsockname()[:2]
+        self.guard = ConnectionGuard(
+            _connection_budget(max_connections), max_connections_per_client, header_timeout
+        )
         config = uvicorn.Config(
             self.app,
             log_level="warning",
-            limit_concurrency=max_connections,
-            timeout_keep_alive=5,
+            # Not uvicorn's limit_concurrency: it counts sockets, half-open ones included, and
+            # answers 503 to every client once they fill it. The guard caps connections and
+            # times out their heads; the app bounds the work.
+            http=guarded_protocol(self.guard),
+            limit_concurrency=None,
+            timeout_keep_alive=idle_timeout,  # type: ignore[arg-type]  # a float works
             timeout_graceful_shutdown=2,
         )
         self._server = uvicorn.Server(config)
@@ -137,6 +176,40 @@ def _listening_socket(host: str, port: int) -> socket.socket:
         listener.close()
         raise
     return listener
+
+
+def _positive(**limits: float) -> None:
+    for name, value in limits.items():
+        if not value > 0:  # NaN too
+            raise InvalidInputError(f"{name} must be positive, got {value}")
+
+
+_FILES_RESERVE: Final = 256
+"""File descriptors kept for what is not a connection: shards being read, logs, the loop."""
+
+
+def _connection_budget(wanted: int) -> int:
+    """``wanted`` connections, or as many as the open-file limit leaves room for.
+
+    A server that runs out of descriptors fails to open shards, not just to accept: the soft
+    limit is raised towards the hard one if need be, and the cap lowered to what fits.
+    """
+    if os.name != "posix":
+        return wanted
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + _FILES_RESERVE
+    raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < raised:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (OSError, ValueError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - _FILES_RESERVE))
 
 
 def _named(text: str) -> tuple[str, str | None]:
