@@ -119,9 +119,7 @@ def test_a_shard_from_another_image_is_refused(tmp_path: Path) -> None:
         volume[0:32, 32:64, 0:32]
 
 
-@pytest.mark.parametrize(
-    ("field", "value"), [("shape", [64, 64, 32]), ("data_type", "int8")]
-)
+@pytest.mark.parametrize(("field", "value"), [("shape", [64, 64, 32]), ("data_type", "int8")])
 def test_edited_array_metadata_is_refused(tmp_path: Path, field: str, value) -> None:
     _image(tmp_path / "v.ome.zarr", 1)
     document = tmp_path / "v.ome.zarr" / "0" / "zarr.json"
