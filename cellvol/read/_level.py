@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,11 +11,9 @@ import numpy as np
 import numpy.typing as npt
 import zarr
 
-from cellvol._codec._keys import box_of
+from cellvol._codec._keys import box_of, touched_chunks, touched_ranges
 from cellvol._codec._reader import ChunkReader
-from cellvol.errors import (
-    IntegrityError,
-)
+from cellvol.errors import CellvolError, IntegrityError
 from cellvol.ome._metadata import (
     Axis,
     Dataset,
@@ -136,18 +135,42 @@ class Level:
         return await asyncio.to_thread(self._read_with_zarr, key)
 
     def _read_with_zarr(self, key: Any) -> npt.NDArray[Any]:
+        # First the selection's own faults (a zero step raises ValueError here, before any
+        # read), so that every ValueError zarr raises below is the stored data's.
+        touched_ranges(key, self.shape)
         if self.presence is not None:
             self.presence.check(key, self.shape)
         try:
             return np.asarray(self.array[key])
-        except ValueError as exc:
-            # zarr reports a CRC32C mismatch (chunk or shard index) as a plain ValueError.
-            if "checksum" not in str(exc):
-                raise
-            raise IntegrityError(
-                f"level {self.index} ('{self.path}'): stored data in region {key!r} is "
-                f"corrupt ({exc})"
-            ) from exc
+        except (CellvolError, IndexError, TypeError, OSError, MemoryError):
+            raise  # a bad selection (IndexError), the store's own failure, or already ours
+        except Exception as exc:
+            # A codec's failure on stored bytes: crc32c's ValueError, zstd's RuntimeError, a
+            # shard too short for its index... Which chunk is damaged, zarr does not say.
+            raise self._damage(key, exc) from exc
+
+    def _damage(self, key: Any, exc: Exception) -> IntegrityError:
+        """The error for a selection zarr could not decode, naming the chunk where it can.
+
+        The chunks the selection touched are read again, one at a time, through the direct
+        reader, whose checks name the chunk and its shard; this costs what the failed read
+        did, and only when reading has already failed.
+        """
+        where = f"level {self.index} ('{self.path}'), selection {key!r}"
+        if self.reader is not None:
+            per_axis = touched_chunks(key, self.shape, self.chunks)
+            for index in itertools.product(*per_axis):
+                box = [
+                    (i * c, min((i + 1) * c, n))
+                    for i, c, n in zip(index, self.chunks, self.shape, strict=True)
+                ]
+                try:
+                    self.reader.read(box)
+                except IntegrityError as found:
+                    return IntegrityError(f"{found.message} ({where})")
+        return IntegrityError(
+            f"{where}: stored data cannot be decoded, it is corrupt ({type(exc).__name__}: {exc})"
+        )
 
     def to_dask(self) -> Any:
         """Return the level as a dask array, one block per shard (see ``_views``)."""
