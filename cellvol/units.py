@@ -17,8 +17,11 @@ from cellvol.errors import InvalidInputError
 __all__ = [
     "SPATIAL_AXES",
     "UNIT_ALIASES",
+    "ORIGIN_LIMIT_NM",
     "UNIT_IN_NM",
+    "VOXEL_SIZE_RANGE_NM",
     "VoxelSize",
+    "check_placement",
     "convert_lengths",
     "normalize_unit",
 ]
@@ -36,6 +39,17 @@ UNIT_IN_NM: Final[dict[str, float]] = {
     "meter": 1e9,
     "picometer": 1e-3,
 }
+
+#: The voxel sizes cellvol stores, in nanometres: from a femtometre (1e-6 nm), four orders of
+#: magnitude below the finest sampling any microscope reaches (about 0.01 nm, cryo-EM pixels
+#: of a tenth of an ångström), to a metre (1e9 nm), far above the coarsest (millimetre CT
+#: voxels). A size outside is not a measurement but a corrupt header or a wrong unit (1e-41 nm
+#: is float32 noise, 1e36 nm uninitialised memory), and a viewer fed it draws nothing useful.
+VOXEL_SIZE_RANGE_NM: Final = (1e-6, 1e9)
+
+#: The largest distance from the origin of its frame an image may start at, in nanometres (a
+#: kilometre): beyond any stage's travel, while a float32 header holding garbage (1e38) is not.
+ORIGIN_LIMIT_NM: Final = 1e12
 
 #: Short spellings users type, mapped to the OME-NGFF unit name.
 UNIT_ALIASES: Final[dict[str, str]] = {
@@ -168,3 +182,49 @@ class VoxelSize:
 
     def __str__(self) -> str:
         return f"{self.z:g} × {self.y:g} × {self.x:g} {self.unit}"
+
+
+def check_placement(
+    voxel: VoxelSize, origin: Sequence[float] | None = None, *, where: str = ""
+) -> None:
+    """Refuse a voxel size or origin no instrument could have produced.
+
+    Parameters
+    ----------
+    voxel
+        Must lie within :data:`VOXEL_SIZE_RANGE_NM` along every axis.
+    origin
+        ``(z, y, x)`` in ``voxel``'s unit; each must be finite and within
+        :data:`ORIGIN_LIMIT_NM` of zero.
+    where
+        What the values come from (a file and its field), to begin the message with.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the axis, the value and the accepted range.
+    """
+    prefix = f"{where}: " if where else ""
+    low, high = VOXEL_SIZE_RANGE_NM
+    in_nm = convert_lengths(voxel.zyx, voxel.unit, "nanometer")
+    for axis, value, nm in zip(SPATIAL_AXES, voxel.zyx, in_nm, strict=True):
+        if not low <= nm <= high:
+            given = f"{value:g} nm" if voxel.unit == "nanometer" else f"{value:g} {voxel.unit}"
+            raise InvalidInputError(
+                f"{prefix}voxel size along {axis} is {given}"
+                f"{'' if voxel.unit == 'nanometer' else f' ({nm:g} nm)'}, outside the {low:g} nm "
+                f"to {high:g} nm cellvol accepts: a corrupt value or a wrong unit"
+            )
+    if origin is None:
+        return
+    values = tuple(float(v) for v in origin)
+    if not all(math.isfinite(v) for v in values):
+        raise InvalidInputError(f"{prefix}origin {values} must be three finite numbers")
+    for axis, value, nm in zip(
+        SPATIAL_AXES, values, convert_lengths(values, voxel.unit, "nanometer"), strict=True
+    ):
+        if abs(nm) > ORIGIN_LIMIT_NM:
+            raise InvalidInputError(
+                f"{prefix}origin along {axis} is {value:g} {voxel.unit} ({nm:g} nm), farther "
+                f"than the {ORIGIN_LIMIT_NM:g} nm cellvol accepts: a corrupt value or a wrong unit"
+            )

@@ -266,3 +266,79 @@ def test_s3_commands_close_their_sessions(s3_bucket: S3Bucket, s3_server: S3Serv
     failed = run_process(*missing)
     check_one_line(missing, failed.returncode, failed.stderr)
     assert "holds no object" in failed.stderr
+
+
+def _hostile_inputs(root: Path) -> dict[str, tuple[str, str]]:
+    """Files whose metadata a parser chokes on: (the input, what the error line names)."""
+    import h5py
+    import tifffile
+
+    data = np.zeros((4, 8, 8), np.uint8)
+    ome = root / "ome.ome.tif"
+    tifffile.imwrite(
+        ome, data, ome=True, metadata={"axes": "ZYX", "PhysicalSizeX": "abc", "PhysicalSizeY": 1}
+    )
+    spacing, unit = root / "spacing.tif", root / "unit.tif"
+    for path, meta in ((spacing, {"spacing": "abc"}), (unit, {"unit": "\\x", "spacing": 1})):
+        tifffile.imwrite(
+            path,
+            data,
+            imagej=True,
+            resolution=(1, 1),
+            metadata={"axes": "ZYX", "unit": "um"} | meta,
+        )
+    loop = root / "loop.h5"
+    with h5py.File(loop, "w") as f:
+        f["a"] = h5py.SoftLink("/a")
+    nan = root / "nan.h5"
+    with h5py.File(nan, "w") as f:
+        f["v"] = data
+        f["v"].attrs["element_size_um"] = [float("nan"), 1.0, 1.0]
+    return {
+        "ome-physical-size": (str(ome), "PhysicalSizeX"),
+        "imagej-spacing": (str(spacing), "ImageJ spacing"),
+        "imagej-unit": (str(unit), "ImageJ unit"),
+        "hdf5-link-loop": (f"{loop}:/a", "'/a'"),
+        "hdf5-nan-voxel": (str(nan), "element_size_um"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["ome-physical-size", "imagej-spacing", "imagej-unit", "hdf5-link-loop", "hdf5-nan-voxel"],
+)
+def test_hostile_metadata_is_one_line_and_writes_nothing(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, field = _hostile_inputs(tmp_path)[case]
+    dest = tmp_path / "out.zarr"
+    args = ["convert", src, str(dest)]
+    status, stderr = run_main(args, capsys)
+    line = check_one_line(args, status, stderr)
+    assert field in line, stderr
+    assert src.split(":/")[0] in line, stderr
+    assert not dest.exists()
+
+
+def test_hostile_metadata_has_no_traceback_in_a_real_process(tmp_path: Path) -> None:
+    src, _ = _hostile_inputs(tmp_path)["hdf5-link-loop"]
+    done = run_process("convert", src, str(tmp_path / "out.zarr"))
+    check_one_line(["convert", src, str(tmp_path / "out.zarr")], done.returncode, done.stderr)
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_a_library_warning_is_one_line(tmp_path: Path) -> None:
+    import mrcfile
+
+    src = tmp_path / "nan-origin.mrc"
+    with mrcfile.new(src) as mrc:
+        mrc.set_data(np.zeros((4, 8, 8), np.int16))
+        mrc.voxel_size = 10.0
+        mrc.header.origin.x = float("nan")
+    done = run_process("convert", str(src), str(tmp_path / "out.zarr"), "--no-digest")
+    assert done.returncode == 0, done.stderr
+    warned = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(warned) == 1, done.stderr
+    assert warned[0].startswith("warning: "), done.stderr
+    assert "origin" in warned[0]
+    assert "Traceback" not in done.stderr

@@ -6,9 +6,11 @@ import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+
 from cellvol._codec._layout import Box
 
-__all__ = ["box_of", "shard_object_key", "touched_ranges"]
+__all__ = ["box_of", "per_axis", "shard_object_key", "touched_chunks", "touched_ranges"]
 
 
 def shard_object_key(level_path: str, index: Iterable[int]) -> str:
@@ -16,7 +18,7 @@ def shard_object_key(level_path: str, index: Iterable[int]) -> str:
     return f"{level_path}/c/" + "/".join(str(i) for i in index)
 
 
-def _per_axis(key: Any, ndim: int) -> tuple[Any, ...] | None:
+def per_axis(key: Any, ndim: int) -> tuple[Any, ...] | None:
     """``key`` as one part per axis (``...`` expanded, missing axes filled with ``:``).
 
     None when it cannot be read that way: more than one ``...``, or more parts than axes
@@ -43,7 +45,7 @@ def box_of(key: Any, shape: Sequence[int]) -> tuple[Box, tuple[int | slice, ...]
     steps above 1, which zarr reads (it skips the chunks a large step jumps over). Integers
     out of range raise ``IndexError`` as numpy does.
     """
-    parts = _per_axis(key, len(shape))
+    parts = per_axis(key, len(shape))
     if parts is None:
         return None
     box: Box = []
@@ -81,7 +83,7 @@ def touched_ranges(key: Any, shape: Sequence[int]) -> list[tuple[int, int]]:
     Integers, slices (any step) and ``...`` are exact; anything else (index arrays, masks)
     counts as touching the whole axis.
     """
-    parts = _per_axis(key, len(shape))
+    parts = per_axis(key, len(shape))
     if parts is None:
         return [(0, n) for n in shape]
     ranges: list[tuple[int, int]] = []
@@ -98,3 +100,33 @@ def touched_ranges(key: Any, shape: Sequence[int]) -> list[tuple[int, int]]:
         else:
             ranges.append((0, n))
     return ranges
+
+
+def touched_chunks(key: Any, shape: Sequence[int], chunks: Sequence[int]) -> list[list[int]]:
+    """Per axis, the chunk indices a numpy-style selection reads, in increasing order.
+
+    Exact for integers, slices of any step (a step larger than a chunk skips chunks, as zarr
+    does), ``...``, and 1-D integer or boolean index arrays; anything else counts as reading
+    every chunk of the axis.
+    """
+    parts = per_axis(key, len(shape))
+    if parts is None:
+        return [list(range(-(-n // c))) for n, c in zip(shape, chunks, strict=True)]
+    touched: list[list[int]] = []
+    for part, n, c in zip(parts, shape, chunks, strict=True):
+        every = range(-(-n // c))
+        indices: Iterable[int]
+        if isinstance(part, numbers.Integral):
+            indices = [int(part) % n] if -n <= int(part) < n else []
+        elif isinstance(part, slice):
+            indices = range(*part.indices(n))
+        else:
+            array = np.asarray(part)
+            if array.ndim == 1 and array.dtype.kind == "b" and array.size == n:
+                indices = np.flatnonzero(array).tolist()
+            elif array.ndim == 1 and array.dtype.kind in "iu":
+                indices = [int(i) % n for i in array.tolist() if -n <= int(i) < n]
+            else:
+                indices = every
+        touched.append(sorted({i // c for i in indices}))
+    return touched

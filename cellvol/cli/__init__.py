@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,8 +20,15 @@ import typer
 
 from cellvol._store import close_sessions
 from cellvol._version import __version__
-from cellvol.cli._display import console, metadata_problems, print_volume, progress_bar, report
-from cellvol.errors import CellvolError, WriteConflictError
+from cellvol.cli._display import (
+    console,
+    metadata_problems,
+    print_volume,
+    progress_bar,
+    report,
+    report_warning,
+)
+from cellvol.errors import CellvolError, CellvolWarning, WriteConflictError
 from cellvol.read._open import open as open_volume
 from cellvol.synthetic import SyntheticVolume
 from cellvol.units import VoxelSize
@@ -61,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = (sys.argv[1:] if argv is None else list(argv)) or ["--help"]
     try:
         try:
-            status = app(args=args, prog_name="cellvol", standalone_mode=False)
+            with warnings.catch_warnings():  # restores the caller's display on the way out
+                warnings.showwarning = _show_warning
+                status = app(args=args, prog_name="cellvol", standalone_mode=False)
         finally:
             close_sessions()  # else aiohttp reports each S3 or HTTP session open at exit
     except typer.TyperException as exc:  # the command line does not parse, or BadParameter
@@ -88,6 +98,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         raise SystemExit(1) from None
     raise SystemExit(status if isinstance(status, int) else 0)
+
+
+_show_other_warning = warnings.showwarning
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Show cellvol's own warnings as one ``warning: ...`` line; others as Python shows them."""
+    if issubclass(category, CellvolWarning):
+        report_warning(str(message))
+    else:
+        _show_other_warning(message, category, filename, lineno, file, line)
 
 
 def command_options(args: Sequence[str]) -> dict[str, Any]:

@@ -13,7 +13,15 @@ from cellvol.ome._validation import validate
 from cellvol.progress import ProgressEvent
 from cellvol.read._volume import Volume
 
-__all__ = ["console", "errors", "metadata_problems", "print_volume", "progress_bar", "report"]
+__all__ = [
+    "console",
+    "errors",
+    "metadata_problems",
+    "print_volume",
+    "progress_bar",
+    "report",
+    "report_warning",
+]
 
 # Messages soft-wrap: a path or an error must stay on one line in logs, whatever the width.
 console = Console(soft_wrap=True)
@@ -27,6 +35,12 @@ def report(message: str, hint: str | None) -> None:
     errors.print(line, highlight=False)
     if hint:
         errors.print(Text.assemble(("hint:", "bold"), " ", " ".join(hint.split())))
+
+
+def report_warning(message: str) -> None:
+    """Print a warning (something worked around that the user should know) as one line."""
+    line = Text.assemble(("warning:", "bold yellow"), " ", " ".join(message.split()))
+    errors.print(line, highlight=False)
 
 
 class _RichProgress:

@@ -18,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from cellvol.errors import InvalidInputError, StoreNotFoundError
-from cellvol.formats._source import Source, float32_meant
-from cellvol.units import VoxelSize
+from cellvol.formats._source import Source, float32_meant, metadata_field, metadata_number
+from cellvol.units import VoxelSize, check_placement, normalize_unit
 from cellvol.write._inputs import OpenedPerProcess, region_of
 
 __all__ = ["Hdf5Dataset", "open_hdf5"]
@@ -55,7 +55,10 @@ def open_hdf5(path: str | Path, dataset: str | None = None) -> Source:
         raise InvalidInputError(f"{name}: not a readable HDF5 file ({exc})") from exc
     with handle:
         key = dataset if dataset is not None else _only_volume(handle, name)
-        node = handle.get(key)
+        # Resolving a path follows its links: a soft link to itself or a cycle of them makes
+        # HDF5 give up (RuntimeError), a dangling external link fails to open (KeyError).
+        with metadata_field(name, f"dataset path {key!r}"):
+            node = handle.get(key)
         if node is None:
             raise InvalidInputError(
                 f"{name}: has no dataset {key!r}; its datasets are {_datasets(handle) or 'none'}"
@@ -75,8 +78,9 @@ def open_hdf5(path: str | Path, dataset: str | None = None) -> Source:
             raise InvalidInputError(
                 f"{name}: dataset {key!r} holds {dtype}; expected integers or floats"
             )
-        attributes = {k: _plain(v) for k, v in node.attrs.items()}
-        voxel = _voxel_size(attributes)
+        with metadata_field(name, f"attributes of {key!r}"):
+            attributes = {k: _plain(v) for k, v in node.attrs.items()}
+        voxel = _voxel_size(attributes, f"{name}:{node.name}")
         details = {
             "format": "HDF5",
             "file": file.name,
@@ -161,19 +165,38 @@ def _datasets(group: Any) -> str:
     return ", ".join(path for path, _ in _dataset_shapes(group))
 
 
-def _voxel_size(attributes: dict[str, Any]) -> VoxelSize | None:
-    unit = str(attributes.get("unit", "nanometer"))
+def _voxel_size(attributes: dict[str, Any], where: str) -> VoxelSize | None:
+    """The voxel size the first of the known attributes records, checked; None if none does.
+
+    A size in a unit cellvol does not know is unrecorded; three values that are not positive,
+    finite numbers in range are refused, naming the attribute.
+    """
+    given_unit = str(attributes.get("unit", "nanometer"))
     for key, key_unit in (
         ("element_size_um", "micrometer"),
-        ("resolution", unit),
-        ("voxel_size", unit),
+        ("resolution", given_unit),
+        ("voxel_size", given_unit),
     ):
         value = attributes.get(key)
-        if isinstance(value, list) and len(value) == 3:
-            try:
-                return VoxelSize.of([float(v) for v in value], key_unit).to("nanometer")
-            except (InvalidInputError, TypeError, ValueError):
-                return None
+        if not (isinstance(value, list) and len(value) == 3):
+            continue
+        try:
+            unit = normalize_unit(key_unit)
+        except InvalidInputError:
+            return None
+        try:
+            sizes = [metadata_number(v, where, f"attribute {key}") for v in value]
+        except InvalidInputError:
+            raise InvalidInputError(
+                f"{where}: attribute {key} is {value}; a voxel size must be a finite number"
+            ) from None
+        if min(sizes) <= 0:
+            raise InvalidInputError(
+                f"{where}: attribute {key} is {value}; a voxel size must be positive"
+            )
+        voxel = VoxelSize.of(sizes, unit).to("nanometer")
+        check_placement(voxel, where=f"{where}: attribute {key}")
+        return voxel
     return None
 
 

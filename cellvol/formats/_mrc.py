@@ -44,10 +44,10 @@ import mrcfile
 import mrcfile.utils
 import numpy as np
 
-from cellvol.errors import InvalidInputError, StoreNotFoundError
+from cellvol.errors import CellvolWarning, InvalidInputError, StoreNotFoundError
 from cellvol.formats._imod import IMOD_FIELDS_OFFSET, IMOD_SIGNED_BYTES, IMOD_STAMP
 from cellvol.formats._source import Source, float32_meant
-from cellvol.units import VoxelSize, convert_lengths
+from cellvol.units import ORIGIN_LIMIT_NM, VoxelSize, check_placement, convert_lengths
 from cellvol.write._inputs import MemmapSource, Transposed
 
 __all__ = ["SUPPORTED_MODES", "open_mrc"]
@@ -163,8 +163,8 @@ def open_mrc(path: str | Path, *, int8: Literal["auto", "signed", "unsigned"] = 
     shape_zyx = tuple(file_axes[p] for p in permutation)
 
     is_stack = file.suffix.lower() == ".mrcs" or (ispg == 0 and shape_zyx[0] > 1)
-    voxel = _voxel_size(header, shape_zyx[0])
-    origin = _origin(header, axis_order, voxel)
+    voxel = _voxel_size(header, shape_zyx[0], name)
+    origin = _origin(header, axis_order, voxel, name)
     kind = "image stack" if is_stack else "volume"
     description = (
         f"{file.name}: MRC {kind} {shape_zyx[0]} × {shape_zyx[1]} × {shape_zyx[2]} "
@@ -261,18 +261,27 @@ def _bytes_unsigned(head: bytes, header: Any, int8: str) -> bool:
     return bool(stamp == IMOD_STAMP and not (flags & IMOD_SIGNED_BYTES))
 
 
-def _voxel_size(header: Any, depth: int) -> VoxelSize | None:
+def _voxel_size(header: Any, depth: int, name: str) -> VoxelSize | None:
     sampling = (int(header.mx), int(header.my), int(header.mz))
     cell = (float(header.cella.x), float(header.cella.y), float(header.cella.z))
+    for axis, length in zip("xyz", cell, strict=True):
+        # Zero is the convention for "not recorded"; NaN, infinity or a negative length is
+        # a damaged header, and guessing past it would store a wrong size.
+        if not (math.isfinite(length) and length >= 0):
+            raise InvalidInputError(
+                f"{name}: header cella.{axis} is {float32_meant(length)} Å; a cell length must "
+                "be a finite number, positive (or 0 when not recorded)"
+            )
     x, y, z = (
-        _voxel_meant(c, m) if m > 0 and math.isfinite(c) and c > 0 else 0.0
-        for c, m in zip(cell, sampling, strict=True)
+        _voxel_meant(c, m) if m > 0 and c > 0 else 0.0 for c, m in zip(cell, sampling, strict=True)
     )
     if z == 0 and depth == 1 and x > 0:
         z = x  # one image: its thickness is never used, keep the voxel isotropic
     if min(x, y, z) <= 0:
         return None
-    return VoxelSize(z, y, x, "angstrom").to("nanometer")
+    voxel = VoxelSize(z, y, x, "angstrom").to("nanometer")
+    check_placement(voxel, where=f"{name}: header cella / (mx, my, mz)")
+    return voxel
 
 
 def _voxel_meant(cell: float, sampling: int) -> float:
@@ -286,15 +295,25 @@ def _voxel_meant(cell: float, sampling: int) -> float:
 
 
 def _origin(
-    header: Any, axis_order: tuple[int, int, int], voxel: VoxelSize | None
+    header: Any, axis_order: tuple[int, int, int], voxel: VoxelSize | None, name: str
 ) -> tuple[float, float, float] | None:
     if voxel is None:
         return None
-    origin_xyz = convert_lengths(
-        (float32_meant(header.origin[axis]) for axis in ("x", "y", "z")), "angstrom", "nanometer"
-    )
-    if any(origin_xyz) and all(math.isfinite(v) for v in origin_xyz):
-        return (origin_xyz[2], origin_xyz[1], origin_xyz[0])
+    raw = tuple(float32_meant(header.origin[axis]) for axis in ("x", "y", "z"))
+    if all(math.isfinite(v) for v in raw):
+        origin_xyz = convert_lengths(raw, "angstrom", "nanometer")
+        if any(origin_xyz) and max(abs(v) for v in origin_xyz) <= ORIGIN_LIMIT_NM:
+            return (origin_xyz[2], origin_xyz[1], origin_xyz[0])
+    if not all(math.isfinite(v) for v in raw) or any(v != 0 for v in raw):
+        # An origin no instrument records (NaN, infinity, 1e38: uninitialised memory) says
+        # nothing of where the image is; the voxels are sound. Placed by the rule for an unset
+        # origin, as ChimeraX does, and said so; the header's value stays in the provenance.
+        warnings.warn(
+            f"{name}: header origin (x, y, z) = {raw} Å is not a usable position; the image "
+            "is placed as if the origin were unset (by nxstart, nystart, nzstart)",
+            CellvolWarning,
+            stacklevel=3,
+        )
     starts = (int(header.nxstart), int(header.nystart), int(header.nzstart))  # col, row, sec
     start_xyz = [0, 0, 0]
     for start, axis in zip(starts, axis_order, strict=True):

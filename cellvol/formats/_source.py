@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import numpy as np
 
+from cellvol.errors import CellvolError, InvalidInputError
 from cellvol.units import VoxelSize
 
 __all__ = [
@@ -17,6 +20,8 @@ __all__ = [
     "TIFF_SUFFIXES",
     "Source",
     "float32_meant",
+    "metadata_field",
+    "metadata_number",
     "rational_meant",
 ]
 
@@ -60,6 +65,47 @@ class Source:
     image_stack: bool = False
     details: dict[str, Any] = field(default_factory=dict)
     block_bytes: int = 0
+
+
+# Every reader reads a file's metadata field by field through these two, so that whatever a
+# hostile or damaged file holds (text where a number belongs, an undecodable escape, a link
+# that loops) ends as one InvalidInputError naming the file and the field, never as the
+# parsing library's own error.
+
+
+@contextlib.contextmanager
+def metadata_field(file: str, field: str) -> Iterator[None]:
+    """Read one metadata ``field`` of ``file``: any error inside is the file's, and says so.
+
+    Raises
+    ------
+    InvalidInputError
+        ``"<file>: unreadable <field> (<the parser's message>)"``, from the parser's error.
+    """
+    try:
+        yield
+    except CellvolError:
+        raise
+    except (ValueError, TypeError, ArithmeticError, LookupError, RuntimeError, OSError) as exc:
+        raise InvalidInputError(f"{file}: unreadable {field} ({exc})") from exc
+
+
+def metadata_number(value: object, file: str, field: str) -> float:
+    """A number a metadata field holds (as a number or as text), which must be finite.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the file and the field, if the value is not a number, or NaN or infinite (JSON,
+        and so OME-Zarr metadata, has no such numbers).
+    """
+    try:
+        number = float(value)  # type: ignore[arg-type]  # whatever the file holds is tried
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInputError(f"{file}: {field} is {value!r}, not a number") from None
+    if not math.isfinite(number):
+        raise InvalidInputError(f"{file}: {field} is {value!r}, not a finite number")
+    return number
 
 
 # Header fields stored in float32 (MRC's cell and origin, many HDF5 attributes) widen to

@@ -23,7 +23,6 @@ import os
 import re
 import struct
 import threading
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,8 @@ import numpy.typing as npt
 import tifffile
 
 from cellvol.errors import InvalidInputError, StoreNotFoundError
-from cellvol.formats._source import TIFF_SUFFIXES, Source, rational_meant
+from cellvol.formats._source import TIFF_SUFFIXES, Source
+from cellvol.formats._tiff_voxel import voxel_size_of
 from cellvol.units import VoxelSize
 from cellvol.write._inputs import MemmapSource, OpenedPerProcess, region_of
 
@@ -82,7 +82,7 @@ def open_tiff(path: str | Path) -> Source:
         kept = _spatial_axes(axes, shape, name)
         zyx = _as_zyx(tuple(shape[i] for i in kept))
         dtype = np.dtype(series.dtype)
-        voxel = _voxel_size(tif, zyx[0])
+        voxel = voxel_size_of(tif, zyx[0], name)
         offset = series.dataoffset
         kind = "OME-TIFF" if tif.is_ome else "ImageJ TIFF" if tif.is_imagej else "TIFF"
         compression = _compression(tif)
@@ -363,7 +363,7 @@ def _slice_header(file: Path, depth: int) -> _SliceHeader:
             shape=shape,
             dtype=dtype,
             offset=None if offset is None else int(offset),
-            voxel_size=_voxel_size(tif, depth),
+            voxel_size=voxel_size_of(tif, depth, str(file)),
             compression=_compression(tif),
             block_bytes=0 if offset is not None else _decoded_block_bytes(tif.pages.first, dtype),
         )
@@ -505,61 +505,3 @@ def _report_differing_pages(tif: tifffile.TiffFile, name: str) -> None:
                 f"{name}: page {index} is {page.shape} {page.dtype}, but page 0 is "
                 f"{first.shape} {first.dtype}; every page of a volume must match"
             )
-
-
-def _voxel_size(tif: tifffile.TiffFile, depth: int) -> VoxelSize | None:
-    """The voxel size the file's OME-XML or ImageJ tags record, in nanometres, or None."""
-    try:
-        if tif.is_ome and tif.ome_metadata:
-            return _ome_voxel_size(tif.ome_metadata, depth)
-        if tif.is_imagej and tif.imagej_metadata:
-            return _imagej_voxel_size(tif, tif.imagej_metadata, depth)
-    except InvalidInputError:
-        return None  # a unit cellvol does not know: treat the size as unrecorded
-    return None
-
-
-def _ome_voxel_size(xml: str, depth: int) -> VoxelSize | None:
-    try:
-        root = ElementTree.fromstring(xml)
-    except ElementTree.ParseError:
-        return None
-    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
-    if pixels is None:
-        return None
-    sizes: dict[str, VoxelSize] = {}
-    for axis in ("X", "Y", "Z"):
-        value = pixels.get(f"PhysicalSize{axis}")
-        if value is None:
-            continue
-        unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")
-        sizes[axis] = VoxelSize.of(float(value), unit).to("nanometer")
-    if "X" not in sizes or "Y" not in sizes:
-        return None
-    z = sizes["Z"].z if "Z" in sizes else sizes["X"].x if depth == 1 else None
-    if z is None:
-        return None
-    return VoxelSize(z, sizes["Y"].y, sizes["X"].x, "nanometer")
-
-
-def _imagej_voxel_size(
-    tif: tifffile.TiffFile, meta: dict[str, Any], depth: int
-) -> VoxelSize | None:
-    unit = str(meta.get("unit", "")).encode().decode("unicode_escape").strip()
-    if not unit or unit.lower() in ("pixel", "pixels", "none"):
-        return None
-    page = tif.pages.first
-    sizes = []
-    for tag in ("YResolution", "XResolution"):
-        resolution = page.tags.get(tag)
-        if resolution is None:
-            return None
-        numerator, denominator = resolution.value
-        if not numerator or not denominator:
-            return None
-        sizes.append(rational_meant(numerator, denominator))  # pixels/unit -> unit/pixel
-    spacing = meta.get("spacing")
-    z = float(spacing) if spacing else sizes[1] if depth == 1 else None
-    if z is None or not all(math.isfinite(v) and v > 0 for v in (z, *sizes)):
-        return None
-    return VoxelSize(z, sizes[0], sizes[1], unit).to("nanometer")

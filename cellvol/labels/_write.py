@@ -17,7 +17,6 @@ again after an interruption, :func:`write_labels` finishes whatever is missing.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -31,7 +30,7 @@ from cellvol.errors import InvalidInputError, MetadataError, NotOMEZarrError, St
 from cellvol.formats._open import open_source
 from cellvol.labels._segments import compute_segments, write_segments
 from cellvol.ome._display import label_color
-from cellvol.ome._metadata import ome_namespace
+from cellvol.ome._metadata import ome_namespace, stored_attributes
 from cellvol.progress import ProgressCallback
 from cellvol.read._open import open as open_volume
 from cellvol.read._segments import SegmentTable
@@ -238,7 +237,7 @@ def store_image_label(
     ome = dict(ome_namespace(dict(group.attrs)))
     ome["image-label"] = updated
     validate_label_attributes(ome, str(group.store_path))
-    group.attrs.update({"ome": json.loads(json.dumps(ome))})
+    group.attrs.update(stored_attributes({"ome": ome}, str(group.store_path)))
     make_durable(group.store, [f"{group.path}/zarr.json" if group.path else "zarr.json"])
 
 

@@ -73,8 +73,8 @@ def encode_manifest(
 
 def dumps_record(body: Mapping[str, Any]) -> bytes:
     """A record's bytes: sorted, indented JSON."""
-    # Sorted keys: the same write always produces the same bytes.
-    return json.dumps(body, sort_keys=True, indent=1).encode()
+    # Sorted keys: the same write always produces the same bytes. Strict JSON: no NaN.
+    return json.dumps(body, sort_keys=True, indent=1, allow_nan=False).encode()
 
 
 def parse_manifest(raw: bytes | None, url: str) -> Manifest | None:

@@ -11,6 +11,8 @@ This module never touches array bytes.
 
 from __future__ import annotations
 
+import json
+import math
 import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +30,10 @@ __all__ = [
     "Multiscale",
     "image_attributes",
     "ome_namespace",
+    "json_safe",
     "provenance",
     "read_multiscale",
+    "stored_attributes",
 ]
 
 #: Top-level attribute key (beside ``ome``) under which cellvol keeps its provenance record.
@@ -207,12 +211,50 @@ def provenance(
     """
     record: dict[str, Any] = {"source": source}
     if inputs:
-        record["input"] = dict(inputs)
+        # A file's header may hold NaN or infinity (an unset MRC origin, a float attribute):
+        # kept as what it says, in words, since JSON has no such numbers.
+        record["input"] = json_safe(dict(inputs))
     return record | {
         "parameters": dict(parameters),
         "software": {name: _package_version(name) for name in _RECORDED_PACKAGES},
         "python": platform.python_version(),
     }
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its name: ``"nan"``, ``"inf"``, ``"-inf"``.
+
+    Mappings, lists and tuples are copied (tuples become lists); anything else is returned as
+    it is.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def stored_attributes(attributes: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``attributes`` as a zarr document will hold them: strict JSON, tuples as lists.
+
+    Python's ``json`` writes NaN and infinity as the bare words ``NaN`` and ``Infinity``, which
+    are not JSON: a browser's ``JSON.parse`` refuses the whole document, so web viewers could
+    not open the image. Every attribute cellvol stores passes through here first.
+
+    Raises
+    ------
+    MetadataError
+        If a value is not finite or not JSON at all (a bug in cellvol: inputs are checked or
+        made safe before this).
+    """
+    try:
+        text = json.dumps(dict(attributes), allow_nan=False)
+    except (ValueError, TypeError) as exc:
+        raise MetadataError(f"{where}: cellvol built attributes that are not JSON ({exc})") from exc
+    document: dict[str, Any] = json.loads(text)
+    return document
 
 
 def _package_version(name: str) -> str:

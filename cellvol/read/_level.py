@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,11 +11,9 @@ import numpy as np
 import numpy.typing as npt
 import zarr
 
-from cellvol._codec._keys import box_of
+from cellvol._codec._keys import box_of, per_axis, touched_chunks, touched_ranges
 from cellvol._codec._reader import ChunkReader
-from cellvol.errors import (
-    IntegrityError,
-)
+from cellvol.errors import CellvolError, IntegrityError
 from cellvol.ome._metadata import (
     Axis,
     Dataset,
@@ -136,18 +135,48 @@ class Level:
         return await asyncio.to_thread(self._read_with_zarr, key)
 
     def _read_with_zarr(self, key: Any) -> npt.NDArray[Any]:
+        # First the selection's own faults (a zero step raises ValueError here, before any
+        # read), so that every ValueError zarr raises below is the stored data's.
+        touched_ranges(key, self.shape)
+        key, flipped = _positive_steps(key, self.shape)
+        try:
+            data = np.asarray(self.array[key])
+            if flipped:  # zarr reads only steps >= 1: negative ones were read forwards
+                data = data[tuple(slice(None, None, -1) if f else slice(None) for f in flipped)]
+        except (CellvolError, IndexError, TypeError, OSError, MemoryError):
+            raise  # a bad selection (IndexError), the store's own failure, or already ours
+        except Exception as exc:
+            # A codec's failure on stored bytes: crc32c's ValueError, zstd's RuntimeError, a
+            # shard too short for its index... Which chunk is damaged, zarr does not say.
+            raise self._damage(key, exc) from exc
+        # After zarr has judged the selection (its bounds are the caller's fault, and come
+        # first), and before the data is returned: the shards read must be those written.
         if self.presence is not None:
             self.presence.check(key, self.shape)
-        try:
-            return np.asarray(self.array[key])
-        except ValueError as exc:
-            # zarr reports a CRC32C mismatch (chunk or shard index) as a plain ValueError.
-            if "checksum" not in str(exc):
-                raise
-            raise IntegrityError(
-                f"level {self.index} ('{self.path}'): stored data in region {key!r} is "
-                f"corrupt ({exc})"
-            ) from exc
+        return data
+
+    def _damage(self, key: Any, exc: Exception) -> IntegrityError:
+        """The error for a selection zarr could not decode, naming the chunk where it can.
+
+        The chunks the selection touched are read again, one at a time, through the direct
+        reader, whose checks name the chunk and its shard; this costs what the failed read
+        did, and only when reading has already failed.
+        """
+        where = f"level {self.index} ('{self.path}'), selection {key!r}"
+        if self.reader is not None:
+            per_axis = touched_chunks(key, self.shape, self.chunks)
+            for index in itertools.product(*per_axis):
+                box = [
+                    (i * c, min((i + 1) * c, n))
+                    for i, c, n in zip(index, self.chunks, self.shape, strict=True)
+                ]
+                try:
+                    self.reader.read(box)
+                except IntegrityError as found:
+                    return IntegrityError(f"{found.message} ({where})")
+        return IntegrityError(
+            f"{where}: stored data cannot be decoded, it is corrupt ({type(exc).__name__}: {exc})"
+        )
 
     def to_dask(self) -> Any:
         """Return the level as a dask array, one block per shard (see ``_views``)."""
@@ -213,3 +242,31 @@ class Region:
     def read(self) -> npt.NDArray[Any]:
         """Read the region as a numpy array."""
         return self.level[self.slices]
+
+
+def _positive_steps(key: Any, shape: tuple[int, ...]) -> tuple[Any, tuple[bool, ...]]:
+    """``key`` with every negative slice step made positive, and which result axes to flip.
+
+    zarr refuses negative steps; a slice that walks backwards selects the same voxels as one
+    that walks forwards from its last voxel, in reverse. Only keys of integers and slices are
+    rewritten (one part per axis, ``...`` expanded); others are returned as they are.
+    """
+    parts = per_axis(key, len(shape))
+    if parts is None or not all(isinstance(p, int | np.integer | slice) for p in parts):
+        return key, ()
+    if not any(isinstance(p, slice) and (p.step or 1) < 0 for p in parts):
+        return key, ()
+    rewritten: list[Any] = []
+    flipped: list[bool] = []
+    for part, n in zip(parts, shape, strict=True):
+        if isinstance(part, slice):
+            start, stop, step = part.indices(n)
+            if step < 0:
+                count = len(range(start, stop, step))
+                last = start + step * (count - 1) if count else 0
+                rewritten.append(slice(last, last + -step * count if count else 0, -step))
+                flipped.append(True)
+                continue
+            flipped.append(False)
+        rewritten.append(part)
+    return tuple(rewritten), tuple(flipped)

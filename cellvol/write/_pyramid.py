@@ -23,7 +23,6 @@ import contextlib
 import errno
 import functools
 import hashlib
-import json
 import os
 import re
 import time
@@ -60,9 +59,9 @@ from cellvol.errors import (
 )
 from cellvol.ome._display import Window, contrast_window, omero_metadata
 from cellvol.ome._manifest import LEASE_KEY
-from cellvol.ome._metadata import Dataset, image_attributes, provenance
+from cellvol.ome._metadata import Dataset, image_attributes, provenance, stored_attributes
 from cellvol.progress import ProgressCallback
-from cellvol.units import SPATIAL_AXES, VoxelSize
+from cellvol.units import SPATIAL_AXES, VoxelSize, check_placement
 from cellvol.write._downsample import METHODS, Method
 from cellvol.write._inputs import portable, read_source
 from cellvol.write._ledger import Ledger
@@ -266,7 +265,9 @@ def write_pyramid(
     Raises
     ------
     InvalidInputError
-        For a source that is not 3-D or has an unsupported dtype, or another bad argument.
+        For a source that is not 3-D or has an unsupported dtype, a voxel size outside
+        :data:`~cellvol.units.VOXEL_SIZE_RANGE_NM` or an origin farther than
+        :data:`~cellvol.units.ORIGIN_LIMIT_NM`, or another bad argument.
     LayoutError
         For a layout or memory limit that cannot be honoured (raised before anything is
         written).
@@ -299,6 +300,8 @@ def write_pyramid(
         compression_level=compression_level,
         uncompressed_fraction=_uncompressed_fraction(uncompressed_fraction, method),
     )
+    # After planning, which reports a malformed origin as a layout: here only magnitudes.
+    check_placement(plan.voxel_size, plan.origin)
     threads = workers if workers is not None else (os.cpu_count() or 1)
     if threads < 1:
         raise InvalidInputError(f"workers must be at least 1, got {threads}")
@@ -386,7 +389,7 @@ def write_pyramid(
         # without one (a crash in between leaves no OME metadata, so no image).
         lease.check()
         ledger.write_manifest(*_manifest(ledger, plan, dtype))
-        group.attrs.update(json.loads(json.dumps(attributes)))
+        group.attrs.update(stored_attributes(attributes, location.url))
         # zarr wrote the metadata into the page cache; the completion marker must not reach the
         # disk before it (the shards and the manifest are synced where they are written).
         make_durable(store, ["zarr.json", *(f"{level.path}/zarr.json" for level in plan.levels)])

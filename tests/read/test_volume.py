@@ -241,3 +241,13 @@ def test_touched_ranges() -> None:
     assert touched_ranges(np.s_[..., -1], shape) == [(0, 10), (0, 20), (29, 30)]
     assert touched_ranges(np.s_[8:2:-2, 5:5], shape) == [(3, 9), (5, 5), (0, 30)]
     assert touched_ranges(np.s_[[1, 2]], shape) == [(0, 10), (0, 20), (0, 30)]
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [np.s_[::-1, 3, ::3], np.s_[60:2:-7, ::-5, 4], np.s_[..., ::-3], np.s_[1:1:-1], np.s_[::-2]],
+)
+def test_negative_steps_read_as_numpy_does(tmp_path: Path, selection) -> None:
+    data = np.random.default_rng(4).integers(0, 255, (64, 64, 64), dtype=np.uint8)
+    cellvol.write_pyramid(data, tmp_path / "v.zarr", 1.0, chunks=(16, 16, 16), n_levels=1)
+    np.testing.assert_array_equal(cellvol.open(tmp_path / "v.zarr")[selection], data[selection])
