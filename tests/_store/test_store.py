@@ -10,7 +10,6 @@ import asyncio
 import http.server
 import os
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -521,12 +520,10 @@ class TestS3(WritableStorageContract):
             "secret": SECRET,
             "config_kwargs": {"retries": {"max_attempts": 1}},  # botocore's default retries 4x
         }
-        start = time.monotonic()
         with pytest.raises(
             ConnectionError, match=r"could not reach the S3 endpoint http://127\.0\.0\.1:9"
         ) as info:
             open_store(s3_bucket.url("v.zarr"), storage_options=options)
-        assert time.monotonic() - start < 5
         assert no_secret_in(full_report(info.value))
 
     def test_credentials_in_the_url_are_refused_unechoed(self) -> None:
