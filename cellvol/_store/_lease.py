@@ -183,6 +183,7 @@ class _ObjectLease(StoreLease):
         self.url, self.key, self.ttl = url, key, ttl
         self._fs = store.fs
         self._path = f"{store.path.rstrip('/')}/{key}"
+        self._bucket, self._object = self._path.split("/", 1)
         self._holder = _holder()
         self._etag: str | None = None
         self._lost: str | None = None
@@ -241,8 +242,8 @@ class _ObjectLease(StoreLease):
             reply = sync(
                 self._fs._call_s3(
                     "put_object",
-                    Bucket=self._path.split("/", 1)[0],
-                    Key=self._path.split("/", 1)[1],
+                    Bucket=self._bucket,
+                    Key=self._object,
                     Body=self._body(),
                     **condition,
                 )
@@ -258,13 +259,7 @@ class _ObjectLease(StoreLease):
     def _current(self) -> tuple[dict[str, Any], str, float] | None:
         """The lease as stored: its holder, its ETag and seconds since it was written."""
         try:
-            reply = sync(
-                self._fs._call_s3(
-                    "get_object",
-                    Bucket=self._path.split("/", 1)[0],
-                    Key=self._path.split("/", 1)[1],
-                )
-            )
+            reply = sync(self._fs._call_s3("get_object", Bucket=self._bucket, Key=self._object))
             body = sync(_read_body(reply["Body"]))
         except FileNotFoundError:
             return None
