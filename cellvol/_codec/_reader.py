@@ -283,8 +283,8 @@ class ChunkReader:
         if len(raw) != expected:
             raise IntegrityError(
                 f"{self._where}: shard {self._name(key)} is truncated: "
-                f"{size if size is not None else len(raw)} bytes where its index alone takes "
-                f"{self.layout.index_nbytes}"
+                f"{size if size is not None else len(raw)} bytes, fewer than the "
+                f"{expected} its index (and its last chunk's checksum) take"
             )
         if fingerprint is not None:
             if shard_fingerprint(raw) != fingerprint:

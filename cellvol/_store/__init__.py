@@ -21,6 +21,7 @@ from cellvol._store._objects import (
     object_size,
     read_bytes,
     read_objects,
+    read_tail,
     write_bytes,
 )
 from cellvol._store._open import MODES, Mode, open_store
@@ -47,6 +48,7 @@ __all__ = [
     "parse_location",
     "read_bytes",
     "read_objects",
+    "read_tail",
     "replace_durably",
     "run_in_fresh_loop",
     "write_bytes",

@@ -28,6 +28,7 @@ import socket
 import threading
 import time
 import uuid
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -35,7 +36,7 @@ from zarr.abc.store import Store
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
-from cellvol.errors import WriteConflictError
+from cellvol.errors import ReadOnlyStoreError, WriteConflictError
 
 __all__ = ["LEASE_TTL", "StoreLease", "take_lease"]
 
@@ -131,13 +132,28 @@ class _LocalLease(StoreLease):
         import fcntl
 
         self.url, self.key = url, key
-        path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                    raise ReadOnlyStoreError(
+                        f"{url} cannot be written: its write lease {path} cannot be created "
+                        f"({exc.strerror})"
+                    ) from exc
+                raise
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 os.close(descriptor)
+                if exc.errno in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise WriteConflictError(
+                        f"{url}: the file system does not support the lock ({path}: "
+                        f"{exc.strerror}) that keeps two writers apart",
+                        hint="mount it with flock support (NFSv4; Lustre with -o flock), or "
+                        "write to a local disk or to S3",
+                    ) from exc
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
                     raise
                 raise WriteConflictError(
@@ -214,6 +230,11 @@ class _ObjectLease(StoreLease):
             current = lease._current()
         if current is not None:
             holder, etag, age = current
+            if holder.get("token") == lease._holder["token"]:
+                # Ours: the PUT succeeded and its reply was lost, then its retry found it.
+                lease._etag = etag
+                lease._start_renewing()
+                return lease
             abandoned = age > ttl
             takes_over = breaking or (resume and abandoned) or holder.get("token") is None
             if takes_over and lease._put(match=etag):
@@ -267,8 +288,11 @@ class _ObjectLease(StoreLease):
             holder = json.loads(body)
         except ValueError:
             holder = {}
+        # Both times from S3's clock (its reply's Date), not this machine's, which may differ.
         written = reply.get("LastModified")
-        age = time.time() - written.timestamp() if written is not None else float("inf")
+        said = reply.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        now = parsedate_to_datetime(said).timestamp() if said else time.time()
+        age = now - written.timestamp() if written is not None else float("inf")
         return (holder if isinstance(holder, dict) else {}), reply["ETag"], age
 
     def _start_renewing(self) -> None:
@@ -288,6 +312,9 @@ class _ObjectLease(StoreLease):
             try:
                 if not self._put(match=self._etag):
                     current = self._current()
+                    if current is not None and current[0].get("token") == self._holder["token"]:
+                        self._etag = current[1]  # our own renewal, whose reply was lost
+                        return
                     self._lost = _describe(current[0]) if current else "nobody (it was removed)"
             except Exception:  # a passing fault: the next renewal tries again
                 return
@@ -307,9 +334,11 @@ class _ObjectLease(StoreLease):
             self._renewer = None
         with self._lock:
             if self._lost is None and self._etag is not None:
-                current = self._current()
-                if current is not None and current[1] == self._etag:
-                    with contextlib.suppress(FileNotFoundError):
+                # Best effort, and never in place of the write's own outcome: a lease left
+                # behind is taken over by a resume once stale.
+                with contextlib.suppress(Exception):
+                    current = self._current()
+                    if current is not None and current[1] == self._etag:
                         sync(self._fs._rm_file(self._path))
                 self._etag = None
 

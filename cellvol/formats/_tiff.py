@@ -230,7 +230,8 @@ class DecodedBlocks:
 
     For arrays whose chunks (a TIFF's strips or tiles) are much larger than the regions read:
     each chunk is decoded once while reads stay inside it, not once per read. Safe across
-    threads; a chunk is decoded by one of them while the others wait for it.
+    threads; a chunk is decoded by one of them while the others wanting it wait. A block
+    evicted while another thread still copies from it lives until that copy ends.
     """
 
     def __init__(self, array: Any, keep: int) -> None:
@@ -240,6 +241,7 @@ class DecodedBlocks:
             collections.OrderedDict()
         )
         self._lock = threading.Lock()
+        self._decoding: dict[tuple[int, ...], threading.Lock] = {}
 
     def read(self, region: tuple[slice, ...]) -> npt.NDArray[Any]:
         """The array's values in ``region`` (slices with steps of 1 and known bounds)."""
@@ -265,17 +267,26 @@ class DecodedBlocks:
     ) -> npt.NDArray[Any]:
         with self._lock:
             block = self._decoded.get(index)
+            if block is not None:
+                self._decoded.move_to_end(index)
+                return block
+            decoding = self._decoding.setdefault(index, threading.Lock())
+        # One thread decodes a block while the others wanting it wait; other blocks decode
+        # meanwhile on other threads.
+        with decoding:
+            with self._lock:
+                block = self._decoded.get(index)
             if block is None:
                 whole = tuple(
                     slice(i * c, min((i + 1) * c, n))
                     for i, c, n in zip(index, chunks, shape, strict=True)
                 )
                 block = np.asarray(self._array[whole])
-                self._decoded[index] = block
-                while len(self._decoded) > self._keep:
-                    self._decoded.popitem(last=False)
-            else:
-                self._decoded.move_to_end(index)
+                with self._lock:
+                    self._decoded[index] = block
+                    while len(self._decoded) > self._keep:
+                        self._decoded.popitem(last=False)
+                    self._decoding.pop(index, None)
             return block
 
 

@@ -26,10 +26,12 @@ import zarr
 
 from cellvol._codec._cache import ChunkCache
 from cellvol._store import make_durable, open_store
+from cellvol._store._lease import take_lease
 from cellvol.errors import InvalidInputError, MetadataError, NotOMEZarrError, StoreNotFoundError
 from cellvol.formats._open import open_source
 from cellvol.labels._segments import compute_segments, write_segments
 from cellvol.ome._display import label_color
+from cellvol.ome._manifest import LEASE_KEY
 from cellvol.ome._metadata import ome_namespace, stored_attributes
 from cellvol.progress import ProgressCallback
 from cellvol.read._open import open as open_volume
@@ -120,36 +122,40 @@ def write_labels(
     if voxel is None:
         raise InvalidInputError(f"{target.url} is not a 3-D (z, y, x) image")
     url = f"{target.url.rstrip('/')}/{LABELS_GROUP}/{name}"
-    write_pyramid(
-        source,
-        url,
-        voxel,
-        method="mode",
-        chunks=base.chunks,
-        shards=base.shards,
-        factors=_factors(target),
-        origin=base.translation,
-        name=name,
-        storage_options=options,
-        overwrite=overwrite,
-        progress=progress,
-        image_label={"version": "0.5", "source": {"image": "../../"}},
-    )
-    _register(target.url, name, options)
-    written = open_volume(url, options, cache=ChunkCache(0))
-    assert isinstance(written, LabelImage)
-    level = written.levels[0]
-    table = compute_segments(
-        level.__getitem__,
-        level.shape,
-        scale=level.scale,
-        translation=level.translation,
-        unit=voxel.unit,
-    )
-    store = open_store(url, mode="a", storage_options=options)
-    group = zarr.open_group(store=store, mode="a", zarr_format=3)
-    write_segments(group, table)
-    _write_colors(group, table, colors or {})
+    # The image's lease for the whole operation: its label list, the label pyramid and its
+    # segment table change together, and no other write of the image may interleave.
+    image_store = open_store(target.url, mode="a", storage_options=options)
+    with take_lease(image_store, target.url, LEASE_KEY):
+        write_pyramid(
+            source,
+            url,
+            voxel,
+            method="mode",
+            chunks=base.chunks,
+            shards=base.shards,
+            factors=_factors(target),
+            origin=base.translation,
+            name=name,
+            storage_options=options,
+            overwrite=overwrite,
+            progress=progress,
+            image_label={"version": "0.5", "source": {"image": "../../"}},
+        )
+        _register(target.url, name, options)
+        written = open_volume(url, options, cache=ChunkCache(0))
+        assert isinstance(written, LabelImage)
+        level = written.levels[0]
+        table = compute_segments(
+            level.__getitem__,
+            level.shape,
+            scale=level.scale,
+            translation=level.translation,
+            unit=voxel.unit,
+        )
+        store = open_store(url, mode="a", storage_options=options)
+        group = zarr.open_group(store=store, mode="a", zarr_format=3)
+        write_segments(group, table)
+        _write_colors(group, table, colors or {})
     return _reopened(url, options)
 
 

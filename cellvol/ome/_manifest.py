@@ -11,6 +11,7 @@ ledger (:mod:`cellvol.write`) writes it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -37,6 +38,7 @@ LEASE_KEY: Final = f"{LEDGER_PREFIX}/lease.json"
 RECORD_FORMAT: Final = 1
 #: The manifest's layout: 2 adds the shards' fingerprints and the arrays' layouts.
 MANIFEST_FORMAT: Final = 2
+_FINGERPRINT = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,13 +94,27 @@ def parse_manifest(raw: bytes | None, url: str) -> Manifest | None:
         return None
     try:
         body = json.loads(raw)
+        version = body.get("format", 1)
         shards: dict[str, dict[str, tuple[int, str | None]]] = {}
         for path, entries in body["levels"].items():
-            shards[str(path)] = {
-                str(position): (int(v), None) if isinstance(v, int) else (int(v[0]), str(v[1]))
-                for position, v in entries.items()
-            }
+            shards[str(path)] = {str(position): _shard_entry(v) for position, v in entries.items()}
         arrays = {str(k): dict(v) for k, v in body.get("arrays", {}).items()}
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise IntegrityError(f"{url}: unreadable manifest {MANIFEST_KEY}: {exc}") from exc
+    if not isinstance(version, int) or version > MANIFEST_FORMAT:
+        raise IntegrityError(
+            f"{url}: manifest {MANIFEST_KEY} is in format {version!r}, newer than this cellvol "
+            f"reads ({MANIFEST_FORMAT})",
+            hint="upgrade cellvol to read this image",
+        )
     return Manifest(shards, arrays)
+
+
+def _shard_entry(value: Any) -> tuple[int, str | None]:
+    """A manifest entry: a size (format 1), or a size and a 16-hex-digit fingerprint."""
+    if isinstance(value, int):
+        return value, None
+    size, fingerprint = value
+    if not isinstance(size, int) or not _FINGERPRINT.fullmatch(str(fingerprint)):
+        raise ValueError(f"bad shard entry {value!r}: expected [size, 16 hex digits]")
+    return size, str(fingerprint)

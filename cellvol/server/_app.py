@@ -508,10 +508,13 @@ def _public(request: Request, message: str) -> str:
     Library errors name the store they concern; a client knows the image by its name, and the
     server's directories and buckets are none of its business.
     """
+    places: dict[str, str] = {}
     for served in request.app.state.served:
-        places = {served.url, served.volume.url}
+        for place in (served.url, served.volume.url):
+            places[place.rstrip("/")] = served.name
         if "://" not in served.url:
-            places.add(str(Path(served.url).resolve()))
-        for place in sorted(places, key=len, reverse=True):
-            message = message.replace(place.rstrip("/"), served.name)
+            places[str(Path(served.url).resolve())] = served.name
+    # Longest first across all images: /d/img2 must not be rewritten as img's name + "2".
+    for place in sorted(places, key=len, reverse=True):
+        message = message.replace(place, places[place])
     return message

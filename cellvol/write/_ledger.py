@@ -34,12 +34,14 @@ from typing import Any, NamedTuple
 from zarr.abc.store import Store
 
 from cellvol._codec._keys import shard_object_key
+from cellvol._codec._shard import shard_fingerprint
 from cellvol._store import (
     delete_prefix,
     list_keys,
     make_durable,
     object_size,
     read_bytes,
+    read_tail,
     write_bytes,
 )
 from cellvol.errors import IntegrityError, WriteConflictError
@@ -164,9 +166,20 @@ class Ledger:
             result[shard] = ShardRecord(nbytes, *crcs)
         return result
 
-    def still_intact(self, level_path: str, index: tuple[int, ...], record: ShardRecord) -> bool:
-        """Whether a recorded shard's object exists with the recorded size."""
-        return object_size(self.store, shard_object_key(level_path, index)) == record.nbytes
+    def still_intact(
+        self, level_path: str, index: tuple[int, ...], record: ShardRecord, tail_nbytes: int
+    ) -> bool:
+        """Whether a recorded shard's object exists with the recorded size and fingerprint.
+
+        ``tail_nbytes`` is the size of the shard's index plus 4: the bytes that hold its
+        fingerprint (see :func:`cellvol._codec._shard.shard_fingerprint`). A shard replaced by
+        one of the same size (a raw level's, say) is caught by it.
+        """
+        key = shard_object_key(level_path, index)
+        if object_size(self.store, key) != record.nbytes:
+            return False
+        tail = read_tail(self.store, key, tail_nbytes)
+        return tail is not None and shard_fingerprint(tail).hex() == record.fingerprint
 
     # -- the end ------------------------------------------------------------------------------
 

@@ -317,6 +317,10 @@ def write_pyramid(
     location = parse_location(dest)
     options = dict(storage_options or {})
     store = open_store(location.url, mode="a", storage_options=options)
+    if not overwrite and Ledger(store, location.url).job() is None:
+        # Before the lease, so that a refused destination is left without a trace of cellvol;
+        # checked again under it, where it counts.
+        _refuse_foreign_content(store, location.url)
     # One writer at a time: a second one is refused here, before it reads or deletes anything.
     with take_lease(
         store, location.url, LEASE_KEY, resume=resume, break_lease=break_lease

@@ -8,6 +8,8 @@ shard of a stage's top level and every shard beneath it, depth first (see
 
 from __future__ import annotations
 
+import contextlib
+import math
 import threading
 import uuid
 from collections import deque
@@ -25,14 +27,21 @@ from cellvol._codec._cache import ChunkCache
 from cellvol._codec._keys import shard_object_key
 from cellvol._codec._layout import chunk_layout
 from cellvol._codec._reader import ChunkReader
-from cellvol._codec._shard import encode_shard, parts_fingerprint
+from cellvol._codec._shard import CRC_BYTES, encode_shard, parts_fingerprint
 from cellvol._store import is_local_store, make_durable, open_store, write_bytes
 from cellvol.errors import WriteConflictError
 from cellvol.progress import ProgressCallback, ProgressReporter
 from cellvol.write._downsample import Method, downsample
 from cellvol.write._inputs import read_source
 from cellvol.write._ledger import Ledger, ShardKey, ShardRecord
-from cellvol.write._plan import PyramidPlan, Region, StagePlan, child_regions, shard_regions
+from cellvol.write._plan import (
+    LevelPlan,
+    PyramidPlan,
+    Region,
+    StagePlan,
+    child_regions,
+    shard_regions,
+)
 from cellvol.write._resume import input_digest
 
 if TYPE_CHECKING:
@@ -188,7 +197,8 @@ def run_task(
         index = shard_index(shard, plan.levels[level].shards)
         recorded = reuse.get((level, index))
         if recorded is not None:
-            if context.ledger.still_intact(plan.levels[level].path, index, recorded):
+            layout = plan.levels[level]
+            if context.ledger.still_intact(layout.path, index, recorded, tail_nbytes(layout)):
                 return written.read([(s.start, s.stop) for s in shard])
             context.ledger.forget(level, index, recorded)  # torn or replaced: write it again
         input_crc = None
@@ -369,6 +379,12 @@ def _fold_children(
     return out
 
 
+def tail_nbytes(level: LevelPlan) -> int:
+    """The bytes that end each of a level's shards and hold its fingerprint: index and 4."""
+    chunks_per_shard = math.prod(s // c for s, c in zip(level.shards, level.chunks, strict=True))
+    return chunks_per_shard * 16 + 2 * CRC_BYTES  # offset and length per chunk, two CRCs
+
+
 def shard_index(region: Region, shards: Sequence[int]) -> tuple[int, ...]:
     """The position in the shard grid of the shard that starts ``region``."""
     return tuple(r.start // s for r, s in zip(region, shards, strict=True))
@@ -397,7 +413,9 @@ def run_stage(
         recorded = finished.get((stage.top, index))
         # A finished top shard is skipped only if its object is still whole; otherwise its
         # task runs, finds the record stale, and writes the shard again.
-        if recorded is None or not context.ledger.still_intact(top.path, index, recorded):
+        if recorded is None or not context.ledger.still_intact(
+            top.path, index, recorded, tail_nbytes(top)
+        ):
             pending.append((region, by_task.get(index, {})))
     reporter = ProgressReporter(progress, stage.index, stage.levels, len(regions))
     reporter.start(already_done=len(regions) - len(pending))
@@ -476,6 +494,7 @@ def _run_on_cluster(
     reporter: ProgressReporter,
 ) -> None:
     from distributed import as_completed
+    from distributed import wait as distributed_wait
 
     futures = [
         client.submit(_task_on_worker, job, stage, region, reuse, pure=False)
@@ -486,6 +505,10 @@ def _run_on_cluster(
             reporter.advance(int(future.result()))
     except BaseException:
         client.cancel(futures)  # type: ignore[no-untyped-call]
+        # Cancelling stops queued tasks, not running ones: wait for those to end, so that no
+        # task of this write stores a shard or a record after the write (and its lease) ends.
+        with contextlib.suppress(Exception):
+            distributed_wait(futures)  # type: ignore[no-untyped-call]
         raise
     # Every worker's records of this stage are written before the stage ends.
     client.run(_wait_for_worker_records, _job_key(job))

@@ -69,7 +69,7 @@ def test_an_abandoned_s3_lease_is_taken_over_by_a_resume_only(s3_bucket) -> None
     store = open_store(url, mode="a", storage_options=s3_bucket.storage_options)
     dead = take_lease(store, url, KEY, ttl=1.0)
     dead._stop.set()  # type: ignore[attr-defined]  # the writer was killed: no more renewals
-    time.sleep(1.5)
+    time.sleep(2.5)  # S3 gives times to the second
     with pytest.raises(WriteConflictError, match="with resume=True to take it over"):
         take_lease(store, url, KEY, ttl=1.0)
     with (
@@ -106,3 +106,35 @@ def test_emptying_a_store_spares_its_lease(where, tmp_path, request) -> None:
         write_bytes(store, key, b"x")
     delete_all_but(store, KEY)
     assert list_keys(store, "") == [KEY]
+
+
+def test_a_lease_whose_creation_reply_was_lost_is_still_ours(s3_bucket, monkeypatch) -> None:
+    from cellvol._store import _lease
+
+    url = s3_bucket.url("img")
+    store = open_store(url, mode="a", storage_options=s3_bucket.storage_options)
+    real_put = _lease._ObjectLease._put
+    lost = {"first": True}
+
+    def put(self, *, create=False, match=None):  # type: ignore[no-untyped-def]
+        succeeded = real_put(self, create=create, match=match)
+        if create and lost.pop("first", False):
+            return False  # the PUT landed, its reply did not: the retry met our own lease
+        return succeeded
+
+    monkeypatch.setattr(_lease._ObjectLease, "_put", put)
+    with take_lease(store, url, KEY) as lease:
+        lease.check()  # renews: still ours
+
+
+def test_a_file_system_without_flock_is_named(tmp_path, monkeypatch) -> None:
+    import errno
+    import fcntl
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(WriteConflictError, match="does not support the lock") as caught:
+        take_lease(open_store(str(tmp_path / "img"), mode="a"), "img", KEY)
+    assert "flock" in (caught.value.hint or "")

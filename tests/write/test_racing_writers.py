@@ -98,3 +98,31 @@ def test_overwrite_is_refused_while_another_writer_holds_the_lease(tmp_path) -> 
         cellvol.write_pyramid(_data(1), url, 4.0, n_levels=2, overwrite=True)
     assert list_keys(store, "") == before
     np.testing.assert_array_equal(cellvol.open(url).level(0)[:], _data(0))
+
+
+def test_a_refused_foreign_destination_keeps_no_trace_of_cellvol(tmp_path) -> None:
+    from cellvol.errors import WriteConflictError as Refused
+
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("not an image")
+    with pytest.raises(Refused, match="holds no cellvol write"):
+        cellvol.write_pyramid(_data(0), foreign, 4.0, n_levels=1)
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+
+
+def test_adding_labels_holds_the_images_lease(tmp_path) -> None:
+    from cellvol._store import open_store
+    from cellvol._store._lease import take_lease
+    from cellvol.ome._manifest import LEASE_KEY
+
+    url = str(tmp_path / "img.ome.zarr")
+    cellvol.write_pyramid(_data(0), url, 4.0, n_levels=1)
+    labels = (_data(1) % 3).astype(np.uint8)
+    with (
+        take_lease(open_store(url, mode="a"), url, LEASE_KEY),
+        pytest.raises(WriteConflictError, match="being written by another writer"),
+    ):
+        cellvol.write_labels(url, labels, "cells")
+    cellvol.write_labels(url, labels, "cells")  # free again
+    assert list(cellvol.open(url).labels) == ["cells"]

@@ -128,3 +128,38 @@ def test_edited_array_metadata_is_refused(tmp_path: Path, field: str, value) -> 
     document.write_text(json.dumps(metadata))
     with pytest.raises(IntegrityError, match=r"the metadata was changed after the write"):
         cellvol.open(tmp_path / "v.ome.zarr")
+
+
+def test_a_same_size_replaced_shard_is_written_again_on_resume(tmp_path: Path, monkeypatch) -> None:
+    source = _input(tmp_path / "in.npy")
+    out = tmp_path / "out.ome.zarr"
+    _interrupt_after(monkeypatch, 5)
+    with pytest.raises(Interrupted):
+        cellvol.write_pyramid(source, out, 1.0, workers=1, uncompressed_fraction=1.0, **LAYOUT)
+    monkeypatch.undo()
+    # Raw shards of one level all have the same size: swap two finished ones.
+    finished = sorted(p for p in (out / "0" / "c").rglob("*") if p.is_file())[:2]
+    first, second = (p.read_bytes() for p in finished)
+    assert len(first) == len(second)
+    finished[0].write_bytes(second)
+    finished[1].write_bytes(first)
+    cellvol.write_pyramid(source, out, 1.0, uncompressed_fraction=1.0, **LAYOUT)
+    np.testing.assert_array_equal(cellvol.open(out)[:], np.load(tmp_path / "in.npy"))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m["levels"]["0"].update({"0.0.0": [1, "zz"]}), "unreadable manifest"),
+        (lambda m: m.update({"format": 3}), "newer than this cellvol reads"),
+    ],
+    ids=["bad-fingerprint", "future-format"],
+)
+def test_a_manifest_cellvol_cannot_read_is_named(tmp_path: Path, edit, message: str) -> None:
+    _image(tmp_path / "v.ome.zarr", 1)
+    document = tmp_path / "v.ome.zarr" / "_cellvol" / "manifest.json"
+    manifest = json.loads(document.read_text())
+    edit(manifest)
+    document.write_text(json.dumps(manifest))
+    with pytest.raises(IntegrityError, match=message):
+        cellvol.open(tmp_path / "v.ome.zarr")
