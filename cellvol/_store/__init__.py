@@ -3,10 +3,10 @@
 Private: the layers above use :func:`open_store` and the object helpers; users pass paths and
 URLs to :func:`cellvol.open` and :func:`cellvol.write_pyramid` instead. Modules, one concern
 each: ``_location`` (parsing), ``_options`` (storage options), ``_open`` (the modes and what
-each guarantees), ``_local``, ``_s3``, ``_http`` (the backends), ``_objects`` (whole-object
-reads and writes, listing, deletion), ``_durable`` (syncing to stable storage), ``_nodes``
-(zarr groups and arrays found in a store), ``_loop`` (event loops), ``_sessions`` (closing
-the network sessions of the filesystems opened). This layer knows nothing
+each guarantees), ``_local``, ``_s3``, ``_http``, ``_zip`` (the backends), ``_objects``
+(whole-object reads and writes, listing, deletion), ``_durable`` (syncing to stable
+storage), ``_nodes`` (zarr groups and arrays found in a store), ``_loop`` (event loops),
+``_sessions`` (closing the network sessions of the filesystems opened). This layer knows nothing
 of OME metadata or pyramids.
 """
 
@@ -21,6 +21,7 @@ from cellvol._store._objects import (
     object_size,
     read_bytes,
     read_objects,
+    read_range,
     read_tail,
     write_bytes,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "parse_location",
     "read_bytes",
     "read_objects",
+    "read_range",
     "read_tail",
     "replace_durably",
     "run_in_fresh_loop",

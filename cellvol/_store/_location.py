@@ -29,7 +29,7 @@ METADATA_KEYS: Final[tuple[str, ...]] = ("zarr.json", ".zattrs", ".zgroup", ".za
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
-_SUFFIXES: Final = (".ome.zarr", ".zarr")
+_SUFFIXES: Final = (".ome.zarr", ".zarr", ".ozx")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,7 @@ class Location:
 
     @property
     def name(self) -> str:
-        """The last path component without a ``.ome.zarr`` / ``.zarr`` suffix.
+        """The last path component without a ``.ome.zarr`` / ``.zarr`` / ``.ozx`` suffix.
 
         For a bucket root this is the bucket's name, for an HTTP server root its host name.
         """
@@ -72,6 +72,11 @@ class Location:
             if lowered.endswith(suffix) and len(last) > len(suffix):
                 return last[: -len(suffix)]
         return last
+
+    @property
+    def is_archive(self) -> bool:
+        """Whether the location is a zipped OME-Zarr file (``.ozx``, RFC-9): read-only."""
+        return self.url.lower().endswith(".ozx")
 
     @property
     def is_remote(self) -> bool:

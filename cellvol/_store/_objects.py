@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from zarr.abc.store import Store, SuffixByteRequest
+from zarr.abc.store import RangeByteRequest, Store, SuffixByteRequest
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
@@ -28,6 +28,7 @@ __all__ = [
     "object_size",
     "read_bytes",
     "read_objects",
+    "read_range",
     "read_tail",
     "write_bytes",
 ]
@@ -49,6 +50,16 @@ def read_bytes(store: Store, key: str) -> bytes | None:
 def read_tail(store: Store, key: str, nbytes: int) -> bytes | None:
     """The last ``nbytes`` bytes of the object at ``key`` (fewer if it is shorter), or None."""
     request = SuffixByteRequest(nbytes)
+    buffer = sync(store.get(key, prototype=default_buffer_prototype(), byte_range=request))
+    return None if buffer is None else buffer.to_bytes()
+
+
+def read_range(store: Store, key: str, start: int, stop: int) -> bytes | None:
+    """Bytes ``start`` to ``stop`` (exclusive) of the object at ``key``, or None if there is none.
+
+    For copying an object larger than memory should hold, a piece at a time.
+    """
+    request = RangeByteRequest(start, stop)
     buffer = sync(store.get(key, prototype=default_buffer_prototype(), byte_range=request))
     return None if buffer is None else buffer.to_bytes()
 

@@ -1,6 +1,6 @@
 """Turn a path or URL into a zarr store: the one place cellvol touches storage backends.
 
-Three kinds of location are supported:
+Three kinds of location are supported, and a zipped image (``.ozx``) in any of them:
 
 ================  ==========================================  ==================================
 form              examples                                    store
@@ -12,6 +12,8 @@ S3                ``s3://bucket/key/vol.ome.zarr``            :class:`zarr.stora
 HTTP(S)           ``https://host/data/vol.ome.zarr``          read-only
                                                               :class:`zarr.storage.FsspecStore`
                                                               over fsspec's ``HTTPFileSystem``
+``.ozx`` file     ``x.ozx``, ``https://host/x.ozx``           read-only
+                  (local, S3 or HTTP(S))                      :class:`zarr.storage.ZipStore`
 ================  ==========================================  ==================================
 
 What :func:`open_store` guarantees before it returns, by mode (the modes are zarr's):
@@ -73,6 +75,7 @@ from cellvol._store._local import open_local
 from cellvol._store._location import Location, parse_location
 from cellvol._store._options import check_options
 from cellvol._store._s3 import open_s3
+from cellvol._store._zip import open_zip
 from cellvol.errors import InvalidInputError
 
 __all__ = ["MODES", "Mode", "open_store"]
@@ -99,7 +102,7 @@ def open_store(
     mode
         ``"r"`` (read-only, must exist), ``"r+"`` (writable, must exist), ``"a"`` or ``"w"``
         (writable, created if missing; nothing is deleted), ``"w-"`` (writable, must be empty).
-        HTTP locations are read-only.
+        HTTP locations and ``.ozx`` archives are read-only.
     storage_options
         For S3, keyword arguments of :class:`s3fs.S3FileSystem` (``endpoint_url``, ``anon``,
         ``key``, ``secret``, ``token``, ``profile``, ``client_kwargs``, ``config_kwargs``...);
@@ -118,7 +121,7 @@ def open_store(
         If nothing exists at the location in mode ``"r"`` or ``"r+"``, or the S3 bucket does
         not exist (any mode).
     ReadOnlyStoreError
-        For an HTTP(S) location in any mode but ``"r"``.
+        For an HTTP(S) location or a ``.ozx`` archive in any mode but ``"r"``.
     WriteConflictError
         In mode ``"w-"``, if the location already holds something.
     InvalidInputError
@@ -136,6 +139,8 @@ def open_store(
         raise InvalidInputError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
     location = parse_location(path_or_url)
     options = check_options(location, storage_options)
+    if location.is_archive:
+        return open_zip(location, mode, options)
     if location.scheme == "file":
         return open_local(location, mode)
     if location.scheme == "s3":
