@@ -44,6 +44,7 @@ from cellvol.write._allocator import tune_allocator
 
 if TYPE_CHECKING:
     from cellvol.formats._ingest import convert
+    from cellvol.formats._ozx import pack, unpack
     from cellvol.labels._annotate import annotate, annotate_from_file
     from cellvol.labels._write import write_labels
     from cellvol.write._pyramid import WriteResult, write_pyramid
@@ -56,6 +57,8 @@ _LAZY = {
     "annotate": "cellvol.labels._annotate",
     "annotate_from_file": "cellvol.labels._annotate",
     "convert": "cellvol.formats._ingest",
+    "pack": "cellvol.formats._ozx",
+    "unpack": "cellvol.formats._ozx",
     "write_labels": "cellvol.labels._write",
     "write_pyramid": "cellvol.write._pyramid",
 }
@@ -110,7 +113,9 @@ __all__ = [
     "convert",
     "export",
     "open",
+    "pack",
     "tune_allocator",
+    "unpack",
     "write_labels",
     "write_pyramid",
 ]

@@ -29,6 +29,8 @@ from cellvol.cli._display import (
     report_warning,
 )
 from cellvol.errors import CellvolError, CellvolWarning, WriteConflictError
+from cellvol.formats._ozx import pack as pack_image
+from cellvol.formats._ozx import unpack as unpack_archive
 from cellvol.read._open import open as open_volume
 from cellvol.synthetic import SyntheticVolume
 from cellvol.units import VoxelSize
@@ -544,8 +546,38 @@ def export(
 
 
 @app.command()
+def pack(
+    image: Annotated[str, typer.Argument(help="An OME-Zarr image: local path or s3:// URL.")],
+    out: Annotated[Path, typer.Argument(help="The zipped OME-Zarr to write (name ends .ozx).")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT.")] = False,
+    endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for IMAGE.")] = None,
+    anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
+) -> None:
+    """Pack an image into one zipped OME-Zarr file (.ozx, RFC-9), readable where it lies."""
+    options = _storage_options(endpoint_url, anon)
+    written = pack_image(image, out, overwrite=overwrite, storage_options=options)
+    console.print(f"Wrote {written} ({written.stat().st_size:,} bytes).")
+
+
+@app.command()
+def unpack(
+    archive: Annotated[
+        str, typer.Argument(help="A zipped OME-Zarr (.ozx): local path, s3:// or http(s)://.")
+    ],
+    out: Annotated[Path, typer.Argument(help="The directory to create.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT.")] = False,
+    endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for ARCHIVE.")] = None,
+    anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
+) -> None:
+    """Unpack a zipped OME-Zarr (.ozx) into a directory store."""
+    options = _storage_options(endpoint_url, anon)
+    written = unpack_archive(archive, out, overwrite=overwrite, storage_options=options)
+    console.print(f"Wrote {written}.")
+
+
+@app.command()
 def info(
-    path_or_url: Annotated[str, typer.Argument(help="Local path, s3:// or http(s):// URL.")],
+    path_or_url: Annotated[str, typer.Argument(help="Local path, s3:// or http(s):// URL, .ozx.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     endpoint_url: Annotated[
         str | None, typer.Option(help="S3 endpoint, for S3-compatible object stores.")

@@ -1,0 +1,197 @@
+"""Zipped OME-Zarr (.ozx, RFC-9): pack, read where it lies (locally and over HTTP), unpack."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cellvol
+from cellvol._store import list_keys, open_store, parse_location, read_bytes
+from cellvol.errors import (
+    InvalidInputError,
+    ReadOnlyStoreError,
+    SourceChangedError,
+    StoreNotFoundError,
+    WriteConflictError,
+)
+from cellvol.formats import _ozx
+
+_ZIP64_EXTRA = 0x0001
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ozx") / "img.ome.zarr"
+    data = np.arange(32 * 48 * 40, dtype=np.uint16).reshape(32, 48, 40)
+    cellvol.write_pyramid(
+        data, root, (2, 1, 1), chunks=(8, 16, 16), shards=(16, 32, 32), n_levels=3
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def packed(image: Path) -> Path:
+    return cellvol.pack(image, image.parent / "img.ozx")
+
+
+def _assert_same_image(opened: cellvol.Volume, source: cellvol.Volume) -> None:
+    assert opened.attributes == source.attributes
+    assert len(opened.levels) == len(source.levels) > 1
+    for got, expected in zip(opened.levels, source.levels, strict=True):
+        assert got.path == expected.path
+        np.testing.assert_array_equal(got[:], expected[:])
+
+
+def test_pack_then_open_gives_the_same_image(image: Path, packed: Path) -> None:
+    _assert_same_image(cellvol.open(packed), cellvol.open(image))
+    assert parse_location(packed).name == "img"
+
+
+def test_entries_are_ordered_stored_and_zip64(image: Path, packed: Path) -> None:
+    with zipfile.ZipFile(packed) as archive:
+        infos = archive.infolist()
+        names = [info.filename for info in infos]
+        comment = json.loads(archive.comment)
+        raw = packed.read_bytes()
+    source = list_keys(open_store(image))
+    assert sorted(names) == sorted(k for k in source if not k.endswith(".partial"))
+    documents = [n for n in names if n.rpartition("/")[2] == "zarr.json"]
+    assert names[0] == "zarr.json"
+    assert names[: len(documents)] == documents  # every zarr.json before any data
+    depths = [d.count("/") for d in documents]
+    assert depths == sorted(depths)  # breadth-first
+    assert all(info.compress_type == zipfile.ZIP_STORED for info in infos)
+    assert all(info.compress_size == info.file_size for info in infos)
+    for info in infos:
+        # Each local header carries a ZIP64 extra field (header id 1), and needs version 4.5.
+        assert info.extract_version >= 45
+        start = info.header_offset
+        name_length, extra_length = struct.unpack("<HH", raw[start + 26 : start + 30])
+        extra = raw[start + 30 + name_length : start + 30 + name_length + extra_length]
+        assert struct.unpack("<H", extra[:2])[0] == _ZIP64_EXTRA
+    assert comment == {
+        "ome": {"version": "0.5", "zipFile": {"centralDirectory": {"jsonFirst": True}}}
+    }
+
+
+def test_entry_order_is_breadth_first() -> None:
+    keys = ["b/c/zarr.json", "a/c/0", "zarr.json", "a/zarr.json", "_cellvol/x.json", "b/zarr.json"]
+    assert _ozx.entry_order(keys) == [
+        "zarr.json",
+        "a/zarr.json",
+        "b/zarr.json",
+        "b/c/zarr.json",
+        "_cellvol/x.json",
+        "a/c/0",
+    ]
+
+
+def test_unpack_gives_back_every_object_byte_for_byte(
+    image: Path, packed: Path, tmp_path: Path
+) -> None:
+    out = cellvol.unpack(packed, tmp_path / "back.ome.zarr")
+    source, copy = open_store(image), open_store(out)
+    keys = [k for k in list_keys(source) if not k.endswith(".partial")]
+    assert list_keys(copy) == keys
+    for key in keys:
+        assert read_bytes(copy, key) == read_bytes(source, key), key
+    assert [p.name for p in tmp_path.iterdir()] == ["back.ome.zarr"]  # no temporary left
+    with pytest.raises(WriteConflictError, match=r"back\.ome\.zarr exists"):
+        cellvol.unpack(packed, out)
+    cellvol.unpack(packed, out, overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["back.ome.zarr"]
+
+
+def test_an_interrupted_pack_leaves_no_archive(
+    image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copies = 0
+    real = _ozx._copy_into
+
+    def failing(*args: object, **kwargs: object) -> None:
+        nonlocal copies
+        copies += 1
+        if copies == 5:
+            raise SourceChangedError("interrupted")
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_ozx, "_copy_into", failing)
+    with pytest.raises(SourceChangedError):
+        cellvol.pack(image, tmp_path / "x.ozx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_unpack_leaves_no_directory(
+    packed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_ozx, "_copy_out", failing)
+    with pytest.raises(KeyboardInterrupt):
+        cellvol.unpack(packed, tmp_path / "x.ome.zarr")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pieces_bound_what_is_held(
+    image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_ozx, "PIECE_BYTES", 1000)
+    out = cellvol.pack(image, tmp_path / "small-pieces.ozx")
+    _assert_same_image(cellvol.open(out), cellvol.open(image))
+
+
+def test_archives_are_read_only_and_pack_is_named(packed: Path) -> None:
+    with pytest.raises(ReadOnlyStoreError, match=r"read-only") as caught:
+        open_store(packed, mode="a")
+    assert caught.value.hint is not None
+    assert "pack" in caught.value.hint
+    with pytest.raises(ReadOnlyStoreError):
+        cellvol.write_pyramid(np.zeros((4, 4, 4), np.uint8), packed, 1.0, overwrite=True)
+
+
+def test_bad_names_and_files(image: Path, packed: Path, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match=r"ends in \.ozx"):
+        cellvol.pack(image, tmp_path / "x.zip")
+    with pytest.raises(WriteConflictError, match="exists"):
+        cellvol.pack(image, packed)
+    with pytest.raises(StoreNotFoundError, match=r"none\.ozx does not exist"):
+        cellvol.open(tmp_path / "none.ozx")
+    (tmp_path / "fake.ozx").write_bytes(b"not a zip")
+    with pytest.raises(InvalidInputError, match="not a zip archive"):
+        cellvol.open(tmp_path / "fake.ozx")
+    with pytest.raises(InvalidInputError, match="not a zipped OME-Zarr"):
+        cellvol.unpack(image, tmp_path / "u")
+
+
+def test_read_over_http_by_byte_ranges(
+    image: Path, packed: Path, http_server: Callable[[str | os.PathLike[str]], str]
+) -> None:
+    base = http_server(packed.parent)
+    url = f"{base}/{packed.name}"
+    _assert_same_image(cellvol.open(url), cellvol.open(image))
+
+
+def test_info_on_the_command_line(packed: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cellvol.cli import app
+
+    result = CliRunner().invoke(app, ["info", str(packed), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["levels"]
+
+
+def test_ngff_zarr_reads_the_archive(image: Path, packed: Path) -> None:
+    ngff_zarr = pytest.importorskip("ngff_zarr", reason="ngff-zarr is not installed")
+    multiscales = ngff_zarr.from_ngff_zarr(str(packed))
+    expected = cellvol.open(image)
+    assert len(multiscales.images) == len(expected.levels)
+    np.testing.assert_array_equal(np.asarray(multiscales.images[0].data), expected[:])
