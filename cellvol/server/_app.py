@@ -107,9 +107,9 @@ class Served:
 
 
 def serve_name(url: str) -> str:
-    """A volume's default name: the last path part without ``.ome.zarr`` / ``.zarr``."""
+    """A volume's default name: the last path part without ``.ome.zarr``/``.zarr``/``.ozx``."""
     last = url.rstrip("/").rsplit("/", 1)[-1]
-    for suffix in (".ome.zarr", ".zarr"):
+    for suffix in (".ome.zarr", ".zarr", ".ozx"):
         if last.lower().endswith(suffix):
             return last[: -len(suffix)] or last
     return last

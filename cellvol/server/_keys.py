@@ -5,8 +5,8 @@ starting with a dot except zarr v2's metadata files (``.zarray``, ``.zattrs``, `
 ``.zmetadata``). Everything else (``..``, percent-encoded or double-encoded escapes,
 backslashes, NUL and other control characters, hidden files) is refused before any file system
 call, and a local key must resolve, symlinks followed, to a regular file inside the store's
-directory. Objects are read from local disk directly and from S3 through the store's own
-fsspec filesystem.
+directory. Objects are read from local disk directly, from S3 through the store's own
+fsspec filesystem, and from a local zipped image (``.ozx``) through its zip store.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 import urllib.parse
+import zipfile
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -24,8 +26,9 @@ from typing import Any, Final
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from zarr.abc.store import Store
-from zarr.storage import FsspecStore, LocalStore
+from zarr.abc.store import RangeByteRequest, Store
+from zarr.core.buffer import default_buffer_prototype
+from zarr.storage import FsspecStore, LocalStore, ZipStore
 
 from cellvol._store._loop import on_zarr_loop
 
@@ -178,12 +181,46 @@ class FsspecKeys(KeyReader):
             yield bytes(block)
 
 
+class ZipKeys(KeyReader):
+    """Entries of a local zipped image (``.ozx``), read through the store by ranges.
+
+    The central directory, read once, says what exists. A zip has no links: none escapes.
+    """
+
+    def __init__(self, store: ZipStore, path: Path) -> None:
+        self.store = store
+        with zipfile.ZipFile(path) as archive:
+            self.entries = {e.filename: e for e in archive.infolist() if not e.is_dir()}
+
+    async def info(self, key: str) -> KeyInfo | None:
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        seconds = time.mktime((*entry.date_time, 0, 0, -1))
+        tag = f"{entry.CRC:08x}-{entry.file_size:x}"  # the entry's own checksum
+        return KeyInfo(entry.file_size, f'"{tag}"', formatdate(seconds, usegmt=True), seconds)
+
+    async def stream(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        position = start
+        while position < end:
+            request = RangeByteRequest(position, min(end, position + 8 * _STREAM_BLOCK))
+            got = self.store.get(key, default_buffer_prototype(), request)
+            buffer = await on_zarr_loop(got)
+            block = b"" if buffer is None else buffer.to_bytes()
+            if not block:
+                break
+            position += len(block)
+            yield block
+
+
 def key_reader(store: Store) -> KeyReader:
-    """The reader for a zarr store cellvol opened (local or fsspec)."""
+    """The reader for a zarr store cellvol opened (local, fsspec or a local .ozx)."""
     if isinstance(store, LocalStore):
         return LocalKeys(Path(store.root))
     if isinstance(store, FsspecStore):
         return FsspecKeys(store)
+    if isinstance(store, ZipStore) and store.path is not None:
+        return ZipKeys(store, store.path)
     raise TypeError(f"cannot serve raw keys of a {type(store).__name__}")
 
 

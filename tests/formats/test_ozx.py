@@ -195,3 +195,25 @@ def test_ngff_zarr_reads_the_archive(image: Path, packed: Path) -> None:
     expected = cellvol.open(image)
     assert len(multiscales.images) == len(expected.levels)
     np.testing.assert_array_equal(np.asarray(multiscales.images[0].data), expected[:])
+
+
+def test_serve_gives_the_archives_entries(packed: Path) -> None:
+    from server_helpers import Running
+
+    from cellvol.server import Server
+
+    with zipfile.ZipFile(packed) as archive:
+        key = next(n for n in archive.namelist() if "/c/" in n)
+        stored = archive.read(key)
+    with Server([str(packed)]) as server:
+        running = Running(
+            server.url, server.host, server.port, packed, packed, np.empty(0), np.empty(0)
+        )
+        assert running.request("/data/img/zarr.json").status == 200
+        whole = running.request(f"/data/img/{key}")
+        assert whole.status == 200
+        assert whole.body == stored
+        part = running.request(f"/data/img/{key}", headers={"Range": "bytes=2-9"})
+        assert part.status == 206
+        assert part.body == stored[2:10]
+        assert running.request("/data/img/0/c/9/9/9").status == 404
