@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import S3Bucket
 
 import cellvol
-from cellvol._store import list_keys, open_store, parse_location, read_bytes
+from cellvol._store import list_keys, open_store, parse_location, read_bytes, write_bytes
 from cellvol.errors import (
     InvalidInputError,
     ReadOnlyStoreError,
@@ -217,3 +218,25 @@ def test_serve_gives_the_archives_entries(packed: Path) -> None:
         assert part.status == 206
         assert part.body == stored[2:10]
         assert running.request("/data/img/0/c/9/9/9").status == 404
+
+
+def test_pack_from_s3_and_read_an_archive_on_s3(
+    image: Path, packed: Path, s3_bucket: S3Bucket, tmp_path: Path
+) -> None:
+    source = s3_bucket.url("img.ome.zarr")
+    store = open_store(source, mode="w", storage_options=s3_bucket.storage_options)
+    local = open_store(image)
+    for key in list_keys(local):
+        data = read_bytes(local, key)
+        assert data is not None
+        write_bytes(store, key, data)
+    out = cellvol.pack(source, tmp_path / "s3.ozx", storage_options=s3_bucket.storage_options)
+    with zipfile.ZipFile(out) as made, zipfile.ZipFile(packed) as expected:
+        assert made.namelist() == expected.namelist()
+        assert all(made.read(n) == expected.read(n) for n in made.namelist())
+    archive = s3_bucket.url("img.ozx")
+    remote = open_store(s3_bucket.url(), mode="a", storage_options=s3_bucket.storage_options)
+    write_bytes(remote, "img.ozx", out.read_bytes())
+    _assert_same_image(
+        cellvol.open(archive, storage_options=s3_bucket.storage_options), cellvol.open(image)
+    )
