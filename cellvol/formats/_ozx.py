@@ -47,6 +47,7 @@ from cellvol.errors import (
     SourceChangedError,
     WriteConflictError,
 )
+from cellvol.ome._manifest import LEDGER_PREFIX
 
 __all__ = ["PIECE_BYTES", "entry_order", "pack", "unpack"]
 
@@ -114,6 +115,12 @@ def pack(
     root = read_bytes(store, _ROOT_DOCUMENT)
     if root is None:
         raise NotOMEZarrError(f"{source.url} has no {_ROOT_DOCUMENT} at its root: nothing to pack")
+    if f"{LEDGER_PREFIX}/job.json" in keys and f"{LEDGER_PREFIX}/complete.json" not in keys:
+        # An archive is a finished image: one packed mid-write would hold a mix of states.
+        raise WriteConflictError(
+            f"{source.url} holds a write that has not finished",
+            hint="finish it (resume the write with {resume=True}) before packing",
+        )
     comment = {
         "ome": {"version": _ome_version(root), "zipFile": {"centralDirectory": {"jsonFirst": True}}}
     }

@@ -240,3 +240,16 @@ def test_pack_from_s3_and_read_an_archive_on_s3(
     _assert_same_image(
         cellvol.open(archive, storage_options=s3_bucket.storage_options), cellvol.open(image)
     )
+
+
+def test_an_unfinished_write_is_not_packed(image: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from cellvol.errors import WriteConflictError
+
+    copy = tmp_path / "img.ome.zarr"
+    shutil.copytree(image, copy)
+    (copy / "_cellvol" / "complete.json").unlink()
+    with pytest.raises(WriteConflictError, match="holds a write that has not finished"):
+        cellvol.pack(copy, tmp_path / "img.ozx")
+    assert not (tmp_path / "img.ozx").exists()
