@@ -44,6 +44,8 @@ from cellvol.write._allocator import tune_allocator
 
 if TYPE_CHECKING:
     from cellvol.formats._ingest import convert
+    from cellvol.integrity._report import Problem, VerifyReport
+    from cellvol.integrity._scan import verify
     from cellvol.labels._annotate import annotate, annotate_from_file
     from cellvol.labels._write import write_labels
     from cellvol.write._pyramid import WriteResult, write_pyramid
@@ -52,10 +54,13 @@ if TYPE_CHECKING:
 # imported on first use, so `import cellvol; cellvol.open(...)` starts fast. (Their modules
 # must not share the function's name: importing a submodule binds its name on the package.)
 _LAZY = {
+    "Problem": "cellvol.integrity._report",
+    "VerifyReport": "cellvol.integrity._report",
     "WriteResult": "cellvol.write._pyramid",
     "annotate": "cellvol.labels._annotate",
     "annotate_from_file": "cellvol.labels._annotate",
     "convert": "cellvol.formats._ingest",
+    "verify": "cellvol.integrity._scan",
     "write_labels": "cellvol.labels._write",
     "write_pyramid": "cellvol.write._pyramid",
 }
@@ -92,6 +97,7 @@ __all__ = [
     "LevelError",
     "MetadataError",
     "NotOMEZarrError",
+    "Problem",
     "ProgressEvent",
     "ReadOnlyStoreError",
     "Reference",
@@ -100,6 +106,7 @@ __all__ = [
     "SourceChangedError",
     "StoreNotFoundError",
     "UnsupportedURLError",
+    "VerifyReport",
     "Volume",
     "VoxelSize",
     "WriteConflictError",
@@ -111,6 +118,7 @@ __all__ = [
     "export",
     "open",
     "tune_allocator",
+    "verify",
     "write_labels",
     "write_pyramid",
 ]

@@ -23,12 +23,14 @@ from cellvol._version import __version__
 from cellvol.cli._display import (
     console,
     metadata_problems,
+    print_verify_report,
     print_volume,
     progress_bar,
     report,
     report_warning,
 )
 from cellvol.errors import CellvolError, CellvolWarning, WriteConflictError
+from cellvol.integrity import verify as verify_image
 from cellvol.read._open import open as open_volume
 from cellvol.synthetic import SyntheticVolume
 from cellvol.units import VoxelSize
@@ -566,3 +568,32 @@ def info(
         console.print_json(json.dumps(summary))
         return
     print_volume(volume, validate_metadata=True)
+
+
+@app.command()
+def verify(
+    path_or_url: Annotated[str, typer.Argument(help="Local path, s3:// or http(s):// URL.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    workers: Annotated[int | None, typer.Option(help="Threads (default: one per core).")] = None,
+    endpoint_url: Annotated[
+        str | None, typer.Option(help="S3 endpoint, for S3-compatible object stores.")
+    ] = None,
+    anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
+) -> None:
+    """Check a stored image is whole: every object present, unchanged and passing its CRC32Cs.
+
+    Exits 0 when the image is intact, 1 when damage was found, 2 when the check could not run.
+    """
+    try:
+        with progress_bar(lambda event: f"image {event.stage}", unit="objects") as bar:
+            storage_options = _storage_options(endpoint_url, anon)
+            progress = None if as_json else bar
+            found = verify_image(path_or_url, storage_options, workers=workers, progress=progress)
+    except (CellvolError, OSError) as exc:
+        # No verdict at all, which is not damage found: a status of its own, so scripts can tell.
+        spell = functools.partial(_spell_option, command_options(["verify"]))
+        hint = exc.hint_as(spell) if isinstance(exc, CellvolError) else None
+        report(str(getattr(exc, "message", exc)) or type(exc).__name__, hint)
+        raise typer.Exit(2) from None
+    print_verify_report(found, as_json=as_json)
+    raise typer.Exit(0 if found.intact else 1)
