@@ -297,3 +297,19 @@ def test_cli_cannot_run_exits_2(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["verify", str(tmp_path / "absent.ome.zarr")])
     assert exit_.value.code == 2
+
+
+def test_http_verifies_listed_shards_and_says_what_it_cannot(
+    image: Path, http_server: Callable[[Path], str]
+) -> None:
+    url = f"{http_server(image.parent)}/image.ome.zarr"
+    report = cellvol.verify(url)
+    assert report.intact, report.summary()
+    assert report.images == ["", "labels/cells"]
+    assert report.shards == cellvol.verify(image).shards
+    assert len(report.unchecked) == 4  # two levels of two images
+    assert all("HTTP cannot list" in gap for gap in report.unchecked)
+    _flip(SHARD, lambda n: 100)(image)
+    _delete(LABEL_SHARD)(image)
+    problems = {(p.key, p.kind) for p in cellvol.verify(url).problems}
+    assert problems == {(SHARD, "chunk-checksum"), (LABEL_SHARD, "missing")}
