@@ -115,7 +115,8 @@ class _Scan:
         self.url = url
         self.listable = listable
         self.report = VerifyReport(url)
-        self.objects: list[list[_Object]] = []  # by image, as report.images
+        # By image, as report.images: its number of levels, and the objects to read.
+        self.objects: list[tuple[int, list[_Object]]] = []
 
     def problem(
         self, key: str, kind: ProblemKind, detail: str, byte_range: tuple[int, int] | None = None
@@ -142,7 +143,8 @@ class _Scan:
     def image(self, prefix: str) -> None:
         """Check one image's documents and records; collect its objects."""
         group_key = f"{prefix}zarr.json"
-        has_records = read_bytes(self.store, f"{prefix}{MANIFEST_KEY}") is not None
+        manifest_raw = read_bytes(self.store, f"{prefix}{MANIFEST_KEY}")
+        has_records = manifest_raw is not None
         document = self.document(
             group_key, "the image's metadata", required=has_records or bool(prefix)
         )
@@ -160,10 +162,10 @@ class _Scan:
                 self.problem(group_key, "metadata", "no OME-Zarr multiscales metadata")
             return
         self.report.images.append(prefix.rstrip("/"))
-        self.objects.append([])
+        self.objects.append((len(multiscale.datasets), []))
         for found in validate(attributes):
             self.problem(group_key, "metadata", str(found))
-        manifest = self.records(prefix, cellvol_wrote=PROVENANCE_KEY in attributes)
+        manifest = self.records(prefix, manifest_raw, cellvol_wrote=PROVENANCE_KEY in attributes)
         for dataset in multiscale.datasets:
             self.level(prefix, dataset.path, manifest)
         if manifest is not None:
@@ -177,10 +179,9 @@ class _Scan:
         if not prefix:
             self.labels()
 
-    def records(self, prefix: str, *, cellvol_wrote: bool) -> Manifest | None:
+    def records(self, prefix: str, raw: bytes | None, *, cellvol_wrote: bool) -> Manifest | None:
         """The image's write manifest; checks its completion marker."""
         key = f"{prefix}{MANIFEST_KEY}"
-        raw = read_bytes(self.store, key)
         manifest = None
         try:
             manifest = parse_manifest(raw, key)
@@ -265,7 +266,7 @@ class _Scan:
             self.report.unchecked.append(
                 f"{base}: objects the manifest does not list (HTTP cannot list them)"
             )
-        todo = self.objects[-1]
+        todo = self.objects[-1][1]
         for object_key, entry in sorted(expected.items()):
             if found is not None and self.listable and object_key not in found:
                 self.problem(object_key, "missing", "listed in the write's manifest but missing")
@@ -294,8 +295,8 @@ class _Scan:
     def check_objects(self, workers: int, progress: ProgressCallback | None) -> None:
         """Read and check every collected object, ``workers`` at a time."""
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="cellvol-verify") as pool:
-            for stage, objects in enumerate(self.objects):
-                levels = tuple(range(len({o.key.split("/c/")[0] for o in objects})))
+            for stage, (n_levels, objects) in enumerate(self.objects):
+                levels = tuple(range(n_levels))
                 reporter = ProgressReporter(progress, stage, levels, len(objects))
                 reporter.start()
                 for problems, nbytes, chunks in _bounded(pool, self.check_one, objects, workers):
