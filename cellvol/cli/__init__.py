@@ -585,10 +585,10 @@ def verify(
     Exits 0 when the image is intact, 1 when damage was found, 2 when the check could not run.
     """
     try:
-        with progress_bar(lambda event: f"image {event.stage}", unit="objects") as bar:
+        hidden = as_json or not console.is_terminal
+        with progress_bar(lambda e: f"image {e.stage}", "objects", hidden=hidden) as bar:
             storage_options = _storage_options(endpoint_url, anon)
-            progress = None if as_json else bar
-            found = verify_image(path_or_url, storage_options, workers=workers, progress=progress)
+            found = verify_image(path_or_url, storage_options, workers=workers, progress=bar)
     except (CellvolError, OSError) as exc:
         # No verdict at all, which is not damage found: a status of its own, so scripts can tell.
         spell = functools.partial(_spell_option, command_options(["verify"]))

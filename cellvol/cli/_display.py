@@ -70,13 +70,22 @@ def _describe_levels(event: ProgressEvent) -> str:
 
 
 class progress_bar:
-    """A context drawing progress events as rich bars; ``describe`` names each stage's bar."""
+    """A context drawing progress events as rich bars; ``describe`` names each stage's bar.
+
+    ``hidden`` draws nothing at all, not even the blank line a finished bar leaves (for output
+    that another program reads).
+    """
 
     def __init__(
-        self, describe: Callable[[ProgressEvent], str] | None = None, unit: str = "tasks"
+        self,
+        describe: Callable[[ProgressEvent], str] | None = None,
+        unit: str = "tasks",
+        *,
+        hidden: bool = False,
     ) -> None:
         self._describe = describe
         self._unit = unit
+        self._hidden = hidden
 
     def __enter__(self) -> _RichProgress:
         self._progress = Progress(
@@ -87,6 +96,7 @@ class progress_bar:
             TimeElapsedColumn(),
             console=console,
             transient=True,
+            disable=self._hidden,
         )
         self._progress.__enter__()
         return _RichProgress(self._progress, self._describe)
