@@ -45,6 +45,8 @@ from cellvol.write._allocator import tune_allocator
 if TYPE_CHECKING:
     from cellvol.formats._ingest import convert
     from cellvol.formats._ozx import pack, unpack
+    from cellvol.integrity._report import Problem, VerifyReport
+    from cellvol.integrity._scan import verify
     from cellvol.labels._annotate import annotate, annotate_from_file
     from cellvol.labels._write import write_labels
     from cellvol.write._pyramid import WriteResult, write_pyramid
@@ -53,12 +55,15 @@ if TYPE_CHECKING:
 # imported on first use, so `import cellvol; cellvol.open(...)` starts fast. (Their modules
 # must not share the function's name: importing a submodule binds its name on the package.)
 _LAZY = {
+    "Problem": "cellvol.integrity._report",
+    "VerifyReport": "cellvol.integrity._report",
     "WriteResult": "cellvol.write._pyramid",
     "annotate": "cellvol.labels._annotate",
     "annotate_from_file": "cellvol.labels._annotate",
     "convert": "cellvol.formats._ingest",
     "pack": "cellvol.formats._ozx",
     "unpack": "cellvol.formats._ozx",
+    "verify": "cellvol.integrity._scan",
     "write_labels": "cellvol.labels._write",
     "write_pyramid": "cellvol.write._pyramid",
 }
@@ -95,6 +100,7 @@ __all__ = [
     "LevelError",
     "MetadataError",
     "NotOMEZarrError",
+    "Problem",
     "ProgressEvent",
     "ReadOnlyStoreError",
     "Reference",
@@ -103,6 +109,7 @@ __all__ = [
     "SourceChangedError",
     "StoreNotFoundError",
     "UnsupportedURLError",
+    "VerifyReport",
     "Volume",
     "VoxelSize",
     "WriteConflictError",
@@ -116,6 +123,7 @@ __all__ = [
     "pack",
     "tune_allocator",
     "unpack",
+    "verify",
     "write_labels",
     "write_pyramid",
 ]

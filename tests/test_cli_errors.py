@@ -152,6 +152,10 @@ BAD_INPUTS: list[tuple[list[str], str]] = [
     (["serve", "{missing}"], "missing.zarr does not exist"),
     (["serve", "{image}", "--port", "http"], "Invalid value for '--port'"),
     (["serve", "{image}", "--header-timeout", "0"], "header_timeout must be positive"),
+    (["verify"], "Missing argument"),
+    (["verify", "{missing}"], "missing.zarr does not exist"),
+    (["verify", "{empty}"], "holds no OME-Zarr image"),
+    (["verify", "gs://bucket/x.zarr"], "unsupported URL scheme 'gs'"),
 ]
 
 

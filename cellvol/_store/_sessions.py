@@ -40,4 +40,8 @@ def close_sessions(timeout: float = 5.0) -> None:
             if session is not None and hasattr(session, "close"):
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     sync(session.close(), timeout=timeout)
+                # Forgotten, so that the filesystem (which fsspec caches and hands out again)
+                # opens a new session on its next request instead of using the closed one.
+                with contextlib.suppress(Exception):
+                    setattr(fs, attribute, None)
     _OPENED.clear()

@@ -5,11 +5,9 @@ The commands live here; ``_display`` draws tables, progress bars and error lines
 
 from __future__ import annotations
 
-import ast
 import functools
 import json
 import os
-import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -20,9 +18,11 @@ import typer
 
 from cellvol._store import close_sessions
 from cellvol._version import __version__
+from cellvol.cli._app import app, command_options, spell_option
 from cellvol.cli._display import (
     console,
     metadata_problems,
+    print_verify_report,
     print_volume,
     progress_bar,
     report,
@@ -31,27 +31,18 @@ from cellvol.cli._display import (
 from cellvol.errors import CellvolError, CellvolWarning, WriteConflictError
 from cellvol.formats._ozx import pack as pack_image
 from cellvol.formats._ozx import unpack as unpack_archive
+from cellvol.integrity import verify as verify_image
 from cellvol.read._open import open as open_volume
 from cellvol.synthetic import SyntheticVolume
 from cellvol.units import VoxelSize
 from cellvol.write._allocator import tune_allocator
 from cellvol.write._pyramid import write_pyramid
 
-app = typer.Typer(
-    name="cellvol",
-    help="Very large 3-D microscopy volumes as pyramidal, sharded OME-Zarr.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
 # What the demo writes by default: a 64 MiB uint8 tomogram with 2 nm voxels (a bin-2 cryo-ET).
 _DEMO_SHAPE = "256,512,512"
 _DEMO_SOURCE = "cellvol demo"
 
 
-# Library keywords whose option has another name; any other keyword is the option's own name.
-_OPTION_OF_KEYWORD = {"n_levels": "levels", "memory_limit": "memory_limit_mib"}
 # Set to 1 to see the traceback of an unexpected error (one that is a bug, not a user's input).
 _TRACEBACK_VARIABLE = "CELLVOL_TRACEBACK"
 
@@ -85,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(1) from None
     except CellvolError as exc:
         options = command_options(args)
-        report(exc.message, exc.hint_as(functools.partial(_spell_option, options)))
+        report(exc.message, exc.hint_as(functools.partial(spell_option, options)))
         raise SystemExit(1) from None
     except OSError as exc:  # the file system or network refused something: the user's to fix
         report(str(exc) or type(exc).__name__, None)
@@ -118,60 +109,6 @@ def _show_warning(
         report_warning(str(message))
     else:
         _show_other_warning(message, category, filename, lineno, file, line)
-
-
-def command_options(args: Sequence[str]) -> dict[str, Any]:
-    """The options of the command ``args`` runs, by parameter name (the group's if none).
-
-    Parameters
-    ----------
-    args
-        A command line, without the program's name.
-
-    Returns
-    -------
-    dict
-        Each option's parameter name (``"endpoint_url"``) to its click option, whose ``opts``
-        are its spellings (``["--endpoint-url"]``).
-    """
-    group = typer.main.get_command(app)
-    command: Any = group
-    commands = getattr(group, "commands", {})
-    for arg in args:
-        if arg in commands:
-            command = commands[arg]
-            break
-    return {p.name: p for p in command.params if p.param_type_name == "option" and p.name}
-
-
-def _spell_option(options: dict[str, Any], keyword: str, value: str) -> str:
-    """The command line for the library's ``keyword=value``: ``--overwrite``, ``--port 0``.
-
-    ``value`` is Python source text. The command's own option of that name is used; a
-    keyword the command has no option for keeps its Python spelling.
-    """
-    option = options.get(_OPTION_OF_KEYWORD.get(keyword, keyword))
-    if option is None:
-        return f"{keyword}={value}"
-    if option.is_flag:
-        if value == "False" and option.secondary_opts:
-            return str(option.secondary_opts[0])
-        return str(option.opts[0])
-    return f"{option.opts[0]} {_option_value(value)}"
-
-
-def _option_value(value: str) -> str:
-    """Python source text as a command-line value: ``'URL'`` to URL, ``(z, y, x)`` to Z,Y,X."""
-    names = re.fullmatch(r"\(\s*([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*,?\s*\)", value)
-    if names:
-        return ",".join(n.strip().upper() for n in names.group(1).split(","))
-    try:
-        literal = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return value
-    if isinstance(literal, tuple):
-        return ",".join(str(v) for v in literal)
-    return str(literal)
 
 
 def _print_version(value: bool) -> None:
@@ -598,3 +535,32 @@ def info(
         console.print_json(json.dumps(summary))
         return
     print_volume(volume, validate_metadata=True)
+
+
+@app.command()
+def verify(
+    path_or_url: Annotated[str, typer.Argument(help="Local path, s3:// or http(s):// URL.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    workers: Annotated[int | None, typer.Option(help="Threads (default: one per core).")] = None,
+    endpoint_url: Annotated[
+        str | None, typer.Option(help="S3 endpoint, for S3-compatible object stores.")
+    ] = None,
+    anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
+) -> None:
+    """Check a stored image is whole: every object present, unchanged and passing its CRC32Cs.
+
+    Exits 0 when the image is intact, 1 when damage was found, 2 when the check could not run.
+    """
+    try:
+        hidden = as_json or not console.is_terminal
+        with progress_bar(lambda e: f"image {e.stage}", "objects", hidden=hidden) as bar:
+            storage_options = _storage_options(endpoint_url, anon)
+            found = verify_image(path_or_url, storage_options, workers=workers, progress=bar)
+    except (CellvolError, OSError) as exc:
+        # No verdict at all, which is not damage found: a status of its own, so scripts can tell.
+        spell = functools.partial(spell_option, command_options(["verify"]))
+        hint = exc.hint_as(spell) if isinstance(exc, CellvolError) else None
+        report(str(getattr(exc, "message", exc)) or type(exc).__name__, hint)
+        raise typer.Exit(2) from None
+    print_verify_report(found, as_json=as_json)
+    raise typer.Exit(0 if found.intact else 1)

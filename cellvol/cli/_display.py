@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -9,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from cellvol.integrity import VerifyReport
 from cellvol.ome._validation import validate
 from cellvol.progress import ProgressEvent
 from cellvol.read._volume import Volume
@@ -17,6 +20,7 @@ __all__ = [
     "console",
     "errors",
     "metadata_problems",
+    "print_verify_report",
     "print_volume",
     "progress_bar",
     "report",
@@ -46,31 +50,56 @@ def report_warning(message: str) -> None:
 class _RichProgress:
     """Draws :class:`ProgressEvent` values as one rich bar per pyramid level."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(
+        self, progress: Progress, describe: Callable[[ProgressEvent], str] | None = None
+    ) -> None:
         self._progress = progress
+        self._describe = describe or _describe_levels
         self._tasks: dict[int, Any] = {}
 
     def __call__(self, event: ProgressEvent) -> None:
         if event.stage not in self._tasks:
-            first, last = event.levels[0], event.levels[-1]
-            label = f"level {first}" if first == last else f"levels {first}-{last}"
+            label = self._describe(event)
             self._tasks[event.stage] = self._progress.add_task(label, total=event.total)
         self._progress.update(self._tasks[event.stage], completed=event.done)
 
 
+def _describe_levels(event: ProgressEvent) -> str:
+    first, last = event.levels[0], event.levels[-1]
+    return f"level {first}" if first == last else f"levels {first}-{last}"
+
+
 class progress_bar:
+    """A context drawing progress events as rich bars; ``describe`` names each stage's bar.
+
+    ``hidden`` draws nothing at all, not even the blank line a finished bar leaves (for output
+    that another program reads).
+    """
+
+    def __init__(
+        self,
+        describe: Callable[[ProgressEvent], str] | None = None,
+        unit: str = "tasks",
+        *,
+        hidden: bool = False,
+    ) -> None:
+        self._describe = describe
+        self._unit = unit
+        self._hidden = hidden
+
     def __enter__(self) -> _RichProgress:
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("tasks"),
+            TextColumn(self._unit),
             TimeElapsedColumn(),
             console=console,
             transient=True,
+            disable=self._hidden,
         )
         self._progress.__enter__()
-        return _RichProgress(self._progress)
+        return _RichProgress(self._progress, self._describe)
 
     def __exit__(self, *exc: object) -> None:
         self._progress.__exit__(None, None, None)
@@ -113,3 +142,11 @@ def print_volume(volume: Volume, *, validate_metadata: bool) -> None:
             console.print(f"  - {problem}", highlight=False)
     else:
         console.print(f"[green]valid OME-Zarr {volume.ome_version}[/] metadata")
+
+
+def print_verify_report(report: VerifyReport, *, as_json: bool) -> None:
+    """Print what ``cellvol verify`` found: its summary, or the report as JSON."""
+    if as_json:
+        console.print_json(json.dumps(report.to_dict()))
+    else:
+        console.print(report.summary(), highlight=False)

@@ -1,0 +1,119 @@
+"""What a verification found: :class:`Problem` records and the :class:`VerifyReport`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+__all__ = ["Problem", "ProblemKind", "VerifyReport"]
+
+ProblemKind = Literal[
+    "missing",
+    "unreadable",
+    "metadata",
+    "layout",
+    "size",
+    "fingerprint",
+    "truncated",
+    "index-checksum",
+    "chunk-checksum",
+    "chunk-range",
+    "unlisted",
+]
+"""What is wrong with one object:
+
+- ``missing``: an object the image needs (a level, a label image, a listed shard, the
+  manifest or completion marker of an image cellvol wrote) is absent;
+- ``unreadable``: a metadata document or record is not valid JSON, or not what it must be;
+- ``metadata``: the OME-Zarr metadata breaks the specification;
+- ``layout``: an array's shape, dtype, chunks or shards differ from what the write recorded;
+- ``size``, ``fingerprint``: a shard is not the object the write recorded under its key;
+- ``truncated``: an object too short to hold its shard index;
+- ``index-checksum``, ``chunk-checksum``: stored bytes fail their CRC32C;
+- ``chunk-range``: a shard index points outside its object;
+- ``unlisted``: an object under a level's ``c/`` prefix that the manifest does not list.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing found wrong with a stored image.
+
+    Attributes
+    ----------
+    key
+        The object's key, relative to the location verified (``"0/c/1/0/2"``,
+        ``"labels/cells/zarr.json"``).
+    kind
+        What is wrong (see :data:`ProblemKind`).
+    detail
+        What was expected and what was found, in words.
+    byte_range
+        ``[start, stop)`` of the damaged bytes in the object, when known.
+    """
+
+    key: str
+    kind: ProblemKind
+    detail: str
+    byte_range: tuple[int, int] | None = None
+
+    def __str__(self) -> str:
+        where = (
+            "" if self.byte_range is None else f" (bytes {self.byte_range[0]}-{self.byte_range[1]})"
+        )
+        return f"{self.key}: {self.kind}{where}: {self.detail}"
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """The result of :func:`cellvol.verify`.
+
+    Attributes
+    ----------
+    url
+        The location verified.
+    problems
+        Everything found wrong, sorted by key; empty for an intact image.
+    images
+        The images checked: ``""`` for the image itself, ``"labels/<name>"`` for each label
+        image.
+    shards, chunks, nbytes
+        Stored objects read whole, chunks whose CRC32C was checked, and bytes read.
+    unchecked
+        What could not be checked, and why (an image without a write manifest, a store that
+        cannot list its objects, a codec without checksums).
+    """
+
+    url: str
+    problems: list[Problem] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    shards: int = 0
+    chunks: int = 0
+    nbytes: int = 0
+    unchecked: list[str] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        """Whether nothing was found wrong."""
+        return not self.problems
+
+    def summary(self) -> str:
+        """A few lines for people: the verdict, the counts, each problem and each gap."""
+        verdict = "intact" if self.intact else f"DAMAGED: {len(self.problems)} problem(s)"
+        lines = [
+            f"{self.url}: {verdict}",
+            f"checked {len(self.images)} image(s), {self.shards:,} object(s), "
+            f"{self.chunks:,} chunk(s), {self.nbytes:,} bytes",
+        ]
+        lines += [f"  {problem}" for problem in self.problems]
+        lines += [f"not checked: {gap}" for gap in self.unchecked]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values (what ``cellvol verify --json`` prints)."""
+        body = asdict(self)
+        body["intact"] = self.intact
+        for problem in body["problems"]:
+            if problem["byte_range"] is not None:
+                problem["byte_range"] = list(problem["byte_range"])
+        return body
