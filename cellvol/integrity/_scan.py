@@ -30,7 +30,13 @@ from cellvol._store._nodes import _node_from_document
 from cellvol.errors import IntegrityError, MetadataError, NotOMEZarrError
 from cellvol.integrity._report import Problem, ProblemKind, VerifyReport
 from cellvol.integrity._shards import check_object
-from cellvol.ome._manifest import LEDGER_PREFIX, MANIFEST_KEY, Manifest, parse_manifest
+from cellvol.ome._manifest import (
+    LEDGER_PREFIX,
+    MANIFEST_KEY,
+    Manifest,
+    layout_differences,
+    parse_manifest,
+)
 from cellvol.ome._metadata import PROVENANCE_KEY, ome_namespace, read_multiscale
 from cellvol.ome._validation import validate
 from cellvol.progress import ProgressCallback, ProgressReporter
@@ -280,17 +286,8 @@ class _Scan:
             todo.append(_Object(object_key, layout, None, must_exist=self.listable))
 
     def compare_layout(self, key: str, array: zarr.Array[Any], recorded: Mapping[str, Any]) -> None:
-        found = {
-            "shape": list(array.shape),
-            "dtype": np.dtype(array.dtype).name,
-            "chunks": list(array.chunks),
-            "shards": list(array.shards) if array.shards is not None else None,
-        }
-        for field, value in found.items():
-            if field in recorded and recorded[field] != value:
-                self.problem(
-                    key, "layout", f"{field} is {value}, but the write created {recorded[field]}"
-                )
+        for field, value, created in layout_differences(array, recorded):
+            self.problem(key, "layout", f"{field} is {value}, but the write created {created}")
 
     def check_objects(self, workers: int, progress: ProgressCallback | None) -> None:
         """Read and check every collected object, ``workers`` at a time."""

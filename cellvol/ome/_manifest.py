@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+import numpy as np
+
 from cellvol.errors import IntegrityError
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "RECORD_FORMAT",
     "dumps_record",
     "encode_manifest",
+    "layout_differences",
     "parse_manifest",
 ]
 
@@ -118,3 +121,23 @@ def _shard_entry(value: Any) -> tuple[int, str | None]:
     if not isinstance(size, int) or not _FINGERPRINT.fullmatch(str(fingerprint)):
         raise ValueError(f"bad shard entry {value!r}: expected [size, 16 hex digits]")
     return size, str(fingerprint)
+
+
+def layout_differences(array: Any, recorded: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """How a level's zarr array differs from the layout its write recorded in the manifest.
+
+    Returns ``(field, found, recorded)`` for each of shape, dtype, chunks and shards that the
+    manifest records and the array no longer has; empty when they agree.
+    """
+    shards = getattr(array, "shards", None)
+    found = {
+        "shape": list(array.shape),
+        "dtype": np.dtype(array.dtype).name,
+        "chunks": list(array.chunks),
+        "shards": list(shards) if shards is not None else None,
+    }
+    return [
+        (field, value, recorded[field])
+        for field, value in found.items()
+        if field in recorded and recorded[field] != value
+    ]

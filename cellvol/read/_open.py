@@ -15,7 +15,6 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import zarr
 
 from cellvol._codec._cache import ChunkCache, default_cache
@@ -25,7 +24,7 @@ from cellvol._codec._shard import CRC_BYTES
 from cellvol._store import open_store, parse_location
 from cellvol._store._nodes import open_node, read_arrays
 from cellvol.errors import IntegrityError, MetadataError, NotOMEZarrError
-from cellvol.ome._manifest import MANIFEST_KEY, parse_manifest
+from cellvol.ome._manifest import MANIFEST_KEY, layout_differences, parse_manifest
 from cellvol.ome._metadata import (
     PROVENANCE_KEY,
     Axis,
@@ -198,19 +197,12 @@ def _check_layout(
     """Refuse a level whose zarr metadata is not what the write created (edited since)."""
     if recorded is None:
         return  # a manifest written before layouts were recorded
-    found = {
-        "shape": list(array.shape),
-        "dtype": np.dtype(array.dtype).name,
-        "chunks": list(array.chunks),
-        "shards": list(array.shards) if array.shards is not None else None,
-    }
-    for field, value in found.items():
-        if field in recorded and recorded[field] != value:
-            raise IntegrityError(
-                f"{url}: the metadata of level {path} ({path}/zarr.json) gives {field} {value}, "
-                f"but the write created {recorded[field]}: the metadata was changed after the "
-                "write, and the data would be read wrongly"
-            )
+    for field, value, created in layout_differences(array, recorded):
+        raise IntegrityError(
+            f"{url}: the metadata of level {path} ({path}/zarr.json) gives {field} {value}, "
+            f"but the write created {created}: the metadata was changed after the write, and "
+            "the data would be read wrongly"
+        )
 
 
 def _bare_array_volume(url: str, array: zarr.Array[Any], cache: ChunkCache) -> Volume:
