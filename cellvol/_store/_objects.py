@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from zarr.abc.store import RangeByteRequest, Store, SuffixByteRequest
+from zarr.abc.store import ByteRequest, RangeByteRequest, Store, SuffixByteRequest
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
@@ -49,9 +49,7 @@ def read_bytes(store: Store, key: str) -> bytes | None:
 
 def read_tail(store: Store, key: str, nbytes: int) -> bytes | None:
     """The last ``nbytes`` bytes of the object at ``key`` (fewer if it is shorter), or None."""
-    request = SuffixByteRequest(nbytes)
-    buffer = sync(store.get(key, prototype=default_buffer_prototype(), byte_range=request))
-    return None if buffer is None else buffer.to_bytes()
+    return read_objects(store, [key], SuffixByteRequest(nbytes))[0]
 
 
 def read_range(store: Store, key: str, start: int, stop: int) -> bytes | None:
@@ -59,23 +57,25 @@ def read_range(store: Store, key: str, start: int, stop: int) -> bytes | None:
 
     For copying an object larger than memory should hold, a piece at a time.
     """
-    request = RangeByteRequest(start, stop)
-    buffer = sync(store.get(key, prototype=default_buffer_prototype(), byte_range=request))
-    return None if buffer is None else buffer.to_bytes()
+    return read_objects(store, [key], RangeByteRequest(start, stop))[0]
 
 
-def read_objects(store: Store, keys: Sequence[str]) -> list[bytes | None]:
-    """Return the whole objects at ``keys``, fetched concurrently; None for each missing one.
+def read_objects(
+    store: Store, keys: Sequence[str], byte_range: ByteRequest | None = None
+) -> list[bytes | None]:
+    """Return the objects at ``keys``, fetched concurrently; None for each missing one.
 
-    On S3 and HTTP the requests overlap, so reading a few documents costs about one round
-    trip instead of one each.
+    With ``byte_range``, that part of each object (its tail, say). On S3 and HTTP the
+    requests overlap, so reading a few objects costs about one round trip instead of one each.
     """
     if not keys:
         return []
     prototype = default_buffer_prototype()
 
     async def fetch_all() -> list[Any]:
-        return await asyncio.gather(*(store.get(key, prototype=prototype) for key in keys))
+        return await asyncio.gather(
+            *(store.get(key, prototype=prototype, byte_range=byte_range) for key in keys)
+        )
 
     return [None if buffer is None else buffer.to_bytes() for buffer in sync(fetch_all())]
 

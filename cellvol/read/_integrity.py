@@ -10,17 +10,15 @@ their CRC32C checksums as zarr decodes them.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from zarr.abc.store import Store, SuffixByteRequest
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
 
 from cellvol._codec._keys import shard_object_key, touched_ranges
 from cellvol._codec._shard import shard_fingerprint
+from cellvol._store import read_objects
 from cellvol.errors import IntegrityError
 
 __all__ = ["ShardPresence"]
@@ -108,7 +106,7 @@ class ShardPresence:
         keys = [shard_object_key(self._path, map(int, name.split("."))) for name in unchecked]
         # A shard's tail holds its fingerprint: one small read per shard proves it exists and
         # is the shard written under its key, whichever path goes on to read it.
-        tails = sync(_tails(self._store, keys, self._tail_nbytes))
+        tails = read_objects(self._store, keys, SuffixByteRequest(self._tail_nbytes))
         for name, key_name, tail in zip(unchecked, keys, tails, strict=True):
             if tail is None:
                 raise IntegrityError(
@@ -123,11 +121,3 @@ class ShardPresence:
                     "swapped, or it comes from another image"
                 )
             self._present.add(name)
-
-
-async def _tails(store: Store, keys: Sequence[str], nbytes: int) -> list[bytes | None]:
-    prototype = default_buffer_prototype()
-    buffers = await asyncio.gather(
-        *(store.get(key, prototype, SuffixByteRequest(nbytes)) for key in keys)
-    )
-    return [None if b is None else b.to_bytes() for b in buffers]
