@@ -1,6 +1,7 @@
 """The ``cellvol`` command line: a thin shell over the library that draws with rich.
 
-The commands live here; ``_display`` draws tables, progress bars and error lines.
+The commands live here and in ``_archive`` (verify, pack, unpack); ``_display`` draws tables,
+progress bars and error lines.
 """
 
 from __future__ import annotations
@@ -18,20 +19,16 @@ import typer
 
 from cellvol._store import close_sessions
 from cellvol._version import __version__
-from cellvol.cli._app import app, command_options, spell_option
+from cellvol.cli._app import app, command_options, spell_option, storage_options_of
 from cellvol.cli._display import (
     console,
     metadata_problems,
-    print_verify_report,
     print_volume,
     progress_bar,
     report,
     report_warning,
 )
 from cellvol.errors import CellvolError, CellvolWarning, WriteConflictError
-from cellvol.formats._ozx import pack as pack_image
-from cellvol.formats._ozx import unpack as unpack_archive
-from cellvol.integrity import verify as verify_image
 from cellvol.read._open import open as open_volume
 from cellvol.synthetic import SyntheticVolume
 from cellvol.units import VoxelSize
@@ -141,15 +138,6 @@ def _triple(text: str, what: str) -> tuple[int, int, int]:
     if len(values) != 3:
         raise typer.BadParameter(f"{what} must have three entries (z,y,x), got {text!r}")
     return values[0], values[1], values[2]
-
-
-def _storage_options(endpoint_url: str | None, anon: bool) -> dict[str, Any] | None:
-    options: dict[str, Any] = {}
-    if endpoint_url:
-        options["endpoint_url"] = endpoint_url
-    if anon:
-        options["anon"] = True
-    return options or None
 
 
 @app.command()
@@ -300,12 +288,12 @@ def convert(
                 f"{', '.join(given)} do not apply with --labels: labels take the image's voxel "
                 "size, levels and layout, and are downsampled with mode"
             )
-        _add_labels(source, dest, labels, _storage_options(endpoint_url, anon=False), overwrite)
+        _add_labels(source, dest, labels, storage_options_of(endpoint_url, anon=False), overwrite)
         return
     voxel = _voxel_option(voxel_size, unit) or source.voxel_size
     shown = f" at {voxel}" if voxel is not None else ""
     console.print(f"Converting {source.description}\n  into [bold]{dest}[/]{shown}")
-    options = _storage_options(endpoint_url, anon=False)
+    options = storage_options_of(endpoint_url, anon=False)
     with progress_bar() as draw:
         result = convert_file(
             src,
@@ -371,7 +359,7 @@ def annotate(
     from cellvol.labels._annotate import annotate_from_file
 
     count = annotate_from_file(
-        image, labels, annotations, storage_options=_storage_options(endpoint_url, anon=False)
+        image, labels, annotations, storage_options=storage_options_of(endpoint_url, anon=False)
     )
     console.print(f"Annotated {count} segment(s) of labels '{labels}' in {image}.")
 
@@ -417,7 +405,7 @@ def serve(
         images,
         host=host,
         port=port,
-        storage_options=_storage_options(endpoint_url, anon),
+        storage_options=storage_options_of(endpoint_url, anon),
         max_concurrency=max_concurrency,
         timeout=timeout,
         max_connections=max_connections,
@@ -477,39 +465,9 @@ def export(
         region=region,
         overwrite=overwrite,
         imod_unsigned=imod_unsigned,
-        storage_options=_storage_options(endpoint_url, anon),
+        storage_options=storage_options_of(endpoint_url, anon),
     )
     console.print(f"Wrote {written} ({written.stat().st_size:,} bytes).")
-
-
-@app.command()
-def pack(
-    image: Annotated[str, typer.Argument(help="An OME-Zarr image: local path or s3:// URL.")],
-    out: Annotated[Path, typer.Argument(help="The zipped OME-Zarr to write (name ends .ozx).")],
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT.")] = False,
-    endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for IMAGE.")] = None,
-    anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
-) -> None:
-    """Pack an image into one zipped OME-Zarr file (.ozx, RFC-9), readable where it lies."""
-    options = _storage_options(endpoint_url, anon)
-    written = pack_image(image, out, overwrite=overwrite, storage_options=options)
-    console.print(f"Wrote {written} ({written.stat().st_size:,} bytes).")
-
-
-@app.command()
-def unpack(
-    archive: Annotated[
-        str, typer.Argument(help="A zipped OME-Zarr (.ozx): local path, s3:// or http(s)://.")
-    ],
-    out: Annotated[Path, typer.Argument(help="The directory to create.")],
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT.")] = False,
-    endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for ARCHIVE.")] = None,
-    anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
-) -> None:
-    """Unpack a zipped OME-Zarr (.ozx) into a directory store."""
-    options = _storage_options(endpoint_url, anon)
-    written = unpack_archive(archive, out, overwrite=overwrite, storage_options=options)
-    console.print(f"Wrote {written}.")
 
 
 @app.command()
@@ -527,7 +485,7 @@ def info(
 ) -> None:
     """Describe an OME-Zarr image: levels, shapes, chunks, shards, voxel size, bytes, validity."""
     volume = open_volume(
-        path_or_url, storage_options=_storage_options(endpoint_url, anon), salvage=salvage
+        path_or_url, storage_options=storage_options_of(endpoint_url, anon), salvage=salvage
     )
     if as_json:
         summary = volume.info()
@@ -537,30 +495,5 @@ def info(
     print_volume(volume, validate_metadata=True)
 
 
-@app.command()
-def verify(
-    path_or_url: Annotated[str, typer.Argument(help="Local path, s3:// or http(s):// URL.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    workers: Annotated[int | None, typer.Option(help="Threads (default: one per core).")] = None,
-    endpoint_url: Annotated[
-        str | None, typer.Option(help="S3 endpoint, for S3-compatible object stores.")
-    ] = None,
-    anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
-) -> None:
-    """Check a stored image is whole: every object present, unchanged and passing its CRC32Cs.
-
-    Exits 0 when the image is intact, 1 when damage was found, 2 when the check could not run.
-    """
-    try:
-        hidden = as_json or not console.is_terminal
-        with progress_bar(lambda e: f"image {e.stage}", "objects", hidden=hidden) as bar:
-            storage_options = _storage_options(endpoint_url, anon)
-            found = verify_image(path_or_url, storage_options, workers=workers, progress=bar)
-    except (CellvolError, OSError) as exc:
-        # No verdict at all, which is not damage found: a status of its own, so scripts can tell.
-        spell = functools.partial(spell_option, command_options(["verify"]))
-        hint = exc.hint_as(spell) if isinstance(exc, CellvolError) else None
-        report(str(getattr(exc, "message", exc)) or type(exc).__name__, hint)
-        raise typer.Exit(2) from None
-    print_verify_report(found, as_json=as_json)
-    raise typer.Exit(0 if found.intact else 1)
+# The archive commands register themselves on the app; imported last to list them last.
+from cellvol.cli import _archive  # noqa: E402, F401

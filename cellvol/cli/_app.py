@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-__all__ = ["app", "command_options", "spell_option"]
+__all__ = ["app", "command_options", "spell_option", "storage_options_of"]
 
 app = typer.Typer(
     name="cellvol",
@@ -75,3 +75,13 @@ def _option_value(value: str) -> str:
     if isinstance(literal, tuple):
         return ",".join(str(v) for v in literal)
     return str(literal)
+
+
+def storage_options_of(endpoint_url: str | None, anon: bool) -> dict[str, Any] | None:
+    """The storage options the ``--endpoint-url`` and ``--anon`` options ask for, or None."""
+    options: dict[str, Any] = {}
+    if endpoint_url:
+        options["endpoint_url"] = endpoint_url
+    if anon:
+        options["anon"] = True
+    return options or None

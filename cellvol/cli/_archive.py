@@ -1,0 +1,75 @@
+"""The archive commands: ``verify`` an image, ``pack`` it into a ``.ozx``, ``unpack`` one."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cellvol.cli._app import app, command_options, spell_option, storage_options_of
+from cellvol.cli._display import console, print_verify_report, progress_bar, report
+from cellvol.errors import CellvolError
+from cellvol.formats._ozx import pack as pack_image
+from cellvol.formats._ozx import unpack as unpack_archive
+from cellvol.integrity import verify as verify_image
+
+
+@app.command()
+def pack(
+    image: Annotated[str, typer.Argument(help="An OME-Zarr image: local path or s3:// URL.")],
+    out: Annotated[Path, typer.Argument(help="The zipped OME-Zarr to write (name ends .ozx).")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT.")] = False,
+    endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for IMAGE.")] = None,
+    anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
+) -> None:
+    """Pack an image into one zipped OME-Zarr file (.ozx, RFC-9), readable where it lies."""
+    options = storage_options_of(endpoint_url, anon)
+    written = pack_image(image, out, overwrite=overwrite, storage_options=options)
+    console.print(f"Wrote {written} ({written.stat().st_size:,} bytes).")
+
+
+@app.command()
+def unpack(
+    archive: Annotated[
+        str, typer.Argument(help="A zipped OME-Zarr (.ozx): local path, s3:// or http(s)://.")
+    ],
+    out: Annotated[Path, typer.Argument(help="The directory to create.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT.")] = False,
+    endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for ARCHIVE.")] = None,
+    anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
+) -> None:
+    """Unpack a zipped OME-Zarr (.ozx) into a directory store."""
+    options = storage_options_of(endpoint_url, anon)
+    written = unpack_archive(archive, out, overwrite=overwrite, storage_options=options)
+    console.print(f"Wrote {written}.")
+
+
+@app.command()
+def verify(
+    path_or_url: Annotated[str, typer.Argument(help="Local path, s3:// or http(s):// URL.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    workers: Annotated[int | None, typer.Option(help="Threads (default: one per core).")] = None,
+    endpoint_url: Annotated[
+        str | None, typer.Option(help="S3 endpoint, for S3-compatible object stores.")
+    ] = None,
+    anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
+) -> None:
+    """Check a stored image is whole: every object present, unchanged and passing its CRC32Cs.
+
+    Exits 0 when the image is intact, 1 when damage was found, 2 when the check could not run.
+    """
+    try:
+        hidden = as_json or not console.is_terminal
+        with progress_bar(lambda e: f"image {e.stage}", "objects", hidden=hidden) as bar:
+            storage_options = storage_options_of(endpoint_url, anon)
+            found = verify_image(path_or_url, storage_options, workers=workers, progress=bar)
+    except (CellvolError, OSError) as exc:
+        # No verdict at all, which is not damage found: a status of its own, so scripts can tell.
+        spell = functools.partial(spell_option, command_options(["verify"]))
+        hint = exc.hint_as(spell) if isinstance(exc, CellvolError) else None
+        report(str(getattr(exc, "message", exc)) or type(exc).__name__, hint)
+        raise typer.Exit(2) from None
+    print_verify_report(found, as_json=as_json)
+    raise typer.Exit(0 if found.intact else 1)
