@@ -6,6 +6,7 @@ import json
 
 from cellvol.integrity._report import Problem
 from cellvol.ome._digests import COMPLETE_FORMAT, sha256_hex
+from cellvol.ome._manifest import dumps_record
 
 __all__ = ["digest_problem", "marker_format"]
 
@@ -34,6 +35,9 @@ def marker_format(raw: bytes) -> int | str:
         body = json.loads(raw)
     except ValueError as exc:
         return f"the write's completion marker is not valid JSON ({exc})"
+    if isinstance(body, dict) and "format" in body and raw != dumps_record(body):
+        # cellvol writes it canonically: other bytes, even of the same meaning, are a change.
+        return "the write's completion marker is not in the form cellvol writes: it was changed"
     version = body.get("format", 1) if isinstance(body, dict) else None
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         return f"the write's completion marker has no valid format: {version!r}"

@@ -227,7 +227,8 @@ class _Scan:
                     f"the manifest lists level {path!r}, which the metadata does not name",
                 )
         labels = self.labels() if not prefix else []
-        self.rest_of_digests(prefix, labels, todo)
+        if has_digests:
+            self.rest_of_digests(prefix, labels, todo)
 
     def image_digests(self, prefix: str) -> bool:
         """Read the image's digests into :attr:`digests`; whether they could be."""
@@ -253,7 +254,7 @@ class _Scan:
                 if not nested:
                     self.accounted.add(key)
                     todo.append(_Object(key, None, None, must_exist=True, digest=recorded))
-        if not self.listable or not any(k.startswith(prefix) for k in self.digests):
+        if not self.listable:
             return
         nested_prefixes = tuple(f"{prefix}labels/{name}/" for name in labels)
         for key in self.listing(prefix):

@@ -9,8 +9,9 @@ label images, which carry digests of their own. Later edits of the image by cell
 annotations) rewrite the entries of the objects they change, so the record stays true.
 
 The record checks itself: its ``sha256`` is the SHA-256 of the record's other fields as
-:func:`cellvol.ome._manifest.dumps_record` encodes them, so a changed entry is blamed on the
-record and not on the object it names.
+:func:`cellvol.ome._manifest.dumps_record` encodes them, and its bytes must be that canonical
+encoding, so any change to it (an entry, even white space) is blamed on the record and not on
+the objects it names.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def parse_digests(raw: bytes | None, where: str) -> Digests | None:
             hint="upgrade cellvol to verify this image",
         )
     found = sha256_hex(dumps_record(body))
-    if found != recorded:
+    if found != recorded or raw != dumps_record({**body, "sha256": recorded}):
         raise IntegrityError(
             f"{where}: {DIGESTS_KEY} fails its own SHA-256 ({found}, recorded {recorded!r}): "
             "the record was changed after it was written"
