@@ -1,15 +1,17 @@
 """The scan: find every object an image needs, then read each stored object once and check it.
 
 It runs in two passes. The first reads the metadata documents and cellvol's records, image by
-image (the image, then each label image), and lists each level's ``c/`` prefix; it notes what
-is missing, unreadable or changed, and collects the objects to read. The second reads those
-objects on a thread pool, each whole and once, and checks its size and fingerprint against
-the manifest and every CRC32C inside it. At most two objects per worker are in flight, so
+image (the image, then each label image), checking each document against the image's digests
+as it reads it, and lists the store once; it notes what is missing, unreadable, changed or
+unlisted, and collects the objects to read. The second reads those objects on a thread pool,
+each whole and once, and checks its size and fingerprint against the manifest, every CRC32C
+inside it and its SHA-256 against the digests. At most two objects per worker are in flight, so
 memory stays bounded by a few shards whatever the image's size.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -62,9 +64,11 @@ def verify(
     OME-Zarr metadata is valid, each array's layout is the one the write recorded), the
     completeness (every shard the write manifest lists exists with its recorded size and
     fingerprint; objects under a level's ``c/`` prefix that it does not list are reported,
-    never deleted) and the integrity (every chunk's and every shard index's CRC32C). An
-    image written by another tool has no manifest: it is checked by its checksums alone,
-    and the report says so.
+    never deleted) and the integrity (every chunk's and every shard index's CRC32C, and
+    every object's size and SHA-256 against the image's ``_cellvol/digests.json``, which also
+    makes any other object in the image ``unlisted``). An image written by another tool has
+    no manifest: it is checked by its checksums alone, and the report says so; one written
+    before cellvol recorded digests is checked without them, and the report says that too.
 
     Parameters
     ----------
@@ -138,7 +142,12 @@ class _Scan:
         """Every stored key under ``prefix`` (the whole store is listed once)."""
         if self._listing is None:
             self._listing = sorted(list_keys(self.store, ""))
-        return [key for key in self._listing if key.startswith(prefix)]
+        # Sorted: the keys under a prefix are one run, found by bisection.
+        start = bisect.bisect_left(self._listing, prefix)
+        stop = start
+        while stop < len(self._listing) and self._listing[stop].startswith(prefix):
+            stop += 1
+        return self._listing[start:stop]
 
     def read(self, key: str) -> bytes | None:
         """An object read in the first pass, checked against the digests if they list it."""
