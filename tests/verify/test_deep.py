@@ -204,10 +204,21 @@ def test_damage_found_by_checksums_does_not_stop_the_deep_pass(
         ("0/c/0/0/0", "chunk-checksum"),
         ("labels/cells/0/c/1/1/1", "missing"),
     }
-    skipped = [gap for gap in report.unchecked if "not recomputed, unreadable" in gap]
+    skipped = [gap for gap in report.unchecked if "not recomputed in full" in gap]
     assert any(gap.startswith("1/c/0/0/0:") for gap in skipped)
     assert any(gap.startswith("labels/cells/1/c/0/0/0:") for gap in skipped)
     assert report.recomputed == 2 * 9 - len(skipped)
+
+
+def test_deep_verify_over_http(
+    intact: Path, wrong: Path, http_server: Callable[[Path], str]
+) -> None:
+    report = cellvol.verify(f"{http_server(intact.parent)}/image.ome.zarr", deep=True)
+    assert report.problems == [], report.summary()
+    assert report.recomputed == 2 * 9
+    url = http_server(wrong.parent) + "/wrong.ome.zarr"
+    (problem,) = cellvol.verify(url, deep=True).problems
+    assert (problem.key, problem.kind) == (WRONG_SHARD, "pyramid")
 
 
 def test_progress_has_one_deep_stage_per_image(intact: Path) -> None:
