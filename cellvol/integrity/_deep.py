@@ -133,8 +133,10 @@ def check_pyramids(
                     f"{name}: pyramid recomputed on a sample of {fraction:g} of each level's "
                     f"shards (seed {seed}; {counts}); the other shards not"
                 )
-            check.run(pool, workers, ProgressReporter(progress, stage, check.levels, check.total))
-            stage += 1
+            if check.chosen:
+                reporter = ProgressReporter(progress, stage, check.levels, check.total)
+                check.run(pool, workers, reporter)
+                stage += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,18 +240,17 @@ class _ImageCheck:
                 )
                 continue
             grid = [-(-n // s) for n, s in zip(coarse.shape, _shard_shape(coarse), strict=True)]
-            positions = list(itertools.product(*(range(g) for g in grid)))
-            picked = sample(len(positions), fraction, seed, number, k)
-            self.chosen[k] = [positions[i] for i in picked]
-            self.sampled.append((k, len(picked), len(positions)))
+            count = math.prod(grid)
+            picked = sample(count, fraction, seed, number, k)
+            # C order, as the grid is listed: index i is the i-th shard of the level.
+            self.chosen[k] = [tuple(int(p) for p in np.unravel_index(i, grid)) for i in picked]
+            self.sampled.append((k, len(picked), count))
 
     def problem(self, key: str, detail: str) -> None:
         self.report.problems.append(Problem(key, "pyramid", detail))
 
     def run(self, pool: ThreadPoolExecutor, workers: int, reporter: ProgressReporter) -> None:
         """Recompute the chosen shards, ``workers`` pieces at a time; report what differs."""
-        if not self.chosen:
-            return
         reporter.start()
         shard = _Found()
         for piece, found in bounded(pool, self.check_piece, self.pieces(), workers):
