@@ -278,3 +278,17 @@ def test_cli_deep_exit_codes_and_json(intact: Path, wrong: Path) -> None:
     for bad in (["--deep-sample", "0"], ["--deep", "--deep-sample", "0.5"]):
         result = runner.invoke(app, ["verify", str(intact), *bad])
         assert result.exit_code == 2, result.output
+
+
+def test_pieces_tile_a_chunk_and_bound_the_region_below() -> None:
+    # A 256³ float32 chunk over factors (1, 2, 2): 256 MiB below it, far above a piece.
+    box = [(0, 256), (0, 256), (0, 256)]
+    factors, below_shape = (1, 2, 2), (256, 512, 512)
+    pieces = list(_deep._halved(box, factors, below_shape, 4))
+    covered = np.zeros((256, 256, 256), dtype=np.uint8)
+    for piece in pieces:
+        below = _deep._below(piece, factors, below_shape)
+        assert np.prod([b - a for a, b in below]) * 4 <= _deep._PIECE_BYTES
+        covered[tuple(slice(a, b) for a, b in piece)] += 1
+    assert (covered == 1).all()  # every voxel in exactly one piece
+    assert len(pieces) == 16
