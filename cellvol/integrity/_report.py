@@ -19,6 +19,7 @@ ProblemKind = Literal[
     "chunk-checksum",
     "chunk-range",
     "unlisted",
+    "pyramid",
 ]
 """What is wrong with one object:
 
@@ -31,7 +32,9 @@ ProblemKind = Literal[
 - ``truncated``: an object too short to hold its shard index;
 - ``index-checksum``, ``chunk-checksum``: stored bytes fail their CRC32C;
 - ``chunk-range``: a shard index points outside its object;
-- ``unlisted``: an object under a level's ``c/`` prefix that the manifest does not list.
+- ``unlisted``: an object under a level's ``c/`` prefix that the manifest does not list;
+- ``pyramid`` (deep verification): a coarser level's shard is not what its method makes of
+  the level below, or a coarser level's shape or dtype is not.
 """
 
 
@@ -82,6 +85,8 @@ class VerifyReport:
     unchecked
         What could not be checked, and why (an image without a write manifest, a store that
         cannot list its objects, a codec without checksums).
+    recomputed
+        Shards of coarser levels recomputed from the level below (deep verification only).
     """
 
     url: str
@@ -91,6 +96,7 @@ class VerifyReport:
     chunks: int = 0
     nbytes: int = 0
     unchecked: list[str] = field(default_factory=list)
+    recomputed: int = 0
 
     @property
     def intact(self) -> bool:
@@ -105,6 +111,8 @@ class VerifyReport:
             f"checked {len(self.images)} image(s), {self.shards:,} object(s), "
             f"{self.chunks:,} chunk(s), {self.nbytes:,} bytes",
         ]
+        if self.recomputed:
+            lines.append(f"recomputed {self.recomputed:,} shard(s) of coarser levels")
         lines += [f"  {problem}" for problem in self.problems]
         lines += [f"not checked: {gap}" for gap in self.unchecked]
         return "\n".join(lines)
