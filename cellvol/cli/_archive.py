@@ -10,10 +10,11 @@ import typer
 
 from cellvol.cli._app import app, command_options, spell_option, storage_options_of
 from cellvol.cli._display import console, print_verify_report, progress_bar, report
-from cellvol.errors import CellvolError
+from cellvol.errors import CellvolError, InvalidInputError
 from cellvol.formats._ozx import pack as pack_image
 from cellvol.formats._ozx import unpack as unpack_archive
 from cellvol.integrity import verify as verify_image
+from cellvol.progress import ProgressEvent
 
 
 @app.command()
@@ -55,16 +56,37 @@ def verify(
         str | None, typer.Option(help="S3 endpoint, for S3-compatible object stores.")
     ] = None,
     anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
+    deep: Annotated[
+        bool,
+        typer.Option(help="Also recompute every coarser level from the level below and compare."),
+    ] = False,
+    deep_sample: Annotated[
+        float | None,
+        typer.Option(
+            metavar="FRACTION",
+            help="Like --deep, on a random FRACTION of each level's shards (at least one).",
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of --deep-sample's choice.")] = None,
 ) -> None:
     """Check a stored image is whole: every object present, unchanged and passing its CRC32Cs.
 
     Exits 0 when the image is intact, 1 when damage was found, 2 when the check could not run.
     """
     try:
+        if deep and deep_sample is not None:
+            raise InvalidInputError("give --deep or --deep-sample, not both")
         hidden = as_json or not console.is_terminal
-        with progress_bar(lambda e: f"image {e.stage}", "objects", hidden=hidden) as bar:
+        with progress_bar(_verify_stage, "objects", hidden=hidden) as bar:
             storage_options = storage_options_of(endpoint_url, anon)
-            found = verify_image(path_or_url, storage_options, workers=workers, progress=bar)
+            found = verify_image(
+                path_or_url,
+                storage_options,
+                workers=workers,
+                progress=bar,
+                deep=deep if deep_sample is None else deep_sample,
+                seed=seed,
+            )
     except (CellvolError, OSError) as exc:
         # No verdict at all, which is not damage found: a status of its own, so scripts can tell.
         spell = functools.partial(spell_option, command_options(["verify"]))
@@ -73,3 +95,8 @@ def verify(
         raise typer.Exit(2) from None
     print_verify_report(found, as_json=as_json)
     raise typer.Exit(0 if found.intact else 1)
+
+
+def _verify_stage(event: ProgressEvent) -> str:
+    # The checksum pass reads every level from 0; the deep pass recomputes levels from 1.
+    return f"image {event.stage}" if 0 in event.levels else f"pyramid, stage {event.stage}"

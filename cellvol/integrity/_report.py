@@ -20,6 +20,7 @@ ProblemKind = Literal[
     "chunk-range",
     "unlisted",
     "digest",
+    "pyramid",
 ]
 """What is wrong with one object:
 
@@ -35,7 +36,9 @@ ProblemKind = Literal[
 - ``unlisted``: an object under a level's ``c/`` prefix that the manifest does not list, or,
   in an image with digests, any object of the image they do not list;
 - ``digest``: an object whose size or SHA-256 differs from the image's digests
-  (``_cellvol/digests.json``), or that record failing its own SHA-256.
+  (``_cellvol/digests.json``), or that record failing its own SHA-256;
+- ``pyramid`` (deep verification): a coarser level's shard is not what its method makes of
+  the level below, or a coarser level's shape or dtype is not.
 """
 
 
@@ -86,6 +89,8 @@ class VerifyReport:
     unchecked
         What could not be checked, and why (an image without a write manifest, a store that
         cannot list its objects, a codec without checksums).
+    recomputed
+        Shards of coarser levels recomputed from the level below (deep verification only).
     """
 
     url: str
@@ -95,6 +100,7 @@ class VerifyReport:
     chunks: int = 0
     nbytes: int = 0
     unchecked: list[str] = field(default_factory=list)
+    recomputed: int = 0
 
     @property
     def intact(self) -> bool:
@@ -109,6 +115,8 @@ class VerifyReport:
             f"checked {len(self.images)} image(s), {self.shards:,} object(s), "
             f"{self.chunks:,} chunk(s), {self.nbytes:,} bytes",
         ]
+        if self.recomputed:
+            lines.append(f"recomputed {self.recomputed:,} shard(s) of coarser levels")
         lines += [f"  {problem}" for problem in self.problems]
         lines += [f"not checked: {gap}" for gap in self.unchecked]
         return "\n".join(lines)

@@ -15,9 +15,8 @@ import bisect
 import json
 import math
 import os
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +29,9 @@ from cellvol._codec._layout import ChunkLayout, chunk_layout
 from cellvol._store import list_keys, open_store, parse_location, read_bytes
 from cellvol._store._nodes import _node_from_document
 from cellvol.errors import IntegrityError, MetadataError, NotOMEZarrError
+from cellvol.integrity._deep import check_pyramids, deep_fraction
 from cellvol.integrity._digests import digest_problem, marker_format
+from cellvol.integrity._pool import bounded
 from cellvol.integrity._report import Problem, ProblemKind, VerifyReport
 from cellvol.integrity._shards import check_object
 from cellvol.ome._digests import (
@@ -47,9 +48,6 @@ from cellvol.progress import ProgressCallback, ProgressReporter
 
 __all__ = ["verify"]
 
-# Objects read or being checked per worker: one at work and one waiting.
-_IN_FLIGHT_PER_WORKER = 2
-
 
 def verify(
     path_or_url: str | os.PathLike[str],
@@ -57,6 +55,8 @@ def verify(
     *,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
+    deep: bool | float = False,
+    seed: int | None = None,
 ) -> VerifyReport:
     """Check that a stored OME-Zarr image is whole and unchanged, reading every object once.
 
@@ -82,7 +82,16 @@ def verify(
     progress
         Receives a :class:`~cellvol.ProgressEvent` after each object: one stage per image
         checked (the image, then each label image), ``done``/``total`` objects and ``nbytes``
-        stored bytes read.
+        stored bytes read. A deep check adds one stage per image after those, one task per
+        coarser shard recomputed, ``nbytes`` decoded bytes read.
+    deep
+        Also recompute every coarser level from the level below with the write's own
+        downsampling and compare it bit for bit (``True``), or a seeded random fraction of
+        each level's shards (a float in ``(0, 1]``, at least one shard per level). What
+        differs is a ``pyramid`` problem; an image without a record of its downsampling is
+        listed under ``unchecked``.
+    seed
+        Chooses the sampled shards (by default a random seed, named in ``unchecked``).
 
     Returns
     -------
@@ -98,14 +107,30 @@ def verify(
         If the location holds neither an OME-Zarr image nor cellvol's records of one.
     AccessDeniedError, EndpointUnreachableError, UnsupportedURLError
         When the store cannot be reached at all.
+    InvalidInputError
+        For a ``deep`` fraction outside ``(0, 1]``.
     """
+    fraction = deep_fraction(deep)
     location = parse_location(path_or_url)
     store = open_store(location.url, mode="r", storage_options=storage_options)
     scan = _Scan(store, location.url, listable=location.scheme in ("file", "s3"))
     scan.image("")
     if scan.report.images == [] and not scan.report.problems:
         raise NotOMEZarrError(f"{location.url} holds no OME-Zarr image: nothing to verify")
-    scan.check_objects(workers or os.cpu_count() or 1, progress)
+    workers = workers or os.cpu_count() or 1
+    scan.check_objects(workers, progress)
+    if fraction:
+        check_pyramids(
+            store,
+            location.url,
+            storage_options,
+            scan.report,
+            fraction=fraction,
+            seed=seed,
+            workers=workers,
+            progress=progress,
+            first_stage=len(scan.objects),
+        )
     scan.report.problems.sort(key=lambda p: (p.key, p.kind, p.byte_range or (0, 0)))
     return scan.report
 
@@ -446,7 +471,7 @@ class _Scan:
                 levels = tuple(range(n_levels))
                 reporter = ProgressReporter(progress, stage, levels, len(objects))
                 reporter.start()
-                for problems, nbytes, chunks in _bounded(pool, self.check_one, objects, workers):
+                for problems, nbytes, chunks in bounded(pool, self.check_one, objects, workers):
                     self.report.problems += problems
                     self.report.chunks += chunks
                     if nbytes is not None:
@@ -478,16 +503,3 @@ class _Scan:
 
 def _position(name: str) -> tuple[int, ...]:
     return tuple(int(i) for i in name.split("."))
-
-
-def _bounded[T, R](
-    pool: ThreadPoolExecutor, work: Callable[[T], R], items: list[T], workers: int
-) -> Iterator[R]:
-    """``work`` over ``items`` on ``pool``, in order, with a bounded number in flight."""
-    waiting: deque[Future[R]] = deque()
-    for item in items:
-        if len(waiting) >= workers * _IN_FLIGHT_PER_WORKER:
-            yield waiting.popleft().result()
-        waiting.append(pool.submit(work, item))
-    while waiting:
-        yield waiting.popleft().result()

@@ -266,7 +266,9 @@ def check_alignment(plan: PyramidPlan) -> None:
 
     Along each axis, a level's shard scaled back by its factor must be a whole number of the
     lower level's shards, and those must be a whole number of factors (so no downsampling
-    window straddles two shards); an axis with a single shard is always aligned.
+    window straddles two shards). An axis where the lower level has a single shard is always
+    aligned; where only the upper level has one, that shard covers the whole axis below, but
+    the windows must still fall within the lower level's shards.
 
     Raises
     ------
@@ -277,10 +279,12 @@ def check_alignment(plan: PyramidPlan) -> None:
         upper, lower = plan.levels[index], plan.levels[index - 1]
         for axis, name in enumerate("zyx"):
             f = upper.factors[axis]
-            if upper.shape[axis] <= upper.shards[axis]:
+            if lower.shape[axis] <= lower.shards[axis]:
                 continue
             span = upper.shards[axis] * f
-            if span % lower.shards[axis] or lower.shards[axis] % f:
+            if (upper.shape[axis] > upper.shards[axis] and span % lower.shards[axis]) or (
+                lower.shards[axis] % f
+            ):
                 raise LayoutError(
                     f"level {index} shards {upper.shards} times factors {upper.factors} do not "
                     f"cover whole shards {lower.shards} of level {index - 1} along {name}; "

@@ -129,6 +129,16 @@ def test_layouts_that_cannot_be_honoured_fail_before_work(kwargs, message: str) 
         plan_pyramid((64, 256, 256), VoxelSize.of(1), **kwargs)
 
 
+def test_windows_may_not_straddle_shards_below_a_single_shard() -> None:
+    # One level-1 shard along z, but windows of 5 planes would straddle level 0's 16-plane
+    # shards, each downsampled on its own: the level would be wrong, not just slow.
+    plan = plan_pyramid(
+        (64, 256, 256), VoxelSize.of(1), chunks=(8, 8, 8), shards=(16, 16, 16), factors=[(5, 1, 1)]
+    )
+    with pytest.raises(LayoutError, match="whole shards"):
+        plan_schedule(plan, 1)
+
+
 def test_2d_shape_refused() -> None:
     with pytest.raises(LayoutError, match="3-D"):
         plan_pyramid((64, 64), VoxelSize.of(1))
