@@ -11,7 +11,7 @@ name, not a hidden one, so that HTTP servers that refuse dot-files still serve i
                                   input it was made from (a listing tells everything)
     _cellvol/manifest.json        every shard of every level with its size, after the metadata
     _cellvol/digests.json         every object of the image with its size and SHA-256
-                                  (``cellvol.ome._digests``), after the manifest
+                                  (``cellvol.ome._digests``), after the manifest and metadata
     _cellvol/complete.json        the completion marker, written last
 
 Every one of these is a function of the parameters and the data alone: how a write went (how
