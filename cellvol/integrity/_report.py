@@ -19,12 +19,13 @@ ProblemKind = Literal[
     "chunk-checksum",
     "chunk-range",
     "unlisted",
+    "digest",
     "pyramid",
 ]
 """What is wrong with one object:
 
 - ``missing``: an object the image needs (a level, a label image, a listed shard, the
-  manifest or completion marker of an image cellvol wrote) is absent;
+  manifest, digests or completion marker of an image cellvol wrote) is absent;
 - ``unreadable``: a metadata document or record is not valid JSON, or not what it must be;
 - ``metadata``: the OME-Zarr metadata breaks the specification;
 - ``layout``: an array's shape, dtype, chunks or shards differ from what the write recorded;
@@ -32,7 +33,10 @@ ProblemKind = Literal[
 - ``truncated``: an object too short to hold its shard index;
 - ``index-checksum``, ``chunk-checksum``: stored bytes fail their CRC32C;
 - ``chunk-range``: a shard index points outside its object;
-- ``unlisted``: an object under a level's ``c/`` prefix that the manifest does not list;
+- ``unlisted``: an object under a level's ``c/`` prefix that the manifest does not list, or,
+  in an image with digests, any object of the image they do not list;
+- ``digest``: an object whose size or SHA-256 differs from the image's digests
+  (``_cellvol/digests.json``), or that record failing its own SHA-256;
 - ``pyramid`` (deep verification): a coarser level's shard is not what its method makes of
   the level below, or a coarser level's shape or dtype is not.
 """

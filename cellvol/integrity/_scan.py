@@ -1,15 +1,17 @@
 """The scan: find every object an image needs, then read each stored object once and check it.
 
 It runs in two passes. The first reads the metadata documents and cellvol's records, image by
-image (the image, then each label image), and lists each level's ``c/`` prefix; it notes what
-is missing, unreadable or changed, and collects the objects to read. The second reads those
-objects on a thread pool, each whole and once, and checks its size and fingerprint against
-the manifest and every CRC32C inside it. At most two objects per worker are in flight, so
+image (the image, then each label image), checking each document against the image's digests
+as it reads it, and lists the store once; it notes what is missing, unreadable, changed or
+unlisted, and collects the objects to read. The second reads those objects on a thread pool,
+each whole and once, and checks its size and fingerprint against the manifest, every CRC32C
+inside it and its SHA-256 against the digests. At most two objects per worker are in flight, so
 memory stays bounded by a few shards whatever the image's size.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -28,23 +30,23 @@ from cellvol._store import list_keys, open_store, parse_location, read_bytes
 from cellvol._store._nodes import _node_from_document
 from cellvol.errors import IntegrityError, MetadataError, NotOMEZarrError
 from cellvol.integrity._deep import check_pyramids, deep_fraction
+from cellvol.integrity._digests import digest_problem, marker_format
 from cellvol.integrity._pool import bounded
 from cellvol.integrity._report import Problem, ProblemKind, VerifyReport
 from cellvol.integrity._shards import check_object
-from cellvol.ome._manifest import (
-    LEDGER_PREFIX,
-    MANIFEST_KEY,
-    Manifest,
-    layout_differences,
-    parse_manifest,
+from cellvol.ome._digests import (
+    COMPLETE_FORMAT,
+    COMPLETE_KEY,
+    DIGESTS_KEY,
+    is_recordable,
+    parse_digests,
 )
+from cellvol.ome._manifest import MANIFEST_KEY, Manifest, layout_differences, parse_manifest
 from cellvol.ome._metadata import PROVENANCE_KEY, ome_namespace, read_multiscale
 from cellvol.ome._validation import validate
 from cellvol.progress import ProgressCallback, ProgressReporter
 
 __all__ = ["verify"]
-
-COMPLETE_KEY = f"{LEDGER_PREFIX}/complete.json"
 
 
 def verify(
@@ -62,9 +64,11 @@ def verify(
     OME-Zarr metadata is valid, each array's layout is the one the write recorded), the
     completeness (every shard the write manifest lists exists with its recorded size and
     fingerprint; objects under a level's ``c/`` prefix that it does not list are reported,
-    never deleted) and the integrity (every chunk's and every shard index's CRC32C). An
-    image written by another tool has no manifest: it is checked by its checksums alone,
-    and the report says so.
+    never deleted) and the integrity (every chunk's and every shard index's CRC32C, and
+    every object's size and SHA-256 against the image's ``_cellvol/digests.json``, which also
+    makes any other object in the image ``unlisted``). An image written by another tool has
+    no manifest: it is checked by its checksums alone, and the report says so; one written
+    before cellvol recorded digests is checked without them, and the report says that too.
 
     Parameters
     ----------
@@ -133,12 +137,17 @@ def verify(
 
 @dataclass(frozen=True, slots=True)
 class _Object:
-    """A stored object to read and check."""
+    """A stored object to read and check.
+
+    Its shard layout (None: not a shard, or one whose level's metadata changed), and what the
+    manifest and the digests record of it.
+    """
 
     key: str
-    layout: ChunkLayout
+    layout: ChunkLayout | None
     recorded: tuple[int, str | None] | None
     must_exist: bool
+    digest: tuple[int, str] | None = None
 
 
 class _Scan:
@@ -149,6 +158,41 @@ class _Scan:
         self.report = VerifyReport(url)
         # By image, as report.images: its number of levels, and the objects to read.
         self.objects: list[tuple[int, list[_Object]]] = []
+        # Every image's digests by full key, and the keys already read, queued or reported.
+        self.digests: dict[str, tuple[int, str]] = {}
+        self.accounted: set[str] = set()
+        self._listing: list[str] | None = None
+
+    def listing(self, prefix: str) -> list[str]:
+        """Every stored key under ``prefix`` (the whole store is listed once)."""
+        if self._listing is None:
+            self._listing = sorted(list_keys(self.store, ""))
+        # Sorted: the keys under a prefix are one run, found by bisection.
+        start = bisect.bisect_left(self._listing, prefix)
+        stop = start
+        while stop < len(self._listing) and self._listing[stop].startswith(prefix):
+            stop += 1
+        return self._listing[start:stop]
+
+    def read(self, key: str) -> bytes | None:
+        """An object read in the first pass, checked against the digests if they list it."""
+        raw = read_bytes(self.store, key)
+        self.matches_digest(key, raw)
+        return raw
+
+    def matches_digest(self, key: str, raw: bytes | None) -> bool:
+        """False (and the problem reported) if the digests list ``key`` and it differs."""
+        recorded = self.digests.get(key)
+        if recorded is None:
+            return True
+        self.accounted.add(key)
+        if raw is None:
+            self.problem(key, "missing", "listed in the image's digests but missing")
+            return False
+        found = digest_problem(key, raw, recorded)
+        if found is not None:
+            self.report.problems.append(found)
+        return found is None
 
     def problem(
         self, key: str, kind: ProblemKind, detail: str, byte_range: tuple[int, int] | None = None
@@ -157,9 +201,9 @@ class _Scan:
 
     def document(self, key: str, what: str, *, required: bool = True) -> dict[str, Any] | None:
         """A JSON object stored at ``key``, or None (reported if missing and required)."""
-        raw = read_bytes(self.store, key)
+        raw = self.read(key)
         if raw is None:
-            if required:
+            if required and key not in self.digests:
                 self.problem(key, "missing", f"{what} is missing")
             return None
         try:
@@ -175,8 +219,11 @@ class _Scan:
     def image(self, prefix: str) -> None:
         """Check one image's documents and records; collect its objects."""
         group_key = f"{prefix}zarr.json"
-        manifest_raw = read_bytes(self.store, f"{prefix}{MANIFEST_KEY}")
-        has_records = manifest_raw is not None
+        has_digests = self.image_digests(prefix)
+        manifest_raw = self.read(f"{prefix}{MANIFEST_KEY}")
+        # A manifest that fails its digest is not trusted to blame the shards it lists.
+        trusted = self.matches_digest(f"{prefix}{MANIFEST_KEY}", manifest_raw)
+        has_records = manifest_raw is not None or has_digests
         document = self.document(
             group_key, "the image's metadata", required=has_records or bool(prefix)
         )
@@ -194,12 +241,17 @@ class _Scan:
                 self.problem(group_key, "metadata", "no OME-Zarr multiscales metadata")
             return
         self.report.images.append(prefix.rstrip("/"))
-        self.objects.append((len(multiscale.datasets), []))
+        todo: list[_Object] = []
+        self.objects.append((len(multiscale.datasets), todo))
         for found in validate(attributes):
             self.problem(group_key, "metadata", str(found))
-        manifest = self.records(prefix, manifest_raw, cellvol_wrote=PROVENANCE_KEY in attributes)
+        manifest = self.records(
+            prefix, manifest_raw, cellvol_wrote=PROVENANCE_KEY in attributes, digests=has_digests
+        )
+        if not trusted:
+            manifest = None
         for dataset in multiscale.datasets:
-            self.level(prefix, dataset.path, manifest)
+            self.level(prefix, dataset.path, manifest, digests=has_digests)
         if manifest is not None:
             named = {dataset.path for dataset in multiscale.datasets}
             for path in sorted(set(manifest.shards) - named):
@@ -208,11 +260,53 @@ class _Scan:
                     "metadata",
                     f"the manifest lists level {path!r}, which the metadata does not name",
                 )
-        if not prefix:
-            self.labels()
+        labels = self.labels() if not prefix else []
+        if has_digests:
+            self.rest_of_digests(prefix, labels, todo)
 
-    def records(self, prefix: str, raw: bytes | None, *, cellvol_wrote: bool) -> Manifest | None:
-        """The image's write manifest; checks its completion marker."""
+    def image_digests(self, prefix: str) -> bool:
+        """Read the image's digests into :attr:`digests`; whether they could be."""
+        key = f"{prefix}{DIGESTS_KEY}"
+        try:
+            found = parse_digests(read_bytes(self.store, key), key)
+        except IntegrityError as exc:
+            self.problem(key, "unreadable", exc.message)
+            return False
+        if found is None:
+            return False
+        self.digests.update((f"{prefix}{k}", v) for k, v in found.items())
+        return True
+
+    def rest_of_digests(self, prefix: str, labels: list[str], todo: list[_Object]) -> None:
+        """Queue the digested objects not read yet; report objects nothing accounts for.
+
+        Objects of the image's label images are left to their own scans.
+        """
+        for key, recorded in sorted(self.digests.items()):
+            if key.startswith(prefix) and key not in self.accounted:
+                nested = any(key.startswith(f"{prefix}labels/{name}/") for name in labels)
+                if not nested:
+                    self.accounted.add(key)
+                    todo.append(_Object(key, None, None, must_exist=True, digest=recorded))
+        if not self.listable:
+            return
+        nested_prefixes = tuple(f"{prefix}labels/{name}/" for name in labels)
+        for key in self.listing(prefix):
+            relative = key[len(prefix) :]
+            if (
+                key in self.digests
+                or key in self.accounted
+                or not is_recordable(relative)
+                or key.startswith(nested_prefixes)
+            ):
+                continue
+            self.accounted.add(key)
+            self.problem(key, "unlisted", "stored in the image but not listed in its digests")
+
+    def records(
+        self, prefix: str, raw: bytes | None, *, cellvol_wrote: bool, digests: bool
+    ) -> Manifest | None:
+        """The image's write manifest; checks its completion marker and what it promises."""
         key = f"{prefix}{MANIFEST_KEY}"
         manifest = None
         try:
@@ -232,31 +326,76 @@ class _Scan:
                 f"{name}: no write manifest (not written by cellvol): checked by checksums "
                 "alone; a lost shard cannot be told from fill values"
             )
-        if cellvol_wrote or raw is not None:
-            self.document(f"{prefix}{COMPLETE_KEY}", "the write's completion marker")
+        if cellvol_wrote or raw is not None or digests:
+            self.marker(prefix, name, digests=digests, has_manifest=raw is not None)
         return manifest
 
-    def labels(self) -> None:
-        """Check each label image the ``labels`` group names."""
-        document = self.document("labels/zarr.json", "the labels group", required=False)
-        if document is None:
+    def marker(self, prefix: str, name: str, *, digests: bool, has_manifest: bool) -> None:
+        """Check the completion marker, and that the digests it promises exist."""
+        key = f"{prefix}{COMPLETE_KEY}"
+        raw = read_bytes(self.store, key)
+        if raw is None:
+            self.problem(key, "missing", "the write's completion marker is missing")
             return
-        names = ome_namespace(document.get("attributes", {})).get("labels", [])
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        version = marker_format(raw)
+        if isinstance(version, str):
+            self.problem(key, "unreadable", version)
+        elif version >= COMPLETE_FORMAT and not digests:
+            if read_bytes(self.store, f"{prefix}{DIGESTS_KEY}") is None:
+                self.problem(
+                    f"{prefix}{DIGESTS_KEY}",
+                    "missing",
+                    "the completion marker says the write recorded digests, but they are missing",
+                )
+        elif version < COMPLETE_FORMAT and digests:
             self.problem(
-                "labels/zarr.json", "metadata", f"'labels' is not a list of names: {names!r}"
+                key,
+                "unreadable",
+                f"the completion marker is in format {version}, which predates digests, but "
+                "the image has them: the marker was changed",
             )
-            return
+        elif version < COMPLETE_FORMAT and has_manifest:
+            self.report.unchecked.append(
+                f"{name}: written before cellvol recorded digests: checked by the manifest "
+                "and checksums alone; a changed document that stays valid goes unnoticed"
+            )
+
+    def labels(self) -> list[str]:
+        """Check each label image the ``labels`` group names; return their names.
+
+        When the group's document is damaged its list cannot be trusted: where the store can
+        be listed, the label images stored (``labels/<name>/zarr.json``) are checked instead.
+        """
+        key = "labels/zarr.json"
+        document = self.document(key, "the labels group", required=False)
+        names = ome_namespace(document.get("attributes", {})).get("labels", []) if document else []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            self.problem(key, "metadata", f"'labels' is not a list of names: {names!r}")
+            names = []
+        if self.listable and any(p.key == key for p in self.report.problems):
+            stored = self.listing("labels/")
+            names = sorted(
+                {k.split("/")[1] for k in stored if k.count("/") == 2 and k.endswith("/zarr.json")}
+            )
         for name in names:
             self.image(f"labels/{name}/")
+        return names
 
-    def level(self, prefix: str, path: str, manifest: Manifest | None) -> None:
-        """Check one level's metadata and layout; collect the objects it should and does hold."""
+    def level(self, prefix: str, path: str, manifest: Manifest | None, *, digests: bool) -> None:
+        """Check one level's metadata and layout; collect the objects it should and does hold.
+
+        With the image's ``digests``, they name the level's shards; a level whose metadata
+        fails its digest has its shards checked by their digests alone, as its layout may lie.
+        """
         base = f"{prefix}{path}"
         key = f"{base}/zarr.json"
         raw = read_bytes(self.store, key)
+        trusted = self.matches_digest(key, raw)
         if raw is None:
-            self.problem(key, "missing", f"level {path!r}, which the metadata names, is missing")
+            if key not in self.digests:
+                self.problem(
+                    key, "missing", f"level {path!r}, which the metadata names, is missing"
+                )
             return
         try:
             array = _node_from_document(StorePath(self.store, base), raw, self.url)
@@ -280,14 +419,17 @@ class _Scan:
             self.problem(
                 f"{prefix}{MANIFEST_KEY}", "metadata", f"the manifest omits level {path!r}"
             )
-        expected = {
+        expected: dict[str, tuple[int, str | None] | None] = {
             f"{base}/{layout.chunk_key(_position(name))}": entry
             for name, entry in (listed or {}).items()
         }
+        if digests:
+            shards = f"{base}/c/"
+            expected = {k: expected.get(k) for k in self.digests if k.startswith(shards)}
         found: set[str] | None = None
         if self.listable:
-            found = set(list_keys(self.store, f"{base}/c"))
-        elif manifest is None:
+            found = set(self.listing(f"{base}/c"))
+        elif manifest is None and not digests:
             # HTTP cannot list: try every position of the grid; absent ones are fill values.
             grid = [
                 math.ceil(n / s)
@@ -299,17 +441,24 @@ class _Scan:
                 f"{base}: objects the manifest does not list (HTTP cannot list them)"
             )
         todo = self.objects[-1][1]
+        shard_layout = layout if trusted else None
+        records = "image's digests" if digests else "write's manifest"
         for object_key, entry in sorted(expected.items()):
+            self.accounted.add(object_key)
             if found is not None and self.listable and object_key not in found:
-                self.problem(object_key, "missing", "listed in the write's manifest but missing")
+                self.problem(object_key, "missing", f"listed in the {records} but missing")
                 continue
-            todo.append(_Object(object_key, layout, entry, must_exist=True))
+            digest = self.digests.get(object_key)
+            todo.append(_Object(object_key, shard_layout, entry, True, digest))
         for object_key in sorted((found or set()) - set(expected)):
-            if manifest is not None:
+            self.accounted.add(object_key)
+            if manifest is not None or digests:
                 self.problem(
-                    object_key, "unlisted", "stored under the level but not listed in the manifest"
+                    object_key,
+                    "unlisted",
+                    f"stored under the level but not listed in the {records}",
                 )
-            todo.append(_Object(object_key, layout, None, must_exist=self.listable))
+            todo.append(_Object(object_key, shard_layout, None, must_exist=self.listable))
 
     def compare_layout(self, key: str, array: zarr.Array[Any], recorded: Mapping[str, Any]) -> None:
         for field, value, created in layout_differences(array, recorded):
@@ -334,13 +483,21 @@ class _Scan:
         data = read_bytes(self.store, item.key)
         if data is None:
             if item.must_exist:
+                records = "image's digests" if item.digest is not None else "write's manifest"
                 return (
-                    [Problem(item.key, "missing", "listed in the write's manifest but missing")],
+                    [Problem(item.key, "missing", f"listed in the {records} but missing")],
                     None,
                     0,
                 )
             return [], None, 0
-        problems, chunks = check_object(item.key, data, item.layout, item.recorded)
+        problems: list[Problem] = []
+        chunks = 0
+        if item.layout is not None:
+            problems, chunks = check_object(item.key, data, item.layout, item.recorded)
+        # A digest that differs says nothing the checks above have not said more precisely.
+        if item.digest is not None and not problems:
+            found = digest_problem(item.key, data, item.digest)
+            problems += [found] if found is not None else []
         return problems, len(data), chunks
 
 

@@ -11,7 +11,8 @@ Layout, as OME-Zarr 0.5 describes it::
 A label pyramid has the image's levels, factors, voxel size, origin and shard layout, so each
 level overlays the image's level of the same index voxel for voxel. Writing is resumable: the
 pyramid is written by :func:`cellvol.write_pyramid` (which resumes), then the name is
-registered, then the segment table is computed and stored, and the colours written last. Run
+registered, then the segment table is computed and stored, and the colours written last; each
+step brings the digests of the image it changes up to date (``cellvol.write._digests``). Run
 again after an interruption, :func:`write_labels` finishes whatever is missing.
 """
 
@@ -35,8 +36,9 @@ from cellvol.ome._manifest import LEASE_KEY
 from cellvol.ome._metadata import ome_namespace, stored_attributes
 from cellvol.progress import ProgressCallback
 from cellvol.read._open import open as open_volume
-from cellvol.read._segments import SegmentTable
+from cellvol.read._segments import SEGMENTS_PATH, SegmentTable
 from cellvol.read._volume import LABELS_GROUP, LabelImage, Volume, label_names
+from cellvol.write._digests import refresh_digests
 
 __all__ = ["store_image_label", "validate_label_attributes", "write_labels"]
 
@@ -155,6 +157,7 @@ def write_labels(
         store = open_store(url, mode="a", storage_options=options)
         group = zarr.open_group(store=store, mode="a", zarr_format=3)
         write_segments(group, table)
+        refresh_digests(store, "", [f"{SEGMENTS_PATH}/"])
         _write_colors(group, table, colors or {})
     return _reopened(url, options)
 
@@ -200,6 +203,7 @@ def _register(image_url: str, name: str, options: Mapping[str, Any]) -> None:
     if name not in names:
         group.attrs.update({"ome": {"version": "0.5", "labels": [*names, name]}})
     make_durable(store, [f"{LABELS_GROUP}/zarr.json"])
+    refresh_digests(store, "", [f"{LABELS_GROUP}/zarr.json"])
 
 
 def _write_colors(
@@ -245,6 +249,7 @@ def store_image_label(
     validate_label_attributes(ome, str(group.store_path))
     group.attrs.update(stored_attributes({"ome": ome}, str(group.store_path)))
     make_durable(group.store, [f"{group.path}/zarr.json" if group.path else "zarr.json"])
+    refresh_digests(group.store, group.path, ["zarr.json"])
 
 
 def validate_label_attributes(ome: Mapping[str, Any], where: str) -> None:

@@ -4,12 +4,14 @@ A write keeps its bookkeeping beside the image, under ``_cellvol/`` in the image
 name, not a hidden one, so that HTTP servers that refuse dot-files still serve it)::
 
     _cellvol/job.json             the parameters, written before any data
-    _cellvol/done/<level>/<z>.<y>.<x>@<size>-<fingerprint>[-<input crc>]
+    _cellvol/done/<level>/<z>.<y>.<x>@<size>-<fingerprint>-<sha256>[-<input crc>]
                                   one empty record per finished shard, named with its object
-                                  size, its fingerprint (which binds the object to its key)
-                                  and, at level 0, the CRC32C of the input it was made from
-                                  (a listing tells everything)
+                                  size, its fingerprint (which binds the object to its key),
+                                  the SHA-256 of its bytes and, at level 0, the CRC32C of the
+                                  input it was made from (a listing tells everything)
     _cellvol/manifest.json        every shard of every level with its size, after the metadata
+    _cellvol/digests.json         every object of the image with its size and SHA-256
+                                  (``cellvol.ome._digests``), after the manifest and metadata
     _cellvol/complete.json        the completion marker, written last
 
 Every one of these is a function of the parameters and the data alone: how a write went (how
@@ -18,8 +20,11 @@ many shards it wrote or found finished, how long it took) is returned to the cal
 object, to an uninterrupted one, and a digest of the whole store identifies the image.
 
 A shard counts as finished only when its record exists *and* its stored object still has the
-recorded size; anything else is written again. A resume first proves that the input is the one
-the finished level-0 shards were made from, by their input CRCs (``cellvol.write._resume``).
+recorded size; anything else is written again. Records in the format of earlier versions
+(without the SHA-256) are not trusted as finished by a resume: their shards are written again,
+byte-identical, and the old records removed, so that the digests are made from records alone.
+A resume first proves that the input is the one the finished level-0 shards were made from, by
+their input CRCs (``cellvol.write._resume``).
 Shard objects themselves are written whole by one task (zarr's local store renames a temporary
 file into place; an S3 PUT is atomic), so a rewritten shard is byte-identical to the first.
 """
@@ -45,6 +50,7 @@ from cellvol._store import (
     write_bytes,
 )
 from cellvol.errors import IntegrityError, WriteConflictError
+from cellvol.ome._digests import COMPLETE_FORMAT, COMPLETE_KEY
 from cellvol.ome._manifest import (
     LEDGER_PREFIX,
     MANIFEST_KEY,
@@ -68,6 +74,8 @@ class ShardRecord(NamedTuple):
     fingerprint: str
     """The CRC32Cs of the shard's last chunk and of its index, as the object stores them
     (16 hex digits; see :func:`cellvol._codec._shard.shard_fingerprint`)."""
+    sha256: str | None
+    """The SHA-256 of the stored object (64 hex digits); None in an earlier version's record."""
     input_crc: str | None = None
     """Level 0: the CRC32C of the input block the shard was made from (8 hex digits)."""
 
@@ -135,7 +143,7 @@ class Ledger:
     # -- finished shards ----------------------------------------------------------------------
 
     def record(self, level: int, index: tuple[int, ...], record: ShardRecord) -> None:
-        """Record a finished shard: its object's size and CRCs."""
+        """Record a finished shard: its object's size, CRCs and SHA-256."""
         write_bytes(self.store, _done_key(level, index, record), b"")
 
     def forget(self, level: int, index: tuple[int, ...], record: ShardRecord) -> None:
@@ -145,26 +153,37 @@ class Ledger:
     def finished(self) -> dict[ShardKey, ShardRecord]:
         """Every recorded shard with what was recorded of it (one listing of the store).
 
-        Records without CRCs, or not in cellvol's format, are ignored: their shards are
-        simply written again.
+        Records an earlier version wrote have no SHA-256 (``sha256`` None): they still prove
+        a finished image's input, but a resume does not trust them (:meth:`trusted`). Records
+        without CRCs, or not in cellvol's format, are ignored: their shards are simply
+        written again.
         """
         result: dict[ShardKey, ShardRecord] = {}
         prefix = f"{LEDGER_PREFIX}/done/"
         for key in list_keys(self.store, prefix):
             level_text, _, name = key[len(prefix) :].partition("/")
             position, _, facts = name.partition("@")
-            size, *crcs = facts.split("-")
+            size, *digests = facts.split("-")
             try:
                 shard = (int(level_text), tuple(int(i) for i in position.split(".")))
                 nbytes = int(size)
             except ValueError:
                 continue
-            if not 1 <= len(crcs) <= 2 or not _FINGERPRINT.fullmatch(crcs[0]):
-                continue
-            if len(crcs) == 2 and not _CRC.fullmatch(crcs[1]):
-                continue
-            result[shard] = ShardRecord(nbytes, *crcs)
+            record = _parse_facts(nbytes, digests)
+            if record is not None:
+                result[shard] = record
         return result
+
+    def trusted(self, finished: Mapping[ShardKey, ShardRecord]) -> dict[ShardKey, ShardRecord]:
+        """The records a resume may trust; an earlier version's are deleted (see above).
+
+        Their shards are then written again, byte-identical, and recorded with their digests,
+        which the image's ``digests.json`` is made from.
+        """
+        for (level, index), record in finished.items():
+            if record.sha256 is None:
+                self.forget(level, index, record)
+        return {shard: record for shard, record in finished.items() if record.sha256 is not None}
 
     def still_intact(
         self, level_path: str, index: tuple[int, ...], record: ShardRecord, tail_nbytes: int
@@ -199,17 +218,30 @@ class Ledger:
         they are recorded, the manifest when written, the zarr metadata by the writer. It
         holds no run statistics, which would make a resumed store differ from a clean one.
         """
-        body = {"format": RECORD_FORMAT}
-        write_bytes(self.store, f"{LEDGER_PREFIX}/complete.json", dumps_record(body))
-        make_durable(self.store, [f"{LEDGER_PREFIX}/complete.json"])
+        # Format 2 tells verify that the image's digests must exist.
+        body = {"format": COMPLETE_FORMAT}
+        write_bytes(self.store, COMPLETE_KEY, dumps_record(body))
+        make_durable(self.store, [COMPLETE_KEY])
 
     def is_complete(self) -> bool:
         """Whether the completion marker exists."""
-        return object_size(self.store, f"{LEDGER_PREFIX}/complete.json") is not None
+        return object_size(self.store, COMPLETE_KEY) is not None
 
 
 _CRC = re.compile(r"[0-9a-f]{8}")
 _FINGERPRINT = re.compile(r"[0-9a-f]{16}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _parse_facts(nbytes: int, digests: list[str]) -> ShardRecord | None:
+    """A record from the digests in its name: fingerprint, [SHA-256], [input CRC]."""
+    if not 1 <= len(digests) <= 3 or not _FINGERPRINT.fullmatch(digests[0]):
+        return None
+    fingerprint, *rest = digests
+    sha256 = rest.pop(0) if rest and _SHA256.fullmatch(rest[0]) else None
+    if len(rest) > 1 or (rest and not _CRC.fullmatch(rest[0])):
+        return None
+    return ShardRecord(nbytes, fingerprint, sha256, rest[0] if rest else None)
 
 
 def _done_key(level: int, index: tuple[int, ...], record: ShardRecord) -> str:

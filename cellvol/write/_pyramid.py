@@ -9,7 +9,8 @@ How a write proceeds (see ``_plan`` for the stages and ``_ledger`` for the bookk
    and folded into its parent's buffer by the downsampling kernel; a finished parent is
    written and folded into its own parent, and so on. Each input byte is read once, every
    shard is written whole by exactly one task, and a record is kept of each finished shard.
-3. The OME-Zarr metadata is written, then the manifest, then the completion marker.
+3. The manifest is written, then the OME-Zarr metadata, then the digests of every object
+   (``_cellvol/digests.json``), then the completion marker.
 
 Calling :func:`write_pyramid` again with the same arguments resumes: finished shards (recorded,
 and still of the recorded size) are read back instead of recomputed, everything else is written
@@ -36,7 +37,6 @@ import zarr
 from zarr.abc.store import Store
 
 from cellvol._codec._cache import ChunkCache
-from cellvol._codec._keys import shard_object_key
 from cellvol._codec._layout import chunk_layout
 from cellvol._codec._reader import ChunkReader
 from cellvol._codec._shard import sharding_codecs
@@ -62,6 +62,7 @@ from cellvol.ome._manifest import LEASE_KEY
 from cellvol.ome._metadata import Dataset, image_attributes, provenance, stored_attributes
 from cellvol.progress import ProgressCallback
 from cellvol.units import SPATIAL_AXES, VoxelSize, check_placement
+from cellvol.write._digests import end_records, metadata_digests, write_digests
 from cellvol.write._downsample import METHODS, Method
 from cellvol.write._inputs import portable, read_source
 from cellvol.write._ledger import Ledger
@@ -353,7 +354,7 @@ def write_pyramid(
             if level.path not in group:
                 _create_level(group, level, dtype)
 
-        finished = ledger.finished()
+        finished = ledger.trusted(ledger.finished())
         if finished:  # a resume: its input must be the one the finished shards were made from
             prove_inputs(readable, plan.levels[0], finished, location.url, workers=threads)
         job = Job(
@@ -392,11 +393,14 @@ def write_pyramid(
         # The manifest goes first: an image whose metadata says cellvol wrote it is refused
         # without one (a crash in between leaves no OME metadata, so no image).
         lease.check()
-        ledger.write_manifest(*_manifest(ledger, plan, dtype))
+        shard_layouts, arrays, digests = end_records(ledger, plan, dtype)
+        ledger.write_manifest(shard_layouts, arrays)
         group.attrs.update(stored_attributes(attributes, location.url))
         # zarr wrote the metadata into the page cache; the completion marker must not reach the
         # disk before it (the shards and the manifest are synced where they are written).
         make_durable(store, ["zarr.json", *(f"{level.path}/zarr.json" for level in plan.levels)])
+        paths = [level.path for level in plan.levels]
+        write_digests(store, "", digests | metadata_digests(store, paths))
         elapsed = time.perf_counter() - started
         lease.check()  # a writer that lost its lease must not vouch for the image
         ledger.mark_complete()  # how this run went is in the result, not in the image
@@ -556,34 +560,6 @@ def _create_level(group: zarr.Group, level: LevelPlan, dtype: np.dtype[Any]) -> 
 
 
 # -- the end of a write ------------------------------------------------------------------------
-
-
-def _manifest(
-    ledger: Ledger, plan: PyramidPlan, dtype: np.dtype[Any]
-) -> tuple[dict[str, dict[str, tuple[int, str]]], dict[str, dict[str, Any]]]:
-    """Every shard of every level with its size and fingerprint, and every level's layout."""
-    finished = ledger.finished()
-    shards: dict[str, dict[str, tuple[int, str]]] = {}
-    arrays: dict[str, dict[str, Any]] = {}
-    for number, level in enumerate(plan.levels):
-        counts = [-(-n // s) for n, s in zip(level.shape, level.shards, strict=True)]
-        entries: dict[str, tuple[int, str]] = {}
-        for index in np.ndindex(*counts):
-            record = finished.get((number, tuple(index)))
-            if record is None:
-                raise OSError(
-                    f"{ledger.url}: shard {shard_object_key(level.path, index)} has no record "
-                    "after every task finished"
-                )
-            entries[".".join(map(str, index))] = (record.nbytes, record.fingerprint)
-        shards[level.path] = entries
-        arrays[level.path] = {
-            "shape": list(level.shape),
-            "dtype": dtype.name,
-            "chunks": list(level.chunks),
-            "shards": list(level.shards),
-        }
-    return shards, arrays
 
 
 def _describe(source: object) -> str:

@@ -30,6 +30,7 @@ from cellvol._codec._reader import ChunkReader
 from cellvol._codec._shard import CRC_BYTES, encode_shard, parts_fingerprint
 from cellvol._store import is_local_store, make_durable, open_store, write_bytes
 from cellvol.errors import WriteConflictError
+from cellvol.ome._digests import sha256_hex
 from cellvol.progress import ProgressCallback, ProgressReporter
 from cellvol.write._downsample import Method, downsample
 from cellvol.write._inputs import read_source
@@ -289,15 +290,13 @@ class _ShardWriter:
         encoded: list[bytes],
         input_crc: str | None,
     ) -> None:
-        fingerprint = parts_fingerprint(encoded).hex()
-        record = ShardRecord(sum(len(part) for part in encoded), fingerprint, input_crc)
         if self._in_flight == 0:
-            self._store(level, index, key, encoded, record)
+            self._store(level, index, key, encoded, input_crc)
             return
         # Shards arrive children first (depth first), so a finer pending shard is a child.
         if any(pending_level < level for pending_level, _ in self._pending):
             self.finish()
-        future = self._context.writers.submit(self._store, level, index, key, encoded, record)
+        future = self._context.writers.submit(self._store, level, index, key, encoded, input_crc)
         self._pending.append((level, future))
         while len(self._pending) > self._in_flight:
             self._pending.popleft()[1].result()
@@ -308,9 +307,17 @@ class _ShardWriter:
         index: tuple[int, ...],
         key: str,
         encoded: list[bytes],
-        record: ShardRecord,
+        input_crc: str | None,
     ) -> None:
         context = self._context
+        # The SHA-256 here, on the thread that stores the shard: on an object store a writer
+        # thread, and hashlib releases the GIL while it hashes, so the tasks go on meanwhile.
+        record = ShardRecord(
+            sum(len(part) for part in encoded),
+            parts_fingerprint(encoded).hex(),
+            sha256_hex(encoded),
+            input_crc,
+        )
         write_bytes(context.store, key, encoded)
         if not context.sync_before_record:
             context.ledger.record(level, index, record)
