@@ -25,11 +25,12 @@ from zarr.abc.store import Store
 from zarr.storage import StorePath
 
 from cellvol._codec._layout import ChunkLayout, chunk_layout
-from cellvol._store import list_keys, open_store, parse_location, read_bytes
+from cellvol._store import list_keys, open_store, parse_location, read_bytes, read_objects
 from cellvol._store._nodes import _node_from_document
 from cellvol.errors import IntegrityError, MetadataError, NotOMEZarrError
 from cellvol.integrity._report import Problem, ProblemKind, VerifyReport
 from cellvol.integrity._shards import check_object
+from cellvol.ome._crate import CRATE_KEY, crate_problems
 from cellvol.ome._manifest import (
     LEDGER_PREFIX,
     MANIFEST_KEY,
@@ -184,6 +185,7 @@ class _Scan:
                 )
         if not prefix:
             self.labels()
+            self.crate()
 
     def records(self, prefix: str, raw: bytes | None, *, cellvol_wrote: bool) -> Manifest | None:
         """The image's write manifest; checks its completion marker."""
@@ -209,6 +211,24 @@ class _Scan:
         if cellvol_wrote or raw is not None:
             self.document(f"{prefix}{COMPLETE_KEY}", "the write's completion marker")
         return manifest
+
+    def crate(self) -> None:
+        """Check the RO-Crate metadata, when the image has one.
+
+        It must be JSON-LD that rocrate loads, listing objects the image holds (those already
+        reported missing are not reported again).
+        """
+        raw = read_bytes(self.store, CRATE_KEY)
+        if raw is None:
+            return
+        problems, keys = crate_problems(raw)
+        reported = {p.key for p in self.report.problems}
+        unlisted = [k for k in keys if k not in reported]
+        for key, found in zip(unlisted, read_objects(self.store, unlisted), strict=True):
+            if found is None:
+                problems.append(f"it lists {key}, which the image does not hold")
+        for problem in problems:
+            self.problem(CRATE_KEY, "metadata", f"RO-Crate metadata: {problem}")
 
     def labels(self) -> None:
         """Check each label image the ``labels`` group names."""

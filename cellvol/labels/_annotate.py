@@ -31,6 +31,7 @@ from cellvol._store import open_store
 from cellvol.errors import InvalidInputError
 from cellvol.labels._references import Reference, parse_references
 from cellvol.labels._write import store_image_label
+from cellvol.ome._crate import write_crate
 from cellvol.ome._metadata import ome_namespace
 from cellvol.read._open import open as open_volume
 from cellvol.read._volume import LabelImage
@@ -174,6 +175,8 @@ def apply_annotations(
             stored["references"] = [r.to_json() for r in entry.references]
     image_label["properties"] = [properties[k] for k in sorted(properties)]
     store_image_label(group, image_label, table)
+    # The image's crate lists the annotations' references: it is refreshed with them.
+    write_crate(open_store(volume.url, mode="a", storage_options=options), volume.url)
     return {
         e.segment_id: {k: v for k, v in properties[e.segment_id].items() if k != "label-value"}
         for e in entries

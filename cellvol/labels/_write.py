@@ -30,6 +30,7 @@ from cellvol._store._lease import take_lease
 from cellvol.errors import InvalidInputError, MetadataError, NotOMEZarrError, StoreNotFoundError
 from cellvol.formats._open import open_source
 from cellvol.labels._segments import compute_segments, write_segments
+from cellvol.ome._crate import write_crate
 from cellvol.ome._display import label_color
 from cellvol.ome._manifest import LEASE_KEY
 from cellvol.ome._metadata import ome_namespace, stored_attributes
@@ -156,6 +157,7 @@ def write_labels(
         group = zarr.open_group(store=store, mode="a", zarr_format=3)
         write_segments(group, table)
         _write_colors(group, table, colors or {})
+        write_crate(image_store, target.url)  # the image's crate now lists these labels
     return _reopened(url, options)
 
 
