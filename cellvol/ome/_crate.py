@@ -69,6 +69,7 @@ _UNIT_CODES: Final = {
     "micrometer": "http://purl.obolibrary.org/obo/UO_0000017",
     "millimeter": "http://purl.obolibrary.org/obo/UO_0000016",
 }
+# Media types of the input formats that have one, by a word of the format cellvol records.
 _MEDIA_TYPES: Final = {"TIFF": "image/tiff", "HDF5": "application/x-hdf5"}
 
 
@@ -187,15 +188,17 @@ def crate_problems(raw: bytes) -> tuple[list[str], list[str]]:
     if not isinstance(document, dict) or "@context" not in document:
         return ["not JSON-LD: no @context"], []
     try:
-        crate = ROCrate(document)
+        crate = ROCrate(json.loads(raw))  # a copy: rocrate takes apart the document it reads
     except Exception as exc:  # rocrate raises what its parser meets: any is a bad crate
         return [f"rocrate cannot load it ({type(exc).__name__}: {exc})"], []
-    problems = []
-    root = crate.root_dataset.properties()
-    for field in ("name", "description", "datePublished"):
-        if not isinstance(root.get(field), str) or not root[field]:
-            problems.append(f"the root dataset has no {field}")
-    descriptor = crate.metadata.properties()
+    # The rules on the stored entities: rocrate's own objects fill in defaults (a date).
+    graph = {e.get("@id"): e for e in document.get("@graph") or () if isinstance(e, dict)}
+    root, descriptor = graph.get("./") or {}, graph.get(CRATE_KEY) or {}
+    problems = [
+        f"the root dataset has no {field}"
+        for field in ("name", "description", "datePublished")
+        if not isinstance(root.get(field), str) or not root[field]
+    ]
     if not descriptor.get("conformsTo") or descriptor.get("about") != {"@id": "./"}:
         problems.append(f"the descriptor {CRATE_KEY} lacks conformsTo or about ./")
     parts = [
@@ -204,7 +207,7 @@ def crate_problems(raw: bytes) -> tuple[list[str], list[str]]:
         if e.id not in ("./", CRATE_KEY) and {"File", "Dataset"} & set(_types(e.type))
     ]
     local = [p for p in parts if not p.startswith("#") and "://" not in p]
-    return problems, [f"{p}{_DOCUMENT}" if p.endswith("/") else p for p in local]
+    return problems, sorted({f"{p}{_DOCUMENT}" if p.endswith("/") else p for p in local})
 
 
 def _types(kind: Any) -> list[str]:
@@ -302,7 +305,8 @@ def _describe_image(image: _Image) -> str:
     text = (
         f"A {len(multiscale.axes)}-D {kind} of {shape} ({axes}) {array.get('data_type', '')} "
         f"elements, voxel size {spacing} {unit}, stored as a multiscale OME-Zarr "
-        f"{multiscale.version} pyramid of {len(multiscale.datasets)} levels."
+        f"{multiscale.version} pyramid of {len(multiscale.datasets)} "
+        f"level{'s' if len(multiscale.datasets) > 1 else ''}."
     )
     source = image.provenance.get("source")
     if isinstance(source, str):
@@ -523,7 +527,8 @@ class _Graph:
         found = found if isinstance(found, Mapping) else {}
         details = found.get("details")
         kind = details.get("format") if isinstance(details, Mapping) else None
-        media = _MEDIA_TYPES.get(kind) if isinstance(kind, str) else None
+        words = kind.replace("-", " ").split() if isinstance(kind, str) else []
+        media = next((_MEDIA_TYPES[w] for w in words if w in _MEDIA_TYPES), None)
         files = found.get("files")
         refs = []
         for entry in files if isinstance(files, list) else ():
