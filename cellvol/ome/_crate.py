@@ -61,7 +61,6 @@ CRATE_KEY: Final = "ro-crate-metadata.json"
 RO_CRATE_VERSION: Final = "1.1"
 _LABELS: Final = "labels"
 _DOCUMENT: Final = "zarr.json"
-_NGFF: Final = "https://ngff.openmicroscopy.org/0.5/"
 # Unit Ontology terms for the length units OME-Zarr names, so that a machine reads the scale.
 _UNIT_CODES: Final = {
     "angstrom": "http://purl.obolibrary.org/obo/UO_0000019",
@@ -144,19 +143,11 @@ def build_crate(store: Store, where: str) -> dict[str, Any]:
             f"in {CRATE_KEY}"
         )
     crate = ROCrate(version=RO_CRATE_VERSION)
+    # The 1.1 context predates schema.org's sha256: defined here, as 1.1 says ad hoc terms are.
+    crate.metadata.extra_terms["sha256"] = "http://schema.org/sha256"
     graph = _Graph(store)
-    record = root.provenance
-    date = _date(record)
-    described = _describe_image(root)
-    crate.root_dataset.properties().update(
-        {
-            "name": root.multiscale.name or where.rstrip("/").rsplit("/", 1)[-1],
-            "description": described,
-            "datePublished": date,
-            "conformsTo": {"@id": _NGFF},
-        }
-    )
-    graph.add(_NGFF, "CreativeWork", name="OME-NGFF (OME-Zarr) 0.5")
+    ngff = f"https://ngff.openmicroscopy.org/{root.multiscale.version}/"
+    graph.add(ngff, "CreativeWork", name=f"OME-NGFF (OME-Zarr) {root.multiscale.version}")
     parts = [graph.file(_DOCUMENT, "the image's OME-Zarr metadata")]
     if root.manifest_raw is not None:
         parts.append(graph.file(MANIFEST_KEY, "cellvol's write manifest"))
@@ -166,9 +157,18 @@ def build_crate(store: Store, where: str) -> dict[str, Any]:
     label_parts = [graph.label_image(image) for image in labels if image is not None]
     if label_parts:
         parts.append(graph.add(f"{_LABELS}/", "Dataset", name="label images", hasPart=label_parts))
-    crate.root_dataset.properties()["hasPart"] = parts
+    described = {
+        "name": root.multiscale.name or where.rstrip("/").rsplit("/", 1)[-1],
+        "description": _describe_image(root),
+        "datePublished": _date(root.provenance),
+        "conformsTo": _ref(ngff),
+        "hasPart": parts,
+    }
+    for key, value in described.items():
+        crate.root_dataset[key] = value
+    for entity in graph.entities.values():
+        crate.add_jsonld(dict(entity))  # refuses an @id twice: a bug here, not a crate
     document: dict[str, Any] = crate.metadata.generate()
-    document["@graph"] = [*document["@graph"], *graph.entities.values()]
     return document
 
 
