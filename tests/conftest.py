@@ -94,6 +94,18 @@ def _offline_aws_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fixed_write_day() -> Iterator[None]:
+    """One write day for the session: tests comparing two writes must not straddle midnight.
+
+    A write records the UTC day it began (the RO-Crate's publication date); tests of the day
+    itself set ``SOURCE_DATE_EPOCH`` again.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOURCE_DATE_EPOCH", "1780000000")
+        yield
+
+
 # --------------------------------------------------------------------------------------------
 # S3 (moto)
 # --------------------------------------------------------------------------------------------

@@ -156,6 +156,9 @@ BAD_INPUTS: list[tuple[list[str], str]] = [
     (["verify", "{missing}"], "missing.zarr does not exist"),
     (["verify", "{empty}"], "holds no OME-Zarr image"),
     (["verify", "gs://bucket/x.zarr"], "unsupported URL scheme 'gs'"),
+    (["crate"], "Missing argument"),
+    (["crate", "{missing}"], "missing.zarr does not exist"),
+    (["crate", "{empty}"], "no OME-Zarr image"),
 ]
 
 

@@ -1,6 +1,6 @@
 """The ``cellvol`` command line: a thin shell over the library that draws with rich.
 
-The commands live here and in ``_archive`` (verify, pack, unpack); ``_display`` draws tables,
+The commands live here and in ``_archive`` (verify, pack, unpack, crate); ``_display`` draws tables,
 progress bars and error lines.
 """
 

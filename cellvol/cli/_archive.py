@@ -1,4 +1,4 @@
-"""The archive commands: ``verify`` an image, ``pack`` it into a ``.ozx``, ``unpack`` one."""
+"""The archive commands: ``verify``, ``pack`` into a ``.ozx``, ``unpack``, and ``crate``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from cellvol.formats._ozx import pack as pack_image
 from cellvol.formats._ozx import unpack as unpack_archive
 from cellvol.integrity import verify as verify_image
 from cellvol.progress import ProgressEvent
+from cellvol.write._digests import refresh_crate
 
 
 @app.command()
@@ -29,6 +30,17 @@ def pack(
     options = storage_options_of(endpoint_url, anon)
     written = pack_image(image, out, overwrite=overwrite, storage_options=options)
     console.print(f"Wrote {written} ({written.stat().st_size:,} bytes).")
+
+
+@app.command()
+def crate(
+    image: Annotated[str, typer.Argument(help="An OME-Zarr image: local path or s3:// URL.")],
+    endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for IMAGE.")] = None,
+    anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
+) -> None:
+    """Write (or refresh) IMAGE's ro-crate-metadata.json from what the image stores."""
+    written = refresh_crate(image, storage_options_of(endpoint_url, anon))
+    console.print(f"Wrote {written}.")
 
 
 @app.command()

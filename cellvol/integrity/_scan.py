@@ -26,7 +26,7 @@ from zarr.abc.store import Store
 from zarr.storage import StorePath
 
 from cellvol._codec._layout import ChunkLayout, chunk_layout
-from cellvol._store import list_keys, open_store, parse_location, read_bytes
+from cellvol._store import list_keys, open_store, parse_location, read_bytes, read_objects
 from cellvol._store._nodes import _node_from_document
 from cellvol.errors import IntegrityError, MetadataError, NotOMEZarrError
 from cellvol.integrity._deep import check_pyramids, deep_fraction
@@ -34,6 +34,7 @@ from cellvol.integrity._digests import digest_problem, marker_format
 from cellvol.integrity._pool import bounded
 from cellvol.integrity._report import Problem, ProblemKind, VerifyReport
 from cellvol.integrity._shards import check_object
+from cellvol.ome._crate import CRATE_KEY, crate_problems
 from cellvol.ome._digests import (
     COMPLETE_FORMAT,
     COMPLETE_KEY,
@@ -261,6 +262,8 @@ class _Scan:
                     f"the manifest lists level {path!r}, which the metadata does not name",
                 )
         labels = self.labels() if not prefix else []
+        if not prefix:
+            self.crate()
         if has_digests:
             self.rest_of_digests(prefix, labels, todo)
 
@@ -329,6 +332,24 @@ class _Scan:
         if cellvol_wrote or raw is not None or digests:
             self.marker(prefix, name, digests=digests, has_manifest=raw is not None)
         return manifest
+
+    def crate(self) -> None:
+        """Check the RO-Crate metadata, when the image has one.
+
+        It must be JSON-LD that rocrate loads, listing objects the image holds (those already
+        reported missing are not reported again).
+        """
+        raw = read_bytes(self.store, CRATE_KEY)
+        if raw is None:
+            return
+        problems, keys = crate_problems(raw)
+        reported = {p.key for p in self.report.problems}
+        unlisted = [k for k in keys if k not in reported]
+        for key, found in zip(unlisted, read_objects(self.store, unlisted), strict=True):
+            if found is None:
+                problems.append(f"it lists {key}, which the image does not hold")
+        for problem in problems:
+            self.problem(CRATE_KEY, "metadata", f"RO-Crate metadata: {problem}")
 
     def marker(self, prefix: str, name: str, *, digests: bool, has_manifest: bool) -> None:
         """Check the completion marker, and that the digests it promises exist."""

@@ -34,6 +34,7 @@ from cellvol.labels._write import store_image_label
 from cellvol.ome._metadata import ome_namespace
 from cellvol.read._open import open as open_volume
 from cellvol.read._volume import LabelImage
+from cellvol.write._digests import rewrite_crate
 
 __all__ = ["Annotation", "annotate", "annotate_from_file", "read_annotation_file"]
 
@@ -174,6 +175,8 @@ def apply_annotations(
             stored["references"] = [r.to_json() for r in entry.references]
     image_label["properties"] = [properties[k] for k in sorted(properties)]
     store_image_label(group, image_label, table)
+    # The image's crate lists the annotations' references: it is refreshed with them.
+    rewrite_crate(open_store(volume.url, mode="a", storage_options=options), volume.url)
     return {
         e.segment_id: {k: v for k, v in properties[e.segment_id].items() if k != "label-value"}
         for e in entries

@@ -38,7 +38,7 @@ from cellvol.progress import ProgressCallback
 from cellvol.read._open import open as open_volume
 from cellvol.read._segments import SEGMENTS_PATH, SegmentTable
 from cellvol.read._volume import LABELS_GROUP, LabelImage, Volume, label_names
-from cellvol.write._digests import refresh_digests
+from cellvol.write._digests import refresh_digests, rewrite_crate
 
 __all__ = ["store_image_label", "validate_label_attributes", "write_labels"]
 
@@ -159,6 +159,7 @@ def write_labels(
         write_segments(group, table)
         refresh_digests(store, "", [f"{SEGMENTS_PATH}/"])
         _write_colors(group, table, colors or {})
+        rewrite_crate(image_store, target.url)  # the image's crate now lists these labels
     return _reopened(url, options)
 
 

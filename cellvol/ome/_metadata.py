@@ -195,7 +195,10 @@ def image_attributes(
 
 
 def provenance(
-    source: str, parameters: Mapping[str, Any], inputs: Mapping[str, Any] | None = None
+    source: str,
+    parameters: Mapping[str, Any],
+    inputs: Mapping[str, Any] | None = None,
+    date: str | None = None,
 ) -> dict[str, Any]:
     """A provenance record: what was written from what, with which software.
 
@@ -208,8 +211,13 @@ def provenance(
     inputs
         What is known of the input beyond its description (files with sizes and digests,
         header fields), JSON-serialisable; recorded under ``input``.
+    date
+        The UTC day (``YYYY-MM-DD``) the write began, recorded under ``date``: what an archive
+        gives as the image's publication date (see :mod:`cellvol.ome._crate`).
     """
     record: dict[str, Any] = {"source": source}
+    if date is not None:
+        record["date"] = date
     if inputs:
         # A file's header may hold NaN or infinity (an unset MRC origin, a float attribute):
         # kept as what it says, in words, since JSON has no such numbers.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any, Final
@@ -11,11 +12,13 @@ import numpy.typing as npt
 import zarr
 
 from cellvol._codec._cache import ChunkCache
+from cellvol._store import read_bytes
 from cellvol.errors import (
     InvalidInputError,
     LevelError,
     MetadataError,
 )
+from cellvol.ome._crate import CRATE_KEY
 from cellvol.ome._display import Window, window_of
 from cellvol.ome._metadata import (
     PROVENANCE_KEY,
@@ -150,6 +153,33 @@ class Volume:
         """Cellvol's provenance record, when cellvol wrote the image."""
         record = self.attributes.get(PROVENANCE_KEY)
         return record if isinstance(record, Mapping) else None
+
+    @property
+    def crate(self) -> dict[str, Any] | None:
+        """The image's RO-Crate metadata (``ro-crate-metadata.json``) as JSON, if it has one.
+
+        Read from the store on each access (the crate is refreshed when labels or annotations
+        change). None when the image has none, or for a label image (its image's crate
+        describes it).
+
+        Raises
+        ------
+        MetadataError
+            If the stored crate is not a JSON object.
+        """
+        if self.group is None:
+            return None
+        key = "/".join(p for p in (self.group.store_path.path, CRATE_KEY) if p)
+        raw = read_bytes(self.group.store, key)
+        if raw is None:
+            return None
+        try:
+            document = json.loads(raw)
+        except ValueError as exc:
+            raise MetadataError(f"{self.url}: {CRATE_KEY} is not valid JSON ({exc})") from exc
+        if not isinstance(document, dict):
+            raise MetadataError(f"{self.url}: {CRATE_KEY} is not a JSON object")
+        return document
 
     def info(self, *, stored_bytes: bool = True) -> dict[str, Any]:
         """A JSON-serialisable summary: levels, shapes, dtype, chunks, shards, sizes.

@@ -9,6 +9,7 @@ its segment table): it re-hashes the objects the edit changed and rewrites the r
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -16,8 +17,17 @@ import numpy as np
 from zarr.abc.store import Store
 
 from cellvol._codec._keys import shard_object_key
-from cellvol._store import list_keys, make_durable, read_bytes, read_objects, write_bytes
+from cellvol._store import (
+    list_keys,
+    make_durable,
+    open_store,
+    parse_location,
+    read_bytes,
+    read_objects,
+    write_bytes,
+)
 from cellvol.errors import IntegrityError
+from cellvol.ome._crate import CRATE_KEY, write_crate
 from cellvol.ome._digests import (
     DIGESTS_KEY,
     Digests,
@@ -30,7 +40,14 @@ from cellvol.ome._manifest import LEDGER_PREFIX, MANIFEST_KEY
 from cellvol.write._ledger import Ledger
 from cellvol.write._plan import PyramidPlan
 
-__all__ = ["end_records", "metadata_digests", "refresh_digests", "write_digests"]
+__all__ = [
+    "end_records",
+    "metadata_digests",
+    "refresh_crate",
+    "refresh_digests",
+    "rewrite_crate",
+    "write_digests",
+]
 
 #: A write's own records that belong in its digests (the shards' records are empty).
 JOB_KEY = f"{LEDGER_PREFIX}/job.json"
@@ -70,9 +87,20 @@ def end_records(
     return shards, arrays, digests
 
 
-def metadata_digests(store: Store, level_paths: Sequence[str]) -> Digests:
-    """The digests of a freshly written image's documents: its metadata, job and manifest."""
-    keys = ["zarr.json", *(f"{path}/zarr.json" for path in level_paths), JOB_KEY, MANIFEST_KEY]
+def metadata_digests(
+    store: Store, level_paths: Sequence[str], extra: Sequence[str] = ()
+) -> Digests:
+    """The digests of a freshly written image's documents: its metadata, job and manifest.
+
+    ``extra`` names other documents the write left (its RO-Crate metadata).
+    """
+    keys = [
+        "zarr.json",
+        *(f"{path}/zarr.json" for path in level_paths),
+        JOB_KEY,
+        MANIFEST_KEY,
+        *extra,
+    ]
     found: Digests = {}
     for key, data in zip(keys, read_objects(store, keys), strict=True):
         if data is None:
@@ -142,6 +170,38 @@ def refresh_digests(store: Store, image_prefix: str, keys: Iterable[str]) -> Non
             else:
                 objects[key] = (len(data), sha256_hex(data))
     write_digests(store, image_prefix, objects)
+
+
+def rewrite_crate(store: Store, where: str) -> None:
+    """Rewrite the image's RO-Crate metadata from what it stores, and re-hash it in its digests.
+
+    Every change that the crate describes (labels written, segments annotated) calls it.
+    """
+    write_crate(store, where)
+    refresh_digests(store, "", [CRATE_KEY])
+
+
+def refresh_crate(
+    image: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+) -> str:
+    """Rewrite the crate of an image written earlier (local path or ``s3://`` URL); its URL.
+
+    The image's digests are kept true (see :func:`rewrite_crate`).
+
+    Raises
+    ------
+    StoreNotFoundError
+        If nothing exists at ``image``.
+    NotOMEZarrError
+        If ``image`` holds no OME-Zarr image at its root.
+    ReadOnlyStoreError
+        For a location that cannot be written (HTTP, a ``.ozx`` archive).
+    """
+    location = parse_location(image)
+    open_store(location.url, mode="r", storage_options=storage_options)  # it must exist
+    store = open_store(location.url, mode="a", storage_options=storage_options)
+    rewrite_crate(store, location.url)
+    return f"{location.url.rstrip('/')}/{CRATE_KEY}"
 
 
 _BATCH = 16

@@ -3,7 +3,8 @@
 A write keeps its bookkeeping beside the image, under ``_cellvol/`` in the image group (a plain
 name, not a hidden one, so that HTTP servers that refuse dot-files still serve it)::
 
-    _cellvol/job.json             the parameters, written before any data
+    _cellvol/job.json             the parameters and the UTC day the write began, written
+                                  before any data
     _cellvol/done/<level>/<z>.<y>.<x>@<size>-<fingerprint>-<sha256>[-<input crc>]
                                   one empty record per finished shard, named with its object
                                   size, its fingerprint (which binds the object to its key),
@@ -14,10 +15,12 @@ name, not a hidden one, so that HTTP servers that refuse dot-files still serve i
                                   (``cellvol.ome._digests``), after the manifest and metadata
     _cellvol/complete.json        the completion marker, written last
 
-Every one of these is a function of the parameters and the data alone: how a write went (how
-many shards it wrote or found finished, how long it took) is returned to the caller in its
-``WriteResult`` and never stored, so a resumed write leaves a store identical, object for
-object, to an uninterrupted one, and a digest of the whole store identifies the image.
+Every one of these is a function of the parameters, the data and the day the write began (the
+date archives require, kept in the job record so that a resume reuses it, to the day so that
+writes of one day agree; ``SOURCE_DATE_EPOCH`` fixes it, as in reproducible builds): how a
+write went (how many shards it wrote or found finished, how long it took) is returned to the
+caller in its ``WriteResult`` and never stored, so a resumed write leaves a store identical,
+object for object, to an uninterrupted one.
 
 A shard counts as finished only when its record exists *and* its stored object still has the
 recorded size; anything else is written again. Records in the format of earlier versions
@@ -32,8 +35,10 @@ file into place; an S3 PUT is atomic), so a rewritten shard is byte-identical to
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from zarr.abc.store import Store
@@ -59,7 +64,7 @@ from cellvol.ome._manifest import (
     encode_manifest,
 )
 
-__all__ = ["Ledger", "ShardKey", "ShardRecord"]
+__all__ = ["Ledger", "ShardKey", "ShardRecord", "write_day"]
 
 
 #: A shard: its level index and its position in that level's shard grid.
@@ -111,9 +116,18 @@ class Ledger:
             raise IntegrityError(f"{self.url}: {LEDGER_PREFIX}/job.json has no parameters")
         return parameters
 
+    def began(self) -> str | None:
+        """The UTC day (``YYYY-MM-DD``) the recorded write began; None if it records none."""
+        raw = read_bytes(self.store, f"{LEDGER_PREFIX}/job.json")
+        try:
+            day = json.loads(raw).get("began") if raw is not None else None
+        except (ValueError, AttributeError):
+            return None
+        return day if isinstance(day, str) else None
+
     def begin(self, parameters: Mapping[str, Any]) -> None:
-        """Record the parameters of a new write (before any data is written)."""
-        body = {"format": RECORD_FORMAT, "parameters": dict(parameters)}
+        """Record the parameters of a new write and its day (before any data is written)."""
+        body = {"format": RECORD_FORMAT, "parameters": dict(parameters), "began": write_day()}
         write_bytes(self.store, f"{LEDGER_PREFIX}/job.json", dumps_record(body))
         make_durable(self.store, [f"{LEDGER_PREFIX}/job.json"])
 
@@ -226,6 +240,16 @@ class Ledger:
     def is_complete(self) -> bool:
         """Whether the completion marker exists."""
         return object_size(self.store, COMPLETE_KEY) is not None
+
+
+def write_day() -> str:
+    """Today in UTC as ``YYYY-MM-DD``, or the day ``SOURCE_DATE_EPOCH`` names when it is set.
+
+    A day, not a time: two writes of the same data on one day store the same bytes.
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    moment = datetime.fromtimestamp(int(epoch), UTC) if epoch.isdigit() else datetime.now(UTC)
+    return moment.date().isoformat()
 
 
 _CRC = re.compile(r"[0-9a-f]{8}")

@@ -9,8 +9,9 @@ How a write proceeds (see ``_plan`` for the stages and ``_ledger`` for the bookk
    and folded into its parent's buffer by the downsampling kernel; a finished parent is
    written and folded into its own parent, and so on. Each input byte is read once, every
    shard is written whole by exactly one task, and a record is kept of each finished shard.
-3. The manifest is written, then the OME-Zarr metadata, then the digests of every object
-   (``_cellvol/digests.json``), then the completion marker.
+3. The manifest is written, then the OME-Zarr metadata, the RO-Crate metadata that describes
+   them for archives (``cellvol.ome._crate``), the digests of every object
+   (``_cellvol/digests.json``), and last the completion marker.
 
 Calling :func:`write_pyramid` again with the same arguments resumes: finished shards (recorded,
 and still of the recorded size) are read back instead of recomputed, everything else is written
@@ -57,6 +58,7 @@ from cellvol.errors import (
     OutOfSpaceError,
     WriteConflictError,
 )
+from cellvol.ome._crate import CRATE_KEY, write_crate
 from cellvol.ome._display import Window, contrast_window, omero_metadata
 from cellvol.ome._manifest import LEASE_KEY
 from cellvol.ome._metadata import Dataset, image_attributes, provenance, stored_attributes
@@ -379,7 +381,9 @@ def write_pyramid(
         _close_job(context, client, job, failing=False)
 
         extra = source_record() if callable(source_record) else source_record
-        record = provenance(source_description or _describe(source), parameters, extra)
+        record = provenance(
+            source_description or _describe(source), parameters, extra, date=ledger.began()
+        )
         title = name or location.name
         datasets = [Dataset(level.path, level.scale, level.translation) for level in plan.levels]
         attributes = image_attributes(
@@ -399,8 +403,12 @@ def write_pyramid(
         # zarr wrote the metadata into the page cache; the completion marker must not reach the
         # disk before it (the shards and the manifest are synced where they are written).
         make_durable(store, ["zarr.json", *(f"{level.path}/zarr.json" for level in plan.levels)])
+        described = image_label is None  # a label image is described by its image's crate
+        if described:
+            write_crate(store, location.url)
         paths = [level.path for level in plan.levels]
-        write_digests(store, "", digests | metadata_digests(store, paths))
+        crate = [CRATE_KEY] if described else []
+        write_digests(store, "", digests | metadata_digests(store, paths, crate))
         elapsed = time.perf_counter() - started
         lease.check()  # a writer that lost its lease must not vouch for the image
         ledger.mark_complete()  # how this run went is in the result, not in the image
