@@ -94,18 +94,18 @@ def test_resume_rewrites_shards_recorded_without_digests(written: Path, tmp_path
 
 def test_refresh_digests_rehashes_named_objects(image: Path) -> None:
     store = open_store(str(image), mode="a")
-    (image / "ro-crate-metadata.json").write_text('{"@graph": []}')
+    (image / "notes.json").write_text('{"@graph": []}')
     (image / "extra").mkdir()
     (image / "extra/a").write_bytes(b"a")
     (image / "extra/b").write_bytes(b"b")
-    refresh_digests(store, "", ["ro-crate-metadata.json", "extra/"])
+    refresh_digests(store, "", ["notes.json", "extra/"])
     assert cellvol.verify(image).intact
     assert _digests(image)["extra/a"] == [1, hashlib.sha256(b"a").hexdigest()]
     (image / "extra/b").unlink()
-    (image / "ro-crate-metadata.json").unlink()
-    refresh_digests(store, "/", ["extra/", "ro-crate-metadata.json"])
+    (image / "notes.json").unlink()
+    refresh_digests(store, "/", ["extra/", "notes.json"])
     assert "extra/b" not in _digests(image)
-    assert "ro-crate-metadata.json" not in _digests(image)
+    assert "notes.json" not in _digests(image)
     assert cellvol.verify(image).intact
     # Records and excluded bookkeeping are never listed, even when named.
     refresh_digests(store, "", ["_cellvol/complete.json", "_cellvol/done/"])
