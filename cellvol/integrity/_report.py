@@ -19,6 +19,7 @@ ProblemKind = Literal[
     "chunk-checksum",
     "chunk-range",
     "unlisted",
+    "archive",
 ]
 """What is wrong with one object:
 
@@ -31,7 +32,10 @@ ProblemKind = Literal[
 - ``truncated``: an object too short to hold its shard index;
 - ``index-checksum``, ``chunk-checksum``: stored bytes fail their CRC32C;
 - ``chunk-range``: a shard index points outside its object;
-- ``unlisted``: an object under a level's ``c/`` prefix that the manifest does not list.
+- ``unlisted``: an object under a level's ``c/`` prefix that the manifest does not list;
+- ``archive``: in a ``.ozx``, an entry failing its ZIP CRC-32 or not where the central
+  directory says, or the archive breaking RFC-9 (a compressed entry, the order of the
+  ``zarr.json`` documents, the archive comment); key ``""`` for the archive as a whole.
 """
 
 
@@ -43,7 +47,7 @@ class Problem:
     ----------
     key
         The object's key, relative to the location verified (``"0/c/1/0/2"``,
-        ``"labels/cells/zarr.json"``).
+        ``"labels/cells/zarr.json"``); ``""`` for a ``.ozx`` archive as a whole.
     kind
         What is wrong (see :data:`ProblemKind`).
     detail
@@ -61,7 +65,7 @@ class Problem:
         where = (
             "" if self.byte_range is None else f" (bytes {self.byte_range[0]}-{self.byte_range[1]})"
         )
-        return f"{self.key}: {self.kind}{where}: {self.detail}"
+        return f"{self.key or '(the archive)'}: {self.kind}{where}: {self.detail}"
 
 
 @dataclass(slots=True)
@@ -82,6 +86,9 @@ class VerifyReport:
     unchecked
         What could not be checked, and why (an image without a write manifest, a store that
         cannot list its objects, a codec without checksums).
+    zarr_checksum
+        With ``zarr_checksum=True``, the DANDI zarr checksum of every object under the
+        location (``<md5>-<objects>--<bytes>``); None when not asked for or not computable.
     """
 
     url: str
@@ -91,6 +98,7 @@ class VerifyReport:
     chunks: int = 0
     nbytes: int = 0
     unchecked: list[str] = field(default_factory=list)
+    zarr_checksum: str | None = None
 
     @property
     def intact(self) -> bool:
@@ -105,6 +113,8 @@ class VerifyReport:
             f"checked {len(self.images)} image(s), {self.shards:,} object(s), "
             f"{self.chunks:,} chunk(s), {self.nbytes:,} bytes",
         ]
+        if self.zarr_checksum is not None:
+            lines.append(f"zarr checksum: {self.zarr_checksum}")
         lines += [f"  {problem}" for problem in self.problems]
         lines += [f"not checked: {gap}" for gap in self.unchecked]
         return "\n".join(lines)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,9 +26,11 @@ from zarr.abc.store import Store
 from zarr.storage import StorePath
 
 from cellvol._codec._layout import ChunkLayout, chunk_layout
-from cellvol._store import list_keys, open_store, parse_location, read_bytes
+from cellvol._store import list_keys, open_archive, open_store, parse_location, read_bytes
 from cellvol._store._nodes import _node_from_document
 from cellvol.errors import IntegrityError, MetadataError, NotOMEZarrError
+from cellvol.integrity._archive import EntryReader, archive_problems
+from cellvol.integrity._digest import ObjectDigests
 from cellvol.integrity._report import Problem, ProblemKind, VerifyReport
 from cellvol.integrity._shards import check_object
 from cellvol.ome._manifest import (
@@ -47,6 +50,9 @@ COMPLETE_KEY = f"{LEDGER_PREFIX}/complete.json"
 # Objects read or being checked per worker: one at work and one waiting.
 _IN_FLIGHT_PER_WORKER = 2
 
+# Reads one object: its bytes (None if absent) and what its container found wrong with it.
+_Source = Callable[[str], tuple[bytes | None, list[Problem]]]
+
 
 def verify(
     path_or_url: str | os.PathLike[str],
@@ -54,6 +60,7 @@ def verify(
     *,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
+    zarr_checksum: bool = False,
 ) -> VerifyReport:
     """Check that a stored OME-Zarr image is whole and unchanged, reading every object once.
 
@@ -65,11 +72,17 @@ def verify(
     image written by another tool has no manifest: it is checked by its checksums alone,
     and the report says so.
 
+    A zipped OME-Zarr (``.ozx``) is checked as the image inside, and as an archive: each
+    entry's ZIP CRC-32 and local header, entries stored uncompressed, and RFC-9's order and
+    archive comment (problems of kind ``archive``). Every entry is read, the image's and
+    cellvol's records alike.
+
     Parameters
     ----------
     path_or_url
-        A local path, ``file://``, ``s3://bucket/key`` or ``http(s)://`` URL of the image.
-        Over HTTP, objects the manifest does not list cannot be found (HTTP cannot list).
+        A local path, ``file://``, ``s3://bucket/key`` or ``http(s)://`` URL of the image, or
+        of a ``.ozx`` archive. Over HTTP, objects the manifest does not list cannot be found
+        in a directory store (HTTP cannot list); an archive lists its own entries.
     storage_options
         Passed to the store (for S3: ``endpoint_url``, ``anon``, ``key``/``secret``...).
     workers
@@ -78,6 +91,11 @@ def verify(
         Receives a :class:`~cellvol.ProgressEvent` after each object: one stage per image
         checked (the image, then each label image), ``done``/``total`` objects and ``nbytes``
         stored bytes read.
+    zarr_checksum
+        Also compute the DANDI zarr checksum of every object under the location (MD5s of the
+        bytes read for the checks, plus cellvol's records, each read once), into
+        :attr:`VerifyReport.zarr_checksum`. Not for a directory store over HTTP, which cannot
+        be listed.
 
     Returns
     -------
@@ -96,11 +114,32 @@ def verify(
     """
     location = parse_location(path_or_url)
     store = open_store(location.url, mode="r", storage_options=storage_options)
-    scan = _Scan(store, location.url, listable=location.scheme in ("file", "s3"))
-    scan.image("")
-    if scan.report.images == [] and not scan.report.problems:
-        raise NotOMEZarrError(f"{location.url} holds no OME-Zarr image: nothing to verify")
-    scan.check_objects(workers or os.cpu_count() or 1, progress)
+    archive = open_archive(location, storage_options) if location.is_archive else None
+    try:
+        source: _Source = (
+            EntryReader(archive).read if archive else lambda key: (read_bytes(store, key), [])
+        )
+        listable = archive is not None or location.scheme in ("file", "s3")
+        digests = ObjectDigests() if zarr_checksum else None
+        scan = _Scan(store, location.url, listable=listable, source=source, digests=digests)
+        scan.image("")
+        if scan.report.images == [] and not scan.report.problems:
+            raise NotOMEZarrError(f"{location.url} holds no OME-Zarr image: nothing to verify")
+        threads = workers or os.cpu_count() or 1
+        scan.check_objects(threads, progress)
+        if archive is not None:
+            scan.report.problems += archive_problems(archive)
+        if listable and (archive is not None or digests is not None):
+            scan.check_the_rest(threads)
+        if digests is not None and listable:
+            scan.report.zarr_checksum = digests.zarr_checksum()
+        elif digests is not None:
+            scan.report.unchecked.append(
+                "zarr checksum: HTTP cannot list the image's objects, so none can cover them all"
+            )
+    finally:
+        if archive is not None:
+            archive.close()
     scan.report.problems.sort(key=lambda p: (p.key, p.kind, p.byte_range or (0, 0)))
     return scan.report
 
@@ -116,13 +155,41 @@ class _Object:
 
 
 class _Scan:
-    def __init__(self, store: Store, url: str, *, listable: bool) -> None:
+    def __init__(
+        self,
+        store: Store,
+        url: str,
+        *,
+        listable: bool,
+        source: _Source,
+        digests: ObjectDigests | None,
+    ) -> None:
         self.store = store
         self.url = url
         self.listable = listable
+        self.source = source
+        self.digests = digests
         self.report = VerifyReport(url)
         # By image, as report.images: its number of levels, and the objects to read.
         self.objects: list[tuple[int, list[_Object]]] = []
+        # Keys read so far (from worker threads too), so that none is read twice.
+        self.seen: set[str] = set()
+        self._seen_lock = threading.Lock()
+
+    def fetch(self, key: str) -> tuple[bytes | None, list[Problem]]:
+        """The object at ``key`` and what its container found wrong; noted for the digest."""
+        data, problems = self.source(key)
+        with self._seen_lock:
+            self.seen.add(key)
+        if data is not None and self.digests is not None:
+            self.digests.add(key, data)
+        return data, problems
+
+    def read(self, key: str) -> bytes | None:
+        """:meth:`fetch` for the metadata pass, which runs on the calling thread."""
+        data, problems = self.fetch(key)
+        self.report.problems += problems
+        return data
 
     def problem(
         self, key: str, kind: ProblemKind, detail: str, byte_range: tuple[int, int] | None = None
@@ -131,7 +198,7 @@ class _Scan:
 
     def document(self, key: str, what: str, *, required: bool = True) -> dict[str, Any] | None:
         """A JSON object stored at ``key``, or None (reported if missing and required)."""
-        raw = read_bytes(self.store, key)
+        raw = self.read(key)
         if raw is None:
             if required:
                 self.problem(key, "missing", f"{what} is missing")
@@ -149,7 +216,7 @@ class _Scan:
     def image(self, prefix: str) -> None:
         """Check one image's documents and records; collect its objects."""
         group_key = f"{prefix}zarr.json"
-        manifest_raw = read_bytes(self.store, f"{prefix}{MANIFEST_KEY}")
+        manifest_raw = self.read(f"{prefix}{MANIFEST_KEY}")
         has_records = manifest_raw is not None
         document = self.document(
             group_key, "the image's metadata", required=has_records or bool(prefix)
@@ -228,7 +295,7 @@ class _Scan:
         """Check one level's metadata and layout; collect the objects it should and does hold."""
         base = f"{prefix}{path}"
         key = f"{base}/zarr.json"
-        raw = read_bytes(self.store, key)
+        raw = self.read(key)
         if raw is None:
             self.problem(key, "missing", f"level {path!r}, which the metadata names, is missing")
             return
@@ -249,6 +316,10 @@ class _Scan:
             return
         if layout.shards is None and not layout.checksum:
             self.report.unchecked.append(f"{base}: chunks carry no checksum; only listed")
+        elif not layout.checksum:
+            self.report.unchecked.append(
+                f"{base}: chunks carry no checksum; only their shard indexes' are checked"
+            )
         listed = manifest.shards.get(path) if manifest is not None else None
         if manifest is not None and listed is None:
             self.problem(
@@ -259,8 +330,8 @@ class _Scan:
             for name, entry in (listed or {}).items()
         }
         found: set[str] | None = None
-        if self.listable:
-            found = set(list_keys(self.store, f"{base}/c"))
+        if self.listable:  # not directory entries, which an archive may hold
+            found = {k for k in list_keys(self.store, f"{base}/c") if not k.endswith("/")}
         elif manifest is None:
             # HTTP cannot list: try every position of the grid; absent ones are fill values.
             grid = [
@@ -305,17 +376,27 @@ class _Scan:
                     reporter.advance(nbytes or 0)
 
     def check_one(self, item: _Object) -> tuple[list[Problem], int | None, int]:
-        data = read_bytes(self.store, item.key)
+        data, found = self.fetch(item.key)
         if data is None:
-            if item.must_exist:
+            if item.must_exist and not found:
                 return (
                     [Problem(item.key, "missing", "listed in the write's manifest but missing")],
                     None,
                     0,
                 )
-            return [], None, 0
+            return found, None, 0
         problems, chunks = check_object(item.key, data, item.layout, item.recorded)
-        return problems, len(data), chunks
+        return found + problems, len(data), chunks
+
+    def check_the_rest(self, workers: int) -> None:
+        """Read every object the image's checks did not (cellvol's records, stray objects).
+
+        For an archive's CRC-32s and for the digest, which cover every object.
+        """
+        keys = [k for k in list_keys(self.store) if not k.endswith("/") and k not in self.seen]
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="cellvol-verify") as pool:
+            for problems in _bounded(pool, lambda key: self.fetch(key)[1], keys, workers):
+                self.report.problems += problems
 
 
 def _position(name: str) -> tuple[int, ...]:
