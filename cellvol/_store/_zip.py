@@ -38,11 +38,14 @@ ZIP_SUFFIX: Final = ".ozx"
 """The file extension RFC-9 gives zipped OME-Zarr; a location ending in it is an archive."""
 
 # What zipfile raises on a damaged directory: its own error, and on garbage in a field
-# (a name that is not UTF-8, a short record) plain Python ones.
-_UNREADABLE: Final = (zipfile.BadZipFile, ValueError, struct.error, EOFError)
+# (a name that is not UTF-8, a short record, a version it does not know) plain Python ones.
+_UNREADABLE: Final = (zipfile.BadZipFile, ValueError, struct.error, EOFError, NotImplementedError)
 # A local file header: signature, versions, flags, method, time, date, CRC, sizes, lengths.
 _LOCAL_HEADER: Final = struct.Struct("<4s5H3L2H")
 _LOCAL_SIGNATURE: Final = b"PK\x03\x04"
+# The end of central directory record: signature, disk numbers, counts, size, offset, comment.
+_END_RECORD: Final = struct.Struct("<4s4H2LH")
+_END_SIGNATURE: Final = b"PK\x05\x06"
 # Bytes read beyond an entry's name in the same request, for its local extra field (ZIP64's
 # is 20 bytes); a longer one costs a second request.
 _EXTRA_ALLOWANCE: Final = 256
@@ -150,6 +153,9 @@ class Archive:
         The central directory's records, in its order (duplicates included).
     comment
         The archive comment.
+    missing_tail
+        Bytes the archive lacks at its end, by the comment length its end record gives:
+        non-zero for a file cut short within its comment, which zipfile reads anyway.
     """
 
     def __init__(self, location: Location, options: dict[str, Any]) -> None:
@@ -179,6 +185,16 @@ class Archive:
             raise _not_a_zip(location, exc) from None
         finally:
             handle.close()
+        self.missing_tail = self._missing_tail()
+
+    def _missing_tail(self) -> int:
+        """How many bytes of its comment the archive lacks: zipfile accepts a cut comment."""
+        tail = self.read_range(max(0, self.size - _END_RECORD.size - 0xFFFF), self.size)
+        at = tail.rfind(_END_SIGNATURE)
+        if at < 0 or len(tail) - at < _END_RECORD.size:
+            return 0
+        comment_nbytes = _END_RECORD.unpack_from(tail, at)[-1]
+        return max(0, at + _END_RECORD.size + comment_nbytes - len(tail))
 
     def read_range(self, start: int, stop: int) -> bytes:
         """Bytes ``start`` to ``stop`` of the archive (fewer past its end)."""

@@ -37,6 +37,15 @@ _COMMENT_SHAPE: Final = (
 
 def archive_problems(archive: Archive) -> list[Problem]:
     """What is wrong with the archive's central directory and comment, read without its data."""
+    if archive.missing_tail:
+        return [
+            Problem(
+                WHOLE_ARCHIVE,
+                "archive",
+                f"the archive ends {archive.missing_tail} byte(s) before its comment does: "
+                "it was truncated",
+            )
+        ]
     problems = _comment_problems(archive.comment)
     files = [info for info in archive.entries if not info.is_dir()]
     for name, count in sorted(Counter(info.filename for info in files).items()):
