@@ -189,12 +189,13 @@ class Archive:
 
     def _missing_tail(self) -> int:
         """How many bytes of its comment the archive lacks: zipfile accepts a cut comment."""
-        tail = self.read_range(max(0, self.size - _END_RECORD.size - 0xFFFF), self.size)
-        at = tail.rfind(_END_SIGNATURE)
-        if at < 0 or len(tail) - at < _END_RECORD.size:
+        # The end record precedes the comment, of which zipfile kept what the file holds.
+        start = self.size - _END_RECORD.size - len(self.comment)
+        record = self.read_range(max(0, start), start + _END_RECORD.size)
+        if start < 0 or not record.startswith(_END_SIGNATURE):
             return 0
-        comment_nbytes = _END_RECORD.unpack_from(tail, at)[-1]
-        return max(0, at + _END_RECORD.size + comment_nbytes - len(tail))
+        recorded: int = _END_RECORD.unpack(record)[-1]
+        return max(0, recorded - len(self.comment))
 
     def read_range(self, start: int, stop: int) -> bytes:
         """Bytes ``start`` to ``stop`` of the archive (fewer past its end)."""
