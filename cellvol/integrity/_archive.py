@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from cellvol._store import Archive
+from cellvol._store._zip import LocalEntry
 from cellvol.integrity._report import Problem
 
 __all__ = ["WHOLE_ARCHIVE", "EntryReader", "archive_problems"]
@@ -30,6 +31,9 @@ WHOLE_ARCHIVE: Final = ""
 """The key of a problem about the archive as a whole rather than one entry."""
 
 _ROOT: Final = "zarr.json"
+# Entries read together: stored at most this far apart, spanning at most this many bytes.
+_RUN_GAP: Final = 64 << 10
+_RUN_BYTES: Final = 4 << 20
 _COMMENT_SHAPE: Final = (
     '{"ome": {"version": ..., "zipFile": {"centralDirectory": {"jsonFirst": true}}}}'
 )
@@ -98,62 +102,94 @@ class EntryReader:
         info = self.entries.get(key)
         if info is None:
             return None, []
-        entry = self.archive.read_entry(info)
-        if entry is None:
-            return None, [
-                Problem(
-                    key,
-                    "archive",
-                    f"no local file header at byte {info.header_offset}, where the central "
-                    "directory places the entry",
-                )
-            ]
-        problems: list[Problem] = []
-        if entry.name != info.orig_filename:
-            problems.append(
-                Problem(key, "archive", f"its local file header names it {entry.name!r}")
+        return _checked(info, self.archive.read_entry(info))
+
+    def runs(self, keys: Sequence[str]) -> list[list[str]]:
+        """``keys`` in groups, each of entries stored near each other, for :meth:`read_run`."""
+        known = sorted((self.entries[k] for k in keys if k in self.entries), key=_offset)
+        runs: list[list[str]] = [[k] for k in keys if k not in self.entries]
+        start = stop = -1
+        for info in known:
+            first, last = self.archive.extent(info)
+            if runs and start >= 0 and first - stop <= _RUN_GAP and last - start <= _RUN_BYTES:
+                runs[-1].append(info.filename)
+                stop = max(stop, last)
+            else:
+                runs.append([info.filename])
+                start, stop = first, last
+        return runs
+
+    def read_run(self, keys: Sequence[str]) -> list[tuple[bytes | None, list[Problem]]]:
+        """As :meth:`read` for each key, the entries found in one read of the bytes they span."""
+        infos = [self.entries[k] for k in keys if k in self.entries]
+        if len(infos) < 2 or len(infos) != len(keys):
+            return [self.read(key) for key in keys]
+        return [
+            _checked(info, entry)
+            for info, entry in zip(infos, self.archive.read_entries(infos), strict=True)
+        ]
+
+
+def _offset(info: zipfile.ZipInfo) -> int:
+    return info.header_offset
+
+
+def _checked(info: zipfile.ZipInfo, entry: LocalEntry | None) -> tuple[bytes | None, list[Problem]]:
+    """The entry's bytes, and its problems: where its header is, what it says, its CRC-32."""
+    key = info.filename
+    if entry is None:
+        return None, [
+            Problem(
+                key,
+                "archive",
+                f"no local file header at byte {info.header_offset}, where the central "
+                "directory places the entry",
             )
-        if entry.method != info.compress_type:
-            problems.append(
-                Problem(
-                    key,
-                    "archive",
-                    f"compression method {entry.method} in its local header, "
-                    f"{info.compress_type} in the central directory",
-                )
+        ]
+    problems: list[Problem] = []
+    if entry.name != info.orig_filename:
+        problems.append(Problem(key, "archive", f"its local file header names it {entry.name!r}"))
+    if entry.method != info.compress_type:
+        problems.append(
+            Problem(
+                key,
+                "archive",
+                f"compression method {entry.method} in its local header, "
+                f"{info.compress_type} in the central directory",
             )
-        if len(entry.data) < info.compress_size:
-            problems.append(
-                Problem(
-                    key,
-                    "archive",
-                    f"its data runs past the end of the archive ({len(entry.data)} of "
-                    f"{info.compress_size} bytes)",
-                )
+        )
+    if len(entry.data) < info.compress_size:
+        problems.append(
+            Problem(
+                key,
+                "archive",
+                f"its data runs past the end of the archive ({len(entry.data)} of "
+                f"{info.compress_size} bytes)",
             )
-            return None, problems
-        data = _decompressed(info, entry.data, problems)
-        if data is None:
-            return None, problems
-        if len(data) != info.file_size:
-            problems.append(
-                Problem(
-                    key,
-                    "archive",
-                    f"{len(data)} bytes, but the central directory records {info.file_size}",
-                )
+        )
+        return None, problems
+    data = _decompressed(info, entry.data, problems)
+    if data is None:
+        return None, problems
+    if len(data) != info.file_size:
+        problems.append(
+            Problem(
+                key,
+                "archive",
+                f"{len(data)} bytes, but the central directory records {info.file_size}",
             )
-        crc = zlib.crc32(data)
-        if crc != info.CRC:
-            problems.append(
-                Problem(
-                    key,
-                    "archive",
-                    f"fails its ZIP CRC-32: the central directory records {info.CRC:08x}, "
-                    f"the entry's bytes give {crc:08x}",
-                )
+        )
+    crc = zlib.crc32(data)
+    if crc != info.CRC:
+        problems.append(
+            Problem(
+                key,
+                "archive",
+                f"fails its ZIP CRC-32: the central directory records {info.CRC:08x}, "
+                f"the entry's bytes give {crc:08x}",
             )
-        return data, problems
+        )
+    return data, problems
 
 
 def _decompressed(info: zipfile.ZipInfo, data: bytes, problems: list[Problem]) -> bytes | None:

@@ -15,10 +15,10 @@ import math
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import zarr
@@ -26,7 +26,14 @@ from zarr.abc.store import Store
 from zarr.storage import StorePath
 
 from cellvol._codec._layout import ChunkLayout, chunk_layout
-from cellvol._store import list_keys, open_archive, open_store, parse_location, read_bytes
+from cellvol._store import (
+    list_keys,
+    open_archive,
+    open_store,
+    parse_location,
+    read_bytes,
+    read_objects,
+)
 from cellvol._store._nodes import _node_from_document
 from cellvol.errors import IntegrityError, MetadataError, NotOMEZarrError
 from cellvol.integrity._archive import EntryReader, archive_problems
@@ -50,8 +57,39 @@ COMPLETE_KEY = f"{LEDGER_PREFIX}/complete.json"
 # Objects read or being checked per worker: one at work and one waiting.
 _IN_FLIGHT_PER_WORKER = 2
 
-# Reads one object: its bytes (None if absent) and what its container found wrong with it.
-_Source = Callable[[str], tuple[bytes | None, list[Problem]]]
+# Objects read in one go by the last pass, which reads cellvol's many small records.
+_RUN_KEYS = 32
+_Read = tuple[bytes | None, list[Problem]]
+
+
+class _Source(Protocol):
+    """Where the scan reads objects.
+
+    Each read gives the object's bytes (None if absent) and what its container found wrong
+    with it (an archive's entry failing its CRC-32, say).
+    """
+
+    def read(self, key: str) -> _Read: ...
+
+    def runs(self, keys: Sequence[str]) -> list[list[str]]: ...
+
+    def read_run(self, keys: Sequence[str]) -> list[_Read]: ...
+
+
+class _StoreSource:
+    """A store's objects, read with no container checks; runs are fetched concurrently."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def read(self, key: str) -> _Read:
+        return read_bytes(self.store, key), []
+
+    def runs(self, keys: Sequence[str]) -> list[list[str]]:
+        return [list(keys[i : i + _RUN_KEYS]) for i in range(0, len(keys), _RUN_KEYS)]
+
+    def read_run(self, keys: Sequence[str]) -> list[_Read]:
+        return [(data, []) for data in read_objects(self.store, keys)]
 
 
 def verify(
@@ -116,9 +154,7 @@ def verify(
     store = open_store(location.url, mode="r", storage_options=storage_options)
     archive = open_archive(location, storage_options) if location.is_archive else None
     try:
-        source: _Source = (
-            EntryReader(archive).read if archive else lambda key: (read_bytes(store, key), [])
-        )
+        source: _Source = EntryReader(archive) if archive else _StoreSource(store)
         listable = archive is not None or location.scheme in ("file", "s3")
         digests = ObjectDigests() if zarr_checksum else None
         scan = _Scan(store, location.url, listable=listable, source=source, digests=digests)
@@ -178,12 +214,18 @@ class _Scan:
 
     def fetch(self, key: str) -> tuple[bytes | None, list[Problem]]:
         """The object at ``key`` and what its container found wrong; noted for the digest."""
-        data, problems = self.source(key)
+        return self.noted(key, self.source.read(key))
+
+    def noted(self, key: str, read: _Read) -> _Read:
         with self._seen_lock:
             self.seen.add(key)
-        if data is not None and self.digests is not None:
-            self.digests.add(key, data)
-        return data, problems
+        if read[0] is not None and self.digests is not None:
+            self.digests.add(key, read[0])
+        return read
+
+    def fetch_run(self, keys: list[str]) -> list[Problem]:
+        reads = self.source.read_run(keys)
+        return [p for key, read in zip(keys, reads, strict=True) for p in self.noted(key, read)[1]]
 
     def read(self, key: str) -> bytes | None:
         """:meth:`fetch` for the metadata pass, which runs on the calling thread."""
@@ -395,7 +437,7 @@ class _Scan:
         """
         keys = [k for k in list_keys(self.store) if not k.endswith("/") and k not in self.seen]
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="cellvol-verify") as pool:
-            for problems in _bounded(pool, lambda key: self.fetch(key)[1], keys, workers):
+            for problems in _bounded(pool, self.fetch_run, self.source.runs(keys), workers):
                 self.report.problems += problems
 
 
