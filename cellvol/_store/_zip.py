@@ -49,6 +49,8 @@ _END_SIGNATURE: Final = b"PK\x05\x06"
 # Bytes read beyond an entry's name in the same request, for its local extra field (ZIP64's
 # is 20 bytes); a longer one costs a second request.
 _EXTRA_ALLOWANCE: Final = 256
+# Local entries larger than this are read in two: header, then data.
+_SPLIT_READ_BYTES: Final = 1 << 20
 
 # Remote reads: the central directory and each local header are small reads; a block this
 # size serves a header and its entry's first bytes in one request without fetching megabytes.
@@ -233,6 +235,9 @@ class Archive:
         what is needed.
         """
         start, stop = self.extent(info)
+        if block is None and self._fd is not None and info.compress_size > _SPLIT_READ_BYTES:
+            # Locally a second read costs nothing, and spares copying a shard out of the first.
+            stop -= info.compress_size
         head = self._bytes(start, stop, block)
         if len(head) < _LOCAL_HEADER.size:
             return None
@@ -243,11 +248,11 @@ class Archive:
         data_start = _LOCAL_HEADER.size + name_length + extra_length
         raw_name = head[_LOCAL_HEADER.size : _LOCAL_HEADER.size + name_length]
         name = raw_name.decode("utf-8" if fields[2] & 0x800 else "cp437", errors="replace")
-        data = head[data_start : data_start + info.compress_size]
-        if len(data) < info.compress_size and start + len(head) < self.size:
-            # A local extra field longer than allowed for: fetch what the first read missed.
-            begin = start + max(data_start, len(head))
-            data += self.read_range(begin, start + data_start + info.compress_size)
+        end = data_start + info.compress_size
+        if end <= len(head) or start + len(head) >= self.size:
+            data = head[data_start:end]
+        else:  # not all read yet: a large local entry, or a long local extra field
+            data = self.read_range(start + data_start, start + end)
         return LocalEntry(data, name, method)
 
     def _bytes(self, start: int, stop: int, block: tuple[int, bytes] | None) -> bytes:

@@ -366,3 +366,15 @@ def test_an_archive_on_s3_is_verified(packed: Path, s3_bucket: S3Bucket) -> None
         (SHARD, "archive"),
         (SHARD, "chunk-checksum"),
     }
+
+
+def test_large_local_entries_are_read_header_then_data(
+    packed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cellvol._store import _zip
+
+    monkeypatch.setattr(_zip, "_SPLIT_READ_BYTES", 0)  # every entry counts as large
+    assert cellvol.verify(packed).problems == []
+    start, _ = _data_range(packed, SHARD)
+    _flip_at(packed, start + 3)
+    assert _kinds(cellvol.verify(packed)) == {(SHARD, "archive"), (SHARD, "chunk-checksum")}
