@@ -147,6 +147,9 @@ def verify(
         If nothing exists at the location.
     NotOMEZarrError
         If the location holds neither an OME-Zarr image nor cellvol's records of one.
+    InvalidInputError
+        If a ``.ozx`` is not a readable zip archive (truncated, its central directory
+        damaged): no entry can be located.
     AccessDeniedError, EndpointUnreachableError, UnsupportedURLError
         When the store cannot be reached at all.
     """
