@@ -6,6 +6,11 @@ is missing, unreadable or changed, and collects the objects to read. The second 
 objects on a thread pool, each whole and once, and checks its size and fingerprint against
 the manifest and every CRC32C inside it. At most two objects per worker are in flight, so
 memory stays bounded by a few shards whatever the image's size.
+
+Objects are read through a source: the store itself, or for a ``.ozx`` the archive's entry
+reader, which checks each entry's ZIP CRC-32 over the same bytes. For an archive, and for
+the zarr checksum, a third pass reads every object the first two did not (cellvol's many
+small records), in runs, so that every object is read once and none twice.
 """
 
 from __future__ import annotations
@@ -157,9 +162,9 @@ def verify(
     store = open_store(location.url, mode="r", storage_options=storage_options)
     archive = open_archive(location, storage_options) if location.is_archive else None
     try:
-        source: _Source = EntryReader(archive) if archive else _StoreSource(store)
+        source: _Source = _StoreSource(store) if archive is None else EntryReader(archive)
         listable = archive is not None or location.scheme in ("file", "s3")
-        digests = ObjectDigests() if zarr_checksum else None
+        digests = ObjectDigests() if zarr_checksum and listable else None
         scan = _Scan(store, location.url, listable=listable, source=source, digests=digests)
         scan.image("")
         if scan.report.images == [] and not scan.report.problems:
@@ -168,11 +173,11 @@ def verify(
         scan.check_objects(threads, progress)
         if archive is not None:
             scan.report.problems += archive_problems(archive)
-        if listable and (archive is not None or digests is not None):
+        if archive is not None or digests is not None:
             scan.check_the_rest(threads)
-        if digests is not None and listable:
+        if digests is not None:
             scan.report.zarr_checksum = digests.zarr_checksum()
-        elif digests is not None:
+        elif zarr_checksum:
             scan.report.unchecked.append(
                 "zarr checksum: HTTP cannot list the image's objects, so none can cover them all"
             )
