@@ -5,6 +5,11 @@ the hierarchy's root. It is opened as a read-only :class:`zarr.storage.ZipStore`
 file: a local path directly, a remote file through an fsspec file object that reads byte
 ranges, so only the central directory and the entries asked for are fetched. Writing into
 an archive is refused; ``cellvol.pack`` makes one from a directory store.
+
+:class:`Archive` (:func:`open_archive`) is the archive as a zip file rather than a store: its
+central directory and comment, and each entry's stored bytes located through its local
+header, read concurrently by positional reads or range requests. Verification checks the
+zip itself with it.
 """
 
 from __future__ import annotations
@@ -165,14 +170,14 @@ class Archive:
         self._fd: int | None = None
         if location.scheme == "file":
             try:
-                self._fd = os.open(location.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                handle: Any = open(location.path, "rb")  # noqa: SIM115 - closed below
             except FileNotFoundError:
                 raise StoreNotFoundError(f"{location.url} does not exist") from None
             except IsADirectoryError:
                 raise InvalidInputError(
                     f"{location.url} is a directory: a .ozx is a single zip file"
                 ) from None
-            handle: Any = os.fdopen(os.dup(self._fd), "rb")
+            self._fd = os.dup(handle.fileno())  # for positional reads from any thread
             self.size = os.fstat(self._fd).st_size
         else:
             handle = _remote_file(location, options)
