@@ -378,3 +378,17 @@ def test_large_local_entries_are_read_header_then_data(
     start, _ = _data_range(packed, SHARD)
     _flip_at(packed, start + 3)
     assert _kinds(cellvol.verify(packed)) == {(SHARD, "archive"), (SHARD, "chunk-checksum")}
+
+
+def test_directory_entries_are_not_objects(image: Path, tmp_path: Path) -> None:
+    # Some zip tools add an entry per directory; they hold nothing and change nothing.
+    out = tmp_path / "with-directories.ozx"
+    with zipfile.ZipFile(_pack(image, tmp_path)) as source, zipfile.ZipFile(out, "w") as made:
+        for name in source.namelist():
+            made.writestr(name, source.read(name))
+        for directory in ("0/", "0/c/", "labels/", "_cellvol/"):
+            made.mkdir(directory)
+        made.comment = source.comment
+    report = cellvol.verify(out, zarr_checksum=True)
+    assert report.problems == [], report.summary()
+    assert report.zarr_checksum == cellvol.verify(image, zarr_checksum=True).zarr_checksum
