@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from cellvol.formats._ingest import convert
     from cellvol.formats._ozx import pack, unpack
     from cellvol.integrity._report import Problem, VerifyReport
-    from cellvol.integrity._scan import verify
+    from cellvol.integrity._verify import verify
     from cellvol.labels._annotate import annotate, annotate_from_file
     from cellvol.labels._write import write_labels
     from cellvol.write._pyramid import WriteResult, write_pyramid
@@ -63,7 +63,7 @@ _LAZY = {
     "convert": "cellvol.formats._ingest",
     "pack": "cellvol.formats._ozx",
     "unpack": "cellvol.formats._ozx",
-    "verify": "cellvol.integrity._scan",
+    "verify": "cellvol.integrity._verify",
     "write_labels": "cellvol.labels._write",
     "write_pyramid": "cellvol.write._pyramid",
 }

@@ -28,9 +28,11 @@ from cellvol._store._objects import (
 from cellvol._store._open import MODES, Mode, open_store
 from cellvol._store._s3 import S3Store
 from cellvol._store._sessions import close_sessions
+from cellvol._store._zip import Archive, open_archive
 
 __all__ = [
     "METADATA_KEYS",
+    "Archive",
     "MODES",
     "SUPPORTED",
     "Location",
@@ -45,6 +47,7 @@ __all__ = [
     "make_durable",
     "object_size",
     "on_zarr_loop",
+    "open_archive",
     "open_store",
     "parse_location",
     "read_bytes",

@@ -64,6 +64,13 @@ def verify(
     path_or_url: Annotated[str, typer.Argument(help="Local path, s3:// or http(s):// URL.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     workers: Annotated[int | None, typer.Option(help="Threads (default: one per core).")] = None,
+    zarr_checksum: Annotated[
+        bool,
+        typer.Option(
+            "--zarr-checksum",
+            help="Also compute the DANDI zarr checksum of every object (MD5s, read once).",
+        ),
+    ] = False,
     endpoint_url: Annotated[
         str | None, typer.Option(help="S3 endpoint, for S3-compatible object stores.")
     ] = None,
@@ -83,6 +90,8 @@ def verify(
 ) -> None:
     """Check a stored image is whole: every object present, unchanged and passing its CRC32Cs.
 
+    A .ozx archive is checked too: each entry's ZIP CRC-32, and RFC-9's layout.
+
     Exits 0 when the image is intact, 1 when damage was found, 2 when the check could not run.
     """
     try:
@@ -98,6 +107,7 @@ def verify(
                 progress=bar,
                 deep=deep if deep_sample is None else deep_sample,
                 seed=seed,
+                zarr_checksum=zarr_checksum,
             )
     except (CellvolError, OSError) as exc:
         # No verdict at all, which is not damage found: a status of its own, so scripts can tell.

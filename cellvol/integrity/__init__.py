@@ -6,6 +6,6 @@ reads, never writes: damage is reported, not repaired.
 """
 
 from cellvol.integrity._report import Problem, ProblemKind, VerifyReport
-from cellvol.integrity._scan import verify
+from cellvol.integrity._verify import verify
 
 __all__ = ["Problem", "ProblemKind", "VerifyReport", "verify"]

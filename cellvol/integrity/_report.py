@@ -21,6 +21,7 @@ ProblemKind = Literal[
     "unlisted",
     "digest",
     "pyramid",
+    "archive",
 ]
 """What is wrong with one object:
 
@@ -38,7 +39,10 @@ ProblemKind = Literal[
 - ``digest``: an object whose size or SHA-256 differs from the image's digests
   (``_cellvol/digests.json``), or that record failing its own SHA-256;
 - ``pyramid`` (deep verification): a coarser level's shard is not what its method makes of
-  the level below, or a coarser level's shape or dtype is not.
+  the level below, or a coarser level's shape or dtype is not;
+- ``archive``: in a ``.ozx``, an entry failing its ZIP CRC-32 or not where the central
+  directory says, or the archive breaking RFC-9 (a compressed entry, the order of the
+  ``zarr.json`` documents, the archive comment); key ``""`` for the archive as a whole.
 """
 
 
@@ -50,7 +54,7 @@ class Problem:
     ----------
     key
         The object's key, relative to the location verified (``"0/c/1/0/2"``,
-        ``"labels/cells/zarr.json"``).
+        ``"labels/cells/zarr.json"``); ``""`` for a ``.ozx`` archive as a whole.
     kind
         What is wrong (see :data:`ProblemKind`).
     detail
@@ -68,7 +72,7 @@ class Problem:
         where = (
             "" if self.byte_range is None else f" (bytes {self.byte_range[0]}-{self.byte_range[1]})"
         )
-        return f"{self.key}: {self.kind}{where}: {self.detail}"
+        return f"{self.key or '(the archive)'}: {self.kind}{where}: {self.detail}"
 
 
 @dataclass(slots=True)
@@ -91,6 +95,9 @@ class VerifyReport:
         cannot list its objects, a codec without checksums).
     recomputed
         Shards of coarser levels recomputed from the level below (deep verification only).
+    zarr_checksum
+        With ``zarr_checksum=True``, the DANDI zarr checksum of every object under the
+        location (``<md5>-<objects>--<bytes>``); None when not asked for or not computable.
     """
 
     url: str
@@ -101,6 +108,7 @@ class VerifyReport:
     nbytes: int = 0
     unchecked: list[str] = field(default_factory=list)
     recomputed: int = 0
+    zarr_checksum: str | None = None
 
     @property
     def intact(self) -> bool:
@@ -117,6 +125,8 @@ class VerifyReport:
         ]
         if self.recomputed:
             lines.append(f"recomputed {self.recomputed:,} shard(s) of coarser levels")
+        if self.zarr_checksum is not None:
+            lines.append(f"zarr checksum: {self.zarr_checksum}")
         lines += [f"  {problem}" for problem in self.problems]
         lines += [f"not checked: {gap}" for gap in self.unchecked]
         return "\n".join(lines)

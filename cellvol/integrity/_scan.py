@@ -7,6 +7,11 @@ unlisted, and collects the objects to read. The second reads those objects on a 
 each whole and once, and checks its size and fingerprint against the manifest, every CRC32C
 inside it and its SHA-256 against the digests. At most two objects per worker are in flight, so
 memory stays bounded by a few shards whatever the image's size.
+
+Objects are read through a source (``_sources``): the store itself, or for a ``.ozx`` the
+archive's entry reader, which checks each entry's ZIP CRC-32 over the same bytes. For an
+archive, and for the zarr checksum, a last pass reads every object the others did not
+(cellvol's many small records), in runs, so that every object is read once and none twice.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
-import os
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,14 +31,15 @@ from zarr.abc.store import Store
 from zarr.storage import StorePath
 
 from cellvol._codec._layout import ChunkLayout, chunk_layout
-from cellvol._store import list_keys, open_store, parse_location, read_bytes, read_objects
+from cellvol._store import list_keys, read_objects
 from cellvol._store._nodes import _node_from_document
-from cellvol.errors import IntegrityError, MetadataError, NotOMEZarrError
-from cellvol.integrity._deep import check_pyramids, deep_fraction
+from cellvol.errors import IntegrityError, MetadataError
 from cellvol.integrity._digests import digest_problem, marker_format
 from cellvol.integrity._pool import bounded
 from cellvol.integrity._report import Problem, ProblemKind, VerifyReport
 from cellvol.integrity._shards import check_object
+from cellvol.integrity._sources import Read, Source
+from cellvol.integrity._zarr_checksum import ZarrChecksum
 from cellvol.ome._crate import CRATE_KEY, crate_problems
 from cellvol.ome._digests import (
     COMPLETE_FORMAT,
@@ -47,93 +53,7 @@ from cellvol.ome._metadata import PROVENANCE_KEY, ome_namespace, read_multiscale
 from cellvol.ome._validation import validate
 from cellvol.progress import ProgressCallback, ProgressReporter
 
-__all__ = ["verify"]
-
-
-def verify(
-    path_or_url: str | os.PathLike[str],
-    storage_options: Mapping[str, Any] | None = None,
-    *,
-    workers: int | None = None,
-    progress: ProgressCallback | None = None,
-    deep: bool | float = False,
-    seed: int | None = None,
-) -> VerifyReport:
-    """Check that a stored OME-Zarr image is whole and unchanged, reading every object once.
-
-    Checks the structure (every level of the image and of each label image exists, the
-    OME-Zarr metadata is valid, each array's layout is the one the write recorded), the
-    completeness (every shard the write manifest lists exists with its recorded size and
-    fingerprint; objects under a level's ``c/`` prefix that it does not list are reported,
-    never deleted) and the integrity (every chunk's and every shard index's CRC32C, and
-    every object's size and SHA-256 against the image's ``_cellvol/digests.json``, which also
-    makes any other object in the image ``unlisted``). An image written by another tool has
-    no manifest: it is checked by its checksums alone, and the report says so; one written
-    before cellvol recorded digests is checked without them, and the report says that too.
-
-    Parameters
-    ----------
-    path_or_url
-        A local path, ``file://``, ``s3://bucket/key`` or ``http(s)://`` URL of the image.
-        Over HTTP, objects the manifest does not list cannot be found (HTTP cannot list).
-    storage_options
-        Passed to the store (for S3: ``endpoint_url``, ``anon``, ``key``/``secret``...).
-    workers
-        Threads reading and checking objects; by default one per core.
-    progress
-        Receives a :class:`~cellvol.ProgressEvent` after each object: one stage per image
-        checked (the image, then each label image), ``done``/``total`` objects and ``nbytes``
-        stored bytes read. A deep check adds one stage per image after those, one task per
-        coarser shard recomputed, ``nbytes`` decoded bytes read.
-    deep
-        Also recompute every coarser level from the level below with the write's own
-        downsampling and compare it bit for bit (``True``), or a seeded random fraction of
-        each level's shards (a float in ``(0, 1]``, at least one shard per level). What
-        differs is a ``pyramid`` problem; an image without a record of its downsampling is
-        listed under ``unchecked``.
-    seed
-        Chooses the sampled shards (by default a random seed, named in ``unchecked``).
-
-    Returns
-    -------
-    VerifyReport
-        Every problem found (none for an intact image), with what was checked and what could
-        not be.
-
-    Raises
-    ------
-    StoreNotFoundError
-        If nothing exists at the location.
-    NotOMEZarrError
-        If the location holds neither an OME-Zarr image nor cellvol's records of one.
-    AccessDeniedError, EndpointUnreachableError, UnsupportedURLError
-        When the store cannot be reached at all.
-    InvalidInputError
-        For a ``deep`` fraction outside ``(0, 1]``.
-    """
-    fraction = deep_fraction(deep)
-    location = parse_location(path_or_url)
-    store = open_store(location.url, mode="r", storage_options=storage_options)
-    scan = _Scan(store, location.url, listable=location.scheme in ("file", "s3"))
-    scan.image("")
-    if scan.report.images == [] and not scan.report.problems:
-        raise NotOMEZarrError(f"{location.url} holds no OME-Zarr image: nothing to verify")
-    workers = workers or os.cpu_count() or 1
-    scan.check_objects(workers, progress)
-    if fraction:
-        check_pyramids(
-            store,
-            location.url,
-            storage_options,
-            scan.report,
-            fraction=fraction,
-            seed=seed,
-            workers=workers,
-            progress=progress,
-            first_stage=len(scan.objects),
-        )
-    scan.report.problems.sort(key=lambda p: (p.key, p.kind, p.byte_range or (0, 0)))
-    return scan.report
+__all__ = ["Scan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,11 +71,23 @@ class _Object:
     digest: tuple[int, str] | None = None
 
 
-class _Scan:
-    def __init__(self, store: Store, url: str, *, listable: bool) -> None:
+class Scan:
+    """One verification's scan of a store: its findings go into :attr:`report`."""
+
+    def __init__(
+        self,
+        store: Store,
+        url: str,
+        *,
+        listable: bool,
+        source: Source,
+        checksum: ZarrChecksum | None,
+    ) -> None:
         self.store = store
         self.url = url
         self.listable = listable
+        self.source = source
+        self.checksum = checksum
         self.report = VerifyReport(url)
         # By image, as report.images: its number of levels, and the objects to read.
         self.objects: list[tuple[int, list[_Object]]] = []
@@ -163,11 +95,15 @@ class _Scan:
         self.digests: dict[str, tuple[int, str]] = {}
         self.accounted: set[str] = set()
         self._listing: list[str] | None = None
+        # Keys read so far (from worker threads too), so that the last pass reads none twice.
+        self.seen: set[str] = set()
+        self._seen_lock = threading.Lock()
 
     def listing(self, prefix: str) -> list[str]:
         """Every stored key under ``prefix`` (the whole store is listed once)."""
         if self._listing is None:
-            self._listing = sorted(list_keys(self.store, ""))
+            # Not directory entries, which an archive may hold.
+            self._listing = sorted(k for k in list_keys(self.store, "") if not k.endswith("/"))
         # Sorted: the keys under a prefix are one run, found by bisection.
         start = bisect.bisect_left(self._listing, prefix)
         stop = start
@@ -175,9 +111,27 @@ class _Scan:
             stop += 1
         return self._listing[start:stop]
 
+    def fetch(self, key: str) -> Read:
+        """The object at ``key`` and what its container found wrong with it."""
+        return self.noted(key, self.source.read(key))
+
+    def noted(self, key: str, read: Read) -> Read:
+        """``read``, its key noted as read and its bytes in the zarr checksum."""
+        with self._seen_lock:
+            self.seen.add(key)
+        if read[0] is not None and self.checksum is not None:
+            self.checksum.add(key, read[0])
+        return read
+
+    def raw(self, key: str) -> bytes | None:
+        """An object read by the metadata pass (on the calling thread)."""
+        data, problems = self.fetch(key)
+        self.report.problems += problems
+        return data
+
     def read(self, key: str) -> bytes | None:
         """An object read in the first pass, checked against the digests if they list it."""
-        raw = read_bytes(self.store, key)
+        raw = self.raw(key)
         self.matches_digest(key, raw)
         return raw
 
@@ -271,7 +225,7 @@ class _Scan:
         """Read the image's digests into :attr:`digests`; whether they could be."""
         key = f"{prefix}{DIGESTS_KEY}"
         try:
-            found = parse_digests(read_bytes(self.store, key), key)
+            found = parse_digests(self.raw(key), key)
         except IntegrityError as exc:
             self.problem(key, "unreadable", exc.message)
             return False
@@ -339,22 +293,26 @@ class _Scan:
         It must be JSON-LD that rocrate loads, listing objects the image holds (those already
         reported missing are not reported again).
         """
-        raw = read_bytes(self.store, CRATE_KEY)
+        raw = self.read(CRATE_KEY)
         if raw is None:
             return
         problems, keys = crate_problems(raw)
         reported = {p.key for p in self.report.problems}
         unlisted = [k for k in keys if k not in reported]
-        for key, found in zip(unlisted, read_objects(self.store, unlisted), strict=True):
-            if found is None:
-                problems.append(f"it lists {key}, which the image does not hold")
+        if self.listable:  # the listing tells, and spares reading them
+            stored = set(self.listing(""))
+            absent = [key for key in unlisted if key not in stored]
+        else:
+            held = read_objects(self.store, unlisted)
+            absent = [key for key, found in zip(unlisted, held, strict=True) if found is None]
+        problems += [f"it lists {key}, which the image does not hold" for key in absent]
         for problem in problems:
             self.problem(CRATE_KEY, "metadata", f"RO-Crate metadata: {problem}")
 
     def marker(self, prefix: str, name: str, *, digests: bool, has_manifest: bool) -> None:
         """Check the completion marker, and that the digests it promises exist."""
         key = f"{prefix}{COMPLETE_KEY}"
-        raw = read_bytes(self.store, key)
+        raw = self.raw(key)
         if raw is None:
             self.problem(key, "missing", "the write's completion marker is missing")
             return
@@ -362,7 +320,7 @@ class _Scan:
         if isinstance(version, str):
             self.problem(key, "unreadable", version)
         elif version >= COMPLETE_FORMAT and not digests:
-            if read_bytes(self.store, f"{prefix}{DIGESTS_KEY}") is None:
+            if self.raw(f"{prefix}{DIGESTS_KEY}") is None:
                 self.problem(
                     f"{prefix}{DIGESTS_KEY}",
                     "missing",
@@ -410,7 +368,7 @@ class _Scan:
         """
         base = f"{prefix}{path}"
         key = f"{base}/zarr.json"
-        raw = read_bytes(self.store, key)
+        raw = self.raw(key)
         trusted = self.matches_digest(key, raw)
         if raw is None:
             if key not in self.digests:
@@ -435,6 +393,10 @@ class _Scan:
             return
         if layout.shards is None and not layout.checksum:
             self.report.unchecked.append(f"{base}: chunks carry no checksum; only listed")
+        elif not layout.checksum:
+            self.report.unchecked.append(
+                f"{base}: chunks carry no checksum; only their shard indexes' are checked"
+            )
         listed = manifest.shards.get(path) if manifest is not None else None
         if manifest is not None and listed is None:
             self.problem(
@@ -501,25 +463,39 @@ class _Scan:
                     reporter.advance(nbytes or 0)
 
     def check_one(self, item: _Object) -> tuple[list[Problem], int | None, int]:
-        data = read_bytes(self.store, item.key)
+        data, found = self.fetch(item.key)
         if data is None:
-            if item.must_exist:
+            if item.must_exist and not found:
                 records = "image's digests" if item.digest is not None else "write's manifest"
                 return (
                     [Problem(item.key, "missing", f"listed in the {records} but missing")],
                     None,
                     0,
                 )
-            return [], None, 0
+            return found, None, 0
         problems: list[Problem] = []
         chunks = 0
         if item.layout is not None:
             problems, chunks = check_object(item.key, data, item.layout, item.recorded)
         # A digest that differs says nothing the checks above have not said more precisely.
         if item.digest is not None and not problems:
-            found = digest_problem(item.key, data, item.digest)
-            problems += [found] if found is not None else []
-        return problems, len(data), chunks
+            digest = digest_problem(item.key, data, item.digest)
+            problems += [digest] if digest is not None else []
+        return found + problems, len(data), chunks
+
+    def check_the_rest(self, workers: int) -> None:
+        """Read every object the image's checks did not (cellvol's records, stray objects).
+
+        For an archive's CRC-32s and for the zarr checksum, which cover every object.
+        """
+        keys = [k for k in self.listing("") if k not in self.seen]
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="cellvol-verify") as pool:
+            for problems in bounded(pool, self.fetch_run, self.source.runs(keys), workers):
+                self.report.problems += problems
+
+    def fetch_run(self, keys: list[str]) -> list[Problem]:
+        reads = self.source.read_run(keys)
+        return [p for key, read in zip(keys, reads, strict=True) for p in self.noted(key, read)[1]]
 
 
 def _position(name: str) -> tuple[int, ...]:

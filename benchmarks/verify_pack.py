@@ -1,0 +1,369 @@
+"""``verify`` and ``pack`` throughput beside the machine's limits, on 1 and 16 GiB images.
+
+    .venv/bin/python benchmarks/verify_pack.py --sizes 1,16 --data-dir /big/disk/bench
+    .venv/bin/python benchmarks/verify_pack.py --quick       # 64 MiB: checks the script runs
+
+Each image (the seed-0 synthetic tomogram, uint8, written with cellvol's defaults) is built
+once in ``--data-dir`` and reused by later runs. In the same run the machine's limits are
+measured on it:
+
+- the disk read rate of the image's own stored bytes, every object read whole on one thread
+  per core as ``verify`` reads them: *cold* after dropping the files' pages from the page
+  cache (``posix_fadvise(DONTNEED)`` on each file after a ``sync``, which any user may do;
+  the record says whether the pages really left, since some file systems keep them), and
+  *warm* with the image cached (when it fits in memory);
+- CRC32C, SHA-256, MD5 and zlib's CRC-32 rates over in-memory buffers on every core.
+
+Then, each in a fresh process whose memory the parent samples: ``verify`` (cold and warm),
+``verify --zarr-checksum`` (warm), ``pack`` into a ``.ozx`` beside the image against ``cp -r``
+of the image directory to the same file system (both followed by a ``sync``: ``pack``
+syncs its archive), and ``verify`` of the archive; each timed inside the child, after its
+modules are imported. Throughput is stored bytes per second;
+``verify`` is given as a fraction of the slower of the read rate and its hashing limit
+(CRC32C on every core; with ``--zarr-checksum`` CRC32C then MD5 of the same bytes). Peak
+memory should not grow with the image. Results go to a JSON file and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _measure import measure
+
+HERE = Path(__file__).resolve().parent
+# Voxels of uint8: 64 MiB for --quick, then the 1 and 16 GiB shapes of compare_pyramid.py.
+SHAPES: dict[str, tuple[int, int, int]] = {
+    "quick": (128, 512, 1024),
+    "1": (512, 1024, 2048),
+    "16": (2048, 2048, 4096),
+}
+_HASH_BUFFER_BYTES = 64 << 20
+_READ_BLOCK = 16 << 20
+
+
+def build_image(size: str, data_dir: Path) -> Path:
+    """The synthetic image of ``size`` in ``data_dir``, written once and reused after."""
+    import cellvol
+    from cellvol.synthetic import SyntheticVolume
+
+    root = data_dir / f"verify-{size}.ome.zarr"
+    if (root / "_cellvol" / "complete.json").exists():
+        return root
+    volume = SyntheticVolume(SHAPES[size], "uint8", seed=0)
+    cellvol.write_pyramid(volume, root, 1.0, overwrite=True, name=f"verify-{size}")
+    return root
+
+
+def stored_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def drop_cached(files: list[Path]) -> None:
+    """Ask the kernel to drop the files' clean pages (after writing back any dirty ones)."""
+    os.sync()
+    for path in files:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(descriptor)
+
+
+def cached_fraction(files: list[Path]) -> float | None:
+    """The fraction of the files' pages in the page cache (by mincore); None if unknown."""
+    import ctypes
+    import mmap
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    ]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    page = mmap.PAGESIZE
+    resident = total = 0
+    for path in files:
+        size = path.stat().st_size
+        if size == 0:
+            continue
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, descriptor, 0)
+            if address in (None, ctypes.c_void_p(-1).value):
+                return None
+            pages = (size + page - 1) // page
+            vector = (ctypes.c_ubyte * pages)()
+            failed = libc.mincore(address, size, vector) != 0
+            libc.munmap(address, size)
+            if failed:
+                return None
+            resident += sum(v & 1 for v in vector)
+            total += pages
+        finally:
+            os.close(descriptor)
+    return resident / total if total else None
+
+
+def read_rate(files: list[Path], workers: int) -> float:
+    """Bytes/s reading every file whole, ``workers`` at a time, as verify reads objects."""
+
+    def read(path: Path) -> int:
+        with path.open("rb", buffering=0) as stream:
+            return len(stream.read())
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        nbytes = sum(pool.map(read, files))
+    return nbytes / (time.perf_counter() - started)
+
+
+def hashing_rates(workers: int) -> dict[str, float]:
+    """Bytes/s of each hash over in-memory buffers, one buffer per core; best of three."""
+    from cellvol._codec._shard import crc32c_bytes
+
+    buffers = [os.urandom(_HASH_BUFFER_BYTES) for _ in range(workers)]
+    hashes: dict[str, Callable[[bytes], object]] = {
+        "crc32c": crc32c_bytes,
+        "sha256": lambda data: hashlib.sha256(data).digest(),
+        "md5": lambda data: hashlib.md5(data, usedforsecurity=False).digest(),
+        "zip_crc32": zlib.crc32,
+    }
+    rates: dict[str, float] = {}
+    with ThreadPoolExecutor(workers) as pool:
+        for name, function in hashes.items():
+            best = 0.0
+            for _ in range(3):
+                started = time.perf_counter()
+                list(pool.map(function, buffers))
+                best = max(best, workers * _HASH_BUFFER_BYTES / (time.perf_counter() - started))
+            rates[name] = best
+    return rates
+
+
+def run_child(code: str) -> dict[str, Any]:
+    """Run ``code`` in a fresh interpreter; its last JSON line, with time and peak memory."""
+    result = measure([sys.executable, "-c", code])
+    record: dict[str, Any] = {
+        "seconds": result.seconds,
+        "peak_anon_mib": result.peak_anon_mib,
+        "peak_rss_mib": result.peak_rss_mib,
+        "returncode": result.returncode,
+    }
+    if result.returncode != 0:
+        record["output"] = result.output
+    for line in result.output.splitlines():
+        if line.startswith("{"):
+            record.update(json.loads(line))
+    return record
+
+
+def verify_code(target: Path, zarr_checksum: bool) -> str:
+    return (
+        "import json, time, cellvol\n"
+        "verify = cellvol.verify  # its modules load before the clock starts\n"
+        "started = time.perf_counter()\n"
+        f"report = verify({str(target)!r}, zarr_checksum={zarr_checksum})\n"
+        "print(json.dumps({'inner_seconds': time.perf_counter() - started, "
+        "'intact': report.intact, 'nbytes': report.nbytes, 'objects': report.shards, "
+        "'zarr_checksum': report.zarr_checksum}))\n"
+    )
+
+
+def pack_code(image: Path, out: Path) -> str:
+    return (
+        "import json, time, cellvol\n"
+        "pack = cellvol.pack  # its modules load before the clock starts\n"
+        "started = time.perf_counter()\n"
+        f"pack({str(image)!r}, {str(out)!r}, overwrite=True)\n"
+        "print(json.dumps({'inner_seconds': time.perf_counter() - started}))\n"
+    )
+
+
+def copy_with_cp(image: Path, out: Path) -> dict[str, Any]:
+    shutil.rmtree(out, ignore_errors=True)
+    result = measure(["sh", "-c", 'cp -r "$0" "$1" && sync', str(image), str(out)])
+    shutil.rmtree(out, ignore_errors=True)
+    return {"seconds": result.seconds, "returncode": result.returncode}
+
+
+def measure_size(size: str, data_dir: Path, workers: int, hashes: dict[str, float]) -> dict:
+    image = build_image(size, data_dir)
+    files = stored_files(image)
+    stored = sum(p.stat().st_size for p in files)
+    drop_cached(files)
+    left = cached_fraction(files)
+    cold_read = read_rate(files, workers)
+    cached = cached_fraction(files)  # all of it, unless the image is larger than the cache
+    warm_read = read_rate(files, workers)
+    drop_cached(files)
+    verify_cold = run_child(verify_code(image, False))
+    verify_warm = run_child(verify_code(image, False))
+    checksum_warm = run_child(verify_code(image, True))
+    archive = data_dir / f"verify-{size}.ozx"
+    pack = run_child(pack_code(image, archive))
+    cp = copy_with_cp(image, data_dir / f"verify-{size}-cp.ome.zarr")
+    verify_archive = run_child(verify_code(archive, False))
+    archive.unlink(missing_ok=True)
+    crc_limit = hashes["crc32c"]
+    checksum_limit = 1 / (1 / hashes["crc32c"] + 1 / hashes["md5"])
+    return {
+        "size": size,
+        "shape": list(SHAPES[size]),
+        "stored_bytes": stored,
+        "objects": len(files),
+        "limits": {
+            "cold_read_Bps": cold_read,
+            "warm_read_Bps": warm_read,
+            "drop_method": "os.sync, then posix_fadvise(POSIX_FADV_DONTNEED) on each file",
+            "cached_fraction_after_drop": left,
+            "cached_fraction_for_warm_read": cached,
+            "verify_hash_limit_Bps": crc_limit,
+            "verify_zarr_checksum_hash_limit_Bps": checksum_limit,
+        },
+        "verify_cold": verify_cold,
+        "verify_warm": verify_warm,
+        "verify_zarr_checksum_warm": checksum_warm,
+        "verify_ozx_warm": verify_archive,
+        "pack": pack,
+        "cp": cp,
+    }
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """The Markdown tables: verify against its limits, pack against cp."""
+    mb = 1e6
+    print(
+        f"\nhashing on {report['machine']['cpus']} cores (MB/s): "
+        + ", ".join(f"{name} {rate / mb:.0f}" for name, rate in report["hashing_Bps"].items())
+    )
+    print("\n| size | stored MB | run | MB/s | of limit | limit | peak RSS MiB | peak anon MiB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for case in report["sizes"]:
+        stored, limits = case["stored_bytes"], case["limits"]
+        rows = [
+            ("verify cold", case["verify_cold"], limits["cold_read_Bps"], "verify_hash_limit_Bps"),
+            ("verify warm", case["verify_warm"], limits["warm_read_Bps"], "verify_hash_limit_Bps"),
+            (
+                "verify --zarr-checksum warm",
+                case["verify_zarr_checksum_warm"],
+                limits["warm_read_Bps"],
+                "verify_zarr_checksum_hash_limit_Bps",
+            ),
+            (
+                "verify .ozx warm",
+                case["verify_ozx_warm"],
+                limits["warm_read_Bps"],
+                "verify_hash_limit_Bps",
+            ),
+        ]
+        for name, run, read, hash_key in rows:
+            rate = stored / run["inner_seconds"] if "inner_seconds" in run else float("nan")
+            limit = min(read, limits[hash_key])
+            which = "read" if read <= limits[hash_key] else "hashing"
+            print(
+                f"| {case['size']} | {stored / mb:.0f} | {name} | {rate / mb:.0f} "
+                f"| {rate / limit:.0%} | {which} {limit / mb:.0f} "
+                f"| {run['peak_rss_mib']:.0f} | {run['peak_anon_mib']:.0f} |"
+            )
+        # pack's own time (interpreter start excluded; it syncs its archive) against cp's
+        # with the sync after it.
+        pack, cp = case["pack"], case["cp"]
+        pack_rate, cp_rate = stored / pack["inner_seconds"], stored / cp["seconds"]
+        print(
+            f"| {case['size']} | {stored / mb:.0f} | pack (cp -r && sync: {cp_rate / mb:.0f} "
+            f"MB/s) | {pack_rate / mb:.0f} | {pack_rate / cp_rate:.0%} of cp | - "
+            f"| {pack['peak_rss_mib']:.0f} | {pack['peak_anon_mib']:.0f} |"
+        )
+        left, cached = limits["cached_fraction_after_drop"], limits["cached_fraction_for_warm_read"]
+        print(
+            f"\n{case['size']}: pages cached after the drop (cold reads): {_percent(left)}; "
+            f"before the warm read: {_percent(cached)}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="1,16", help="comma-separated: quick, 1, 16 (GiB)")
+    parser.add_argument("--quick", action="store_true", help="only the 64 MiB image")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("CELLVOL_BENCH_DIR", "/tmp/cellvol-bench")),
+    )
+    parser.add_argument("--out", type=Path, help="default: results/verify-pack.json")
+    parser.add_argument(
+        "--report", type=Path, help="print an earlier run's tables; measure nothing"
+    )
+    args = parser.parse_args()
+    if args.report is not None:
+        print_report(json.loads(args.report.read_text()))
+        return
+    sizes = ["quick"] if args.quick else args.sizes.split(",")
+    unknown = sorted(set(sizes) - set(SHAPES))
+    if unknown:
+        parser.error(f"unknown size(s) {unknown}: choose from {sorted(SHAPES)}")
+    out = args.out or (
+        args.data_dir / "verify-pack-quick.json"
+        if args.quick
+        else HERE / "results" / "verify-pack.json"
+    )
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    workers = os.cpu_count() or 1
+    hashes = hashing_rates(workers)
+    report = {
+        "machine": {
+            "cpus": workers,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+            "data_dir_filesystem": _filesystem(args.data_dir),
+        },
+        "hashing_Bps": hashes,
+        "sizes": [measure_size(size, args.data_dir, workers, hashes) for size in sizes],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print_report(report)
+    print(f"\nraw results: {out}")
+
+
+def _percent(fraction: float | None) -> str:
+    return "unknown" if fraction is None else f"{fraction:.0%}"
+
+
+def _filesystem(path: Path) -> str:
+    try:
+        return subprocess.run(
+            ["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+if __name__ == "__main__":
+    main()
