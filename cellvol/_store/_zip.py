@@ -260,6 +260,16 @@ class Archive:
             data = self.read_range(start + data_start, start + end)
         return LocalEntry(data, name, method)
 
+    def data_offset(self, info: zipfile.ZipInfo) -> int | None:
+        """Where the entry's stored bytes begin, from its local header; None if it has none."""
+        head = self.read_range(info.header_offset, info.header_offset + _LOCAL_HEADER.size)
+        if len(head) < _LOCAL_HEADER.size:
+            return None
+        fields = _LOCAL_HEADER.unpack(head)
+        if fields[0] != _LOCAL_SIGNATURE:
+            return None
+        return int(info.header_offset + _LOCAL_HEADER.size + fields[9] + fields[10])
+
     def _bytes(self, start: int, stop: int, block: tuple[int, bytes] | None) -> bytes:
         if block is not None:
             offset, held = block

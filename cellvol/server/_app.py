@@ -103,7 +103,8 @@ class Served:
             json.dumps(dict(volume.attributes), sort_keys=True, default=str).encode(),
             digest_size=8,
         ).hexdigest()
-        return cls(chosen, location.url, volume, key_reader(store), window, token)
+        keys = key_reader(store, location, storage_options)
+        return cls(chosen, location.url, volume, keys, window, token)
 
 
 def serve_name(url: str) -> str:

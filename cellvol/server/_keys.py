@@ -6,18 +6,19 @@ starting with a dot except zarr v2's metadata files (``.zarray``, ``.zattrs``, `
 backslashes, NUL and other control characters, hidden files) is refused before any file system
 call, and a local key must resolve, symlinks followed, to a regular file inside the store's
 directory. Objects are read from local disk directly, from S3 through the store's own
-fsspec filesystem, and from a local zipped image (``.ozx``) through its zip store.
+fsspec filesystem, and from a zipped image (``.ozx``, local or remote) by ranges of the file.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
 import time
 import urllib.parse
 import zipfile
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -26,11 +27,13 @@ from typing import Any, Final
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from zarr.abc.store import RangeByteRequest, Store
+from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
-from zarr.storage import FsspecStore, LocalStore, ZipStore
+from zarr.storage import FsspecStore, LocalStore
 
+from cellvol._store._location import Location
 from cellvol._store._loop import on_zarr_loop
+from cellvol._store._zip import Archive, open_archive
 
 __all__ = ["KeyInfo", "KeyReader", "is_safe_key", "key_reader", "raw_key"]
 
@@ -181,16 +184,21 @@ class FsspecKeys(KeyReader):
             yield bytes(block)
 
 
-class ZipKeys(KeyReader):
-    """Entries of a local zipped image (``.ozx``), read through the store by ranges.
+class ArchiveKeys(KeyReader):
+    """Entries of a zipped image (``.ozx``), local, on S3 or over HTTP, by ranges of the file.
 
-    The central directory, read once, says what exists. A zip has no links: none escapes.
+    The central directory, read once, says what exists; an entry's stored bytes are located
+    through its local header on first use, then served by byte ranges of the archive, so a
+    range of a shard costs one range read whatever the archive's size. An entry stored
+    compressed (RFC-9 forbids it; other packers may) is read whole through the zarr store.
+    A zip has no links: none escapes.
     """
 
-    def __init__(self, store: ZipStore, path: Path) -> None:
+    def __init__(self, archive: Archive, store: Store) -> None:
+        self.archive = archive
         self.store = store
-        with zipfile.ZipFile(path) as archive:
-            self.entries = {e.filename: e for e in archive.infolist() if not e.is_dir()}
+        self.entries = {e.filename: e for e in archive.entries if not e.is_dir()}
+        self._data_start: dict[str, int | None] = {}
 
     async def info(self, key: str) -> KeyInfo | None:
         entry = self.entries.get(key)
@@ -201,26 +209,37 @@ class ZipKeys(KeyReader):
         return KeyInfo(entry.file_size, f'"{tag}"', formatdate(seconds, usegmt=True), seconds)
 
     async def stream(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        entry = self.entries[key]
+        if entry.compress_type != zipfile.ZIP_STORED:
+            got = await on_zarr_loop(self.store.get(key, default_buffer_prototype()))
+            yield b"" if got is None else got.to_bytes()[start:end]
+            return
+        if key not in self._data_start:
+            self._data_start[key] = await asyncio.to_thread(self.archive.data_offset, entry)
+        base = self._data_start[key]
+        if base is None:
+            raise HTTPException(502, f"{key}: the archive holds no local entry where it says")
         position = start
         while position < end:
-            request = RangeByteRequest(position, min(end, position + 8 * _STREAM_BLOCK))
-            got = self.store.get(key, default_buffer_prototype(), request)
-            buffer = await on_zarr_loop(got)
-            block = b"" if buffer is None else buffer.to_bytes()
+            stop = min(end, position + 8 * _STREAM_BLOCK)
+            read = self.archive.read_range
+            block = await asyncio.to_thread(read, base + position, base + stop)
             if not block:
                 break
             position += len(block)
             yield block
 
 
-def key_reader(store: Store) -> KeyReader:
-    """The reader for a zarr store cellvol opened (local, fsspec or a local .ozx)."""
+def key_reader(
+    store: Store, location: Location, storage_options: Mapping[str, Any] | None = None
+) -> KeyReader:
+    """The reader for the zarr store cellvol opened at ``location`` (local, fsspec, .ozx)."""
+    if location.is_archive:
+        return ArchiveKeys(open_archive(location, storage_options), store)
     if isinstance(store, LocalStore):
         return LocalKeys(Path(store.root))
     if isinstance(store, FsspecStore):
         return FsspecKeys(store)
-    if isinstance(store, ZipStore) and store.path is not None:
-        return ZipKeys(store, store.path)
     raise TypeError(f"cannot serve raw keys of a {type(store).__name__}")
 
 

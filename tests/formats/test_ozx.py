@@ -198,15 +198,31 @@ def test_ngff_zarr_reads_the_archive(image: Path, packed: Path) -> None:
     np.testing.assert_array_equal(np.asarray(multiscales.images[0].data), expected[:])
 
 
-def test_serve_gives_the_archives_entries(packed: Path) -> None:
+@pytest.mark.parametrize("where", ["local", "http", "s3"])
+def test_serve_gives_the_archives_entries_wherever_it_lies(
+    packed: Path,
+    where: str,
+    http_server: Callable[[str | os.PathLike[str]], str],
+    request: pytest.FixtureRequest,
+) -> None:
     from server_helpers import Running
 
     from cellvol.server import Server
 
+    options: dict[str, object] | None = None
+    source = str(packed)
+    if where == "http":
+        source = f"{http_server(packed.parent)}/{packed.name}"
+    elif where == "s3":
+        bucket: S3Bucket = request.getfixturevalue("s3_bucket")
+        options = dict(bucket.storage_options)
+        remote = open_store(bucket.url(), mode="a", storage_options=options)
+        write_bytes(remote, "img.ozx", packed.read_bytes())
+        source = bucket.url("img.ozx")
     with zipfile.ZipFile(packed) as archive:
         key = next(n for n in archive.namelist() if "/c/" in n)
         stored = archive.read(key)
-    with Server([str(packed)]) as server:
+    with Server([source], storage_options=options) as server:
         running = Running(
             server.url, server.host, server.port, packed, packed, np.empty(0), np.empty(0)
         )
@@ -217,7 +233,10 @@ def test_serve_gives_the_archives_entries(packed: Path) -> None:
         part = running.request(f"/data/img/{key}", headers={"Range": "bytes=2-9"})
         assert part.status == 206
         assert part.body == stored[2:10]
+        tail = running.request(f"/data/img/{key}", headers={"Range": "bytes=-5"})
+        assert tail.body == stored[-5:]
         assert running.request("/data/img/0/c/9/9/9").status == 404
+        assert running.request("/tiles/img/0/z/0/0/0.png").status == 200
 
 
 def test_pack_from_s3_and_read_an_archive_on_s3(
