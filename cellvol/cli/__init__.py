@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from cellvol.cli._display import (
     print_volume,
     progress_bar,
     report,
+    report_bug,
     report_warning,
 )
 from cellvol.errors import CellvolError, CellvolWarning, WriteConflictError
@@ -38,10 +38,6 @@ from cellvol.write._pyramid import write_pyramid
 # What the demo writes by default: a 64 MiB uint8 tomogram with 2 nm voxels (a bin-2 cryo-ET).
 _DEMO_SHAPE = "256,512,512"
 _DEMO_SOURCE = "cellvol demo"
-
-
-# Set to 1 to see the traceback of an unexpected error (one that is a bug, not a user's input).
-_TRACEBACK_VARIABLE = "CELLVOL_TRACEBACK"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -79,13 +75,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         report(str(exc) or type(exc).__name__, None)
         raise SystemExit(1) from None
     except Exception as exc:
-        if os.environ.get(_TRACEBACK_VARIABLE) == "1":
-            raise
-        report(
-            f"unexpected {type(exc).__name__}: {exc}",
-            f"this is a bug in cellvol; run again with {_TRACEBACK_VARIABLE}=1 to see where, "
-            "and report it",
-        )
+        report_bug(exc)
         raise SystemExit(1) from None
     raise SystemExit(status if isinstance(status, int) else 0)
 

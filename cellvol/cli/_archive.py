@@ -9,7 +9,13 @@ from typing import Annotated
 import typer
 
 from cellvol.cli._app import app, command_options, spell_option, storage_options_of
-from cellvol.cli._display import console, print_verify_report, progress_bar, report
+from cellvol.cli._display import (
+    console,
+    print_verify_report,
+    progress_bar,
+    report,
+    report_bug,
+)
 from cellvol.errors import CellvolError, InvalidInputError
 from cellvol.formats._ozx import pack as pack_image
 from cellvol.formats._ozx import unpack as unpack_archive
@@ -114,6 +120,9 @@ def verify(
         spell = functools.partial(spell_option, command_options(["verify"]))
         hint = exc.hint_as(spell) if isinstance(exc, CellvolError) else None
         report(str(getattr(exc, "message", exc)) or type(exc).__name__, hint)
+        raise typer.Exit(2) from None
+    except Exception as exc:  # a bug: still no verdict, so not the status of damage found
+        report_bug(exc)
         raise typer.Exit(2) from None
     print_verify_report(found, as_json=as_json)
     raise typer.Exit(0 if found.intact else 1)

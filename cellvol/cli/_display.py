@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,21 @@ def report(message: str, hint: str | None) -> None:
     errors.print(line, highlight=False)
     if hint:
         errors.print(Text.assemble(("hint:", "bold"), " ", " ".join(hint.split())))
+
+
+# Set to 1 to see the traceback of an unexpected error (one that is a bug, not a user's input).
+TRACEBACK_VARIABLE = "CELLVOL_TRACEBACK"
+
+
+def report_bug(exc: Exception) -> None:
+    """Report an unexpected error as a bug in one line, or re-raise it when asked to."""
+    if os.environ.get(TRACEBACK_VARIABLE) == "1":
+        raise exc
+    report(
+        f"unexpected {type(exc).__name__}: {exc}",
+        f"this is a bug in cellvol; run again with {TRACEBACK_VARIABLE}=1 to see where, "
+        "and report it",
+    )
 
 
 def report_warning(message: str) -> None:

@@ -37,7 +37,7 @@ ProblemKind = Literal[
 - ``unlisted``: an object under a level's ``c/`` prefix that the manifest does not list, or,
   in an image with digests, any object of the image they do not list;
 - ``digest``: an object whose size or SHA-256 differs from the image's digests
-  (``_cellvol/digests.json``), or that record failing its own SHA-256;
+  (``_cellvol/digests.json``; that record failing its own SHA-256 is ``unreadable``);
 - ``pyramid`` (deep verification): a coarser level's shard is not what its method makes of
   the level below, or a coarser level's shape or dtype is not;
 - ``archive``: in a ``.ozx``, an entry failing its ZIP CRC-32 or not where the central

@@ -95,6 +95,8 @@ class Scan:
         self.digests: dict[str, tuple[int, str]] = {}
         self.accounted: set[str] = set()
         self._listing: list[str] | None = None
+        # The images whose digests record exists, readable or not.
+        self.stored_digests: set[str] = set()
         # Keys read so far (from worker threads too), so that the last pass reads none twice.
         self.seen: set[str] = set()
         self._seen_lock = threading.Lock()
@@ -175,7 +177,7 @@ class Scan:
         """Check one image's documents and records; collect its objects."""
         group_key = f"{prefix}zarr.json"
         has_digests = self.image_digests(prefix)
-        manifest_raw = self.read(f"{prefix}{MANIFEST_KEY}")
+        manifest_raw = self.raw(f"{prefix}{MANIFEST_KEY}")
         # A manifest that fails its digest is not trusted to blame the shards it lists.
         trusted = self.matches_digest(f"{prefix}{MANIFEST_KEY}", manifest_raw)
         has_records = manifest_raw is not None or has_digests
@@ -224,8 +226,11 @@ class Scan:
     def image_digests(self, prefix: str) -> bool:
         """Read the image's digests into :attr:`digests`; whether they could be."""
         key = f"{prefix}{DIGESTS_KEY}"
+        raw = self.raw(key)
+        if raw is not None:
+            self.stored_digests.add(prefix)
         try:
-            found = parse_digests(self.raw(key), key)
+            found = parse_digests(raw, key)
         except IntegrityError as exc:
             self.problem(key, "unreadable", exc.message)
             return False
@@ -320,7 +325,7 @@ class Scan:
         if isinstance(version, str):
             self.problem(key, "unreadable", version)
         elif version >= COMPLETE_FORMAT and not digests:
-            if self.raw(f"{prefix}{DIGESTS_KEY}") is None:
+            if prefix not in self.stored_digests:
                 self.problem(
                     f"{prefix}{DIGESTS_KEY}",
                     "missing",
@@ -421,7 +426,8 @@ class Scan:
             found = {f"{base}/{layout.chunk_key(p)}" for p in np.ndindex(*grid)}
         else:
             self.report.unchecked.append(
-                f"{base}: objects the manifest does not list (HTTP cannot list them)"
+                f"{base}: objects {'the digests do' if digests else 'the manifest does'} not "
+                "list (HTTP cannot list them)"
             )
         todo = self.objects[-1][1]
         shard_layout = layout if trusted else None

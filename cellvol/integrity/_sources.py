@@ -13,6 +13,7 @@ from zarr.abc.store import Store
 
 from cellvol._store import read_bytes, read_objects
 from cellvol.integrity._report import Problem
+from cellvol.ome._manifest import LEDGER_PREFIX
 
 __all__ = ["Read", "Source", "StoreSource"]
 
@@ -42,7 +43,17 @@ class StoreSource:
         return read_bytes(self.store, key), []
 
     def runs(self, keys: Sequence[str]) -> list[list[str]]:
-        return [list(keys[i : i + _RUN_KEYS]) for i in range(0, len(keys), _RUN_KEYS)]
+        # Only cellvol's records, small by design, go in runs: anything else (a stray shard)
+        # is read alone, so that memory stays bounded by a few objects.
+        records = [k for k in keys if _is_record(k)]
+        alone = [[k] for k in keys if not _is_record(k)]
+        runs = [records[i : i + _RUN_KEYS] for i in range(0, len(records), _RUN_KEYS)]
+        return runs + alone
 
     def read_run(self, keys: Sequence[str]) -> list[Read]:
         return [(data, []) for data in read_objects(self.store, keys)]
+
+
+def _is_record(key: str) -> bool:
+    """Whether ``key`` is one of cellvol's records (``_cellvol/...`` of an image)."""
+    return key.startswith(f"{LEDGER_PREFIX}/") or f"/{LEDGER_PREFIX}/" in key

@@ -33,8 +33,8 @@ from cellvol.labels._references import Reference, parse_references
 from cellvol.labels._write import store_image_label
 from cellvol.ome._metadata import ome_namespace
 from cellvol.read._open import open as open_volume
-from cellvol.read._volume import LabelImage
-from cellvol.write._digests import rewrite_crate
+from cellvol.read._volume import LABELS_GROUP, LabelImage
+from cellvol.write._digests import editing, rewrite_crate
 
 __all__ = ["Annotation", "annotate", "annotate_from_file", "read_annotation_file"]
 
@@ -161,22 +161,24 @@ def apply_annotations(
                 f"{prefix}cannot annotate labels {labels!r} of {volume.url}: "
                 + table.missing_message(entry.segment_id)
             )
-    store = open_store(label_image.url, mode="a", storage_options=options)
-    group = zarr.open_group(store=store, mode="a", zarr_format=3)
-    image_label = dict(ome_namespace(dict(group.attrs)).get("image-label") or {})
-    properties = {int(p["label-value"]): dict(p) for p in image_label.get("properties") or ()}
-    for entry in entries:
-        stored = properties.setdefault(entry.segment_id, {"label-value": entry.segment_id})
-        if entry.name is not None:
-            stored["name"] = entry.name
-        if entry.description is not None:
-            stored["description"] = entry.description
-        if entry.references is not None:
-            stored["references"] = [r.to_json() for r in entry.references]
-    image_label["properties"] = [properties[k] for k in sorted(properties)]
-    store_image_label(group, image_label, table)
-    # The image's crate lists the annotations' references: it is refreshed with them.
-    rewrite_crate(open_store(volume.url, mode="a", storage_options=options), volume.url)
+    image_store = open_store(volume.url, mode="a", storage_options=options)
+    with editing(image_store, volume.url, ("", f"{LABELS_GROUP}/{labels}")):
+        store = open_store(label_image.url, mode="a", storage_options=options)
+        group = zarr.open_group(store=store, mode="a", zarr_format=3)
+        image_label = dict(ome_namespace(dict(group.attrs)).get("image-label") or {})
+        properties = {int(p["label-value"]): dict(p) for p in image_label.get("properties") or ()}
+        for entry in entries:
+            stored = properties.setdefault(entry.segment_id, {"label-value": entry.segment_id})
+            if entry.name is not None:
+                stored["name"] = entry.name
+            if entry.description is not None:
+                stored["description"] = entry.description
+            if entry.references is not None:
+                stored["references"] = [r.to_json() for r in entry.references]
+        image_label["properties"] = [properties[k] for k in sorted(properties)]
+        store_image_label(group, image_label, table)
+        # The image's crate lists the annotations' references: it is refreshed with them.
+        rewrite_crate(image_store, volume.url)
     return {
         e.segment_id: {k: v for k, v in properties[e.segment_id].items() if k != "label-value"}
         for e in entries

@@ -27,18 +27,16 @@ import zarr
 
 from cellvol._codec._cache import ChunkCache
 from cellvol._store import make_durable, open_store
-from cellvol._store._lease import take_lease
 from cellvol.errors import InvalidInputError, MetadataError, NotOMEZarrError, StoreNotFoundError
 from cellvol.formats._open import open_source
 from cellvol.labels._segments import compute_segments, write_segments
 from cellvol.ome._display import label_color
-from cellvol.ome._manifest import LEASE_KEY
 from cellvol.ome._metadata import ome_namespace, stored_attributes
 from cellvol.progress import ProgressCallback
 from cellvol.read._open import open as open_volume
 from cellvol.read._segments import SEGMENTS_PATH, SegmentTable
 from cellvol.read._volume import LABELS_GROUP, LabelImage, Volume, label_names
-from cellvol.write._digests import refresh_digests, rewrite_crate
+from cellvol.write._digests import editing, refresh_digests, rewrite_crate
 
 __all__ = ["store_image_label", "validate_label_attributes", "write_labels"]
 
@@ -127,7 +125,7 @@ def write_labels(
     # The image's lease for the whole operation: its label list, the label pyramid and its
     # segment table change together, and no other write of the image may interleave.
     image_store = open_store(target.url, mode="a", storage_options=options)
-    with take_lease(image_store, target.url, LEASE_KEY):
+    with editing(image_store, target.url):
         write_pyramid(
             source,
             url,

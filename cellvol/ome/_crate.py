@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -40,7 +39,7 @@ from cellvol._store import (
     write_bytes,
 )
 from cellvol.errors import IntegrityError, MetadataError, NotOMEZarrError
-from cellvol.ome._manifest import MANIFEST_KEY, Manifest, parse_manifest
+from cellvol.ome._manifest import MANIFEST_KEY, Manifest, parse_manifest, write_day
 from cellvol.ome._metadata import PROVENANCE_KEY, Multiscale, ome_namespace, read_multiscale
 
 __all__ = [
@@ -135,7 +134,7 @@ def build_crate(store: Store, where: str) -> dict[str, Any]:
     described = {
         "name": root.multiscale.name or where.rstrip("/").rsplit("/", 1)[-1],
         "description": _describe_image(root),
-        "datePublished": _date(root.provenance),
+        "datePublished": _date(root.provenance, store),
         "conformsTo": _ref(ngff),
         "hasPart": parts,
     }
@@ -254,13 +253,23 @@ def _json_object(raw: bytes | None) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _date(record: Mapping[str, Any]) -> str:
-    """The recorded day of the write; today (UTC) for images that record none."""
+def _date(record: Mapping[str, Any], store: Store) -> str:
+    """The recorded day of the write.
+
+    For images that record none (another tool's, an older cellvol's): the day an earlier
+    crate of the image was published, so that rewriting it changes nothing else; else today
+    (UTC, or ``SOURCE_DATE_EPOCH``'s day).
+    """
     date = record.get("date")
     if isinstance(date, str):
         return date
-    # Written by another tool or an older cellvol: the crate is published now.
-    return datetime.now(UTC).date().isoformat()
+    earlier = _json_object(read_bytes(store, CRATE_KEY))
+    for entity in (earlier or {}).get("@graph", []):
+        if isinstance(entity, dict) and entity.get("@id") == "./":
+            published = entity.get("datePublished")
+            if isinstance(published, str):
+                return published
+    return write_day()
 
 
 def _image_name(image: _Image) -> str:

@@ -11,9 +11,11 @@ ledger (:mod:`cellvol.write`) writes it.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import numpy as np
@@ -31,6 +33,7 @@ __all__ = [
     "encode_manifest",
     "layout_differences",
     "parse_manifest",
+    "write_day",
 ]
 
 LEDGER_PREFIX: Final = "_cellvol"
@@ -141,3 +144,13 @@ def layout_differences(array: Any, recorded: Mapping[str, Any]) -> list[tuple[st
         for field, value in found.items()
         if field in recorded and recorded[field] != value
     ]
+
+
+def write_day() -> str:
+    """Today in UTC as ``YYYY-MM-DD``, or the day ``SOURCE_DATE_EPOCH`` names when it is set.
+
+    A day, not a time: two writes of the same data on one day store the same bytes.
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    moment = datetime.fromtimestamp(int(epoch), UTC) if epoch.isdigit() else datetime.now(UTC)
+    return moment.date().isoformat()

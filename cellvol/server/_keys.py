@@ -204,21 +204,22 @@ class ArchiveKeys(KeyReader):
         entry = self.entries.get(key)
         if entry is None:
             return None
+        if entry.compress_type == zipfile.ZIP_STORED and key not in self._data_start:
+            # Located before the reply starts, so that a damaged entry gets a status of its own.
+            self._data_start[key] = await asyncio.to_thread(self.archive.data_offset, entry)
+        if self._data_start.get(key, 0) is None:
+            raise HTTPException(502, f"{key}: the archive holds no local entry where it says")
         seconds = time.mktime((*entry.date_time, 0, 0, -1))
         tag = f"{entry.CRC:08x}-{entry.file_size:x}"  # the entry's own checksum
         return KeyInfo(entry.file_size, f'"{tag}"', formatdate(seconds, usegmt=True), seconds)
 
     async def stream(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
         entry = self.entries[key]
-        if entry.compress_type != zipfile.ZIP_STORED:
+        base = self._data_start.get(key)
+        if entry.compress_type != zipfile.ZIP_STORED or base is None:
             got = await on_zarr_loop(self.store.get(key, default_buffer_prototype()))
             yield b"" if got is None else got.to_bytes()[start:end]
             return
-        if key not in self._data_start:
-            self._data_start[key] = await asyncio.to_thread(self.archive.data_offset, entry)
-        base = self._data_start[key]
-        if base is None:
-            raise HTTPException(502, f"{key}: the archive holds no local entry where it says")
         position = start
         while position < end:
             stop = min(end, position + 8 * _STREAM_BLOCK)

@@ -10,7 +10,8 @@ its segment table): it re-hashes the objects the edit changed and rewrites the r
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,8 @@ from cellvol._store import (
     read_objects,
     write_bytes,
 )
-from cellvol.errors import IntegrityError
+from cellvol._store._lease import take_lease
+from cellvol.errors import IntegrityError, WriteConflictError
 from cellvol.ome._crate import CRATE_KEY, write_crate
 from cellvol.ome._digests import (
     DIGESTS_KEY,
@@ -36,11 +38,12 @@ from cellvol.ome._digests import (
     parse_digests,
     sha256_hex,
 )
-from cellvol.ome._manifest import LEDGER_PREFIX, MANIFEST_KEY
+from cellvol.ome._manifest import LEASE_KEY, LEDGER_PREFIX, MANIFEST_KEY
 from cellvol.write._ledger import Ledger
 from cellvol.write._plan import PyramidPlan
 
 __all__ = [
+    "editing",
     "end_records",
     "metadata_digests",
     "refresh_crate",
@@ -142,15 +145,7 @@ def refresh_digests(store: Store, image_prefix: str, keys: Iterable[str]) -> Non
         :func:`cellvol.verify` first.
     """
     prefix = _prefix(image_prefix)
-    raw = read_bytes(store, prefix + DIGESTS_KEY)
-    where = prefix.rstrip("/") or "the image"
-    try:
-        objects = parse_digests(raw, where)
-    except IntegrityError as exc:
-        raise IntegrityError(
-            f"{exc.message}; not rewritten, as that would vouch for whatever changed",
-            hint="run 'cellvol verify' on the image",
-        ) from exc
+    objects = _stored_digests(store, prefix)
     if objects is None:
         return
     changed: set[str] = set()
@@ -170,6 +165,53 @@ def refresh_digests(store: Store, image_prefix: str, keys: Iterable[str]) -> Non
             else:
                 objects[key] = (len(data), sha256_hex(data))
     write_digests(store, image_prefix, objects)
+
+
+@contextmanager
+def editing(store: Store, url: str, image_prefixes: Sequence[str] = ("",)) -> Iterator[None]:
+    """Hold a finished image's lease for an edit, its digests checked before anything changes.
+
+    Every edit of an image after its write (labels, annotations, its crate) runs inside:
+    edits of one image never interleave (each rewrites its digests from what it read), and
+    none lands on an image whose digests are damaged, which the edit could not record.
+
+    Parameters
+    ----------
+    store, url
+        The image's store, opened for writing, and its location.
+    image_prefixes
+        The images whose digests the edit will refresh: ``""`` for the image itself,
+        ``"labels/<name>"`` for a label image.
+
+    Raises
+    ------
+    WriteConflictError
+        If another writer holds the image, or its own write has not finished.
+    IntegrityError
+        If the digests of one of the images are damaged.
+    """
+    with take_lease(store, url, LEASE_KEY):
+        ledger = Ledger(store, url)
+        if ledger.job() is not None and not ledger.is_complete():
+            raise WriteConflictError(
+                f"{url} holds a write that has not finished: it cannot be edited yet",
+                hint="finish it (resume the write with {resume=True}) first",
+            )
+        for prefix in image_prefixes:
+            _stored_digests(store, _prefix(prefix))
+        yield
+
+
+def _stored_digests(store: Store, prefix: str) -> Digests | None:
+    """The digests of the image at ``prefix`` (None if it has none), refusing damaged ones."""
+    where = prefix.rstrip("/") or "the image"
+    try:
+        return parse_digests(read_bytes(store, prefix + DIGESTS_KEY), where)
+    except IntegrityError as exc:
+        raise IntegrityError(
+            f"{exc.message}; not rewritten, as that would vouch for whatever changed",
+            hint="run 'cellvol verify' on the image",
+        ) from exc
 
 
 def rewrite_crate(store: Store, where: str) -> None:
@@ -200,7 +242,8 @@ def refresh_crate(
     location = parse_location(image)
     open_store(location.url, mode="r", storage_options=storage_options)  # it must exist
     store = open_store(location.url, mode="a", storage_options=storage_options)
-    rewrite_crate(store, location.url)
+    with editing(store, location.url):
+        rewrite_crate(store, location.url)
     return f"{location.url.rstrip('/')}/{CRATE_KEY}"
 
 

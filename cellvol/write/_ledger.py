@@ -35,10 +35,8 @@ file into place; an S3 PUT is atomic), so a rewritten shard is byte-identical to
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from zarr.abc.store import Store
@@ -62,9 +60,10 @@ from cellvol.ome._manifest import (
     RECORD_FORMAT,
     dumps_record,
     encode_manifest,
+    write_day,
 )
 
-__all__ = ["Ledger", "ShardKey", "ShardRecord", "write_day"]
+__all__ = ["Ledger", "ShardKey", "ShardRecord"]
 
 
 #: A shard: its level index and its position in that level's shard grid.
@@ -240,16 +239,6 @@ class Ledger:
     def is_complete(self) -> bool:
         """Whether the completion marker exists."""
         return object_size(self.store, COMPLETE_KEY) is not None
-
-
-def write_day() -> str:
-    """Today in UTC as ``YYYY-MM-DD``, or the day ``SOURCE_DATE_EPOCH`` names when it is set.
-
-    A day, not a time: two writes of the same data on one day store the same bytes.
-    """
-    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    moment = datetime.fromtimestamp(int(epoch), UTC) if epoch.isdigit() else datetime.now(UTC)
-    return moment.date().isoformat()
 
 
 _CRC = re.compile(r"[0-9a-f]{8}")
