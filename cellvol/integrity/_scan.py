@@ -178,8 +178,13 @@ class Scan:
         group_key = f"{prefix}zarr.json"
         has_digests = self.image_digests(prefix)
         manifest_raw = self.raw(f"{prefix}{MANIFEST_KEY}")
-        # A manifest that fails its digest is not trusted to blame the shards it lists.
-        trusted = self.matches_digest(f"{prefix}{MANIFEST_KEY}", manifest_raw)
+        # A manifest that fails its digest is not trusted to blame the shards it lists; a
+        # missing one is reported by the records' check, which says what its loss means.
+        trusted = True
+        if manifest_raw is None:
+            self.accounted.add(f"{prefix}{MANIFEST_KEY}")
+        else:
+            trusted = self.matches_digest(f"{prefix}{MANIFEST_KEY}", manifest_raw)
         has_records = manifest_raw is not None or has_digests
         document = self.document(
             group_key, "the image's metadata", required=has_records or bool(prefix)

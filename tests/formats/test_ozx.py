@@ -272,3 +272,24 @@ def test_an_unfinished_write_is_not_packed(image: Path, tmp_path: Path) -> None:
     with pytest.raises(WriteConflictError, match="holds a write that has not finished"):
         cellvol.pack(copy, tmp_path / "img.ozx")
     assert not (tmp_path / "img.ozx").exists()
+
+
+def test_serve_answers_502_for_an_entry_without_its_local_header(
+    packed: Path, tmp_path: Path
+) -> None:
+    from server_helpers import Running
+
+    from cellvol.server import Server
+
+    damaged = tmp_path / "img.ozx"
+    raw = bytearray(packed.read_bytes())
+    with zipfile.ZipFile(packed) as archive:
+        entry = next(e for e in archive.infolist() if "/c/" in e.filename)
+    raw[entry.header_offset] ^= 0xFF  # the local header's signature
+    damaged.write_bytes(bytes(raw))
+    with Server([str(damaged)]) as server:
+        running = Running(
+            server.url, server.host, server.port, damaged, damaged, np.empty(0), np.empty(0)
+        )
+        assert running.request(f"/data/img/{entry.filename}").status == 502
+        assert running.request("/data/img/zarr.json").status == 200

@@ -391,3 +391,26 @@ def test_pack_carries_the_crate(tmp_path: Path) -> None:
         assert packed.read(CRATE) == (image / CRATE).read_bytes()
     # Read back where it lies, through the archive.
     assert cellvol.open(archive).crate == json.loads((image / CRATE).read_bytes())
+
+
+def test_an_image_without_a_recorded_day_keeps_its_first_crates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = tmp_path / "old.zarr"
+    cellvol.write_pyramid(np.ones((4, 16, 16), np.uint16), image, 1.0)
+    # As an older cellvol wrote it: no day in the provenance.
+    group = zarr.open_group(image, mode="a")
+    provenance = dict(group.attrs["cellvol"])
+    provenance.pop("date")
+    group.attrs["cellvol"] = provenance
+    refresh_digests(open_store(str(image), mode="a"), "", ["zarr.json"])
+    (image / CRATE).unlink()
+    refresh_digests(open_store(str(image), mode="a"), "", [CRATE])
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert runner.invoke(app, ["crate", str(image)]).exit_code == 0
+    first = (image / CRATE).read_bytes()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1800000000")  # years later
+    assert runner.invoke(app, ["crate", str(image)]).exit_code == 0
+    assert (image / CRATE).read_bytes() == first
+    assert '"datePublished": "2023-11-14"' in first.decode()
+    assert cellvol.verify(image).intact

@@ -177,3 +177,22 @@ def test_unlisted_objects_anywhere_in_the_image(image: Path) -> None:
     assert problems == {
         (key, "unlisted") for key in ("notes.txt", "0/extra", "_cellvol/other.json", "labels/x/y")
     }
+
+
+def test_a_record_holding_nan_is_damage_not_a_crash(image: Path) -> None:
+    marker = image / "_cellvol/complete.json"
+    marker.write_text('{"format": NaN}')
+    found = {(p.key, p.kind) for p in cellvol.verify(image).problems}
+    assert ("_cellvol/complete.json", "unreadable") in found
+    with pytest.raises(IntegrityError, match="own SHA-256"):
+        parse_digests(b'{"format": 1, "objects": {}, "sha256": "x", "y": NaN}', "img")
+
+
+def test_a_changed_manifest_is_reported_once(image: Path) -> None:
+    manifest = image / "_cellvol/manifest.json"
+    manifest.write_text(manifest.read_text() + " ")
+    problems = [p for p in cellvol.verify(image).problems if p.key == "_cellvol/manifest.json"]
+    assert [p.kind for p in problems] == ["digest"]
+    manifest.unlink()
+    problems = [p for p in cellvol.verify(image).problems if p.key == "_cellvol/manifest.json"]
+    assert [p.kind for p in problems] == ["missing"]

@@ -314,3 +314,16 @@ def test_http_verifies_listed_shards_and_says_what_it_cannot(
     _delete(LABEL_SHARD)(image)
     problems = {(p.key, p.kind) for p in cellvol.verify(url).problems}
     assert problems == {(SHARD, "chunk-checksum"), (LABEL_SHARD, "missing")}
+
+
+def test_cli_a_bug_is_no_verdict_and_exits_2(image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cellvol.integrity import _scan
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.delenv("CELLVOL_TRACEBACK", raising=False)
+    monkeypatch.setattr(_scan, "check_object", broken)
+    result = runner.invoke(app, ["verify", str(image)])
+    assert result.exit_code == 2
+    assert "this is a bug in cellvol" in result.output
