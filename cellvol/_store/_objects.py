@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from zarr.abc.store import ByteRequest, RangeByteRequest, Store, SuffixByteRequest
+from zarr.abc.store import (
+    ByteRequest,
+    OffsetByteRequest,
+    RangeByteRequest,
+    Store,
+    SuffixByteRequest,
+)
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
@@ -32,6 +38,23 @@ __all__ = [
     "read_tail",
     "write_bytes",
 ]
+
+
+def _read_local(path: Path, byte_range: ByteRequest | None) -> bytes | None:
+    """A local object's bytes (or the part ``byte_range`` asks for), as zarr's store reads it."""
+    try:
+        with open(path, "rb") as stream:
+            if isinstance(byte_range, RangeByteRequest):
+                stream.seek(byte_range.start)
+                return stream.read(max(0, byte_range.end - byte_range.start))
+            if isinstance(byte_range, SuffixByteRequest):
+                size = os.fstat(stream.fileno()).st_size
+                stream.seek(max(0, size - byte_range.suffix))
+            elif isinstance(byte_range, OffsetByteRequest):
+                stream.seek(byte_range.offset)
+            return stream.read()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
 
 
 def read_bytes(store: Store, key: str) -> bytes | None:
@@ -70,6 +93,11 @@ def read_objects(
     """
     if not keys:
         return []
+    if isinstance(store, LocalStore):
+        # Plain reads in the calling thread: zarr's route (its I/O loop, a buffer, a copy out
+        # of it) costs a local read about three times what the file system does.
+        root = Path(store.root)
+        return [_read_local(root / key, byte_range) for key in keys]
     prototype = default_buffer_prototype()
 
     async def fetch_all() -> list[Any]:

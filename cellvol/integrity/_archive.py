@@ -129,6 +129,9 @@ class EntryReader:
             for info, entry in zip(infos, self.archive.read_entries(infos), strict=True)
         ]
 
+    def prefetch(self, key: str) -> None:
+        """Nothing: an archive's entries are read in the order they are stored."""
+
 
 def _offset(info: zipfile.ZipInfo) -> int:
     return info.header_offset

@@ -20,7 +20,7 @@ import bisect
 import json
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +35,7 @@ from cellvol._store import list_keys, read_objects
 from cellvol._store._nodes import _node_from_document
 from cellvol.errors import IntegrityError, MetadataError
 from cellvol.integrity._digests import digest_problem, marker_format
-from cellvol.integrity._pool import bounded
+from cellvol.integrity._pool import IN_FLIGHT_PER_WORKER, bounded
 from cellvol.integrity._report import Problem, ProblemKind, VerifyReport
 from cellvol.integrity._shards import check_object
 from cellvol.integrity._sources import Read, Source
@@ -465,13 +465,23 @@ class Scan:
                 levels = tuple(range(n_levels))
                 reporter = ProgressReporter(progress, stage, levels, len(objects))
                 reporter.start()
-                for problems, nbytes, chunks in bounded(pool, self.check_one, objects, workers):
+                ahead = self.prefetched(objects, workers * IN_FLIGHT_PER_WORKER)
+                for problems, nbytes, chunks in bounded(pool, self.check_one, ahead, workers):
                     self.report.problems += problems
                     self.report.chunks += chunks
                     if nbytes is not None:
                         self.report.shards += 1
                         self.report.nbytes += nbytes
                     reporter.advance(nbytes or 0)
+
+    def prefetched(self, objects: list[_Object], ahead: int) -> Iterator[_Object]:
+        """``objects`` in order, each hinted to the source ``ahead`` objects before its turn."""
+        for item in objects[:ahead]:
+            self.source.prefetch(item.key)
+        for number, item in enumerate(objects):
+            if number + ahead < len(objects):
+                self.source.prefetch(objects[number + ahead].key)
+            yield item
 
     def check_one(self, item: _Object) -> tuple[list[Problem], int | None, int]:
         data, found = self.fetch(item.key)
