@@ -35,7 +35,7 @@ from cellvol._store import list_keys, read_objects
 from cellvol._store._nodes import _node_from_document
 from cellvol.errors import IntegrityError, MetadataError
 from cellvol.integrity._digests import digest_problem, marker_format
-from cellvol.integrity._pool import IN_FLIGHT_PER_WORKER, bounded
+from cellvol.integrity._pool import bounded
 from cellvol.integrity._report import Problem, ProblemKind, VerifyReport
 from cellvol.integrity._shards import check_object
 from cellvol.integrity._sources import Read, Source
@@ -55,6 +55,10 @@ from cellvol.progress import ProgressCallback, ProgressReporter
 
 __all__ = ["Scan"]
 
+
+# Objects per worker the kernel is asked to read before their turn: page cache, not the
+# process's memory; beyond the two in flight, it keeps a virtual disk's queue full.
+_READ_AHEAD_PER_WORKER = 6
 
 @dataclass(frozen=True, slots=True)
 class _Object:
@@ -465,7 +469,7 @@ class Scan:
                 levels = tuple(range(n_levels))
                 reporter = ProgressReporter(progress, stage, levels, len(objects))
                 reporter.start()
-                ahead = self.prefetched(objects, workers * IN_FLIGHT_PER_WORKER)
+                ahead = self.prefetched(objects, workers * _READ_AHEAD_PER_WORKER)
                 for problems, nbytes, chunks in bounded(pool, self.check_one, ahead, workers):
                     self.report.problems += problems
                     self.report.chunks += chunks
