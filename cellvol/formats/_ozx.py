@@ -24,6 +24,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
@@ -47,6 +48,7 @@ from cellvol.errors import (
     SourceChangedError,
     WriteConflictError,
 )
+from cellvol.formats._zip_entries import EntryWriter, file_crc
 from cellvol.ome._manifest import LEDGER_PREFIX
 
 __all__ = ["PIECE_BYTES", "entry_order", "pack", "unpack"]
@@ -129,11 +131,10 @@ def pack(
     stamp = time.localtime()[:6]
     try:
         with (
-            open(partial, "wb") as stream,
+            open(partial, "wb", buffering=0) as stream,
             zipfile.ZipFile(stream, "w", zipfile.ZIP_STORED, allowZip64=True) as archive,
         ):
-            for key in entry_order(keys):
-                _copy_into(store, key, archive, stamp, source.url)
+            _copy_entries(store, entry_order(keys), EntryWriter(archive, stream), stamp, source.url)
             archive.comment = json.dumps(comment, separators=(",", ":")).encode()
         replace_durably(partial, target)
     except BaseException:
@@ -236,17 +237,34 @@ def _pieces(store: Store, key: str, where: str) -> Any:
         yield piece
 
 
-def _copy_into(
-    store: Store, key: str, archive: zipfile.ZipFile, stamp: tuple[int, ...], where: str
+def _copy_entries(
+    store: Store, keys: Sequence[str], writer: EntryWriter, stamp: tuple[int, ...], where: str
 ) -> None:
-    info = zipfile.ZipInfo(key, date_time=stamp)  # type: ignore[arg-type]
-    info.compress_type = zipfile.ZIP_STORED
-    info.external_attr = 0o644 << 16  # a regular file, rw-r--r--, for unzip tools
-    # force_zip64: the sizes are only known as the pieces arrive, and ZIP64 fields from the
-    # start let any entry pass 4 GiB.
-    with archive.open(info, "w", force_zip64=True) as entry:
-        for piece in _pieces(store, key, where):
-            entry.write(piece)
+    """Every object at ``keys`` into the archive, in that order.
+
+    A local object is copied by the kernel while the next one's CRC-32 is computed on another
+    thread; anything else is streamed in pieces of at most :data:`PIECE_BYTES`.
+    """
+    root = Path(store.root) if isinstance(store, LocalStore) else None
+    with ThreadPoolExecutor(1, thread_name_prefix="cellvol-pack") as crcs:
+        upcoming = crcs.submit(file_crc, root / keys[0]) if root is not None and keys else None
+        for number, key in enumerate(keys):
+            info = zipfile.ZipInfo(key, date_time=stamp)  # type: ignore[arg-type]
+            info.external_attr = 0o644 << 16  # a regular file, rw-r--r--, for unzip tools
+            if root is None or upcoming is None:
+                size = object_size(store, key)
+                if size is None:
+                    raise SourceChangedError(f"{where}: {key} disappeared while it was copied")
+                writer.add_pieces(info, size, _pieces(store, key, where))
+                continue
+            crc = upcoming
+            if number + 1 < len(keys):
+                upcoming = crcs.submit(file_crc, root / keys[number + 1])
+            try:
+                writer.add_file(info, root / key, crc)
+            except FileNotFoundError:
+                gone = f"{where}: {key} disappeared while it was copied"
+                raise SourceChangedError(gone) from None
 
 
 def _copy_out(store: Store, key: str, path: Path, where: str) -> None:

@@ -60,6 +60,7 @@ __all__ = ["Scan"]
 # process's memory; beyond the two in flight, it keeps a virtual disk's queue full.
 _READ_AHEAD_PER_WORKER = 6
 
+
 @dataclass(frozen=True, slots=True)
 class _Object:
     """A stored object to read and check.

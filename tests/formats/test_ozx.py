@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from cellvol.errors import (
     WriteConflictError,
 )
 from cellvol.formats import _ozx
+from cellvol.formats._zip_entries import EntryWriter
 
 _ZIP64_EXTRA = 0x0001
 
@@ -114,16 +117,16 @@ def test_an_interrupted_pack_leaves_no_archive(
     image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     copies = 0
-    real = _ozx._copy_into
+    real = EntryWriter.add_file
 
-    def failing(*args: object, **kwargs: object) -> None:
+    def failing(self: EntryWriter, *args: Any) -> None:
         nonlocal copies
         copies += 1
         if copies == 5:
             raise SourceChangedError("interrupted")
-        real(*args, **kwargs)  # type: ignore[arg-type]
+        real(self, *args)
 
-    monkeypatch.setattr(_ozx, "_copy_into", failing)
+    monkeypatch.setattr(EntryWriter, "add_file", failing)
     with pytest.raises(SourceChangedError):
         cellvol.pack(image, tmp_path / "x.ozx")
     assert list(tmp_path.iterdir()) == []
@@ -293,3 +296,32 @@ def test_serve_answers_502_for_an_entry_without_its_local_header(
         )
         assert running.request(f"/data/img/{entry.filename}").status == 502
         assert running.request("/data/img/zarr.json").status == 200
+
+
+def _zipfile_written(image: Path, packed: Path, out: Path) -> bytes:
+    """The archive zipfile's own entry writer makes of the same objects, stamps and comment."""
+    with zipfile.ZipFile(packed) as made:
+        infos = made.infolist()
+        comment = made.comment
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for info in infos:
+            entry = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+            entry.external_attr = info.external_attr
+            with archive.open(entry, "w", force_zip64=True) as stream:
+                stream.write((image / info.filename).read_bytes())
+        archive.comment = comment
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_pack_writes_what_zipfile_would(
+    image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_copy: bool
+) -> None:
+    if not kernel_copy:  # a file system or kernel that refuses copy_file_range
+
+        def refused(*args: object, **kwargs: object) -> int:
+            raise OSError(errno.EXDEV, "cross-device")
+
+        monkeypatch.setattr(os, "copy_file_range", refused)
+    out = cellvol.pack(image, tmp_path / "fast.ozx")
+    assert out.read_bytes() == _zipfile_written(image, out, tmp_path / "zipfile.ozx")
