@@ -465,12 +465,15 @@ class Scan:
 
     def check_objects(self, workers: int, progress: ProgressCallback | None) -> None:
         """Read and check every collected object, ``workers`` at a time."""
-        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="cellvol-verify") as pool:
+        with (
+            ThreadPoolExecutor(max(1, workers), thread_name_prefix="cellvol-verify") as pool,
+            ThreadPoolExecutor(1, thread_name_prefix="cellvol-read-ahead") as hinter,
+        ):
             for stage, (n_levels, objects) in enumerate(self.objects):
                 levels = tuple(range(n_levels))
                 reporter = ProgressReporter(progress, stage, levels, len(objects))
                 reporter.start()
-                ahead = self.prefetched(objects, workers * _READ_AHEAD_PER_WORKER)
+                ahead = self.prefetched(objects, workers * _READ_AHEAD_PER_WORKER, hinter)
                 for problems, nbytes, chunks in bounded(pool, self.check_one, ahead, workers):
                     self.report.problems += problems
                     self.report.chunks += chunks
@@ -479,13 +482,19 @@ class Scan:
                         self.report.nbytes += nbytes
                     reporter.advance(nbytes or 0)
 
-    def prefetched(self, objects: list[_Object], ahead: int) -> Iterator[_Object]:
-        """``objects`` in order, each hinted to the source ``ahead`` objects before its turn."""
+    def prefetched(
+        self, objects: list[_Object], ahead: int, hinter: ThreadPoolExecutor
+    ) -> Iterator[_Object]:
+        """``objects`` in order, each hinted to the source ``ahead`` objects before its turn.
+
+        The hints go out on a thread of their own: a kernel's read-ahead can block while it
+        queues the reads, and the checks must not wait for it.
+        """
         for item in objects[:ahead]:
-            self.source.prefetch(item.key)
+            hinter.submit(self.source.prefetch, item.key)
         for number, item in enumerate(objects):
             if number + ahead < len(objects):
-                self.source.prefetch(objects[number + ahead].key)
+                hinter.submit(self.source.prefetch, objects[number + ahead].key)
             yield item
 
     def check_one(self, item: _Object) -> tuple[list[Problem], int | None, int]:
