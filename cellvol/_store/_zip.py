@@ -72,17 +72,11 @@ def open_zip(location: Location, mode: Mode, options: dict[str, Any]) -> Store:
             "cellvol.pack or `cellvol pack`",
         )
     if location.scheme == "file":
-        try:
-            archive = zipfile.ZipFile(location.path)  # reads the central directory: a check
-        except FileNotFoundError:
-            raise StoreNotFoundError(f"{location.url} does not exist") from None
-        except IsADirectoryError:
-            raise InvalidInputError(
-                f"{location.url} is a directory: a .ozx is a single zip file"
-            ) from None
-        except _UNREADABLE as exc:
-            raise _not_a_zip(location, exc) from None
-        archive.close()
+        with _open_local(location) as handle:
+            try:
+                zipfile.ZipFile(handle).close()  # reads the central directory: a check
+            except _UNREADABLE as exc:
+                raise _not_a_zip(location, exc) from None
         return ZipStore(location.path, mode="r")
     return ZipStore(_remote_file(location, options), mode="r")
 
@@ -169,14 +163,7 @@ class Archive:
         self.url = location.url
         self._fd: int | None = None
         if location.scheme == "file":
-            try:
-                handle: Any = open(location.path, "rb")  # noqa: SIM115 - closed below
-            except FileNotFoundError:
-                raise StoreNotFoundError(f"{location.url} does not exist") from None
-            except IsADirectoryError:
-                raise InvalidInputError(
-                    f"{location.url} is a directory: a .ozx is a single zip file"
-                ) from None
+            handle: Any = _open_local(location)
             self._fd = os.dup(handle.fileno())  # for positional reads from any thread
             self.size = os.fstat(self._fd).st_size
         else:
@@ -283,6 +270,18 @@ class Archive:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _open_local(location: Location) -> Any:
+    """The local archive's file, opened for reading; the caller closes it."""
+    try:
+        return open(location.path, "rb")
+    except FileNotFoundError:
+        raise StoreNotFoundError(f"{location.url} does not exist") from None
+    except IsADirectoryError:
+        raise InvalidInputError(
+            f"{location.url} is a directory: a .ozx is a single zip file"
+        ) from None
 
 
 def open_archive(
