@@ -210,38 +210,52 @@ def _compose(
             f"{file} has no 3-D volume segmentation: expected a lattice_list with at least one "
             "lattice and segments with a three_d_volume (mesh and shape segments are not read)"
         )
-    arrays = {key: _lattice(file, key, lat, shape) for key, lat in lattices.items()}
-    ids = [int(s.id) for s in segments]
-    dtype = np.result_type(np.min_scalar_type(max(ids)), np.uint8)
-    labels = np.zeros(shape, dtype=dtype if dtype.kind == "u" else np.int64)
-    empty: set[int] = set()
+    members: dict[int, dict[int, int]] = {}  # lattice ID -> {value: segment ID}
     for segment in segments:
-        volume = segment.three_d_volume
-        key = int(volume.lattice_id)
-        if key not in arrays:
+        key, value = int(segment.three_d_volume.lattice_id), _value(file, segment)
+        if key not in lattices:
             raise InvalidInputError(
                 f"{file}: segment {segment.id} names lattice {key}, but the file's lattices "
-                f"are {sorted(arrays)}"
+                f"are {sorted(lattices)}"
             )
-        value = float(volume.value)
-        if not value.is_integer():
+        taken = members.setdefault(key, {})
+        if value in taken:
             raise InvalidInputError(
-                f"{file}: segment {segment.id} has value {value} in lattice {key}; expected an "
-                "integer"
+                f"{file}: segments {taken[value]} and {segment.id} both claim value {value} of "
+                f"lattice {key}; cellvol labels hold one segment per voxel"
             )
-        mask = arrays[key] == int(value)
-        if not mask.any():
-            empty.add(int(segment.id))
-            continue
-        clash = np.unique(labels[mask])
-        clash = clash[clash != 0]
-        if clash.size:
+        taken[value] = int(segment.id)
+    top = max(int(s.id) for s in segments)
+    labels = np.zeros(shape, dtype=np.result_type(np.min_scalar_type(top), np.uint8))
+    empty: set[int] = set()
+    for key, by_value in members.items():
+        lattice = _lattice(file, key, lattices[key], shape)
+        # One sorted lookup per lattice, not one pass over the volume per segment.
+        values = np.array(sorted(by_value), dtype=np.int64)
+        ids = np.array([by_value[v] for v in values.tolist()], dtype=labels.dtype)
+        where = np.minimum(np.searchsorted(values, lattice), len(values) - 1)
+        hit = values[where] == lattice
+        found = np.bincount(where[hit], minlength=len(values))
+        empty.update(int(i) for i in ids[found == 0])
+        clash = np.unique(labels[hit])
+        if clash.any():
             raise InvalidInputError(
-                f"{file}: segment {segment.id} overlaps segment(s) {clash.tolist()}; cellvol "
-                "labels hold one segment per voxel"
+                f"{file}: segments of lattice {key} overlap segment(s) "
+                f"{clash[clash != 0].tolist()} of another lattice; cellvol labels hold one "
+                "segment per voxel"
             )
-        labels[mask] = int(segment.id)
+        labels[hit] = ids[where[hit]]
     return labels, empty
+
+
+def _value(file: Path, segment: Any) -> int:
+    value = float(segment.three_d_volume.value)
+    if not value.is_integer():
+        raise InvalidInputError(
+            f"{file}: segment {segment.id} has value {value} in lattice "
+            f"{segment.three_d_volume.lattice_id}; expected an integer"
+        )
+    return int(value)
 
 
 def _lattice(file: Path, key: int, lattice: Any, shape: tuple[int, ...]) -> npt.NDArray[Any]:

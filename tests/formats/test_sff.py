@@ -48,7 +48,7 @@ def _annotated(image: Path) -> None:
 
 
 def _segmentation(
-    lattice: np.ndarray,
+    lattice: np.ndarray | list[np.ndarray],
     segments: list[tuple[int, int, int]],
     references: dict[int, list[tuple[str, str]]] | None = None,
 ) -> object:
@@ -57,17 +57,19 @@ def _segmentation(
     seg.software_list = sff.SFFSoftwareList()
     seg.transform_list = sff.SFFTransformList()
     seg.lattice_list = sff.SFFLatticeList()
-    seg.lattice_list.append(
-        sff.SFFLattice(
-            mode=lattice.dtype.name,
-            endianness="little",
-            size=sff.SFFVolumeStructure(
-                cols=lattice.shape[2], rows=lattice.shape[1], sections=lattice.shape[0]
-            ),
-            start=sff.SFFVolumeIndex(cols=0, rows=0, sections=0),
-            data=lattice,
+    for index, array in enumerate(lattice if isinstance(lattice, list) else [lattice]):
+        seg.lattice_list.append(
+            sff.SFFLattice(
+                id=index,
+                mode=array.dtype.name,
+                endianness="little",
+                size=sff.SFFVolumeStructure(
+                    cols=array.shape[2], rows=array.shape[1], sections=array.shape[0]
+                ),
+                start=sff.SFFVolumeIndex(cols=0, rows=0, sections=0),
+                data=array,
+            )
         )
-    )
     seg.segment_list = sff.SFFSegmentList()
     for segment_id, lattice_id, value in segments:
         refs = sff.SFFExternalReferenceList()
@@ -149,6 +151,27 @@ def test_real_label_stack_made_by_sfftk_rw(shared_data: Path, tmp_path: Path) ->
     assert cellvol.verify(image.url).intact
 
 
+def test_segments_from_two_lattices_combine_and_must_not_overlap(
+    image: Path, tmp_path: Path
+) -> None:
+    first = np.zeros(SHAPE, np.uint8)
+    first[:2] = 5
+    second = np.zeros(SHAPE, np.int16)
+    second[3:] = 5
+    path = _write(_segmentation([first, second], [(1, 0, 5), (2, 1, 5)]), tmp_path / "two.hff")
+    combined = import_sff(image, path, "two").labels[:]
+    np.testing.assert_array_equal(combined, np.where(first == 5, 1, np.where(second == 5, 2, 0)))
+    second[1] = 5
+    path = _write(_segmentation([first, second], [(1, 0, 5), (2, 1, 5)]), tmp_path / "o.hff")
+    with pytest.raises(InvalidInputError, match=r"o\.hff: segments of lattice 1 overlap .*\[1\]"):
+        import_sff(image, path, "overlap")
+    path = _write(_segmentation(first, [(1, 0, 5), (2, 0, 5)]), tmp_path / "d.sff")
+    with pytest.raises(InvalidInputError, match=r"d\.sff: segments 1 and 2 both claim value 5"):
+        import_sff(image, path, "same")
+    assert sorted(cellvol.open(image).labels) == ["two"]
+    assert cellvol.verify(image).intact
+
+
 def _write(seg: object, path: Path) -> Path:
     assert seg.export(str(path)) == 0  # type: ignore[attr-defined]
     return path
@@ -177,6 +200,7 @@ def test_bad_inputs_name_the_file_and_what_was_expected(image: Path, tmp_path: P
     import bz2
 
     odd = tmp_path / "c.sff"
+    text = _write(_segmentation(lattice, [(1, 0, 1)]), tmp_path / "ok.sff").read_text()
     start = text.index("<data>", text.index("<lattice ")) + len("<data>")
     end = text.index("</data>", start)
     other = base64.b64encode(bz2.compress(lattice.tobytes())).decode()
