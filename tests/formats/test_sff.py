@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cli_errors import check_one_line, run_main
 from typer.testing import CliRunner
 
 import cellvol
@@ -239,3 +240,15 @@ def test_cli_convert_and_export(image: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(copy[:], _labels())
     assert copy.properties[7]["name"] == "mitochondrion"
     assert cellvol.verify(image).intact
+
+
+def test_cli_errors_are_one_line(
+    image: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = _write(_segmentation(np.zeros((2, 3, 4), np.uint8), [(1, 0, 1)]), tmp_path / "s.sff")
+    args = ["convert", str(bad), str(image), "--labels", "x"]
+    line = check_one_line(args, *run_main(args, capsys))
+    assert "s.sff: lattice 0 is (2, 3, 4)" in line
+    args = ["export", str(image), "--labels", "none", str(tmp_path / "o.sff")]
+    line = check_one_line(args, *run_main(args, capsys))
+    assert "has no labels 'none'" in line
