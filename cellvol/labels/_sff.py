@@ -13,7 +13,8 @@ and listed in the result. Lattices must have the image's full-resolution shape: 
 the image's grid, and SFF transforms are not applied.
 
 Out of cellvol, a label image's level 0 becomes one lattice whose values are the label IDs,
-with one segment per listed ID, its annotation and colour. Mesh segments are not written.
+with one segment per listed ID, its annotation and colour. Segment colours are read too.
+Mesh segments are neither read nor written.
 """
 
 from __future__ import annotations
@@ -113,7 +114,13 @@ def import_sff(
     labels, empty = _compose(file, segmentation, shape)
     entries, skipped = _annotations(file, segmentation, empty)
     written = write_labels(
-        image, labels, name, storage_options=options, overwrite=overwrite, progress=progress
+        image,
+        labels,
+        name,
+        colors=_colors(segmentation, empty),
+        storage_options=options,
+        overwrite=overwrite,
+        progress=progress,
     )
     if entries:
         apply_annotations(image, name, entries, options, where=str(file))
@@ -315,6 +322,23 @@ def _annotations(
             )
         )
     return entries, skipped
+
+
+def _colors(segmentation: Any, empty: set[int]) -> dict[int, tuple[int, int, int, int]]:
+    """Each segment's SFF colour (0 to 1 per channel) as RGBA bytes; XML may omit alpha."""
+    colors = {}
+    for segment in segmentation.segment_list or ():
+        colour = segment.colour
+        if segment.three_d_volume is None or int(segment.id) in empty or colour is None:
+            continue
+        channels = (colour.red, colour.green, colour.blue, colour.alpha)
+        if any(c is None for c in channels[:3]):
+            continue
+        red, green, blue, alpha = (
+            round(min(max(1.0 if c is None else float(c), 0.0), 1.0) * 255) for c in channels
+        )
+        colors[int(segment.id)] = (red, green, blue, alpha)
+    return colors
 
 
 def _reference(resource: str, accession: str) -> Reference | None:

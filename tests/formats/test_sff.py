@@ -103,6 +103,7 @@ def test_round_trip_keeps_voxels_names_and_references(
     np.testing.assert_array_equal(back.labels[:], _labels())
     original = cellvol.open(image).labels["cells"].properties
     assert back.labels.properties == original
+    assert back.labels.colors == cellvol.open(image).labels["cells"].colors
     assert back.skipped_references == ()
     refs = {(r["resource"], r["accession"]) for r in back.labels.properties[7]["references"]}
     assert refs == {("GO", "GO:0005739"), ("UniProt", "P69905")}
