@@ -257,6 +257,9 @@ def convert(
 
     if int8 not in ("auto", "signed", "unsigned"):
         raise typer.BadParameter("--int8 must be auto, signed or unsigned")
+    if labels is not None and _is_sff(src):
+        _add_sff(src, dest, labels, storage_options_of(endpoint_url, anon=False), overwrite)
+        return
     # Opened here to say what is converted before the work starts; convert() reuses it.
     source = open_source(src, dataset=dataset, int8=int8)  # type: ignore[arg-type]
     if labels is not None:
@@ -330,6 +333,35 @@ def _add_labels(
         f"{len(written.levels)} levels; {len(table)} segments "
         f"(largest: {int(table.voxel_count.max()) if len(table) else 0:,} voxels)."
     )
+
+
+def _is_sff(src: str) -> bool:
+    from cellvol.labels._sff import is_sff
+
+    return "://" not in src and is_sff(src)
+
+
+def _add_sff(
+    source: str, image: str, name: str, options: dict[str, Any] | None, overwrite: bool
+) -> None:
+    from cellvol.labels._sff import import_sff
+
+    console.print(f"Adding EMDB-SFF {source}\n  to [bold]{image}[/] as labels '{name}'")
+    with progress_bar() as draw:
+        done = import_sff(
+            image, source, name, storage_options=options, overwrite=overwrite, progress=draw
+        )
+    console.print(
+        f"{len(done.labels.levels)} levels; {len(done.labels.segments)} segments, "
+        f"{len(done.annotated)} annotated."
+    )
+    if done.empty_segments:
+        console.print(f"SFF segments with no voxel, left out: {list(done.empty_segments)}")
+    for segment, resource, accession in done.skipped_references:
+        console.print(
+            f"segment {segment}: reference {resource}:{accession} left out (a resource or "
+            "accession form cellvol does not check)"
+        )
 
 
 @app.command()
@@ -428,7 +460,13 @@ def export(
     image: Annotated[
         str, typer.Argument(help="An OME-Zarr image: local path, s3:// or http(s)://.")
     ],
-    out: Annotated[Path, typer.Argument(help="File to write: .mrc/.map/.rec or .tif/.tiff.")],
+    out: Annotated[
+        Path,
+        typer.Argument(
+            help="File to write: .mrc/.map/.rec or .tif/.tiff; with --labels, EMDB-SFF "
+            ".sff (XML) or .hff/.h5 (HDF5)."
+        ),
+    ],
     level: Annotated[int, typer.Option(help="Pyramid level (0 = full resolution).")] = 0,
     region: Annotated[
         str | None, typer.Option(help="Region z0:z1,y0:y1,x0:x1 of that level (default: all).")
@@ -442,11 +480,33 @@ def export(
             "convention) instead of mode 6; readers other than IMOD see signed bytes.",
         ),
     ] = False,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            help="Write these labels of IMAGE (full resolution, with their segments' "
+            "annotations) as an EMDB-SFF segmentation."
+        ),
+    ] = None,
     endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for IMAGE.")] = None,
     anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
 ) -> None:
-    """Write a region of a pyramid level to an MRC or TIFF file, with its voxel size."""
+    """Write a region of a pyramid level to an MRC or TIFF file, or labels to EMDB-SFF."""
     from cellvol.formats._export import export as export_region
+
+    if labels is not None:
+        if level != 0 or region is not None:
+            raise typer.BadParameter("--level and --region do not apply with --labels")
+        from cellvol.labels._sff import export_sff
+
+        written = export_sff(
+            image,
+            labels,
+            out,
+            overwrite=overwrite,
+            storage_options=storage_options_of(endpoint_url, anon),
+        )
+        console.print(f"Wrote {written} ({written.stat().st_size:,} bytes).")
+        return
 
     written = export_region(
         image,
