@@ -61,33 +61,35 @@ class EntryWriter:
         """Copy the local file at ``path`` in as ``info``; ``crc`` is :func:`file_crc`'s."""
         with open(path, "rb") as source:
             size = os.fstat(source.fileno()).st_size
-            self._begin(info, size)
+            data_start = self._begin(info, size)
             _copy(source, self.stream, size)
         found, crc_size = crc.result()
         if crc_size != size:
             raise SourceChangedError(f"{path} changed size while it was packed")
-        self._finish(info, found)
+        self._finish(info, data_start, found)
 
     def add_pieces(self, info: zipfile.ZipInfo, size: int, pieces: Iterable[bytes]) -> None:
         """Write ``pieces`` (``size`` bytes in all) in as ``info``."""
-        self._begin(info, size)
+        data_start = self._begin(info, size)
         crc = 0
         for piece in pieces:
             crc = zlib.crc32(piece, crc)
             self.stream.write(piece)
-        self._finish(info, crc)
+        self._finish(info, data_start, crc)
 
-    def _begin(self, info: zipfile.ZipInfo, size: int) -> None:
+    def _begin(self, info: zipfile.ZipInfo, size: int) -> int:
+        """Write the entry's header with its CRC left at zero; where its data starts."""
         info.compress_type = zipfile.ZIP_STORED
         info.file_size = info.compress_size = size
         info.CRC = 0
         info.header_offset = self.stream.tell()
         # ZIP64 fields on every entry, as force_zip64 writes them: sizes past 4 GiB need nothing.
         self.stream.write(info.FileHeader(zip64=True))
+        return self.stream.tell()
 
-    def _finish(self, info: zipfile.ZipInfo, crc: int) -> None:
+    def _finish(self, info: zipfile.ZipInfo, data_start: int, crc: int) -> None:
         end = self.stream.tell()
-        if end - info.header_offset - len(info.FileHeader(zip64=True)) != info.file_size:
+        if end - data_start != info.file_size:
             raise SourceChangedError(f"{info.filename} changed size while it was packed")
         info.CRC = crc
         self.stream.seek(info.header_offset)
