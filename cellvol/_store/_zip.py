@@ -78,11 +78,17 @@ def open_zip(location: Location, mode: Mode, options: dict[str, Any]) -> Store:
             except _UNREADABLE as exc:
                 raise _not_a_zip(location, exc) from None
         return ZipStore(location.path, mode="r")
-    return ZipStore(_remote_file(location, options), mode="r")
+    return ZipStore(_remote_file(location, options)[0], mode="r")
 
 
-def _remote_file(location: Location, options: dict[str, Any]) -> Any:
-    """A seekable file object reading the remote archive by byte ranges, checked to be a zip."""
+def _remote_file(
+    location: Location, options: dict[str, Any]
+) -> tuple[Any, list[zipfile.ZipInfo], bytes]:
+    """A seekable file object reading the remote archive by byte ranges, and its directory.
+
+    Its central directory is read here, once: that checks that it is a zip, and gives the
+    entries and the comment to a caller that needs them rather than fetching it again.
+    """
     import fsspec
 
     protocol = "s3" if location.scheme == "s3" else "http"
@@ -92,7 +98,8 @@ def _remote_file(location: Location, options: dict[str, Any]) -> Any:
     target = location.path if location.scheme == "s3" else location.url
     try:
         handle = fs.open(target, "rb", block_size=_REMOTE_BLOCK_BYTES, cache_type="readahead")
-        zipfile.ZipFile(handle).close()
+        with zipfile.ZipFile(handle) as archive:
+            entries, comment = archive.infolist(), archive.comment
     except FileNotFoundError:
         raise StoreNotFoundError(f"{location.url} does not exist") from None
     except PermissionError as exc:
@@ -106,7 +113,7 @@ def _remote_file(location: Location, options: dict[str, Any]) -> Any:
             f"could not read {redact(location.url)}: {type(exc).__name__}: "
             f"{scrub(str(exc), options)}"
         ) from exc
-    return handle
+    return handle, entries, comment
 
 
 def _not_a_zip(location: Location, exc: Exception) -> InvalidInputError:
@@ -163,21 +170,19 @@ class Archive:
         self.url = location.url
         self._fd: int | None = None
         if location.scheme == "file":
-            handle: Any = _open_local(location)
-            self._fd = os.dup(handle.fileno())  # for positional reads from any thread
-            self.size = os.fstat(self._fd).st_size
+            with _open_local(location) as handle:
+                self._fd = os.dup(handle.fileno())  # for positional reads from any thread
+                self.size = os.fstat(self._fd).st_size
+                try:
+                    with zipfile.ZipFile(handle) as archive:
+                        self.entries, self.comment = archive.infolist(), archive.comment
+                except _UNREADABLE as exc:
+                    self.close()
+                    raise _not_a_zip(location, exc) from None
         else:
-            handle = _remote_file(location, options)
+            handle, self.entries, self.comment = _remote_file(location, options)
             self._fs, self._target = handle.fs, handle.path
             self.size = int(handle.size)
-        try:
-            with zipfile.ZipFile(handle) as archive:
-                self.entries = archive.infolist()
-                self.comment = archive.comment
-        except _UNREADABLE as exc:
-            self.close()
-            raise _not_a_zip(location, exc) from None
-        finally:
             handle.close()
         self.missing_tail = self._missing_tail()
 
