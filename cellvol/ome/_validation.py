@@ -15,101 +15,29 @@ names, versions, colours; and the UDUNITS-2 unit names).
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 from cellvol.errors import MetadataError
+from cellvol.ome._rules import SPACE_UNITS as _SPACE_UNITS
+from cellvol.ome._rules import TIME_UNITS as _TIME_UNITS
+from cellvol.ome._rules import Collector as _Collector
+from cellvol.ome._rules import Problem
+from cellvol.ome._rules import array as _array
+from cellvol.ome._rules import is_integer as _is_integer
+from cellvol.ome._rules import is_number as _is_number
+from cellvol.ome._rules import obj as _object
+from cellvol.ome._rules import required as _required
+from cellvol.ome._rules import typed as _typed
 
 __all__ = ["Kind", "Problem", "Version", "check", "detect", "validate"]
 
 Kind = Literal["image", "label", "plate", "well"]
 Version = Literal["0.4", "0.5"]
 
-_AXIS_TYPES: Final = ("space", "time", "channel")
-_SPACE_UNITS: Final = frozenset(
-    [
-        "angstrom",
-        "attometer",
-        "centimeter",
-        "decimeter",
-        "exameter",
-        "femtometer",
-        "foot",
-        "gigameter",
-        "hectometer",
-        "inch",
-        "kilometer",
-        "megameter",
-        "meter",
-        "micrometer",
-        "mile",
-        "millimeter",
-        "nanometer",
-        "parsec",
-        "petameter",
-        "picometer",
-        "terameter",
-        "yard",
-        "yoctometer",
-        "yottameter",
-        "zeptometer",
-        "zettameter",
-    ]
-)
-_TIME_UNITS: Final = frozenset(
-    [
-        "attosecond",
-        "centisecond",
-        "day",
-        "decisecond",
-        "exasecond",
-        "femtosecond",
-        "gigasecond",
-        "hectosecond",
-        "hour",
-        "kilosecond",
-        "megasecond",
-        "microsecond",
-        "millisecond",
-        "minute",
-        "nanosecond",
-        "petasecond",
-        "picosecond",
-        "second",
-        "terasecond",
-        "yoctosecond",
-        "yottasecond",
-        "zeptosecond",
-        "zettasecond",
-    ]
-)
 _NAME: Final = re.compile(r"^[A-Za-z0-9]+$")
 _WELL_PATH: Final = re.compile(r"^[A-Za-z0-9]+/[A-Za-z0-9]+$")
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One way a document breaks the specification.
-
-    Attributes
-    ----------
-    path
-        JSON pointer to the offending value, e.g. ``/ome/multiscales/0/axes/1/unit``.
-    message
-        What is wrong and what was expected.
-    strict
-        True when only a recommendation (a *strict* rule) is broken.
-    """
-
-    path: str
-    message: str
-    strict: bool = False
-
-    def __str__(self) -> str:
-        return f"{self.path or '/'}: {self.message}"
 
 
 def detect(attributes: Mapping[str, Any]) -> tuple[Kind, Version] | None:
@@ -179,74 +107,6 @@ def check(
         raise MetadataError(
             "OME-NGFF metadata is invalid:\n" + "\n".join(f"  {p}" for p in problems)
         )
-
-
-class _Collector:
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
-    def add(self, path: str, message: str, *, strict: bool = False) -> None:
-        self.problems.append(Problem(path, message, strict))
-
-
-# -- JSON value helpers ------------------------------------------------------------------------
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_integer(value: object) -> bool:
-    return _is_number(value) and float(value).is_integer()  # type: ignore[arg-type]
-
-
-def _array(
-    value: object, path: str, out: _Collector, *, min_items: int = 0, unique: bool = False
-) -> Sequence[Any] | None:
-    if not isinstance(value, list):
-        out.add(path, f"must be an array, got {type(value).__name__}")
-        return None
-    if len(value) < min_items:
-        out.add(path, f"must have at least {min_items} item(s), got {len(value)}")
-    if unique:
-        seen: set[str] = set()
-        for i, item in enumerate(value):
-            key = json.dumps(item, sort_keys=True)
-            if key in seen:
-                out.add(f"{path}/{i}", "duplicates an earlier item; items must be unique")
-            seen.add(key)
-    return value
-
-
-def _object(value: object, path: str, out: _Collector) -> Mapping[str, Any] | None:
-    if not isinstance(value, Mapping):
-        out.add(path, f"must be an object, got {type(value).__name__}")
-        return None
-    return value
-
-
-def _required(
-    obj: Mapping[str, Any], keys: Sequence[str], path: str, out: _Collector, *, strict: bool = False
-) -> None:
-    for key in keys:
-        if key not in obj:
-            out.add(f"{path}/{key}", f"'{key}' is required", strict=strict)
-
-
-def _typed(obj: Mapping[str, Any], key: str, path: str, out: _Collector, kind: str) -> None:
-    """Check the type of an optional field."""
-    if key not in obj:
-        return
-    value = obj[key]
-    ok = {
-        "string": isinstance(value, str),
-        "number": _is_number(value),
-        "integer": _is_integer(value),
-        "boolean": isinstance(value, bool),
-        "object": isinstance(value, Mapping),
-    }[kind]
-    if not ok:
-        out.add(f"{path}/{key}", f"must be a {kind}, got {value!r}")
 
 
 def _version_04(obj: Mapping[str, Any], path: str, out: _Collector, *, required: bool) -> None:
