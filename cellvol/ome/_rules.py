@@ -96,11 +96,15 @@ class Problem:
         What is wrong and what was expected.
     strict
         True when only a recommendation (a *strict* rule) is broken.
+    note
+        True for a rule the specification's text states but its own conformance documents do
+        not keep (0.6): reported, but it does not make a document invalid.
     """
 
     path: str
     message: str
     strict: bool = False
+    note: bool = False
 
     def __str__(self) -> str:
         return f"{self.path or '/'}: {self.message}"
@@ -112,9 +116,9 @@ class Collector:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
 
-    def add(self, path: str, message: str, *, strict: bool = False) -> None:
+    def add(self, path: str, message: str, *, strict: bool = False, note: bool = False) -> None:
         """Record a problem at ``path``."""
-        self.problems.append(Problem(path, message, strict))
+        self.problems.append(Problem(path, message, strict, note))
 
 
 # -- JSON value helpers ------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""OME-NGFF 0.4 and 0.5 metadata rules, as code: images, labels, plates and wells.
+"""OME-NGFF metadata rules, as code: 0.4 and 0.5 images, labels, plates and wells here; 0.6.
+
+0.6 documents (coordinate systems, transformations, scenes) are checked by
+:mod:`cellvol.ome._validation06`, which :func:`detect` and :func:`validate` hand them to.
 
 cellvol checks OME-Zarr attributes itself rather than loading the specification's JSON schemas
 at run time (they are not shipped with the package), and it adds rules that a schema cannot
@@ -33,9 +36,11 @@ from cellvol.ome._rules import typed as _typed
 
 __all__ = ["Kind", "Problem", "Version", "check", "detect", "validate"]
 
-Kind = Literal["image", "label", "plate", "well"]
-Version = Literal["0.4", "0.5"]
+Kind = Literal["image", "label", "plate", "well", "scene", "bioformats2raw", "series"]
+Version = Literal["0.4", "0.5", "0.6"]
 
+# Read as 0.6 (the release candidate's documents too); kept in step with _validation06.VERSIONS.
+_VERSIONS_06: Final = ("0.6", "0.6rc0")
 _NAME: Final = re.compile(r"^[A-Za-z0-9]+$")
 _WELL_PATH: Final = re.compile(r"^[A-Za-z0-9]+/[A-Za-z0-9]+$")
 
@@ -43,6 +48,11 @@ _WELL_PATH: Final = re.compile(r"^[A-Za-z0-9]+/[A-Za-z0-9]+$")
 def detect(attributes: Mapping[str, Any]) -> tuple[Kind, Version] | None:
     """The kind and version of the OME-NGFF metadata in a document, or None if it has none."""
     ome = attributes.get("ome")
+    if isinstance(ome, Mapping) and ome.get("version") in _VERSIONS_06:
+        from cellvol.ome._validation06 import detect06
+
+        found = detect06(ome)
+        return None if found is None else (found, "0.6")  # type: ignore[return-value]
     if isinstance(ome, Mapping):
         namespace: Mapping[str, Any] = ome
         version: Version = "0.5"
@@ -68,15 +78,25 @@ def validate(
     Parameters
     ----------
     attributes
-        The zarr attributes: ``{"ome": {...}}`` for 0.5, the top-level keys for 0.4.
+        The zarr attributes: ``{"ome": {...}}`` for 0.5 and 0.6, the top-level keys for 0.4.
     kind, version
-        What the document should be; detected from it when None.
+        What the document should be; detected from it when None. A 0.6 document with no
+        kind given is checked as every kind it holds.
     strict
         Also report broken recommendations.
     """
     found = detect(attributes) if kind is None or version is None else None
-    kind = kind or (found[0] if found else "image")
     version = version or (found[1] if found else "0.5")
+    if version == "0.6":
+        from cellvol.ome._validation06 import validate06
+
+        return validate06(attributes, kind=kind, strict=strict)
+    kind = kind or (found[0] if found else "image")
+    if kind not in ("image", "label", "plate", "well"):
+        raise MetadataError(
+            f"OME-NGFF {version} has no {kind!r} documents; cellvol checks "
+            "images, labels, plates and wells there"
+        )
     out = _Collector()
     if version == "0.5":
         ome = attributes.get("ome")
@@ -392,12 +412,14 @@ def _plate_well(
             out.add(f"{path}/{key}", f"must be a non-negative integer, got {value!r}")
         elif key in well and int(value) < len(names[axis]):
             indices[axis] = names[axis][int(value)]
-    if version == "0.5" and isinstance(well_path, str) and len(indices) == 2:
+    if version != "0.4" and isinstance(well_path, str) and len(indices) == 2:
         expected = f"{indices['rows']}/{indices['columns']}"
         if well_path != expected:
+            # 0.6's conformance documents put the column first: a note there, not an error.
             out.add(
                 f"{path}/path",
                 f"path {well_path!r} does not name its row and column; expected {expected!r}",
+                note=version == "0.6",
             )
 
 
