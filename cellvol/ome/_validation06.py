@@ -28,10 +28,8 @@ from cellvol.ome._rules import (
     required,
     typed,
 )
+from cellvol.ome._sections import check_label, check_omero, check_plate
 from cellvol.ome._transforms06 import check_transformation
-from cellvol.ome._validation import _label as _label_05
-from cellvol.ome._validation import _omero
-from cellvol.ome._validation import _plate as _plate_05
 
 __all__ = ["VERSIONS", "Resolver", "detect06", "validate06"]
 
@@ -39,7 +37,8 @@ __all__ = ["VERSIONS", "Resolver", "detect06", "validate06"]
 VERSIONS: Final = ("0.6", "0.6rc0")
 
 #: Given a group path relative to the document's group, the coordinate systems found there
-#: (name to number of axes), or None when there is no such OME-Zarr group.
+#: (name to number of axes), or None when there is no such OME-Zarr group; it raises
+#: LookupError for a place it does not follow.
 Resolver = Callable[[str], Mapping[str, int] | None]
 
 # Keys of the ``ome`` object and the kind of document each makes, most specific first.
@@ -224,7 +223,10 @@ def _dims(
         return local[name]
     if resolve is None or not isinstance(where, str):
         return None
-    systems = resolve(where)
+    try:
+        systems = resolve(where)
+    except LookupError:  # a place the resolver does not follow (another store altogether)
+        return None
     if systems is None:
         out.add(f"{path}/path", f"no OME-Zarr group at {where!r} to hold coordinate system "
                 f"{name!r}")  # fmt: skip
@@ -249,7 +251,7 @@ def _image(ome: Mapping[str, Any], out: Collector, resolve: Resolver | None) -> 
         if multiscale is not None:
             _multiscale(multiscale, path, out, resolve)
     if "omero" in ome:
-        _omero(ome["omero"], "/ome/omero", out)
+        check_omero(ome["omero"], "/ome/omero", out)
 
 
 def _multiscale(ms: Mapping[str, Any], path: str, out: Collector, resolve: Resolver | None) -> None:
@@ -413,13 +415,13 @@ def _scene(ome: Mapping[str, Any], out: Collector, resolve: Resolver | None) -> 
 
 def _label(ome: Mapping[str, Any], out: Collector, resolve: Resolver | None) -> None:
     # The image-label object is as in 0.5; the multiscales beside it are checked as 0.6.
-    _label_05({k: v for k, v in ome.items() if k != "multiscales"}, "/ome", "0.5", out)
+    check_label({k: v for k, v in ome.items() if k != "multiscales"}, "/ome", "0.5", out)
     if "multiscales" in ome:
         _image(ome, out, resolve)
 
 
 def _plate(ome: Mapping[str, Any], out: Collector, resolve: Resolver | None) -> None:
-    _plate_05(ome, "/ome", "0.6", out)
+    check_plate(ome, "/ome", "0.6", out)
 
 
 def _well(ome: Mapping[str, Any], out: Collector, resolve: Resolver | None) -> None:
