@@ -66,6 +66,7 @@ def validate(
     kind: Kind | None = None,
     version: Version | None = None,
     strict: bool = False,
+    notes: bool = False,
 ) -> list[Problem]:
     """Every problem of an OME-NGFF attributes document.
 
@@ -78,11 +79,13 @@ def validate(
         kind given is checked as every kind it holds.
     strict
         Also report broken recommendations.
+    notes
+        Also report the 0.6 rules that only make notes (see :attr:`Problem.note`).
     """
     found = detect(attributes) if kind is None or version is None else None
     version = version or (found[1] if found else "0.5")
     if version == "0.6":
-        return validate06(attributes, kind=kind, strict=strict)
+        return validate06(attributes, kind=kind, strict=strict, notes=notes)
     kind = kind or (found[0] if found else "image")
     if kind not in ("image", "label", "plate", "well"):
         raise MetadataError(
