@@ -237,6 +237,7 @@ def convert(
     digest: Annotated[
         bool, typer.Option(help="Record each input file's SHA-256 in the provenance.")
     ] = True,
+    ome_version: Annotated[str, typer.Option(help="OME-Zarr version: 0.5 or 0.6.")] = "0.5",
     endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for DEST.")] = None,
     labels: Annotated[
         str | None,
@@ -309,6 +310,7 @@ def convert(
             digest=digest,
             progress=draw,
             opened=source,
+            ome_version=ome_version,
         )
     reused = f", {result.shards_reused} reused from an earlier run" if result.shards_reused else ""
     console.print(

@@ -22,6 +22,7 @@ from typing import Any, Final
 from cellvol._version import __version__
 from cellvol.errors import MetadataError
 from cellvol.ome._coords06 import Matrix, affine_matrix, level_placement, reference_name
+from cellvol.ome._write06 import image_ome_06
 from cellvol.units import SPATIAL_AXES, VoxelSize, normalize_unit
 
 __all__ = [
@@ -203,8 +204,9 @@ def image_attributes(
     name: str,
     method: str,
     provenance_record: Mapping[str, Any],
+    ome_version: str = "0.5",
 ) -> dict[str, Any]:
-    """Build the zarr attributes of an OME-Zarr 0.5 image group for a planned pyramid.
+    """Build the zarr attributes of an OME-Zarr 0.5 (or 0.6) image group for a planned pyramid.
 
     Parameters
     ----------
@@ -218,12 +220,31 @@ def image_attributes(
         The downsampling method, recorded as the multiscale ``type``.
     provenance_record
         Stored under the top-level :data:`PROVENANCE_KEY` attribute.
+    ome_version
+        ``"0.5"`` (the default) or ``"0.6"``: named coordinate systems (see
+        :mod:`cellvol.ome._write06`).
 
     Raises
     ------
     MetadataError
-        If ome-zarr-models rejects the document (a bug in cellvol, reported loudly).
+        If ome-zarr-models rejects the document (a bug in cellvol, reported loudly), or for
+        another ``ome_version``.
     """
+    # A stable name of the method, as every cellvol release records it (not a module path: the
+    # kernels live in cellvol.write).
+    method_record: dict[str, Any] = {
+        "method": f"cellvol.downsample.{method}",
+        "version": __version__,
+    }
+    if ome_version == "0.6":
+        levels = [(d.path, d.scale, d.translation) for d in datasets]
+        ome_06 = image_ome_06(
+            levels, SPATIAL_AXES, normalize_unit(unit), name=name, method=method,
+            metadata=method_record,
+        )  # fmt: skip
+        return {"ome": ome_06, PROVENANCE_KEY: dict(provenance_record)}
+    if ome_version != "0.5":
+        raise MetadataError(f"cellvol writes OME-Zarr 0.5 or 0.6, not {ome_version!r}")
     # Imported here: ome-zarr-models (with pydantic) takes a third of a second to import, and
     # only writers need it, not the readers of `import cellvol`.
     from ome_zarr_models.v05.axes import Axis as AxisModel
@@ -251,9 +272,7 @@ def image_attributes(
                         )
                         for dataset in datasets
                     ),
-                    # A stable name of the method, as every cellvol release records it (not a
-                    # module path: the kernels live in cellvol.write).
-                    metadata={"method": f"cellvol.downsample.{method}", "version": __version__},
+                    metadata=method_record,
                 )
             ],
         )
