@@ -113,3 +113,12 @@ def test_an_unknown_version_is_refused_before_anything_is_written(
     with pytest.raises(InvalidInputError, match="ome_version"):
         cellvol.write_pyramid(volume, dest, VOXEL, ome_version="0.4")
     assert not dest.exists()
+
+
+def test_ome_zarr_py_reads_the_same_voxels_and_scales(image06: Path, volume: np.ndarray) -> None:
+    classes = pytest.importorskip("ome_zarr.classes.image")
+    theirs = classes.OMEZarrMultiscale.from_ome_zarr(str(image06))
+    ours = cellvol.open(image06)
+    for their_image, level in zip(theirs.images, ours.levels, strict=True):
+        assert tuple(their_image.scale[a] for a in "zyx") == tuple(level.scale)
+    np.testing.assert_array_equal(np.asarray(theirs.images[0].data), volume)
