@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cellvol._store import open_store, read_bytes
-from cellvol.errors import CellvolError
+from cellvol.errors import CellvolError, MetadataError
+from cellvol.ome._metadata import read_multiscale
 from cellvol.ome._rules import Problem
 from cellvol.ome._validation import detect
 from cellvol.ome._validation import validate as validate_document
@@ -119,7 +120,12 @@ def validate(
         target, local = os.fspath(local.parent), local.parent
     group = _Group(target, storage_options)
     attributes = group.attributes("")
-    return _judge(target, attributes, strict, group.coordinate_systems)
+    found = _judge(target, attributes, strict, group.coordinate_systems)
+    if found.valid and found.kind in ("image", "label") and not isinstance(attributes, Problem):
+        mismatched = tuple(group.array_dimensions(attributes))
+        if mismatched:
+            return Validation(target, False, found.kind, found.version, mismatched, found.notes)
+    return found
 
 
 def _read_json(data: bytes, where: str) -> Mapping[str, Any] | Problem:
@@ -205,6 +211,34 @@ class _Group:
         if data is None:
             return Problem("", f"no zarr.json at {place}")
         return _read_json(data, place)
+
+    def array_dimensions(self, attributes: Mapping[str, Any]) -> Iterator[Problem]:
+        """A problem for each level array whose dimensions are not the image's axes.
+
+        Levels that are not there are not reported: the specification's test hierarchies hold
+        metadata only, and whether every array is whole is ``cellvol verify``'s question.
+        """
+        try:
+            multiscale = read_multiscale(attributes, where=self.target)
+        except MetadataError:  # a valid document cellvol cannot read as an image: not judged
+            return
+        if multiscale is None:
+            return
+        base = "/ome" if isinstance(attributes.get("ome"), Mapping) else ""
+        for i, dataset in enumerate(multiscale.datasets):
+            data = read_bytes(self.store, posixpath.join(dataset.path, "zarr.json"))
+            data = data or read_bytes(self.store, posixpath.join(dataset.path, ".zarray"))
+            try:
+                document = json.loads(data) if data is not None else None
+            except ValueError:
+                document = None  # a damaged array document: verify's to report
+            shape = document.get("shape") if isinstance(document, Mapping) else None
+            if isinstance(shape, list) and len(shape) != len(multiscale.axes):
+                yield Problem(
+                    f"{base}/multiscales/0/datasets/{i}/path",
+                    f"the array {dataset.path!r} has {len(shape)} dimensions; the axes "
+                    f"{list(multiscale.axis_names)} name {len(multiscale.axes)}",
+                )
 
     def coordinate_systems(self, relative: str) -> Mapping[str, int] | None:
         """The coordinate systems a group defines (name to axis count); None if not OME-Zarr."""

@@ -244,3 +244,16 @@ def test_a_scene_name_without_path_must_be_one_of_its_own_systems(tmp_path: Path
         {"name": "aligned", "axes": space("z", "y", "x")}
     ]
     assert messages(document) == []
+
+
+def test_a_level_array_must_have_one_dimension_per_axis(tmp_path: Path) -> None:
+    root = write_group(tmp_path / "em.ome.zarr", image06())
+    array = {"zarr_format": 3, "node_type": "array", "shape": [4, 4], "data_type": "uint8"}
+    (root / "0").mkdir()
+    (root / "0" / "zarr.json").write_text(json.dumps(array))
+    found = validate_path(root)
+    assert not found.valid
+    assert "the array '0' has 2 dimensions; the axes ['z', 'y', 'x'] name 3" in found.message
+    array["shape"] = [4, 4, 4]
+    (root / "0" / "zarr.json").write_text(json.dumps(array))
+    assert validate_path(root).valid
