@@ -14,7 +14,7 @@ import json
 import os
 import posixpath
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ class Validation:
     kind: str | None = None
     version: str | None = None
     problems: tuple[Problem, ...] = ()
-    notes: tuple[Problem, ...] = field(default_factory=tuple)
+    notes: tuple[Problem, ...] = ()
 
     @property
     def message(self) -> str | None:
