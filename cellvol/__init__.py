@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from cellvol.integrity._verify import verify
     from cellvol.labels._annotate import annotate, annotate_from_file
     from cellvol.labels._write import write_labels
+    from cellvol.ome._hierarchy import Validation, validate
     from cellvol.write._pyramid import WriteResult, write_pyramid
 
 # Writing pulls in dask (about a second to import); reading does not need it. These names are
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 # must not share the function's name: importing a submodule binds its name on the package.)
 _LAZY = {
     "Problem": "cellvol.integrity._report",
+    "Validation": "cellvol.ome._hierarchy",
     "VerifyReport": "cellvol.integrity._report",
     "WriteResult": "cellvol.write._pyramid",
     "annotate": "cellvol.labels._annotate",
@@ -63,6 +65,7 @@ _LAZY = {
     "convert": "cellvol.formats._ingest",
     "pack": "cellvol.formats._ozx",
     "unpack": "cellvol.formats._ozx",
+    "validate": "cellvol.ome._hierarchy",
     "verify": "cellvol.integrity._verify",
     "write_labels": "cellvol.labels._write",
     "write_pyramid": "cellvol.write._pyramid",
@@ -109,6 +112,7 @@ __all__ = [
     "SourceChangedError",
     "StoreNotFoundError",
     "UnsupportedURLError",
+    "Validation",
     "VerifyReport",
     "Volume",
     "VoxelSize",
@@ -123,6 +127,7 @@ __all__ = [
     "pack",
     "tune_allocator",
     "unpack",
+    "validate",
     "verify",
     "write_labels",
     "write_pyramid",

@@ -159,6 +159,9 @@ BAD_INPUTS: list[tuple[list[str], str]] = [
     (["crate"], "Missing argument"),
     (["crate", "{missing}"], "missing.zarr does not exist"),
     (["crate", "{empty}"], "no OME-Zarr image"),
+    (["validate"], "Missing argument"),
+    (["validate", "{missing}"], "missing.zarr does not exist"),
+    (["validate", "gs://bucket/x.zarr"], "unsupported URL scheme 'gs'"),
 ]
 
 

@@ -1,7 +1,7 @@
 """The ``cellvol`` command line: a thin shell over the library that draws with rich.
 
-The commands live here and in ``_archive`` (verify, pack, unpack, crate); ``_display`` draws tables,
-progress bars and error lines.
+The commands live here, in ``_archive`` (verify, pack, unpack, crate) and ``_validate``;
+``_display`` draws tables, progress bars and error lines.
 """
 
 from __future__ import annotations
@@ -237,6 +237,7 @@ def convert(
     digest: Annotated[
         bool, typer.Option(help="Record each input file's SHA-256 in the provenance.")
     ] = True,
+    ome_version: Annotated[str, typer.Option(help="OME-Zarr version: 0.5 or 0.6.")] = "0.5",
     endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for DEST.")] = None,
     labels: Annotated[
         str | None,
@@ -309,6 +310,7 @@ def convert(
             digest=digest,
             progress=draw,
             opened=source,
+            ome_version=ome_version,
         )
     reused = f", {result.shards_reused} reused from an earlier run" if result.shards_reused else ""
     console.print(
@@ -545,5 +547,5 @@ def info(
     print_volume(volume, validate_metadata=True)
 
 
-# The archive commands register themselves on the app; imported last to list them last.
-from cellvol.cli import _archive  # noqa: E402, F401
+# The archive and validate commands register themselves on the app; imported last, listed last.
+from cellvol.cli import _archive, _validate  # noqa: E402, F401

@@ -61,6 +61,7 @@ def convert(
     digest: bool = True,
     progress: ProgressCallback | None = None,
     opened: Source | None = None,
+    ome_version: str = "0.5",
 ) -> WriteResult:
     """Convert an input file into a multiscale OME-Zarr 0.5 image, or resume that conversion.
 
@@ -80,7 +81,7 @@ def convert(
         As for :func:`cellvol.write_pyramid`.
     memory_limit, workers, client
         As for :func:`cellvol.write_pyramid`.
-    storage_options, overwrite, resume, break_lease, progress
+    storage_options, overwrite, resume, break_lease, progress, ome_version
         As for :func:`cellvol.write_pyramid`.
     opened
         ``src`` as ``open_source`` already opened it (with ``dataset`` and ``int8``), so its
@@ -136,6 +137,7 @@ def convert(
             resume=resume,
             break_lease=break_lease,
             progress=progress,
+            ome_version=ome_version,
         )
     finally:
         if digests is not None:

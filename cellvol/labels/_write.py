@@ -125,6 +125,7 @@ def write_labels(
     # The image's lease for the whole operation: its label list, the label pyramid and its
     # segment table change together, and no other write of the image may interleave.
     image_store = open_store(target.url, mode="a", storage_options=options)
+    version = "0.6" if target.ome_version == "0.6" else "0.5"  # labels follow their image
     with editing(image_store, target.url):
         write_pyramid(
             source,
@@ -139,9 +140,10 @@ def write_labels(
             storage_options=options,
             overwrite=overwrite,
             progress=progress,
-            image_label={"version": "0.5", "source": {"image": "../../"}},
+            image_label={"version": version, "source": {"image": "../../"}},
+            ome_version=version,
         )
-        _register(target.url, name, options)
+        _register(target.url, name, options, version)
         written = open_volume(url, options, cache=ChunkCache(0))
         assert isinstance(written, LabelImage)
         level = written.levels[0]
@@ -193,14 +195,14 @@ def _factors(image: Volume) -> list[tuple[int, int, int]]:
     return factors  # type: ignore[return-value]
 
 
-def _register(image_url: str, name: str, options: Mapping[str, Any]) -> None:
+def _register(image_url: str, name: str, options: Mapping[str, Any], version: str) -> None:
     """List ``name`` in the image's ``labels`` group, creating the group if needed."""
     store = open_store(image_url, mode="a", storage_options=options)
     root = zarr.open_group(store=store, mode="a", zarr_format=3)
     group = root.require_group(LABELS_GROUP)
     names = label_names(root)
     if name not in names:
-        group.attrs.update({"ome": {"version": "0.5", "labels": [*names, name]}})
+        group.attrs.update({"ome": {"version": version, "labels": [*names, name]}})
     make_durable(store, [f"{LABELS_GROUP}/zarr.json"])
     refresh_digests(store, "", [f"{LABELS_GROUP}/zarr.json"])
 
@@ -254,9 +256,11 @@ def store_image_label(
 def validate_label_attributes(ome: Mapping[str, Any], where: str) -> None:
     """Check the label image's metadata with ome-zarr-models (cellvol's own bug if it fails)."""
     from ome_zarr_models.v05.image_label import ImageLabelAttrs
+    from ome_zarr_models.v06.image_label import ImageLabelAttrs as ImageLabelAttrs06
     from pydantic import ValidationError
 
+    model = ImageLabelAttrs06 if ome.get("version") == "0.6" else ImageLabelAttrs
     try:
-        ImageLabelAttrs.model_validate(dict(ome))
+        model.model_validate(dict(ome))
     except ValidationError as exc:
         raise MetadataError(f"{where}: label metadata fails the OME-Zarr schema: {exc}") from exc

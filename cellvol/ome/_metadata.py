@@ -1,4 +1,4 @@
-"""OME-NGFF attributes: written as 0.5, read from 0.4 and 0.5, with cellvol's provenance.
+"""OME-NGFF attributes: written as 0.5 (0.6 on request), read from 0.4 to 0.6, with provenance.
 
 Writing goes through ``ome-zarr-models`` so that what cellvol stores is checked by the field's
 reference models; reading is lenient and builds cellvol's own small frozen records, because
@@ -21,11 +21,14 @@ from typing import Any, Final
 
 from cellvol._version import __version__
 from cellvol.errors import MetadataError
+from cellvol.ome._coords06 import Matrix, affine_matrix, level_placement, reference_name
+from cellvol.ome._write06 import image_ome_06
 from cellvol.units import SPATIAL_AXES, VoxelSize, normalize_unit
 
 __all__ = [
     "PROVENANCE_KEY",
     "Axis",
+    "CoordinateSystem",
     "Dataset",
     "Multiscale",
     "image_attributes",
@@ -56,12 +59,31 @@ class Axis:
 
 
 @dataclass(frozen=True, slots=True)
+class CoordinateSystem:
+    """A named coordinate system of OME-NGFF 0.6: its axes, in order."""
+
+    name: str
+    axes: tuple[Axis, ...]
+
+
+#: The version strings of OME-NGFF 0.6 documents (its release candidate's too).
+_VERSIONS_06: Final = ("0.6", "0.6rc0")
+
+
+@dataclass(frozen=True, slots=True)
 class Dataset:
-    """One dataset (pyramid level) of a multiscale: its array path and its placement."""
+    """One dataset (pyramid level) of a multiscale: its array path and its placement.
+
+    ``affine`` is None when the level is placed by a scale and a translation (always, in a
+    conforming document); a level placed by a matrix that rotates or shears keeps it here, as
+    a homogeneous ``(n + 1, n + 1)`` matrix, and ``scale`` is then the length of one step
+    along each array axis.
+    """
 
     path: str
     scale: tuple[float, ...]
     translation: tuple[float, ...]
+    affine: Matrix | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +100,11 @@ class Multiscale:
     name: str | None = None
     method: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: 0.6: every coordinate system the multiscale names; the levels are in ``default_system``.
+    coordinate_systems: tuple[CoordinateSystem, ...] = ()
+    default_system: str | None = None
+    #: 0.6: the multiscale's own transformations, from its default system to others, as stored.
+    transformations: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def axis_names(self) -> tuple[str, ...]:
@@ -102,11 +129,54 @@ class Multiscale:
         scale = self.datasets[level].scale
         return tuple(float(scale[i]) for i in self.spatial_indices())
 
+    def affine(self, output: str | None = None) -> Matrix | None:
+        """The affine from the levels' coordinate system to another (0.6), or None if none.
+
+        Parameters
+        ----------
+        output
+            The target coordinate system's name; the first the multiscale transforms into
+            when None.
+
+        Returns
+        -------
+        tuple of tuple of float or None
+            The homogeneous ``(n_out + 1, n + 1)`` matrix of the multiscale's transformation
+            (scale, translation, affine, rotation, mapAxis, or a sequence of these).
+
+        Raises
+        ------
+        MetadataError
+            If that transformation is not linear or keeps its parameters in an array.
+        """
+        dims = {system.name: len(system.axes) for system in self.coordinate_systems}
+        for transform in self.transformations:
+            source = reference_name(transform.get("input"))
+            target = reference_name(transform.get("output"))
+            if source != self.default_system or (output is not None and target != output):
+                continue
+            n_out = dims.get(target or "", len(self.axes))
+            label = f"multiscale transformation to {target!r}"
+            return affine_matrix(transform, len(self.axes), n_out, label)
+        return None
+
     def voxel_size(self, level: int = 0) -> VoxelSize | None:
         """The ``z, y, x`` voxel size of a level, or None when the image is not 3-D spatial.
 
         Units missing from the metadata are taken as nanometres, the unit of EM.
+
+        Raises
+        ------
+        MetadataError
+            If the level is placed by a matrix that rotates or shears (see
+            :attr:`Dataset.affine`): it has no voxel size along the axes.
         """
+        if self.datasets[level].affine is not None:
+            raise MetadataError(
+                f"level {level} is placed by an affine that rotates or shears its axes, so it "
+                "has no voxel size along z, y and x; its matrix is the Multiscale's "
+                f"datasets[{level}].affine (step lengths: {self.datasets[level].scale})"
+            )
         spatial = self.spatial_indices()
         if len(spatial) != 3:
             return None
@@ -134,8 +204,9 @@ def image_attributes(
     name: str,
     method: str,
     provenance_record: Mapping[str, Any],
+    ome_version: str = "0.5",
 ) -> dict[str, Any]:
-    """Build the zarr attributes of an OME-Zarr 0.5 image group for a planned pyramid.
+    """Build the zarr attributes of an OME-Zarr 0.5 (or 0.6) image group for a planned pyramid.
 
     Parameters
     ----------
@@ -149,12 +220,31 @@ def image_attributes(
         The downsampling method, recorded as the multiscale ``type``.
     provenance_record
         Stored under the top-level :data:`PROVENANCE_KEY` attribute.
+    ome_version
+        ``"0.5"`` (the default) or ``"0.6"``: named coordinate systems (see
+        :mod:`cellvol.ome._write06`).
 
     Raises
     ------
     MetadataError
-        If ome-zarr-models rejects the document (a bug in cellvol, reported loudly).
+        If ome-zarr-models rejects the document (a bug in cellvol, reported loudly), or for
+        another ``ome_version``.
     """
+    # A stable name of the method, as every cellvol release records it (not a module path: the
+    # kernels live in cellvol.write).
+    method_record: dict[str, Any] = {
+        "method": f"cellvol.downsample.{method}",
+        "version": __version__,
+    }
+    if ome_version == "0.6":
+        levels = [(d.path, d.scale, d.translation) for d in datasets]
+        ome_06 = image_ome_06(
+            levels, SPATIAL_AXES, normalize_unit(unit), name=name, method=method,
+            metadata=method_record,
+        )  # fmt: skip
+        return {"ome": ome_06, PROVENANCE_KEY: dict(provenance_record)}
+    if ome_version != "0.5":
+        raise MetadataError(f"cellvol writes OME-Zarr 0.5 or 0.6, not {ome_version!r}")
     # Imported here: ome-zarr-models (with pydantic) takes a third of a second to import, and
     # only writers need it, not the readers of `import cellvol`.
     from ome_zarr_models.v05.axes import Axis as AxisModel
@@ -182,9 +272,7 @@ def image_attributes(
                         )
                         for dataset in datasets
                     ),
-                    # A stable name of the method, as every cellvol release records it (not a
-                    # module path: the kernels live in cellvol.write).
-                    metadata={"method": f"cellvol.downsample.{method}", "version": __version__},
+                    metadata=method_record,
                 )
             ],
         )
@@ -309,6 +397,8 @@ def read_multiscale(attributes: Mapping[str, Any], *, where: str) -> Multiscale 
     if not isinstance(entries, Sequence) or not entries or not isinstance(entries[0], Mapping):
         raise MetadataError(f"{where}: 'multiscales' must be a non-empty list of objects")
     entry: Mapping[str, Any] = entries[0]
+    if document_version in _VERSIONS_06:
+        return _read_multiscale_06(entry, where)
     document_version = document_version or str(entry.get("version", "0.4"))
     axes = _read_axes(entry.get("axes"), where)
     ndim = len(axes)
@@ -345,6 +435,53 @@ def read_multiscale(attributes: Mapping[str, Any], *, where: str) -> Multiscale 
         name=entry.get("name") if isinstance(entry.get("name"), str) else None,
         method=method if isinstance(method, str) else None,
         extra={k: v for k, v in entry.items() if k not in known},
+    )
+
+
+def _read_multiscale_06(entry: Mapping[str, Any], where: str) -> Multiscale:
+    """A 0.6 multiscale: the levels' axes are those of the system their transformations name."""
+    raw_systems = entry.get("coordinateSystems")
+    if not isinstance(raw_systems, Sequence) or not raw_systems:
+        raise MetadataError(f"{where}: multiscales[0] has no 'coordinateSystems' (OME-Zarr 0.6)")
+    systems = []
+    for i, system in enumerate(raw_systems):
+        if not isinstance(system, Mapping) or not isinstance(system.get("name"), str):
+            raise MetadataError(f"{where}: coordinateSystems[{i}] has no name")
+        systems.append(CoordinateSystem(system["name"], _read_axes(system.get("axes"), where)))
+    datasets = entry.get("datasets")
+    if not isinstance(datasets, Sequence) or not datasets:
+        raise MetadataError(f"{where}: multiscales[0] has no datasets")
+    by_name = {system.name: system for system in systems}
+    default = systems[-1].name  # the specification's default: the last one
+    first = (
+        datasets[0].get("coordinateTransformations") if isinstance(datasets[0], Mapping) else None
+    )
+    if isinstance(first, Sequence) and first and isinstance(first[0], Mapping):
+        default = reference_name(first[0].get("output")) or default
+    if default not in by_name:
+        raise MetadataError(f"{where}: the levels' coordinate system {default!r} is not defined")
+    axes = by_name[default].axes
+    levels: list[Dataset] = []
+    for i, dataset in enumerate(datasets):
+        label = f"{where}: multiscales[0].datasets[{i}]"
+        if not isinstance(dataset, Mapping) or not isinstance(dataset.get("path"), str):
+            raise MetadataError(f"{label} has no 'path'")
+        scale, translation, affine = level_placement(
+            dataset.get("coordinateTransformations"), len(axes), label
+        )
+        levels.append(Dataset(dataset["path"], scale, translation, affine))
+    transforms = entry.get("coordinateTransformations") or ()
+    known = {"coordinateSystems", "datasets", "coordinateTransformations", "name", "type"}
+    return Multiscale(
+        version="0.6",
+        axes=axes,
+        datasets=tuple(levels),
+        name=entry.get("name") if isinstance(entry.get("name"), str) else None,
+        method=entry.get("type") if isinstance(entry.get("type"), str) else None,
+        extra={k: v for k, v in entry.items() if k not in known},
+        coordinate_systems=tuple(systems),
+        default_system=default,
+        transformations=tuple(t for t in transforms if isinstance(t, Mapping)),
     )
 
 

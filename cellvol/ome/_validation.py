@@ -1,4 +1,7 @@
-"""OME-NGFF 0.4 and 0.5 metadata rules, as code: images, labels, plates and wells.
+"""OME-NGFF metadata rules, as code: 0.4 and 0.5 images, labels, plates and wells here; 0.6.
+
+0.6 documents (coordinate systems, transformations, scenes) are checked by
+:mod:`cellvol.ome._validation06`, which :func:`detect` and :func:`validate` hand them to.
 
 cellvol checks OME-Zarr attributes itself rather than loading the specification's JSON schemas
 at run time (they are not shipped with the package), and it adds rules that a schema cannot
@@ -15,106 +18,35 @@ names, versions, colours; and the UDUNITS-2 unit names).
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from cellvol.errors import MetadataError
+from cellvol.ome._rules import SPACE_UNITS as _SPACE_UNITS
+from cellvol.ome._rules import TIME_UNITS as _TIME_UNITS
+from cellvol.ome._rules import Collector as _Collector
+from cellvol.ome._rules import Problem
+from cellvol.ome._rules import array as _array
+from cellvol.ome._rules import is_number as _is_number
+from cellvol.ome._rules import obj as _object
+from cellvol.ome._rules import required as _required
+from cellvol.ome._rules import typed as _typed
+from cellvol.ome._sections import NAME, check_label, check_omero, check_plate, section, version_04
+from cellvol.ome._validation06 import VERSIONS as _VERSIONS_06
+from cellvol.ome._validation06 import detect06, validate06
 
 __all__ = ["Kind", "Problem", "Version", "check", "detect", "validate"]
 
-Kind = Literal["image", "label", "plate", "well"]
-Version = Literal["0.4", "0.5"]
-
-_AXIS_TYPES: Final = ("space", "time", "channel")
-_SPACE_UNITS: Final = frozenset(
-    [
-        "angstrom",
-        "attometer",
-        "centimeter",
-        "decimeter",
-        "exameter",
-        "femtometer",
-        "foot",
-        "gigameter",
-        "hectometer",
-        "inch",
-        "kilometer",
-        "megameter",
-        "meter",
-        "micrometer",
-        "mile",
-        "millimeter",
-        "nanometer",
-        "parsec",
-        "petameter",
-        "picometer",
-        "terameter",
-        "yard",
-        "yoctometer",
-        "yottameter",
-        "zeptometer",
-        "zettameter",
-    ]
-)
-_TIME_UNITS: Final = frozenset(
-    [
-        "attosecond",
-        "centisecond",
-        "day",
-        "decisecond",
-        "exasecond",
-        "femtosecond",
-        "gigasecond",
-        "hectosecond",
-        "hour",
-        "kilosecond",
-        "megasecond",
-        "microsecond",
-        "millisecond",
-        "minute",
-        "nanosecond",
-        "petasecond",
-        "picosecond",
-        "second",
-        "terasecond",
-        "yoctosecond",
-        "yottasecond",
-        "zeptosecond",
-        "zettasecond",
-    ]
-)
-_NAME: Final = re.compile(r"^[A-Za-z0-9]+$")
-_WELL_PATH: Final = re.compile(r"^[A-Za-z0-9]+/[A-Za-z0-9]+$")
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One way a document breaks the specification.
-
-    Attributes
-    ----------
-    path
-        JSON pointer to the offending value, e.g. ``/ome/multiscales/0/axes/1/unit``.
-    message
-        What is wrong and what was expected.
-    strict
-        True when only a recommendation (a *strict* rule) is broken.
-    """
-
-    path: str
-    message: str
-    strict: bool = False
-
-    def __str__(self) -> str:
-        return f"{self.path or '/'}: {self.message}"
+Kind = Literal["image", "label", "plate", "well", "scene", "bioformats2raw", "series"]
+Version = Literal["0.4", "0.5", "0.6"]
 
 
 def detect(attributes: Mapping[str, Any]) -> tuple[Kind, Version] | None:
     """The kind and version of the OME-NGFF metadata in a document, or None if it has none."""
     ome = attributes.get("ome")
+    if isinstance(ome, Mapping) and ome.get("version") in _VERSIONS_06:
+        found = detect06(ome)
+        return None if found is None else (found, "0.6")  # type: ignore[return-value]
     if isinstance(ome, Mapping):
         namespace: Mapping[str, Any] = ome
         version: Version = "0.5"
@@ -134,21 +66,32 @@ def validate(
     kind: Kind | None = None,
     version: Version | None = None,
     strict: bool = False,
+    notes: bool = False,
 ) -> list[Problem]:
     """Every problem of an OME-NGFF attributes document.
 
     Parameters
     ----------
     attributes
-        The zarr attributes: ``{"ome": {...}}`` for 0.5, the top-level keys for 0.4.
+        The zarr attributes: ``{"ome": {...}}`` for 0.5 and 0.6, the top-level keys for 0.4.
     kind, version
-        What the document should be; detected from it when None.
+        What the document should be; detected from it when None. A 0.6 document with no
+        kind given is checked as every kind it holds.
     strict
         Also report broken recommendations.
+    notes
+        Also report the 0.6 rules that only make notes (see :attr:`Problem.note`).
     """
     found = detect(attributes) if kind is None or version is None else None
-    kind = kind or (found[0] if found else "image")
     version = version or (found[1] if found else "0.5")
+    if version == "0.6":
+        return validate06(attributes, kind=kind, strict=strict, notes=notes)
+    kind = kind or (found[0] if found else "image")
+    if kind not in ("image", "label", "plate", "well"):
+        raise MetadataError(
+            f"OME-NGFF {version} has no {kind!r} documents; cellvol checks "
+            "images, labels, plates and wells there"
+        )
     out = _Collector()
     if version == "0.5":
         ome = attributes.get("ome")
@@ -160,9 +103,14 @@ def validate(
         namespace, base = ome, "/ome"
     else:
         namespace, base = attributes, ""
-    {"image": _image, "label": _label, "plate": _plate, "well": _well}[kind](
-        namespace, base, version, out
-    )
+    if kind == "label":
+        check_label(namespace, base, version, out)
+        if "multiscales" in namespace:  # a label image is an image too
+            _image(namespace, base, version, out)
+    elif kind == "plate":
+        check_plate(namespace, base, version, out)
+    else:
+        {"image": _image, "well": _well}[kind](namespace, base, version, out)
     return [p for p in out.problems if strict or not p.strict]
 
 
@@ -181,82 +129,6 @@ def check(
         )
 
 
-class _Collector:
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
-    def add(self, path: str, message: str, *, strict: bool = False) -> None:
-        self.problems.append(Problem(path, message, strict))
-
-
-# -- JSON value helpers ------------------------------------------------------------------------
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_integer(value: object) -> bool:
-    return _is_number(value) and float(value).is_integer()  # type: ignore[arg-type]
-
-
-def _array(
-    value: object, path: str, out: _Collector, *, min_items: int = 0, unique: bool = False
-) -> Sequence[Any] | None:
-    if not isinstance(value, list):
-        out.add(path, f"must be an array, got {type(value).__name__}")
-        return None
-    if len(value) < min_items:
-        out.add(path, f"must have at least {min_items} item(s), got {len(value)}")
-    if unique:
-        seen: set[str] = set()
-        for i, item in enumerate(value):
-            key = json.dumps(item, sort_keys=True)
-            if key in seen:
-                out.add(f"{path}/{i}", "duplicates an earlier item; items must be unique")
-            seen.add(key)
-    return value
-
-
-def _object(value: object, path: str, out: _Collector) -> Mapping[str, Any] | None:
-    if not isinstance(value, Mapping):
-        out.add(path, f"must be an object, got {type(value).__name__}")
-        return None
-    return value
-
-
-def _required(
-    obj: Mapping[str, Any], keys: Sequence[str], path: str, out: _Collector, *, strict: bool = False
-) -> None:
-    for key in keys:
-        if key not in obj:
-            out.add(f"{path}/{key}", f"'{key}' is required", strict=strict)
-
-
-def _typed(obj: Mapping[str, Any], key: str, path: str, out: _Collector, kind: str) -> None:
-    """Check the type of an optional field."""
-    if key not in obj:
-        return
-    value = obj[key]
-    ok = {
-        "string": isinstance(value, str),
-        "number": _is_number(value),
-        "integer": _is_integer(value),
-        "boolean": isinstance(value, bool),
-        "object": isinstance(value, Mapping),
-    }[kind]
-    if not ok:
-        out.add(f"{path}/{key}", f"must be a {kind}, got {value!r}")
-
-
-def _version_04(obj: Mapping[str, Any], path: str, out: _Collector, *, required: bool) -> None:
-    if "version" in obj:
-        if obj["version"] != "0.4":
-            out.add(f"{path}/version", f"version must be '0.4', got {obj['version']!r}")
-    elif required:
-        out.add(f"{path}/version", "'version' is recommended", strict=True)
-
-
 # -- images ------------------------------------------------------------------------------------
 
 
@@ -271,7 +143,7 @@ def _image(ns: Mapping[str, Any], base: str, version: Version, out: _Collector) 
         if multiscale is not None:
             _multiscale(multiscale, path, version, out)
     if "omero" in ns:
-        _omero(ns["omero"], f"{base}/omero", out)
+        check_omero(ns["omero"], f"{base}/omero", out)
 
 
 def _multiscale(ms: Mapping[str, Any], path: str, version: Version, out: _Collector) -> None:
@@ -280,7 +152,7 @@ def _multiscale(ms: Mapping[str, Any], path: str, version: Version, out: _Collec
     if version == "0.5":
         _required(ms, ("metadata", "type"), path, out, strict=True)
     else:
-        _version_04(ms, path, out, required=False)
+        version_04(ms, path, out, required=False)
     _typed(ms, "name", path, out, "string")
     n_axes = _axes(ms["axes"], f"{path}/axes", out) if "axes" in ms else None
     if version == "0.4":
@@ -379,185 +251,9 @@ def _transformations(value: object, path: str, n_axes: int | None, out: _Collect
         out.add(path, "at most one 'translation' is allowed")
 
 
-def _omero(value: object, path: str, out: _Collector) -> None:
-    omero = _object(value, path, out)
-    if omero is None:
-        return
-    _required(omero, ("channels",), path, out)
-    for i, entry in enumerate(_array(omero.get("channels", []), f"{path}/channels", out) or []):
-        cpath = f"{path}/channels/{i}"
-        channel = _object(entry, cpath, out)
-        if channel is None:
-            continue
-        for key, kind in (
-            ("label", "string"),
-            ("family", "string"),
-            ("color", "string"),
-            ("active", "boolean"),
-        ):
-            _typed(channel, key, cpath, out, kind)
-        if "window" in channel:
-            window = _object(channel["window"], f"{cpath}/window", out)
-            if window is not None:
-                _required(window, ("start", "min", "end", "max"), f"{cpath}/window", out)
-                for key in ("start", "min", "end", "max"):
-                    _typed(window, key, f"{cpath}/window", out, "number")
-
-
-# -- labels ------------------------------------------------------------------------------------
-
-
-def _section(
-    ns: Mapping[str, Any], key: str, base: str, version: Version, out: _Collector
-) -> Mapping[str, Any] | None:
-    """The object under ``key`` (image-label, plate, well), with its 0.4 version checked."""
-    path = f"{base}/{key}"
-    if key not in ns:
-        out.add(path, f"'{key}' is required for this kind of document")
-        return None
-    section = _object(ns[key], path, out)
-    if section is not None and version == "0.4":
-        _version_04(section, path, out, required=True)
-    return section
-
-
-def _label(ns: Mapping[str, Any], base: str, version: Version, out: _Collector) -> None:
-    path = f"{base}/image-label"
-    label = _section(ns, "image-label", base, version, out)
-    if label is None:
-        return
-    _required(label, ("colors",), path, out, strict=True)
-    if "colors" in label:
-        colors = _array(label["colors"], f"{path}/colors", out, min_items=1, unique=True)
-        values: set[float] = set()
-        for i, entry in enumerate(colors or []):
-            cpath = f"{path}/colors/{i}"
-            color = _object(entry, cpath, out)
-            if color is None:
-                continue
-            _required(color, ("label-value",), cpath, out)
-            _typed(color, "label-value", cpath, out, "number")
-            value: Any = color.get("label-value")
-            if _is_number(value):
-                if value in values:
-                    out.add(f"{cpath}/label-value", f"label-value {value} has two colours")
-                values.add(value)
-            if "rgba" in color:
-                rgba = color["rgba"]
-                if not (
-                    isinstance(rgba, list)
-                    and len(rgba) == 4
-                    and all(_is_integer(c) and 0 <= c <= 255 for c in rgba)
-                ):
-                    out.add(
-                        f"{cpath}/rgba", f"rgba must be four integers from 0 to 255, got {rgba!r}"
-                    )
-    if "properties" in label:
-        properties = _array(
-            label["properties"], f"{path}/properties", out, min_items=1, unique=True
-        )
-        for i, entry in enumerate(properties or []):
-            ppath = f"{path}/properties/{i}"
-            prop = _object(entry, ppath, out)
-            if prop is not None:
-                _required(prop, ("label-value",), ppath, out)
-                _typed(prop, "label-value", ppath, out, "integer")
-    if "source" in label:
-        source = _object(label["source"], f"{path}/source", out)
-        if source is not None:
-            _typed(source, "image", f"{path}/source", out, "string")
-    if "multiscales" in ns:  # a label image is an image too
-        _image(ns, base, version, out)
-
-
-# -- plates and wells --------------------------------------------------------------------------
-
-
-def _plate(ns: Mapping[str, Any], base: str, version: Version, out: _Collector) -> None:
-    path = f"{base}/plate"
-    plate = _section(ns, "plate", base, version, out)
-    if plate is None:
-        return
-    _required(plate, ("columns", "rows", "wells"), path, out)
-    _required(plate, ("name",), path, out, strict=True)
-    _typed(plate, "name", path, out, "string")
-    if "field_count" in plate and not (
-        _is_integer(plate["field_count"]) and plate["field_count"] > 0
-    ):
-        out.add(f"{path}/field_count", f"must be a positive integer, got {plate['field_count']!r}")
-    names: dict[str, list[str]] = {}
-    for key in ("rows", "columns"):
-        names[key] = []
-        if key not in plate:
-            continue
-        for i, entry in enumerate(
-            _array(plate[key], f"{path}/{key}", out, min_items=1, unique=True) or []
-        ):
-            epath = f"{path}/{key}/{i}"
-            item = _object(entry, epath, out)
-            if item is None:
-                continue
-            _required(item, ("name",), epath, out)
-            name = item.get("name")
-            if "name" in item and not (isinstance(name, str) and _NAME.match(name)):
-                out.add(f"{epath}/name", f"must be letters and digits only, got {name!r}")
-            if isinstance(name, str):
-                if name in names[key]:
-                    out.add(f"{epath}/name", f"{key[:-1]} name {name!r} is used twice")
-                names[key].append(name)
-    if "wells" in plate:
-        for i, entry in enumerate(
-            _array(plate["wells"], f"{path}/wells", out, min_items=1, unique=True) or []
-        ):
-            _plate_well(entry, f"{path}/wells/{i}", names, version, out)
-    if "acquisitions" in plate:
-        for i, entry in enumerate(_array(plate["acquisitions"], f"{path}/acquisitions", out) or []):
-            _acquisition(entry, f"{path}/acquisitions/{i}", out)
-
-
-def _plate_well(
-    entry: object, path: str, names: Mapping[str, list[str]], version: Version, out: _Collector
-) -> None:
-    well = _object(entry, path, out)
-    if well is None:
-        return
-    _required(well, ("path", "rowIndex", "columnIndex"), path, out)
-    well_path = well.get("path")
-    if "path" in well and not (isinstance(well_path, str) and _WELL_PATH.match(well_path)):
-        out.add(f"{path}/path", f"must be '<row>/<column>', got {well_path!r}")
-    indices = {}
-    for key, axis in (("rowIndex", "rows"), ("columnIndex", "columns")):
-        value: Any = well.get(key)
-        if key in well and not (_is_integer(value) and value >= 0):
-            out.add(f"{path}/{key}", f"must be a non-negative integer, got {value!r}")
-        elif key in well and int(value) < len(names[axis]):
-            indices[axis] = names[axis][int(value)]
-    if version == "0.5" and isinstance(well_path, str) and len(indices) == 2:
-        expected = f"{indices['rows']}/{indices['columns']}"
-        if well_path != expected:
-            out.add(
-                f"{path}/path",
-                f"path {well_path!r} does not name its row and column; expected {expected!r}",
-            )
-
-
-def _acquisition(entry: object, path: str, out: _Collector) -> None:
-    acquisition = _object(entry, path, out)
-    if acquisition is None:
-        return
-    _required(acquisition, ("id",), path, out)
-    _required(acquisition, ("name", "maximumfieldcount"), path, out, strict=True)
-    for key, minimum in (("id", 0), ("starttime", 0), ("endtime", 0), ("maximumfieldcount", 1)):
-        value: Any = acquisition.get(key)
-        if key in acquisition and not (_is_integer(value) and value >= minimum):
-            out.add(f"{path}/{key}", f"must be an integer of at least {minimum}, got {value!r}")
-    _typed(acquisition, "name", path, out, "string")
-    _typed(acquisition, "description", path, out, "string")
-
-
 def _well(ns: Mapping[str, Any], base: str, version: Version, out: _Collector) -> None:
     path = f"{base}/well"
-    well = _section(ns, "well", base, version, out)
+    well = section(ns, "well", base, version, out)
     if well is None:
         return
     _required(well, ("images",), path, out)
@@ -570,6 +266,6 @@ def _well(ns: Mapping[str, Any], base: str, version: Version, out: _Collector) -
             continue
         _required(image, ("path",), ipath, out)
         image_path = image.get("path")
-        if "path" in image and not (isinstance(image_path, str) and _NAME.match(image_path)):
+        if "path" in image and not (isinstance(image_path, str) and NAME.match(image_path)):
             out.add(f"{ipath}/path", f"must be letters and digits only, got {image_path!r}")
         _typed(image, "acquisition", ipath, out, "integer")

@@ -193,6 +193,7 @@ def write_pyramid(
     break_lease: bool = False,
     progress: ProgressCallback | None = None,
     image_label: Mapping[str, Any] | None = None,
+    ome_version: str = "0.5",
 ) -> WriteResult:
     """Write ``source`` as a multiscale OME-Zarr 0.5 image at ``dest``, or resume that write.
 
@@ -260,6 +261,9 @@ def write_pyramid(
     image_label
         OME-Zarr ``image-label`` metadata, which makes the image a label image; written with
         the rest of its metadata (see :func:`cellvol.labels.write_labels`, which sets it).
+    ome_version
+        ``"0.5"`` (default) or ``"0.6"``: the OME-Zarr version of the metadata (0.6 names a
+        ``physical`` coordinate system that each level maps into).
 
     Returns
     -------
@@ -290,6 +294,8 @@ def write_pyramid(
         raise InvalidInputError(
             f"unknown downsampling method {method!r}; expected one of {', '.join(METHODS)}"
         )
+    if ome_version not in ("0.5", "0.6"):
+        raise InvalidInputError(f"ome_version must be '0.5' or '0.6', got {ome_version!r}")
     voxel = VoxelSize.of(voxel_size, unit)
     plan = plan_pyramid(
         shape,
@@ -311,6 +317,8 @@ def write_pyramid(
     parallel = cluster_threads(client) if client is not None else threads
     schedule = plan_schedule(plan, dtype.itemsize, memory_limit=memory_limit, workers=parallel)
     parameters = _parameters(plan, dtype, method)
+    if ome_version != "0.5":  # so that a write started as 0.5 is not resumed as another
+        parameters["ome_version"] = ome_version
     # A memory map is read through a reference that releases the pages it reads, from the
     # first read on: the caller's own map would keep them in this process's resident memory
     # (most of the input, for the corner chunks of the sample below).
@@ -387,8 +395,9 @@ def write_pyramid(
         title = name or location.name
         datasets = [Dataset(level.path, level.scale, level.translation) for level in plan.levels]
         attributes = image_attributes(
-            datasets, plan.voxel_size.unit, name=title, method=method, provenance_record=record
-        )
+            datasets, plan.voxel_size.unit, name=title, method=method, provenance_record=record,
+            ome_version=ome_version,
+        )  # fmt: skip
         if image_label is not None:
             attributes["ome"]["image-label"] = dict(image_label)
         else:  # intensities: a contrast window, so that viewers open the image legibly
