@@ -75,6 +75,21 @@ def harness(mode: str, *selection: str, dingus: list[str]) -> dict[str, str]:
 
 
 @needs_harness
+@pytest.mark.parametrize(
+    ("mode", "pattern"), [("attributes", "/scene/"), ("zarr", "^spec/(in)?valid/label/")]
+)
+def test_the_specification_harness_runs_cellvol_validate(mode: str, pattern: str) -> None:
+    # A few cases through the harness itself: every case costs a process start, so the full
+    # run is the slow test below; the in-process test in tests/ome checks every case's verdict.
+    dingus = [*CELLVOL, "validate", "--json", "--exit-zero"]
+    statuses = harness(mode, "--exclude-strict", "--include-pattern", pattern, dingus=dingus)
+    assert len(statuses) >= 4
+    assert {name for name, status in statuses.items() if status != "pass"} == set()
+    assert any("/invalid/" in name for name in statuses)
+    assert any("/valid/" in name for name in statuses)
+
+
+@needs_harness
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["attributes", "zarr"])
 def test_the_specification_harness_agrees_on_every_case(mode: str) -> None:
