@@ -11,6 +11,7 @@ Routes (GET and HEAD only; anything else is 405):
 ``/slice/{name}.{png,jpeg,webp}``                any region of a plane (``?axis=&index=&level=&
                                                  rows=a:b&cols=c:d``)
 ``/segment/{name}/{labels}?z=&y=&x=&level=``     the segment under a voxel, with its annotations
+``/segments/{name}/{labels}?q=&ids=&limit=``      the segments, searchable, for the page's list
 ``/catalog``                                     the served volumes as JSON
 ``/view/{name}``                                 the three-plane browser page
 ===============================================  ================================================
@@ -60,6 +61,7 @@ from cellvol.read._open import open as open_volume
 from cellvol.read._volume import LabelImage, Volume
 from cellvol.server._keys import KeyReader, key_reader, raw_key
 from cellvol.server._render import encode, label_overlay, render
+from cellvol.server._segments import segment_list
 
 __all__ = ["Served", "create_app", "serve_name"]
 
@@ -253,6 +255,7 @@ def create_app(
         ),
         Route("/slice/{name}.{fmt}", slice_, methods=["GET", "HEAD"]),
         Route("/segment/{name}/{labels}", segment, methods=["GET", "HEAD"]),
+        Route("/segments/{name}/{labels}", segment_list, methods=["GET", "HEAD"]),
         Mount("/static", StaticFiles(directory=static), name="static"),
     ]
     application = Starlette(
