@@ -1,7 +1,7 @@
 """The ``cellvol`` command line: a thin shell over the library that draws with rich.
 
-The commands live here and in ``_archive`` (verify, pack, unpack, crate); ``_display`` draws tables,
-progress bars and error lines.
+The commands live here, in ``_archive`` (verify, pack, unpack, crate) and in ``_meshes``
+(meshes); ``_display`` draws tables, progress bars and error lines.
 """
 
 from __future__ import annotations
@@ -546,4 +546,4 @@ def info(
 
 
 # The archive commands register themselves on the app; imported last to list them last.
-from cellvol.cli import _archive  # noqa: E402, F401
+from cellvol.cli import _archive, _meshes  # noqa: E402, F401

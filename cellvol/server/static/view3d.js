@@ -233,11 +233,15 @@ const view3d = {
       } catch (error) {
         // a plain-text reason: shown as it is
       }
-      this.section.querySelector(".where").textContent = `no surfaces: ${text}`;
+      // A server without the /meshes route answers a bare "Not Found".
+      this.section.querySelector(".where").textContent = text === "Not Found" ? "no surfaces" : `no surfaces: ${text}`;
       this.section.dataset.meshes = "none";
       return;
     }
     const catalog = await listed.json();
+    // Meshes are stored in their own unit (nanometres); the scene is in the image's unit.
+    const meshNm = NANOMETRES_PER[(catalog.unit || "").toLowerCase()];
+    const factor = meshNm && units.nmPerUnit ? meshNm / units.nmPerUnit : 1;
     const ids = catalog.segments.map((s) => s.id);
     const colors = {};
     for (let i = 0; i < ids.length; i += 5000) {
@@ -250,21 +254,22 @@ const view3d = {
       if (sequence !== this.meshSequence) return;
       if (!response.ok) continue;
       const color = colors[segment.id] || [200, 200, 200, 255];
-      this.meshes.push(this.meshBuffers(segment.id, await response.arrayBuffer(), color));
+      this.meshes.push(this.meshBuffers(segment.id, await response.arrayBuffer(), color, factor));
       this.section.dataset.surfaces = String(this.meshes.length);
       this.render();
     }
     this.section.dataset.meshes = "loaded";
-    this.section.querySelector(".where").textContent = `${this.meshes.length} surface(s)`;
+    const stale = catalog.stale ? " (stale: the labels changed since; run cellvol meshes)" : "";
+    this.section.querySelector(".where").textContent = `${this.meshes.length} surface(s)${stale}`;
     this.render();
   },
 
-  meshBuffers(id, buffer, color) {
+  meshBuffers(id, buffer, color, factor) {
     const gl = this.gl;
     const header = new DataView(buffer);
     const nVertices = header.getUint32(0, true);
     const nTriangles = header.getUint32(4, true);
-    const positions = new Float32Array(buffer, 8, nVertices * 3);
+    const positions = new Float32Array(buffer, 8, nVertices * 3).map((v) => v * factor);
     const indices = new Uint32Array(buffer, 8 + nVertices * 12, nTriangles * 3);
     // Vertex normals: the area-weighted sum of the faces around each vertex.
     const normals = new Float32Array(nVertices * 3);
