@@ -156,6 +156,9 @@ function draw(panel) {
   drawScaleBar(panel, context, view, scale);
   if (panel.image) {
     panel.element.dataset.ready = "1";
+    if (!document.body.dataset.firstPlanes && panels.every((p) => p.element.dataset.ready === "1")) {
+      document.body.dataset.firstPlanes = String(performance.now());
+    }
     document.body.dataset.renders = String(Number(document.body.dataset.renders) + 1);
   }
 }
