@@ -10,7 +10,7 @@ browser context each run, so nothing is cached between runs. The page records, i
 drawn (``firstPlanes``) and when the 3-D view first drew a complete frame: the three planes as
 textures and every segment surface listed by ``/meshes`` (``firstFrame3d``). One untimed run
 warms the server's chunk cache and the operating system's page cache; then ``--runs`` timed
-runs. The synthetic image is 64 x 512 x 512 uint8 (4 x 4 x 8 nm voxels) with 24 ellipsoid
+runs. The synthetic image is 64 x 512 x 512 uint8 (voxels 8 x 4 x 4 nm, z y x) with 24 ellipsoid
 segments, made once in ``--data-dir``; its meshes are computed as the labels are written.
 Results go to ``benchmarks/results/first-frame.json``.
 """
