@@ -43,6 +43,8 @@ const mat4 = {
   },
 };
 
+const MAX_TRIANGLES = 4_000_000;
+
 const SHADERS = {
   flat: [
     `#version 300 es
@@ -191,6 +193,9 @@ const view3d = {
         alpha: state.overlay && state.labels ? state.alpha : "",
       };
       const target = this.planes[axis];
+      const wanted = query(params);
+      if (wanted === target.wanted) continue; // panning or zooming the 2-D panels: same plane
+      target.wanted = wanted;
       const sequence = ++target.sequence;
       const image = new Image();
       image.onload = () => {
@@ -207,7 +212,7 @@ const view3d = {
         target.ready = true;
         this.scheduleRender();
       };
-      image.src = `/slice/${encodeURIComponent(name)}.png?${query(params)}`;
+      image.src = `/slice/${encodeURIComponent(name)}.png?${wanted}`;
     }
   },
 
@@ -244,7 +249,10 @@ const view3d = {
     // Meshes are stored in their own unit (nanometres); the scene is in the image's unit.
     const meshNm = NANOMETRES_PER[(catalog.unit || "").toLowerCase()];
     const factor = meshNm && units.nmPerUnit ? meshNm / units.nmPerUnit : 1;
-    const ids = catalog.segments.map((s) => s.id);
+    // Surfaces up to a triangle budget that a software renderer still draws interactively.
+    let triangles = 0;
+    const shown = catalog.segments.filter((s) => (triangles += s.triangles) <= MAX_TRIANGLES);
+    const ids = shown.map((s) => s.id);
     const colors = {};
     for (let i = 0; i < ids.length; i += 5000) {
       const chunk = ids.slice(i, i + 5000);
@@ -254,7 +262,7 @@ const view3d = {
     // All at once (the server bounds its own concurrency); each drawn as it arrives, with
     // the frames of meshes arriving together drawn once.
     await Promise.all(
-      catalog.segments.map(async (segment) => {
+      shown.map(async (segment) => {
         const response = await fetch(segment.url);
         if (sequence !== this.meshSequence || !response.ok) return;
         const data = await response.arrayBuffer();
@@ -268,7 +276,9 @@ const view3d = {
     if (sequence !== this.meshSequence) return;
     this.section.dataset.meshes = "loaded";
     const stale = catalog.stale ? " (stale: the labels changed since; run cellvol meshes)" : "";
-    this.section.querySelector(".where").textContent = `${this.meshes.length} surface(s)${stale}`;
+    const left = catalog.segments.length - shown.length;
+    const budget = left ? ` (${left} more left out: over ${MAX_TRIANGLES.toLocaleString()} triangles)` : "";
+    this.section.querySelector(".where").textContent = `${this.meshes.length} surface(s)${budget}${stale}`;
     this.scheduleRender();
   },
 
