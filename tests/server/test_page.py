@@ -102,6 +102,9 @@ def test_three_planes_render_and_the_overlay_toggles(running, browser, tmp_path)
     links = page.eval_on_selector_all("#segment-body a", "as => as.map(a => a.href)")
     assert "https://amigo.geneontology.org/amigo/term/GO:0005739" in links
     assert "mitochondrion" in page.inner_text("#segment-body")
+    # Selected in 2-D, the segment is selected in the list and the 3-D view too.
+    page.wait_for_selector("#segment-list li.selected[data-id='2']", timeout=20_000)
+    assert page.evaluate("view3d.selected") == 2
     assert "zarr3%3A%2F%2F" in page.get_attribute("#neuroglancer", "href")
     # Zooming out far enough switches the planes to a coarser level.
     count = _renders(page)
