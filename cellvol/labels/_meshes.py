@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
@@ -63,6 +63,7 @@ __all__ = [
     "mesh_index",
     "read_mesh",
     "store_meshes",
+    "stored_meshes",
 ]
 
 #: The most triangles one segment's surface gets by default: detailed enough to recognise an
@@ -234,9 +235,7 @@ def read_mesh(
     InvalidInputError
         If the labels have no meshes, or none for that segment.
     """
-    label_image = _labels_of(image, labels, storage_options)
-    store = open_store(label_image.url, mode="r", storage_options=storage_options)
-    index = _stored_index(store, label_image.url, strict=True)
+    index, _, load = stored_meshes(_labels_of(image, labels, storage_options), storage_options)
     if index is None:
         raise InvalidInputError(
             f"labels {labels!r} of {image} have no meshes",
@@ -245,11 +244,33 @@ def read_mesh(
     if segment_id not in index.segments:
         reason = index.skipped.get(segment_id, "no such segment in the meshes' index")
         raise InvalidInputError(f"labels {labels!r} of {image}: segment {segment_id}: {reason}")
-    data = read_bytes(store, mesh_key(segment_id))
-    where = f"{label_image.url}/{mesh_key(segment_id)}"
-    if data is None:
-        raise IntegrityError(f"{where} is missing although the meshes' index lists it")
-    return Mesh.decode(data, where)
+    return load(segment_id)
+
+
+def stored_meshes(
+    label_image: LabelImage, storage_options: Mapping[str, Any] | None = None
+) -> tuple[MeshIndex | None, bool | None, Callable[[int], Mesh]]:
+    """A label image's stored mesh index, whether it is stale, and a reader of its meshes.
+
+    Stale is None when unknown (labels without digests), else whether the labels' levels
+    changed since the meshes were computed.
+    """
+    store = open_store(label_image.url, mode="r", storage_options=storage_options)
+    index = _stored_index(store, label_image.url, strict=True)
+    stale = None
+    if index is not None and index.source is not None:
+        digests = parse_digests(read_bytes(store, DIGESTS_KEY), label_image.url)
+        current = source_fingerprint(digests, [level.path for level in label_image.levels])
+        stale = None if current is None else current != index.source
+
+    def load(segment_id: int) -> Mesh:
+        where = f"{label_image.url}/{mesh_key(segment_id)}"
+        data = read_bytes(store, mesh_key(segment_id))
+        if data is None:
+            raise IntegrityError(f"{where} is missing although the meshes' index lists it")
+        return Mesh.decode(data, where)
+
+    return index, stale, load
 
 
 def _labels_of(
