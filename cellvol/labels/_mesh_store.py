@@ -109,7 +109,8 @@ class MeshEntry:
     vertices: int
     triangles: int
     level: int
-    step: int
+    step: tuple[int, int, int]
+    """Level voxels between the voxels meshed, along z, y, x (1, 1, 1: all of them)."""
     nbytes: int
     sha256: str
 
@@ -120,7 +121,7 @@ class MeshEntry:
             "vertices": self.vertices,
             "triangles": self.triangles,
             "level": self.level,
-            "step": self.step,
+            "step": list(self.step),
             "bytes": self.nbytes,
             "sha256": self.sha256,
         }
@@ -185,7 +186,7 @@ class MeshIndex:
                     int(e["vertices"]),
                     int(e["triangles"]),
                     int(e["level"]),
-                    int(e["step"]),
+                    _step(e["step"]),
                     int(e["bytes"]),
                     str(e["sha256"]),
                 )
@@ -223,3 +224,8 @@ def source_fingerprint(
     prefixes = tuple(f"{path.strip('/')}/" for path in level_paths)
     chosen = sorted((k, v) for k, v in digests.items() if k.startswith(prefixes))
     return sha256_hex(json.dumps([[k, size, digest] for k, (size, digest) in chosen]).encode())
+
+
+def _step(value: Any) -> tuple[int, int, int]:
+    z, y, x = (int(v) for v in value)
+    return z, y, x

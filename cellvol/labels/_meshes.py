@@ -18,9 +18,10 @@ labels written earlier, and does nothing when the stored ones are up to date.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
@@ -31,7 +32,7 @@ import numpy.typing as npt
 from cellvol._codec._cache import ChunkCache
 from cellvol._store import (
     delete_prefix,
-    is_local_store,
+    list_keys,
     make_durable,
     open_store,
     read_bytes,
@@ -63,6 +64,7 @@ __all__ = [
     "mesh_index",
     "read_mesh",
     "store_meshes",
+    "stored_meshes",
 ]
 
 #: The most triangles one segment's surface gets by default: detailed enough to recognise an
@@ -144,9 +146,9 @@ def store_meshes(
 ) -> MeshIndex:
     """Compute and store the meshes of the label image at ``url``; the caller holds the lease.
 
-    Old meshes go first (the index before the objects), then the new objects, the index last
-    and the digests after it: an interruption leaves no index, which reads as "no meshes",
-    and a rerun computes them again.
+    The old index goes first, then the new objects replace the old ones (those of segments
+    gone are deleted), the new index comes last and the digests after it: an interruption
+    leaves no index, which reads as "no meshes", and a rerun computes them again.
     """
     if isinstance(triangle_budget, bool) or not isinstance(triangle_budget, int):
         raise InvalidInputError(f"triangle_budget must be an integer, got {triangle_budget!r}")
@@ -171,7 +173,7 @@ def store_meshes(
     mesher = _Mesher(label_image, triangle_budget, ITERATIONS if smoothing else 0)
     table = label_image.segments
     delete_prefix(store, INDEX_KEY)
-    delete_prefix(store, MESHES_PATH)
+    earlier = set(list_keys(store, MESHES_PATH))  # replaced in place, the rest deleted after
 
     def one(row: int) -> tuple[int, MeshEntry | str]:
         segment_id = int(table.ids[row])
@@ -197,10 +199,14 @@ def store_meshes(
     order = sorted(range(len(table)), key=lambda r: tuple(table.bbox_min[r] // chunks))
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         results = list(pool.map(one, order))
-    entries = {k: v for k, v in results if isinstance(v, MeshEntry)}
-    skipped = {k: v for k, v in results if isinstance(v, str)}
-    if is_local_store(store):  # an object store's writes are durable already
-        make_durable(store, [mesh_key(k) for k in entries])
+        entries = {k: v for k, v in results if isinstance(v, MeshEntry)}
+        skipped = {k: v for k, v in results if isinstance(v, str)}
+        written = [mesh_key(k) for k in entries]
+        # Synced in batches on the pool: the syncs overlap, each batch's folders synced once.
+        batches = [written[at : at + 256] for at in range(0, len(written), 256)]
+        list(pool.map(functools.partial(make_durable, store), batches))
+        for key in sorted(earlier - set(written)):
+            delete_prefix(store, key)
     index = MeshIndex(source, triangle_budget, settings, entries, skipped)
     write_bytes(store, INDEX_KEY, index.encode())
     make_durable(store, [INDEX_KEY])
@@ -234,9 +240,7 @@ def read_mesh(
     InvalidInputError
         If the labels have no meshes, or none for that segment.
     """
-    label_image = _labels_of(image, labels, storage_options)
-    store = open_store(label_image.url, mode="r", storage_options=storage_options)
-    index = _stored_index(store, label_image.url, strict=True)
+    index, _, load = stored_meshes(_labels_of(image, labels, storage_options), storage_options)
     if index is None:
         raise InvalidInputError(
             f"labels {labels!r} of {image} have no meshes",
@@ -245,11 +249,33 @@ def read_mesh(
     if segment_id not in index.segments:
         reason = index.skipped.get(segment_id, "no such segment in the meshes' index")
         raise InvalidInputError(f"labels {labels!r} of {image}: segment {segment_id}: {reason}")
-    data = read_bytes(store, mesh_key(segment_id))
-    where = f"{label_image.url}/{mesh_key(segment_id)}"
-    if data is None:
-        raise IntegrityError(f"{where} is missing although the meshes' index lists it")
-    return Mesh.decode(data, where)
+    return load(segment_id)
+
+
+def stored_meshes(
+    label_image: LabelImage, storage_options: Mapping[str, Any] | None = None
+) -> tuple[MeshIndex | None, bool | None, Callable[[int], Mesh]]:
+    """A label image's stored mesh index, whether it is stale, and a reader of its meshes.
+
+    Stale is None when unknown (labels without digests), else whether the labels' levels
+    changed since the meshes were computed.
+    """
+    store = open_store(label_image.url, mode="r", storage_options=storage_options)
+    index = _stored_index(store, label_image.url, strict=True)
+    stale = None
+    if index is not None and index.source is not None:
+        digests = parse_digests(read_bytes(store, DIGESTS_KEY), label_image.url)
+        current = source_fingerprint(digests, [level.path for level in label_image.levels])
+        stale = None if current is None else current != index.source
+
+    def load(segment_id: int) -> Mesh:
+        where = f"{label_image.url}/{mesh_key(segment_id)}"
+        data = read_bytes(store, mesh_key(segment_id))
+        if data is None:
+            raise IntegrityError(f"{where} is missing although the meshes' index lists it")
+        return Mesh.decode(data, where)
+
+    return index, stale, load
 
 
 def _labels_of(
@@ -275,6 +301,10 @@ def _stored_index(store: Any, url: str, *, strict: bool = False) -> MeshIndex | 
         return None
 
 
+_Step = tuple[int, int, int]
+"""Level voxels between neighbouring mask voxels along z, y and x."""
+
+
 @dataclass(frozen=True)
 class _Mesher:
     """Chooses each segment's level and sampling step, reads its mask and meshes it."""
@@ -285,20 +315,20 @@ class _Mesher:
 
     def mesh(
         self, segment_id: int, voxels: int, low: npt.NDArray[Any], high: npt.NDArray[Any]
-    ) -> tuple[Mesh, int, int] | str:
+    ) -> tuple[Mesh, int, _Step] | str:
         """The surface of a segment of ``voxels`` voxels in ``[low, high]``, its level and step.
 
         Or, for a segment with no surface, why.
         """
         choices = [self._box(index, low, high) for index in range(len(self.labels.levels))]
         fits = [
-            estimated_triangles(voxels / (math.prod(factor) * step**3)) <= self.budget
+            estimated_triangles(voxels / (math.prod(factor) * math.prod(step))) <= self.budget
             for factor, _, _, step in choices
         ]
         at = fits.index(True) if True in fits else len(choices) - 1
-        best: tuple[Mesh, int, int] | None = None
+        best: tuple[Mesh, int, _Step] | None = None
         finer_only = False
-        for _ in range(64):  # each pass halves the triangles or moves towards level 0
+        for _ in range(64):  # each pass cuts the triangles or moves towards level 0
             factor, box_low, box_high, step = choices[at]
             mesh = self._surface(at, segment_id, box_low, box_high, step)
             if mesh is None:
@@ -313,18 +343,19 @@ class _Mesher:
                 break
             if at + 1 < len(choices):
                 at += 1
-            else:  # the coarsest level: sample every other voxel more
-                choices[at] = (factor, box_low, box_high, step * 2)
+            else:  # the coarsest level: sample its finest axes more sparsely
+                choices[at] = (factor, box_low, box_high, self._coarser(at, step))
         assert best is not None
         return best
 
     def _box(
         self, index: int, low: npt.NDArray[Any], high: npt.NDArray[Any]
-    ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], int]:
+    ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], _Step]:
         """Level ``index``'s factors, the segment's box there (exclusive end) and the step.
 
         Mode downsampling keeps an ID only in parents of its own voxels, so the box at a
-        coarser level is the level-0 box divided by the factors.
+        coarser level is the level-0 box divided by the factors. The step is the least
+        that keeps the mask within :data:`MAX_MASK_VOXELS`.
         """
         levels = self.labels.levels
         level = levels[index]
@@ -335,13 +366,24 @@ class _Mesher:
         box_high = tuple(
             min(int(v) // f + 1, n) for v, f, n in zip(high, factor, level.shape, strict=True)
         )
-        voxels = math.prod(h - lo for lo, h in zip(box_low, box_high, strict=True))
-        step = max(1, math.ceil((voxels / MAX_MASK_VOXELS) ** (1.0 / 3.0)))
-        while math.prod(-(-(h - lo) // step) for lo, h in zip(box_low, box_high, strict=True)) > (
-            MAX_MASK_VOXELS
-        ):
-            step += 1
+        sizes = [h - lo for lo, h in zip(box_low, box_high, strict=True)]
+        step: _Step = (1, 1, 1)
+        while math.prod(-(-n // s) for n, s in zip(sizes, step, strict=True)) > MAX_MASK_VOXELS:
+            step = self._coarser(index, step)
         return factor, box_low, box_high, step
+
+    def _coarser(self, index: int, step: _Step) -> _Step:
+        """Twice the step along the axes of the smallest sampled spacing (towards isotropy).
+
+        Serial sections (50 x 4 x 4 nm) are thinned in y and x first, never in z until the
+        sampled voxels are about as large across as they are deep.
+        """
+        spacing = [s * n for s, n in zip(self.labels.levels[index].scale, step, strict=True)]
+        finest = min(spacing)
+        z, y, x = (
+            n * 2 if size < 1.5 * finest else n for n, size in zip(step, spacing, strict=True)
+        )
+        return z, y, x
 
     def _surface(
         self,
@@ -349,7 +391,7 @@ class _Mesher:
         segment_id: int,
         low: Sequence[int],
         high: Sequence[int],
-        step: int,
+        step: _Step,
     ) -> Mesh | None:
         level = self.labels.levels[index]
         mask = _read_mask(level, low, high, segment_id, step)
@@ -357,17 +399,17 @@ class _Mesher:
         unit = voxel.unit if voxel is not None else MESH_UNIT
         scale = convert_lengths(level.scale, unit, MESH_UNIT)
         translation = convert_lengths(level.translation, unit, MESH_UNIT)
-        return surface(mask, low, (step,) * 3, scale, translation, iterations=self.iterations)
+        return surface(mask, low, step, scale, translation, iterations=self.iterations)
 
 
 def _read_mask(
-    level: Level, low: Sequence[int], high: Sequence[int], segment_id: int, step: int
+    level: Level, low: Sequence[int], high: Sequence[int], segment_id: int, step: _Step
 ) -> npt.NDArray[np.bool_]:
     """Where level voxels ``[low, high)`` (every ``step``-th) hold ``segment_id``, slab by slab."""
     plane = (high[1] - low[1]) * (high[2] - low[2])
-    depth = max(step, (_SLAB_VOXELS // max(plane, 1)) // step * step)
+    depth = max(step[0], (_SLAB_VOXELS // max(plane, 1)) // step[0] * step[0])
     parts = []
     for z in range(low[0], high[0], depth):
         block = level[z : min(z + depth, high[0]), low[1] : high[1], low[2] : high[2]]
-        parts.append(block[::step, ::step, ::step] == segment_id)
+        parts.append(block[:: step[0], :: step[1], :: step[2]] == segment_id)
     return np.concatenate(parts) if parts else np.zeros((0, 0, 0), bool)

@@ -97,19 +97,27 @@ def surface(
 def _taubin(
     vertices: npt.NDArray[np.float64], faces: npt.NDArray[Any], iterations: int
 ) -> npt.NDArray[np.float64]:
-    """Taubin lambda/mu smoothing with the uniform (umbrella) Laplacian of the mesh's edges."""
-    from scipy import sparse
+    """Taubin lambda/mu smoothing with the uniform (umbrella) Laplacian of the mesh's edges.
 
+    On a closed, consistently wound surface each edge is walked once in each direction, so
+    the edges leaving a vertex name each of its neighbours once.
+    """
     n = vertices.shape[0]
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    rows = np.concatenate([edges[:, 0], edges[:, 1]])
-    cols = np.concatenate([edges[:, 1], edges[:, 0]])
-    adjacency = sparse.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n, n))
-    adjacency.data[:] = 1.0  # each edge appears in two triangles: count neighbours once
-    degree = np.asarray(adjacency.sum(axis=1)).ravel()
-    average = sparse.diags(1.0 / np.maximum(degree, 1.0)) @ adjacency
-    smoothed = vertices
+    start = faces.reshape(-1).astype(np.intp)
+    end = np.roll(faces, -1, axis=1).reshape(-1).astype(np.intp)  # a->b, b->c, c->a
+    degree = np.bincount(start, minlength=n).astype(np.float64)
+    alone = degree == 0  # no edge: stays where it is
+    degree[alone] = 1.0
+    axes = [np.ascontiguousarray(vertices[:, k]) for k in range(3)]
+
+    def pull(points: list[npt.NDArray[np.float64]], weight: float) -> list[npt.NDArray[np.float64]]:
+        moved = []
+        for p in points:
+            mean = np.bincount(start, weights=p[end], minlength=n) / degree
+            mean[alone] = p[alone]
+            moved.append(p + weight * (mean - p))
+        return moved
+
     for _ in range(iterations):
-        smoothed = smoothed + _LAMBDA * (average @ smoothed - smoothed)
-        smoothed = smoothed + _MU * (average @ smoothed - smoothed)
-    return np.asarray(smoothed)
+        axes = pull(pull(axes, _LAMBDA), _MU)
+    return np.stack(axes, axis=1)

@@ -195,3 +195,23 @@ def test_meshing_a_1_gib_label_image_runs_in_bounded_memory(tmp_path: Path) -> N
     assert MAX_MASK_VOXELS * 5 * 2 < 768 * 2**20
     assert peak_kib * 1024 < 768 * 2**20, f"peak {peak_kib / 1024:.0f} MiB"
     assert cellvol.verify(image).problems == []
+
+
+def test_stale_meshes_are_recomputed_and_those_of_gone_segments_deleted(tmp_path: Path) -> None:
+    import shutil
+
+    shape = (16, 32, 32)
+    image = _image(tmp_path, shape, (1.0, 1.0, 1.0))
+    first = np.zeros(shape, np.uint8)
+    first[2:8, 2:10, 2:10] = 5
+    cellvol.write_labels(image, first, "cells")
+    folder = image / "labels" / "cells" / "meshes"
+    shutil.copytree(folder, tmp_path / "kept")
+    second = np.zeros(shape, np.uint8)
+    second[8:14, 10:30, 10:30] = 6
+    cellvol.write_labels(image, second, "cells", overwrite=True, meshes=False)
+    shutil.copytree(tmp_path / "kept", folder)  # left by a tool that did not recompute them
+    index = cellvol.compute_meshes(image, "cells")  # not forced: stale, so recomputed
+    assert sorted(index.segments) == [6]
+    assert sorted(p.name for p in folder.iterdir()) == ["6.bin", "index.json"]
+    assert cellvol.verify(image).problems == []
