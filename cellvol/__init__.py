@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from cellvol.integrity._report import Problem, VerifyReport
     from cellvol.integrity._verify import verify
     from cellvol.labels._annotate import annotate, annotate_from_file
+    from cellvol.labels._meshes import compute_meshes, mesh_index, read_mesh
     from cellvol.labels._write import write_labels
     from cellvol.ome._hierarchy import Validation, validate
     from cellvol.write._pyramid import WriteResult, write_pyramid
@@ -62,6 +63,9 @@ _LAZY = {
     "WriteResult": "cellvol.write._pyramid",
     "annotate": "cellvol.labels._annotate",
     "annotate_from_file": "cellvol.labels._annotate",
+    "compute_meshes": "cellvol.labels._meshes",
+    "mesh_index": "cellvol.labels._meshes",
+    "read_mesh": "cellvol.labels._meshes",
     "convert": "cellvol.formats._ingest",
     "pack": "cellvol.formats._ozx",
     "unpack": "cellvol.formats._ozx",
@@ -121,10 +125,13 @@ __all__ = [
     "__version__",
     "annotate",
     "annotate_from_file",
+    "compute_meshes",
     "convert",
     "export",
+    "mesh_index",
     "open",
     "pack",
+    "read_mesh",
     "tune_allocator",
     "unpack",
     "validate",

@@ -24,9 +24,10 @@ from cellvol.server import Server
 ROOT = Path(__file__).resolve().parents[1]
 SSTEM = ROOT.parent / "shared" / "data" / "sstem"
 OUT = ROOT / "docs" / "img"
-CHROMIUM_FLAGS = [
+CHROMIUM_FLAGS = [  # as the page's tests: WebGL through SwiftShader for the 3-D view
     "--no-sandbox",
-    "--disable-gpu",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
     "--disable-quic",
     "--no-first-run",
     "--disable-background-networking",
@@ -86,7 +87,7 @@ def planes(image: Path, target: Path) -> None:
 
 
 def view_page(image: Path, target: Path) -> None:
-    """A screenshot of the browser page once its three planes have drawn."""
+    """A screenshot of the browser page, the annotated cell chosen in its segment list."""
     from playwright.sync_api import sync_playwright
 
     with Server([str(image)]) as server, sync_playwright() as playwright:
@@ -95,9 +96,19 @@ def view_page(image: Path, target: Path) -> None:
         )
         page = browser.new_page(viewport={"width": 1280, "height": 820})
         page.goto(f"{server.url}view/sstem")
+        page.wait_for_function("document.body.dataset.firstFrame3d", timeout=60_000)
+        page.fill("#segment-search", "neurite")
         page.wait_for_function(
-            "document.querySelectorAll('.panel[data-ready=\"1\"]').length === 3", timeout=30_000
+            "document.querySelectorAll('#segment-list li').length === 1", timeout=30_000
         )
+        page.click("#segment-list li")
+        page.wait_for_selector("#segment-body a", timeout=30_000)
+        page.wait_for_function(
+            "document.querySelectorAll('.panel[data-ready=\"1\"]').length === 3"
+            " && document.querySelector('#view3d').dataset.ready === '1'",
+            timeout=30_000,
+        )
+        page.wait_for_timeout(1000)  # the planes through the new crosshair
         page.screenshot(path=str(target))
         browser.close()
 

@@ -1,7 +1,7 @@
 """The ``cellvol`` command line: a thin shell over the library that draws with rich.
 
-The commands live here, in ``_archive`` (verify, pack, unpack, crate) and ``_validate``;
-``_display`` draws tables, progress bars and error lines.
+The commands live here, in ``_archive`` (verify, pack, unpack, crate), ``_meshes`` (meshes)
+and ``_validate``; ``_display`` draws tables, progress bars and error lines.
 """
 
 from __future__ import annotations
@@ -547,5 +547,5 @@ def info(
     print_volume(volume, validate_metadata=True)
 
 
-# The archive and validate commands register themselves on the app; imported last, listed last.
-from cellvol.cli import _archive, _validate  # noqa: E402, F401
+# These commands register themselves on the app; imported last, listed last.
+from cellvol.cli import _archive, _meshes, _validate  # noqa: E402, F401

@@ -14,13 +14,21 @@ the image's grid, and SFF transforms are not applied.
 
 Out of cellvol, a label image's level 0 becomes one lattice whose values are the label IDs,
 with one segment per listed ID, its annotation and colour. Segment colours are read too.
-Mesh segments are neither read nor written.
+When the labels have up-to-date meshes (:mod:`cellvol.labels._meshes`), each segment also
+carries its surface as a one-mesh ``mesh_list``: vertices x, y, z in angstrom (physical
+positions, so the mesh names transform 1, the identity), triangles counter-clockwise seen from
+outside. Stale meshes (labels rewritten since) are left out with a warning.
+
+Segments an SFF file describes only by meshes or shape primitives cannot become labels
+(cellvol labels are voxels): they are skipped with a warning naming them and listed in the
+result; a file with no 3-D volume segment at all is refused.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +38,10 @@ import numpy as np
 import numpy.typing as npt
 
 from cellvol._store import replace_durably
-from cellvol.errors import CellvolError, InvalidInputError, WriteConflictError
+from cellvol.errors import CellvolError, CellvolWarning, InvalidInputError, WriteConflictError
 from cellvol.labels._annotate import Annotation, apply_annotations
+from cellvol.labels._mesh_store import Mesh
+from cellvol.labels._meshes import stored_meshes
 from cellvol.labels._references import Reference
 from cellvol.labels._write import write_labels
 from cellvol.progress import ProgressCallback
@@ -64,12 +74,16 @@ class SffImport:
         ``(segment id, resource, accession)`` of references cellvol does not check, left out.
     empty_segments
         IDs of SFF segments with no voxel in their lattice (no label, so no annotation).
+    surface_only_segments
+        IDs of SFF segments described only by meshes or shape primitives, which labels
+        cannot hold: skipped (with a :class:`~cellvol.errors.CellvolWarning`).
     """
 
     labels: LabelImage
     annotated: tuple[int, ...]
     skipped_references: tuple[tuple[int, str, str], ...] = field(default=())
     empty_segments: tuple[int, ...] = field(default=())
+    surface_only_segments: tuple[int, ...] = field(default=())
 
 
 def is_sff(path: str | os.PathLike[str]) -> bool:
@@ -113,6 +127,17 @@ def import_sff(
     shape = open_volume(image, options).levels[0].shape
     labels, empty = _compose(file, segmentation, shape)
     entries, skipped = _annotations(file, segmentation, empty)
+    surface_only = sorted(
+        int(s.id) for s in segmentation.segment_list or () if s.three_d_volume is None
+    )
+    if surface_only:
+        shown = ", ".join(map(str, surface_only[:20])) + (", ..." if len(surface_only) > 20 else "")
+        warnings.warn(
+            f"{file}: {len(surface_only)} segment(s) described only by meshes or shape "
+            f"primitives skipped (labels hold voxels): {shown}",
+            CellvolWarning,
+            stacklevel=2,
+        )
     written = write_labels(
         image,
         labels,
@@ -126,7 +151,11 @@ def import_sff(
         apply_annotations(image, name, entries, options, where=str(file))
         written = _labels_of(image, name, options)
     return SffImport(
-        written, tuple(e.segment_id for e in entries), tuple(skipped), tuple(sorted(empty))
+        written,
+        tuple(e.segment_id for e in entries),
+        tuple(skipped),
+        tuple(sorted(empty)),
+        tuple(surface_only),
     )
 
 
@@ -158,7 +187,8 @@ def export_sff(
         )
     if target.exists() and not overwrite:
         raise WriteConflictError(f"{target} exists", hint="pass overwrite=True (--overwrite)")
-    label_image = _labels_of(image, labels, dict(storage_options or {}))
+    options = dict(storage_options or {})
+    label_image = _labels_of(image, labels, options)
     level = label_image.levels[0]
     data = np.asarray(level[:])
     if data.dtype.name not in _MODES:
@@ -168,6 +198,7 @@ def export_sff(
         )
     adapter = _adapter()
     segmentation = _segmentation(adapter, label_image, data, labels)
+    _add_meshes(adapter, segmentation, label_image, options)
     partial = target.with_name(f".{target.stem}.{uuid.uuid4().hex}.partial{suffix}")
     try:
         status = segmentation.export(str(partial))
@@ -367,7 +398,7 @@ def _segmentation(adapter: Any, label_image: LabelImage, data: npt.NDArray[Any],
     segmentation.software_list = adapter.SFFSoftwareList()
     segmentation.transform_list = adapter.SFFTransformList()
     level = label_image.levels[0]
-    # Voxel (column, row, section) to physical position in ångström, as EMDB maps use.
+    # Voxel (column, row, section) to physical position in angstrom, as EMDB maps use.
     voxel = label_image.voxel_size
     unit = voxel.unit if voxel is not None else "nanometer"
     z, y, x = convert_lengths(level.scale, unit, "angstrom")
@@ -423,3 +454,47 @@ def _segmentation(adapter: Any, label_image: LabelImage, data: npt.NDArray[Any],
             )
         )
     return segmentation
+
+
+def _add_meshes(
+    adapter: Any, segmentation: Any, label_image: LabelImage, options: Mapping[str, Any]
+) -> None:
+    """Give each segment with a stored, up-to-date mesh a ``mesh_list`` (in angstrom)."""
+    index, stale, load = stored_meshes(label_image, options)
+    if index is None:
+        return
+    if stale:
+        warnings.warn(
+            f"{label_image.url}: the meshes predate the labels' last change; exported without "
+            "them (recompute them with: cellvol meshes IMAGE --labels NAME)",
+            CellvolWarning,
+            stacklevel=3,
+        )
+        return
+    # Vertices are physical positions already: transform 1 is the identity.
+    identity = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], dtype=np.float64)
+    segmentation.transform_list.append(
+        adapter.SFFTransformationMatrix(id=1, rows=3, cols=4, data=identity)
+    )
+    for segment in segmentation.segment_list:
+        if int(segment.id) not in index.segments:
+            continue
+        segment.mesh_list = adapter.SFFMeshList()
+        segment.mesh_list.append(_sff_mesh(adapter, load(int(segment.id)), int(segment.id)))
+
+
+def _sff_mesh(adapter: Any, mesh: Mesh, segment_id: int) -> Any:
+    angstrom = np.ascontiguousarray(mesh.vertices.astype(np.float64) * 10.0, dtype="<f4")
+    return adapter.SFFMesh(
+        id=segment_id,
+        vertices=adapter.SFFVertices(
+            num_vertices=angstrom.shape[0], mode="float32", endianness="little", data=angstrom
+        ),
+        triangles=adapter.SFFTriangles(
+            num_triangles=mesh.triangles.shape[0],
+            mode="uint32",
+            endianness="little",
+            data=np.ascontiguousarray(mesh.triangles, dtype="<u4"),
+        ),
+        transform_id=1,
+    )

@@ -7,13 +7,15 @@ Layout, as OME-Zarr 0.5 describes it::
             cells/          a multiscale image of integer IDs, downsampled with ``mode``;
                             attributes ome.image-label = {colors, properties, source}
                 segments/   cellvol's segment table (see ``_segments``)
+                meshes/     each segment's surface (see ``_meshes``)
 
 A label pyramid has the image's levels, factors, voxel size, origin and shard layout, so each
 level overlays the image's level of the same index voxel for voxel. Writing is resumable: the
 pyramid is written by :func:`cellvol.write_pyramid` (which resumes), then the name is
 registered, then the segment table is computed and stored, and the colours written last; each
-step brings the digests of the image it changes up to date (``cellvol.write._digests``). Run
-again after an interruption, :func:`write_labels` finishes whatever is missing.
+step brings the digests of the image it changes up to date (``cellvol.write._digests``); the
+segments' surfaces (``meshes/``, see ``_meshes``) come last. Run again after an interruption,
+:func:`write_labels` finishes whatever is missing.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from cellvol._codec._cache import ChunkCache
 from cellvol._store import make_durable, open_store
 from cellvol.errors import InvalidInputError, MetadataError, NotOMEZarrError, StoreNotFoundError
 from cellvol.formats._open import open_source
+from cellvol.labels._meshes import store_meshes
 from cellvol.labels._segments import compute_segments, write_segments
 from cellvol.ome._display import label_color
 from cellvol.ome._metadata import ome_namespace, stored_attributes
@@ -55,6 +58,7 @@ def write_labels(
     storage_options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    meshes: bool = True,
 ) -> LabelImage:
     """Add a label image (segmentation) to an existing image, or finish adding it.
 
@@ -75,6 +79,9 @@ def write_labels(
         Replace labels of that name written before.
     progress
         Called with :class:`~cellvol.progress.ProgressEvent` as the pyramid is written.
+    meshes
+        Compute every segment's surface and store it with the labels (see
+        :func:`cellvol.compute_meshes`, which computes them later when this is off).
 
     Returns
     -------
@@ -159,6 +166,8 @@ def write_labels(
         write_segments(group, table)
         refresh_digests(store, "", [f"{SEGMENTS_PATH}/"])
         _write_colors(group, table, colors or {})
+        if meshes:
+            store_meshes(url, options)
         rewrite_crate(image_store, target.url)  # the image's crate now lists these labels
     return _reopened(url, options)
 

@@ -11,6 +11,8 @@ Routes (GET and HEAD only; anything else is 405):
 ``/slice/{name}.{png,jpeg,webp}``                any region of a plane (``?axis=&index=&level=&
                                                  rows=a:b&cols=c:d``)
 ``/segment/{name}/{labels}?z=&y=&x=&level=``     the segment under a voxel, with its annotations
+``/segments/{name}/{labels}?q=&ids=&limit=``     the segments, searchable, for the page's list
+``/meshes/{name}/{labels}[/{id}]``               segment surfaces (see ``_meshes``)
 ``/catalog``                                     the served volumes as JSON
 ``/view/{name}``                                 the three-plane browser page
 ===============================================  ================================================
@@ -59,7 +61,9 @@ from cellvol.read._level import Level
 from cellvol.read._open import open as open_volume
 from cellvol.read._volume import LabelImage, Volume
 from cellvol.server._keys import KeyReader, key_reader, raw_key
+from cellvol.server._meshes import STALE_HEADER, mesh_routes
 from cellvol.server._render import encode, label_overlay, render
+from cellvol.server._segments import segment_list
 
 __all__ = ["Served", "create_app", "serve_name"]
 
@@ -253,6 +257,8 @@ def create_app(
         ),
         Route("/slice/{name}.{fmt}", slice_, methods=["GET", "HEAD"]),
         Route("/segment/{name}/{labels}", segment, methods=["GET", "HEAD"]),
+        Route("/segments/{name}/{labels}", segment_list, methods=["GET", "HEAD"]),
+        *mesh_routes(find, _labels),
         Mount("/static", StaticFiles(directory=static), name="static"),
     ]
     application = Starlette(
@@ -263,7 +269,7 @@ def create_app(
                 allow_origins=["*"],
                 allow_methods=["GET", "HEAD"],
                 allow_headers=["Range", "If-None-Match", "If-Modified-Since", "If-Range"],
-                expose_headers=_EXPOSED,
+                expose_headers=[*_EXPOSED, STALE_HEADER],
                 max_age=3600,
             )
         ],

@@ -253,3 +253,65 @@ def test_cli_errors_are_one_line(
     args = ["export", str(image), "--labels", "none", str(tmp_path / "o.sff")]
     line = check_one_line(args, *run_main(args, capsys))
     assert "has no labels 'none'" in line
+
+
+@pytest.mark.parametrize("suffix", [".sff", ".hff"])
+def test_meshes_export_as_mesh_segments_sfftk_rw_reads_back(
+    image: Path, tmp_path: Path, suffix: str
+) -> None:
+    _annotated(image)
+    index = cellvol.mesh_index(image, "cells")
+    assert index is not None
+    assert sorted(index.segments) == [2, 7, 300]
+    out = export_sff(image, "cells", tmp_path / f"cells{suffix}")
+    read = sff.SFFSegmentation.from_file(str(out))
+    assert read.primary_descriptor == "three_d_volume"
+    for segment in read.segment_list:
+        stored = cellvol.read_mesh(image, "cells", int(segment.id))
+        assert segment.three_d_volume is not None  # the voxels stay the primary description
+        (mesh,) = segment.mesh_list
+        assert mesh.vertices.num_vertices == len(stored.vertices)
+        # x, y, z in ångström (the stored meshes are in nanometres)
+        np.testing.assert_allclose(mesh.vertices.data_array, stored.vertices * 10, rtol=1e-6)
+        np.testing.assert_array_equal(mesh.triangles.data_array, stored.triangles)
+    identity = next(t for t in read.transform_list if int(t.id) == 1)
+    np.testing.assert_array_equal(identity.data_array, np.eye(3, 4))
+
+
+def test_stale_meshes_are_left_out_of_the_export_with_a_warning(
+    image: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    cellvol.write_labels(image, _labels(), "cells")
+    kept = tmp_path / "kept"
+    shutil.copytree(image / "labels" / "cells" / "meshes", kept)
+    cellvol.write_labels(image, _labels() * 2, "cells", overwrite=True, meshes=False)
+    shutil.copytree(kept, image / "labels" / "cells" / "meshes")  # another tool's leftovers
+    with pytest.warns(cellvol.CellvolWarning, match="meshes predate the labels"):
+        out = export_sff(image, "cells", tmp_path / "stale.sff")
+    read = sff.SFFSegmentation.from_file(str(out))
+    assert all(not s.mesh_list for s in read.segment_list)
+
+
+def test_mesh_only_segments_are_skipped_with_a_warning_naming_them(
+    image: Path, tmp_path: Path
+) -> None:
+    lattice = np.zeros(SHAPE, np.uint8)
+    lattice[1:3, 2:5, 2:5] = 1
+    seg = _segmentation(lattice, [(1, 0, 1)])
+    triangle = sff.SFFMesh(
+        vertices=sff.SFFVertices(
+            num_vertices=3, data=np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
+        ),
+        triangles=sff.SFFTriangles(num_triangles=1, data=np.array([[0, 1, 2]], np.uint32)),
+    )
+    meshes = sff.SFFMeshList()
+    meshes.append(triangle)
+    seg.segment_list.append(sff.SFFSegment(id=42, parent_id=0, mesh_list=meshes))
+    path = _write(seg, tmp_path / "mixed.sff")
+    with pytest.warns(cellvol.CellvolWarning, match=r"mixed\.sff: 1 segment.*skipped.*: 42"):
+        result = import_sff(image, path, "mixed")
+    assert result.surface_only_segments == (42,)
+    np.testing.assert_array_equal(result.labels[:], lattice)
+    assert 42 not in result.labels.segments

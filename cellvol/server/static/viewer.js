@@ -1,7 +1,10 @@
 // cellvol's volume browser: three synchronised orthogonal planes with a crosshair, zoom and
-// pan across pyramid levels, contrast, colour maps, a label overlay and segment annotations.
+// pan across pyramid levels, scale bars, contrast, colour maps, a label overlay, a 3-D view
+// (view3d.js) and the segments with their annotations (segments.js).
 // Plain JavaScript, no build step: every plane is one /slice request for the visible region
-// at the level whose voxels best match the screen's pixels.
+// at the level whose voxels best match the screen's pixels. A plane is drawn whenever its image
+// arrives and again at once after a resize (resizing a canvas clears it), never on animation
+// frames, so a headless screenshot with virtual time sees the planes as a browser shows them.
 "use strict";
 
 const AXES = { z: 0, y: 1, x: 2 };
@@ -11,13 +14,14 @@ const state = {
   volume: null,
   cursor: [0, 0, 0], // physical position of the crosshair (z, y, x)
   center: [0, 0, 0], // physical point at the middle of every panel
-  perPixel: 1, // physical units per screen pixel
+  zoom: 1, // 1: each plane fitted to its panel; 2: twice as many physical units per pixel
   low: 0,
   high: 1,
   cmap: "gray",
   labels: "",
   overlay: true,
   alpha: 0.5,
+  selected: null, // { id, low, high }: the selected segment and its bounding box (physical)
 };
 const panels = [...document.querySelectorAll(".panel")].map((element) => {
   const axis = AXES[element.dataset.axis];
@@ -32,7 +36,7 @@ const panels = [...document.querySelectorAll(".panel")].map((element) => {
     where: element.querySelector(".where"),
     sequence: 0,
     image: null,
-    drawn: null,
+    fit: 1, // physical units per screen pixel that fit the whole plane in the panel
   };
 });
 
@@ -44,12 +48,16 @@ function position(levelInfo, axis, index) {
   return levelInfo.translation[axis] + index * levelInfo.scale[axis];
 }
 
+function perPixel(panel) {
+  return panel.fit * state.zoom;
+}
+
 function chooseLevel(panel) {
   // The coarsest level whose voxels are still no larger than a screen pixel along the panel's
   // rows and columns, except that an axis already coarser than a pixel at level 0 keeps its
   // level-0 voxel: Volume.level_for's rule, so 50 nm sections do not hold an XZ panel at level 0.
   const base = level(0);
-  const fits = (info, axis) => info.scale[axis] <= Math.max(state.perPixel, base.scale[axis]) * 1.001;
+  const fits = (info, axis) => info.scale[axis] <= Math.max(perPixel(panel), base.scale[axis]) * 1.001;
   let chosen = 0;
   state.volume.levels.forEach((info, i) => {
     if (fits(info, panel.rows) && fits(info, panel.cols)) chosen = i;
@@ -61,8 +69,8 @@ function visible(panel) {
   const width = panel.canvas.width;
   const height = panel.canvas.height;
   return {
-    colMin: state.center[panel.cols] - (width / 2) * state.perPixel,
-    rowMin: state.center[panel.rows] - (height / 2) * state.perPixel,
+    colMin: state.center[panel.cols] - (width / 2) * perPixel(panel),
+    rowMin: state.center[panel.rows] - (height / 2) * perPixel(panel),
     width,
     height,
   };
@@ -84,7 +92,7 @@ function request(panel) {
   const clampedPlane = Math.min(Math.max(plane, 0), shape[panel.axis] - 1);
   const span = (axis, min, pixels) => {
     const start = Math.floor((min - info.translation[axis]) / info.scale[axis]);
-    const stop = Math.ceil((min + pixels * state.perPixel - info.translation[axis]) / info.scale[axis]) + 1;
+    const stop = Math.ceil((min + pixels * perPixel(panel) - info.translation[axis]) / info.scale[axis]) + 1;
     return [Math.max(0, start), Math.min(shape[axis], stop)];
   };
   const [c0, c1] = span(panel.cols, view.colMin, view.width);
@@ -122,19 +130,21 @@ function request(panel) {
 function draw(panel) {
   const context = panel.canvas.getContext("2d");
   const view = visible(panel);
+  const scale = perPixel(panel);
   context.fillStyle = "#000";
   context.fillRect(0, 0, view.width, view.height);
   if (panel.image) {
     const { image, info, r0, r1, c0, c1 } = panel.image;
-    const left = (position(info, panel.cols, c0 - 0.5) - view.colMin) / state.perPixel;
-    const top = (position(info, panel.rows, r0 - 0.5) - view.rowMin) / state.perPixel;
-    const width = ((c1 - c0) * info.scale[panel.cols]) / state.perPixel;
-    const height = ((r1 - r0) * info.scale[panel.rows]) / state.perPixel;
+    const left = (position(info, panel.cols, c0 - 0.5) - view.colMin) / scale;
+    const top = (position(info, panel.rows, r0 - 0.5) - view.rowMin) / scale;
+    const width = ((c1 - c0) * info.scale[panel.cols]) / scale;
+    const height = ((r1 - r0) * info.scale[panel.rows]) / scale;
     context.imageSmoothingEnabled = false;
     context.drawImage(image, left, top, width, height);
   }
-  const x = (state.cursor[panel.cols] - view.colMin) / state.perPixel;
-  const y = (state.cursor[panel.rows] - view.rowMin) / state.perPixel;
+  drawSelection(panel, context, view, scale);
+  const x = (state.cursor[panel.cols] - view.colMin) / scale;
+  const y = (state.cursor[panel.rows] - view.rowMin) / scale;
   context.strokeStyle = "rgba(255, 255, 0, 0.7)";
   context.lineWidth = 1;
   context.beginPath();
@@ -143,13 +153,65 @@ function draw(panel) {
   context.moveTo(0, y + 0.5);
   context.lineTo(view.width, y + 0.5);
   context.stroke();
+  drawScaleBar(panel, context, view, scale);
   if (panel.image) {
     panel.element.dataset.ready = "1";
+    if (!document.body.dataset.firstPlanes && panels.every((p) => p.element.dataset.ready === "1")) {
+      document.body.dataset.firstPlanes = String(performance.now());
+    }
     document.body.dataset.renders = String(Number(document.body.dataset.renders) + 1);
   }
 }
 
+// Where the plane cuts the selected segment's bounding box: a dashed outline.
+function drawSelection(panel, context, view, scale) {
+  const chosen = state.selected;
+  if (!chosen) return;
+  const base = level(0);
+  const half = (axis) => base.scale[axis] / 2;
+  const at = state.cursor[panel.axis];
+  if (at < chosen.low[panel.axis] - half(panel.axis) || at > chosen.high[panel.axis] + half(panel.axis)) return;
+  const left = (chosen.low[panel.cols] - half(panel.cols) - view.colMin) / scale;
+  const top = (chosen.low[panel.rows] - half(panel.rows) - view.rowMin) / scale;
+  const right = (chosen.high[panel.cols] + half(panel.cols) - view.colMin) / scale;
+  const bottom = (chosen.high[panel.rows] + half(panel.rows) - view.rowMin) / scale;
+  context.save();
+  context.setLineDash([6, 4]);
+  context.strokeStyle = "rgba(255, 255, 255, 0.9)";
+  context.lineWidth = 2;
+  context.strokeRect(left, top, right - left, bottom - top);
+  context.restore();
+}
+
+// A bar of a round length (1, 2 or 5 × 10^k Å, nm or µm) at most a fifth of the panel wide.
+function drawScaleBar(panel, context, view, scale) {
+  const { length, label } = units.niceLength((view.width / 5) * scale);
+  const pixels = Math.round(length / scale);
+  const x = 12;
+  const y = view.height - 14;
+  context.fillStyle = "rgba(0, 0, 0, 0.6)";
+  context.fillRect(x - 6, y - 20, Math.max(pixels, 60) + 12, 30);
+  context.fillStyle = "#fff";
+  context.fillRect(x, y, pixels, 4);
+  context.font = "12px system-ui, sans-serif";
+  context.fillText(label, x, y - 6);
+  panel.element.dataset.scalebar = label;
+  panel.element.dataset.scalebarPixels = String(pixels);
+}
+
+function showCursor() {
+  const base = level(0);
+  const voxel = [0, 1, 2].map((a) => Math.round((state.cursor[a] - base.translation[a]) / base.scale[a]));
+  const where = ["x", "y", "z"].map((axis, k) => `${axis} ${units.format(state.cursor[2 - k])}`).join("  ");
+  const cursor = document.getElementById("cursor");
+  cursor.textContent = `${where}  (voxel z ${voxel[0]}, y ${voxel[1]}, x ${voxel[2]})`;
+  cursor.dataset.position = JSON.stringify(state.cursor.map((v) => units.toDisplay(v)));
+  cursor.dataset.unit = units.display.symbol;
+}
+
 function refresh() {
+  showCursor();
+  view3d.updatePlanes();
   for (const panel of panels) {
     const base = level(0);
     panel.slider.value = String(Math.round((state.cursor[panel.axis] - base.translation[panel.axis]) / base.scale[panel.axis]));
@@ -157,54 +219,29 @@ function refresh() {
   }
 }
 
+// Size each canvas to its panel and fit the whole plane in it. Setting a canvas's size clears
+// it, so only a changed size is set, and the plane is drawn again at once from the image it
+// holds while a sharper one is fetched.
 function resize() {
+  const base = level(0);
+  const extent = [0, 1, 2].map((a) => base.shape[a] * base.scale[a]);
   for (const panel of panels) {
-    panel.canvas.width = panel.canvas.clientWidth;
-    panel.canvas.height = panel.canvas.clientHeight;
+    const width = Math.max(1, panel.canvas.clientWidth);
+    const height = Math.max(1, panel.canvas.clientHeight);
+    panel.fit = Math.max(extent[panel.cols] / width, extent[panel.rows] / height) * 1.04;
+    if (panel.canvas.width !== width || panel.canvas.height !== height) {
+      panel.canvas.width = width;
+      panel.canvas.height = height;
+      draw(panel);
+    }
   }
+  view3d.resize();
 }
 
 function physicalAt(panel, event) {
   const rect = panel.canvas.getBoundingClientRect();
   const view = visible(panel);
-  return [view.colMin + (event.clientX - rect.left) * state.perPixel, view.rowMin + (event.clientY - rect.top) * state.perPixel];
-}
-
-async function showSegment() {
-  const body = document.getElementById("segment-body");
-  if (!state.labels) {
-    body.textContent = "";
-    return;
-  }
-  const base = level(0);
-  const voxel = [0, 1, 2].map((a) => Math.min(Math.max(Math.round((state.cursor[a] - base.translation[a]) / base.scale[a]), 0), base.shape[a] - 1));
-  const response = await fetch(`/segment/${encodeURIComponent(name)}/${encodeURIComponent(state.labels)}?${query({ z: voxel[0], y: voxel[1], x: voxel[2] })}`);
-  const found = await response.json();
-  body.replaceChildren();
-  const list = document.createElement("dl");
-  const add = (term, value) => {
-    const dt = document.createElement("dt");
-    dt.textContent = term;
-    const dd = document.createElement("dd");
-    if (value instanceof Node) dd.append(value);
-    else dd.textContent = value;
-    list.append(dt, dd);
-  };
-  add("voxel", voxel.join(", "));
-  add("segment ID", found.id === 0 ? "0 (background)" : String(found.id));
-  if (found.segment) add("voxels", found.segment.voxel_count.toLocaleString());
-  const properties = found.properties || {};
-  if (properties.name) add("name", properties.name);
-  if (properties.description) add("description", properties.description);
-  for (const reference of properties.references || []) {
-    const link = document.createElement("a");
-    link.href = reference.url;
-    link.target = "_blank";
-    link.rel = "noopener";
-    link.textContent = `${reference.resource} ${reference.accession}`;
-    add("reference", link);
-  }
-  body.append(list);
+  return [view.colMin + (event.clientX - rect.left) * perPixel(panel), view.rowMin + (event.clientY - rect.top) * perPixel(panel)];
 }
 
 function connect() {
@@ -219,8 +256,8 @@ function connect() {
       const dy = event.clientY - dragging.y;
       if (Math.abs(dx) + Math.abs(dy) > 2) dragging.moved = true;
       if (!dragging.moved) return;
-      state.center[panel.cols] -= dx * state.perPixel;
-      state.center[panel.rows] -= dy * state.perPixel;
+      state.center[panel.cols] -= dx * perPixel(panel);
+      state.center[panel.rows] -= dy * perPixel(panel);
       dragging.x = event.clientX;
       dragging.y = event.clientY;
       panels.forEach(draw);
@@ -241,7 +278,7 @@ function connect() {
     });
     panel.canvas.addEventListener("wheel", (event) => {
       event.preventDefault();
-      state.perPixel *= event.deltaY > 0 ? 1.25 : 0.8;
+      state.zoom *= event.deltaY > 0 ? 1.25 : 0.8;
       refresh();
     });
     panel.slider.addEventListener("input", () => {
@@ -253,9 +290,11 @@ function connect() {
   const low = document.getElementById("low");
   const high = document.getElementById("high");
   for (const input of [low, high]) {
+    input.addEventListener("input", () => showWindow(Number(low.value), Number(high.value)));
     input.addEventListener("change", () => {
       state.low = Math.min(Number(low.value), Number(high.value) - 1e-6);
       state.high = Number(high.value);
+      showWindow(state.low, state.high);
       refresh();
     });
   }
@@ -265,12 +304,18 @@ function connect() {
   });
   document.getElementById("labels").addEventListener("change", (event) => {
     state.labels = event.target.value;
+    select(null);
     refresh();
     showSegment();
+    loadSegmentList();
+    view3d.loadMeshes(state.labels);
   });
   document.getElementById("overlay").addEventListener("change", (event) => {
     state.overlay = event.target.checked;
     refresh();
+  });
+  document.getElementById("alpha").addEventListener("input", (event) => {
+    document.getElementById("alpha-value").textContent = event.target.value;
   });
   document.getElementById("alpha").addEventListener("change", (event) => {
     state.alpha = Number(event.target.value);
@@ -280,6 +325,15 @@ function connect() {
     resize();
     refresh();
   });
+  connectSegments();
+}
+
+// The window's numbers beside its sliders, with as many digits as the data's range needs.
+function showWindow(low, high) {
+  const span = Math.abs(state.volume.window.max - state.volume.window.min) || 1;
+  const digits = Math.max(0, Math.min(6, 3 - Math.floor(Math.log10(span))));
+  document.getElementById("low-value").textContent = low.toFixed(digits);
+  document.getElementById("high-value").textContent = high.toFixed(digits);
 }
 
 async function start() {
@@ -287,7 +341,9 @@ async function start() {
   state.volume = catalog.volumes.find((v) => v.name === name);
   const volume = state.volume;
   const base = level(0);
-  document.getElementById("shape").textContent = `${volume.shape.join(" × ")} ${volume.dtype}, ${base.voxel_size ? base.voxel_size.join(" × ") : "?"} ${volume.unit || ""}`;
+  units.setup(volume.unit, base.scale);
+  const voxel = base.scale.map((s) => Number(units.toDisplay(s).toPrecision(4))).join(" × ");
+  document.getElementById("shape").textContent = `${volume.shape.join(" × ")} ${volume.dtype}, voxel ${voxel} ${units.display.symbol} (z × y × x)`;
   document.getElementById("neuroglancer").href = volume.neuroglancer;
   const low = document.getElementById("low");
   const high = document.getElementById("high");
@@ -297,6 +353,7 @@ async function start() {
   }
   low.value = state.low = volume.window.start;
   high.value = state.high = volume.window.end;
+  showWindow(state.low, state.high);
   const select = document.getElementById("labels");
   for (const labels of volume.labels) {
     const option = document.createElement("option");
@@ -309,16 +366,16 @@ async function start() {
   for (const panel of panels) {
     panel.slider.max = String(base.shape[panel.axis] - 1);
   }
-  resize();
   const extent = [0, 1, 2].map((a) => base.shape[a] * base.scale[a]);
   state.center = [0, 1, 2].map((a) => base.translation[a] + (extent[a] - base.scale[a]) / 2);
   state.cursor = [...state.center];
-  state.perPixel = Math.max(
-    ...panels.map((p) => Math.max(extent[p.cols] / p.canvas.width, extent[p.rows] / p.canvas.height)),
-  );
+  view3d.init(volume);
+  resize();
   connect();
   refresh();
   showSegment();
+  loadSegmentList();
+  view3d.loadMeshes(state.labels);
 }
 
 start();

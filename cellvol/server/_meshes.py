@@ -1,0 +1,148 @@
+"""Segment surfaces over HTTP: a label image's mesh list, and each segment's mesh.
+
+===========================================  ===================================================
+``/meshes/{name}/{labels}``                  JSON: ``unit``, ``stale``, and per segment its
+                                             ``id``, ``triangles``, ``vertices``, ``url`` (and
+                                             ``color``, ``name`` when the labels have them)
+``/meshes/{name}/{labels}/{id}``             the stored mesh object (``application/
+                                             octet-stream``; layout in
+                                             :mod:`cellvol.labels._mesh_store`)
+===========================================  ===================================================
+
+Both are plain reads of stored objects, through the same reader as ``/data`` (so the same
+rules hold: nothing outside the served image is read). Labels rewritten after their meshes
+were computed (by a tool that did not recompute them) still have their meshes served: a viewer
+shows old surfaces rather than none, but is told: ``"stale": true`` in the list and the header
+``Cellvol-Meshes-Stale: true`` on every mesh (``false`` when fresh; absent when unknown, for
+labels without digests). ``cellvol meshes IMAGE --labels NAME`` recomputes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cellvol.errors import IntegrityError
+from cellvol.labels._mesh_store import INDEX_KEY, MeshIndex, mesh_key, source_fingerprint
+from cellvol.ome._digests import DIGESTS_KEY, parse_digests
+from cellvol.read._volume import LABELS_GROUP, LabelImage
+from cellvol.server._keys import KeyReader, raw_key
+
+if TYPE_CHECKING:
+    from cellvol.server._app import Served
+
+__all__ = ["STALE_HEADER", "mesh_routes"]
+
+STALE_HEADER: Final = "Cellvol-Meshes-Stale"
+
+
+def mesh_routes(
+    find: Callable[[str], Served], labels_of: Callable[[Any, str], LabelImage]
+) -> list[Route]:
+    """The two mesh routes, finding served volumes with ``find`` and labels with ``labels_of``."""
+    # Parsed documents by (volume, key), kept while the stored object's ETag stays the same.
+    parsed: dict[tuple[str, str], tuple[str, Any]] = {}
+
+    async def document(target: Served, key: str, parse: Callable[[bytes], Any]) -> Any:
+        info = await target.keys.info(key)
+        if info is None:
+            return None
+        cached = parsed.get((target.name, key))
+        if cached is not None and cached[0] == info.etag:
+            return cached[1]
+        value = parse(await _read_all(target.keys, key, info.size))
+        parsed[(target.name, key)] = (info.etag, value)
+        return value
+
+    async def state(request: Request) -> tuple[Served, str, LabelImage, MeshIndex, bool | None]:
+        target = find(request.path_params["name"])
+        name = request.path_params["labels"]
+        labels = labels_of(target.volume, name)
+        prefix = f"{LABELS_GROUP}/{name}/"
+        where = f"labels {name!r} of {target.name!r}"
+        index = await document(
+            target, prefix + INDEX_KEY, lambda raw: MeshIndex.decode(raw, f"{where}: meshes")
+        )
+        if index is None:
+            raise HTTPException(
+                404,
+                f"{where} have no meshes; compute them with: cellvol meshes IMAGE --labels {name}",
+            )
+        digests = await document(
+            target, prefix + DIGESTS_KEY, lambda raw: parse_digests(raw, where)
+        )
+        current = source_fingerprint(digests, [level.path for level in labels.levels])
+        stale = None if current is None or index.source is None else current != index.source
+        return target, name, labels, index, stale
+
+    async def listing(request: Request) -> Response:
+        target, name, labels, index, stale = await state(request)
+        colors, properties = labels.colors, labels.properties
+        segments = []
+        for segment_id, entry in sorted(index.segments.items()):
+            item: dict[str, Any] = {
+                "id": segment_id,
+                "triangles": entry.triangles,
+                "vertices": entry.vertices,
+                "url": f"/meshes/{target.name}/{name}/{segment_id}",
+            }
+            if segment_id in colors:
+                item["color"] = list(colors[segment_id])
+            if properties.get(segment_id, {}).get("name"):
+                item["name"] = properties[segment_id]["name"]
+            segments.append(item)
+        body = {
+            "unit": index.unit,
+            "labels": name,
+            "stale": stale,
+            "triangle_budget": index.triangle_budget,
+            "segments": segments,
+            "skipped": [{"id": k, "reason": v} for k, v in sorted(index.skipped.items())],
+        }
+        return JSONResponse(body, headers={"Cache-Control": "no-cache", **_stale_header(stale)})
+
+    async def mesh(request: Request) -> Response:
+        target, name, labels, index, stale = await state(request)
+        segment_id = request.path_params["id"]
+        if segment_id not in index.segments:
+            raise HTTPException(404, _no_mesh(labels, index, name, target.name, segment_id))
+        response = await raw_key(
+            request, target.keys, f"{LABELS_GROUP}/{name}/" + mesh_key(segment_id)
+        )
+        response.headers.update(_stale_header(stale))
+        return response
+
+    methods = ["GET", "HEAD"]
+    return [
+        Route("/meshes/{name}/{labels}", listing, methods=methods),
+        Route("/meshes/{name}/{labels}/{id:int}", mesh, methods=methods),
+    ]
+
+
+def _stale_header(stale: bool | None) -> dict[str, str]:
+    return {} if stale is None else {STALE_HEADER: "true" if stale else "false"}
+
+
+def _no_mesh(labels: LabelImage, index: MeshIndex, name: str, served: str, segment: int) -> str:
+    where = f"labels {name!r} of {served!r}"
+    if segment in index.skipped:
+        return f"segment {segment} of {where} has no mesh: {index.skipped[segment]}"
+    try:
+        table = labels.segments
+    except IntegrityError:
+        return f"{where} have no mesh for segment {segment} (and no complete segment table)"
+    if segment in table:
+        return (
+            f"segment {segment} of {where} has no mesh: the meshes predate it; recompute them "
+            f"with: cellvol meshes IMAGE --labels {name}"
+        )
+    return f"{where} have no mesh for segment {segment}: {table.missing_message(segment)}"
+
+
+async def _read_all(keys: KeyReader, key: str, size: int) -> bytes:
+    return b"".join([block async for block in keys.stream(key, 0, size)])

@@ -1,0 +1,146 @@
+"""``GET /segments/{name}/{labels}``: a label image's segments as JSON, for the page's list.
+
+Query parameters:
+
+``q``
+    Keep the segments whose ID, name, description or a reference (``GO:0005739``) contains
+    this text, case-insensitively.
+``ids``
+    ``7,12,40``: exactly these segments (the page colours its 3-D surfaces with them).
+``limit``
+    At most this many records (default 200, at most 5000); ``total`` counts all matches.
+
+Annotated segments come first, then the rest by decreasing voxel count, so that the named
+structures head the list and the largest unnamed ones follow. Each record holds the ID, voxel
+count, bounding box and centroid (level-0 voxels and physical units), the label image's colour
+for the ID, and the segment's annotations (name, description, references with links).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import anyio.to_thread
+import numpy as np
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from cellvol.errors import InvalidInputError
+from cellvol.ome._display import label_color
+from cellvol.read._segments import SegmentTable
+from cellvol.read._volume import LabelImage
+
+__all__ = ["segment_list"]
+
+_DEFAULT_LIMIT: Final = 200
+_MAX_LIMIT: Final = 5000
+
+
+async def segment_list(request: Request) -> Response:
+    """The segments of ``/segments/{name}/{labels}`` matching the query (see the module)."""
+    labels = _find_labels(request, request.path_params["name"], request.path_params["labels"])
+    query = request.query_params
+    limit = _limit(query.get("limit"))
+
+    def answer() -> dict[str, Any]:
+        table = labels.segments  # read once (cached), a column per statistic
+        colors = labels.colors
+        if "ids" in query:
+            rows = _rows_of_ids(table, query["ids"])
+        else:
+            rows = _matching_rows(table, query.get("q", "").strip().lower())
+        return {
+            "unit": table.unit,
+            "total": len(rows),
+            "truncated": len(rows) > limit,
+            "segments": [_record(table, colors, row) for row in rows[:limit]],
+        }
+
+    # Reading the table and searching a large one take a while: not on the event loop.
+    body = await anyio.to_thread.run_sync(answer)
+    return JSONResponse(body, headers={"Cache-Control": "no-cache"})
+
+
+def _find_labels(request: Request, name: str, labels: str) -> LabelImage:
+    for served in request.app.state.served:
+        if served.name == name:
+            try:
+                found: LabelImage = served.volume.labels[labels]
+            except KeyError as exc:
+                raise HTTPException(
+                    404, str(exc.args[0]) if exc.args else "no such labels"
+                ) from None
+            return found
+    raise HTTPException(404, f"no volume named {name!r}")
+
+
+def _limit(text: str | None) -> int:
+    if text is None:
+        return _DEFAULT_LIMIT
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidInputError(f"limit must be an integer, got {text!r}") from None
+    if not 1 <= value <= _MAX_LIMIT:
+        raise InvalidInputError(f"limit must be between 1 and {_MAX_LIMIT}, got {value}")
+    return value
+
+
+def _rows_of_ids(table: SegmentTable, text: str) -> list[int]:
+    rows = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            segment_id = int(part)
+        except ValueError:
+            raise InvalidInputError(
+                f"ids must be integers separated by commas, got {part!r}"
+            ) from None
+        row = int(np.searchsorted(table.ids, segment_id))
+        if row < len(table) and int(table.ids[row]) == segment_id:
+            rows.append(row)
+    return rows
+
+
+def _matching_rows(table: SegmentTable, text: str) -> list[int]:
+    """Rows matching ``text``: annotated ones first (by ID), then by decreasing size."""
+    # Label images may list every segment's voxel count among their properties: not a name.
+    annotated = {int(i) for i, entry in table.annotations.items() if set(entry) - {"voxel_count"}}
+    is_annotated = np.isin(table.ids, np.fromiter(annotated, dtype=np.int64, count=len(annotated)))
+    if text:
+        # Unannotated segments can match by ID only; annotated ones by their words too.
+        keep = np.char.find(table.ids.astype(str), text) >= 0
+        for row in np.flatnonzero(is_annotated):
+            entry = table.annotations[int(table.ids[row])]
+            keep[row] |= text in _searchable(entry)
+    else:
+        keep = np.ones(len(table), dtype=bool)
+    first = np.flatnonzero(keep & is_annotated)
+    rest = np.flatnonzero(keep & ~is_annotated)
+    rest = rest[np.argsort(-table.voxel_count[rest], kind="stable")]
+    return [int(r) for r in np.concatenate([first, rest])]
+
+
+def _searchable(entry: Any) -> str:
+    words = [str(entry.get("name") or ""), str(entry.get("description") or "")]
+    for reference in entry.get("references") or ():
+        if isinstance(reference, dict):
+            resource, accession = (
+                str(reference.get("resource", "")),
+                str(reference.get("accession", "")),
+            )
+            words += [resource, accession, f"{resource}:{accession}"]
+    return " ".join(words).lower()
+
+
+def _record(
+    table: SegmentTable, colors: dict[int, tuple[int, int, int, int]], row: int
+) -> dict[str, Any]:
+    record = table[int(table.ids[row])]
+    segment_id = record["id"]
+    annotation = table.annotations.get(segment_id, {})
+    record["color"] = list(colors.get(segment_id) or label_color(segment_id))
+    record["name"] = annotation.get("name")
+    record["description"] = annotation.get("description")
+    record["references"] = [r for r in annotation.get("references") or () if isinstance(r, dict)]
+    return record

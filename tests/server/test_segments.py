@@ -1,0 +1,67 @@
+"""``/segments/{name}/{labels}``, the page's segment list, over a real server on 127.0.0.1."""
+
+import json
+
+import numpy as np
+
+from cellvol.ome._display import label_color
+
+
+def _json(running, path: str) -> dict:
+    reply = running.request(path)
+    assert reply.status == 200, reply.body[:300]
+    assert reply.headers["content-type"] == "application/json"
+    return json.loads(reply.body)
+
+
+def test_segments_list_annotated_first_with_statistics_and_references(running) -> None:
+    found = _json(running, "/segments/tomo/cells")
+    assert found["unit"] == "nanometer"
+    assert (found["total"], found["truncated"]) == (2, False)
+    first, second = found["segments"]
+    # Segment 2 is annotated, so it heads the list though segment 1 is larger.
+    assert (first["id"], first["name"], second["id"], second["name"]) == (
+        2,
+        "mitochondrion",
+        1,
+        None,
+    )
+    for record in found["segments"]:
+        voxels = np.argwhere(running.labels == record["id"])
+        assert record["voxel_count"] == len(voxels)
+        np.testing.assert_allclose(record["centroid"], voxels.mean(axis=0))
+        np.testing.assert_allclose(record["centroid_physical"], voxels.mean(axis=0) * [8, 4, 4])
+        assert record["bbox"] == [voxels.min(axis=0).tolist(), voxels.max(axis=0).tolist()]
+        assert record["color"] == list(label_color(record["id"]))  # the 2-D overlay's colour
+    references = {r["accession"]: r["url"] for r in first["references"]}
+    assert references == {
+        "GO:0005739": "https://amigo.geneontology.org/amigo/term/GO:0005739",
+        "P69905": "https://www.uniprot.org/uniprotkb/P69905/entry",
+    }
+
+
+def test_segments_search_by_words_references_and_ids(running) -> None:
+    def ids(query: str) -> list[int]:
+        return [s["id"] for s in _json(running, f"/segments/tomo/cells?{query}")["segments"]]
+
+    assert ids("q=MITO") == [2]  # case does not matter
+    assert ids("q=GO:0005739") == [2]
+    assert ids("q=uniprot") == [2]
+    assert ids("q=1") == [1]  # by ID
+    assert ids("q=nothing-like-this") == []
+    assert ids("ids=1,99,2") == [1, 2]  # unknown IDs are left out
+    limited = _json(running, "/segments/tomo/cells?limit=1")
+    assert (limited["total"], limited["truncated"], len(limited["segments"])) == (2, True, 1)
+
+
+def test_segments_errors_name_what_was_wrong(running) -> None:
+    for path, status, words in [
+        ("/segments/tomo/cells?limit=0", 400, "limit must be between 1 and 5000"),
+        ("/segments/tomo/cells?limit=x", 400, "limit must be an integer"),
+        ("/segments/tomo/cells?ids=1,x", 400, "ids must be integers"),
+        ("/segments/tomo/nuclei", 404, "nuclei"),
+        ("/segments/other/cells", 404, "no volume named 'other'"),
+    ]:
+        reply = running.request(path)
+        assert reply.status == status, (path, reply.body)
+        assert words in json.loads(reply.body)["error"], (path, reply.body)
