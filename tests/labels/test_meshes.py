@@ -215,3 +215,22 @@ def test_stale_meshes_are_recomputed_and_those_of_gone_segments_deleted(tmp_path
     assert sorted(index.segments) == [6]
     assert sorted(p.name for p in folder.iterdir()) == ["6.bin", "index.json"]
     assert cellvol.verify(image).problems == []
+
+
+@pytest.mark.s3
+def test_meshes_on_s3_are_written_listed_and_verified(s3_bucket) -> None:
+    options = s3_bucket.storage_options
+    url = s3_bucket.url("image.ome.zarr")
+    shape = (16, 32, 32)
+    labels = np.zeros(shape, np.uint16)
+    labels[_ball(shape, (8, 16, 16), 6)] = 11
+    cellvol.write_pyramid(np.zeros(shape, np.uint8), url, 2.0, storage_options=options)
+    cellvol.write_labels(url, labels, "cells", storage_options=options)
+    index = cellvol.mesh_index(url, "cells", storage_options=options)
+    assert index is not None
+    assert sorted(index.segments) == [11]
+    mesh = cellvol.read_mesh(url, "cells", 11, storage_options=options)
+    _edges_are_closed_and_consistent(mesh)
+    assert mesh.volume == pytest.approx(float((labels == 11).sum()) * 8.0, rel=0.05)
+    assert cellvol.compute_meshes(url, "cells", storage_options=options) == index  # current
+    assert cellvol.verify(url, options).problems == []
