@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from cellvol.labels._mesh_store import Mesh
 
-__all__ = ["ITERATIONS", "TAUBIN", "estimated_triangles", "surface"]
+__all__ = ["ITERATIONS", "TAUBIN", "boundary_faces", "estimated_triangles", "surface"]
 
 #: Taubin's smoothing: a shrinking step (lambda) then an inflating one (mu), so that the
 #: staircase of the voxel faces is smoothed away while the enclosed volume is kept.
@@ -38,6 +38,18 @@ def estimated_triangles(voxels: float) -> float:
     whose estimate fits the budget never skips a level that would have fitted.
     """
     return float(_TRIANGLES_PER_FACE * 4.84 * max(voxels, 1.0) ** (2.0 / 3.0))
+
+
+def boundary_faces(mask: npt.NDArray[np.bool_]) -> int:
+    """How many voxel faces separate ``mask`` from the rest (its edges count as outside)."""
+    faces = 0
+    for axis in range(3):
+        inner = int(np.count_nonzero(np.diff(mask, axis=axis)))
+        ends = int(np.count_nonzero(mask.take(0, axis=axis))) + int(
+            np.count_nonzero(mask.take(-1, axis=axis))
+        )
+        faces += inner + ends
+    return faces
 
 
 def surface(
