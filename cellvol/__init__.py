@@ -33,6 +33,7 @@ from cellvol.errors import (
     WriteConflictError,
 )
 from cellvol.formats._export import export  # light: its format libraries load when it runs
+from cellvol.labels._mesh_store import Mesh, MeshEntry, MeshIndex
 from cellvol.labels._references import Reference
 from cellvol.progress import ProgressEvent
 from cellvol.read._level import Level, Region
@@ -105,6 +106,9 @@ __all__ = [
     "LayoutError",
     "Level",
     "LevelError",
+    "Mesh",
+    "MeshEntry",
+    "MeshIndex",
     "MetadataError",
     "NotOMEZarrError",
     "Problem",

@@ -49,7 +49,13 @@ from cellvol.labels._mesh_store import (
     mesh_key,
     source_fingerprint,
 )
-from cellvol.labels._surface import ITERATIONS, TAUBIN, estimated_triangles, surface
+from cellvol.labels._surface import (
+    ITERATIONS,
+    TAUBIN,
+    boundary_faces,
+    estimated_triangles,
+    surface,
+)
 from cellvol.ome._digests import DIGESTS_KEY, parse_digests, sha256_hex
 from cellvol.read._level import Level
 from cellvol.read._open import open as open_volume
@@ -72,7 +78,9 @@ __all__ = [
 DEFAULT_TRIANGLE_BUDGET: Final = 20_000
 #: The most voxels of one segment's mask held at once (its float copy for marching cubes
 #: takes 4 bytes a voxel): beyond it a coarser level, or every n-th voxel, is meshed.
-MAX_MASK_VOXELS: Final = 2**24
+MAX_MASK_VOXELS: Final = 2**23
+# Triangles per boundary face of a mask: marching cubes gives 2 on smooth shapes, more on rough
+_FACE_TRIANGLES: Final = 1.9
 _SLAB_VOXELS: Final = 2**22  # label voxels read at once while building a mask
 _CACHE_BYTES: Final = 128 * 2**20  # decoded chunks kept for neighbouring segments
 
@@ -318,7 +326,10 @@ class _Mesher:
     ) -> tuple[Mesh, int, _Step] | str:
         """The surface of a segment of ``voxels`` voxels in ``[low, high]``, its level and step.
 
-        Or, for a segment with no surface, why.
+        Or, for a segment with no surface, why. Each candidate's mask is read and its
+        boundary faces counted before any surface is made: marching cubes gives about two
+        triangles a face, so a mask far over the budget moves on to a coarser level (or
+        step) at once, and no surface much larger than the budget is ever held.
         """
         choices = [self._box(index, low, high) for index in range(len(self.labels.levels))]
         fits = [
@@ -327,25 +338,39 @@ class _Mesher:
         ]
         at = fits.index(True) if True in fits else len(choices) - 1
         best: tuple[Mesh, int, _Step] | None = None
+        # The last candidate found over the budget but not empty: level, box and step.
+        fallback: tuple[int, tuple[int, ...], _Step] | None = None
         finer_only = False
         for _ in range(64):  # each pass cuts the triangles or moves towards level 0
             factor, box_low, box_high, step = choices[at]
-            mesh = self._surface(at, segment_id, box_low, box_high, step)
-            if mesh is None:
-                if best is not None:
-                    break  # coarser sampling lost the segment: keep the finer surface
+            mask = _read_mask(self.labels.levels[at], box_low, box_high, segment_id, step)
+            if not mask.any():
+                if best is not None or fallback is not None:
+                    break  # coarser sampling lost the segment: keep what was finer
                 if at == 0:
                     return "no voxel of it is left in the labels"
                 at, finer_only = at - 1, True  # too thin for this level: try a finer one
                 continue
-            best = (mesh, at, step)
-            if mesh.triangles.shape[0] <= self.budget or finer_only:
-                break
+            if not finer_only and _FACE_TRIANGLES * boundary_faces(mask) > self.budget:
+                fallback = (at, box_low, step)
+            else:
+                mesh = self._surface(at, mask, box_low, step)
+                best = (mesh, at, step)
+                if mesh.triangles.shape[0] <= self.budget or finer_only:
+                    break
+            del mask
             if at + 1 < len(choices):
                 at += 1
             else:  # the coarsest level: sample its finest axes more sparsely
                 choices[at] = (factor, box_low, box_high, self._coarser(at, step))
-        assert best is not None
+        if best is None:
+            # Over the budget wherever it survives (a thin sheet spanning the volume, say):
+            # the coarsest sampling that still holds it.
+            assert fallback is not None
+            at, box_low, step = fallback
+            box_high = choices[at][2]
+            mask = _read_mask(self.labels.levels[at], box_low, box_high, segment_id, step)
+            best = (self._surface(at, mask, box_low, step), at, step)
         return best
 
     def _box(
@@ -386,20 +411,16 @@ class _Mesher:
         return z, y, x
 
     def _surface(
-        self,
-        index: int,
-        segment_id: int,
-        low: Sequence[int],
-        high: Sequence[int],
-        step: _Step,
-    ) -> Mesh | None:
+        self, index: int, mask: npt.NDArray[np.bool_], low: Sequence[int], step: _Step
+    ) -> Mesh:
         level = self.labels.levels[index]
-        mask = _read_mask(level, low, high, segment_id, step)
         voxel = self.labels.voxel_size
         unit = voxel.unit if voxel is not None else MESH_UNIT
         scale = convert_lengths(level.scale, unit, MESH_UNIT)
         translation = convert_lengths(level.translation, unit, MESH_UNIT)
-        return surface(mask, low, step, scale, translation, iterations=self.iterations)
+        mesh = surface(mask, low, step, scale, translation, iterations=self.iterations)
+        assert mesh is not None  # the mask holds voxels
+        return mesh
 
 
 def _read_mask(

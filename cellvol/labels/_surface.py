@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from cellvol.labels._mesh_store import Mesh
 
-__all__ = ["ITERATIONS", "TAUBIN", "estimated_triangles", "surface"]
+__all__ = ["ITERATIONS", "TAUBIN", "boundary_faces", "estimated_triangles", "surface"]
 
 #: Taubin's smoothing: a shrinking step (lambda) then an inflating one (mu), so that the
 #: staircase of the voxel faces is smoothed away while the enclosed volume is kept.
@@ -38,6 +38,18 @@ def estimated_triangles(voxels: float) -> float:
     whose estimate fits the budget never skips a level that would have fitted.
     """
     return float(_TRIANGLES_PER_FACE * 4.84 * max(voxels, 1.0) ** (2.0 / 3.0))
+
+
+def boundary_faces(mask: npt.NDArray[np.bool_]) -> int:
+    """How many voxel faces separate ``mask`` from the rest (its edges count as outside)."""
+    faces = 0
+    for axis in range(3):
+        inner = int(np.count_nonzero(np.diff(mask, axis=axis)))
+        ends = int(np.count_nonzero(mask.take(0, axis=axis))) + int(
+            np.count_nonzero(mask.take(-1, axis=axis))
+        )
+        faces += inner + ends
+    return faces
 
 
 def surface(
@@ -100,24 +112,25 @@ def _taubin(
     """Taubin lambda/mu smoothing with the uniform (umbrella) Laplacian of the mesh's edges.
 
     On a closed, consistently wound surface each edge is walked once in each direction, so
-    the edges leaving a vertex name each of its neighbours once.
+    the edges leaving a vertex name each of its neighbours once: grouped by their start,
+    they are the rows of the averaging matrix, built as such (no sort of duplicates needed).
     """
+    from scipy import sparse
+
     n = vertices.shape[0]
     start = faces.reshape(-1).astype(np.intp)
     end = np.roll(faces, -1, axis=1).reshape(-1).astype(np.intp)  # a->b, b->c, c->a
-    degree = np.bincount(start, minlength=n).astype(np.float64)
-    alone = degree == 0  # no edge: stays where it is
-    degree[alone] = 1.0
-    axes = [np.ascontiguousarray(vertices[:, k]) for k in range(3)]
-
-    def pull(points: list[npt.NDArray[np.float64]], weight: float) -> list[npt.NDArray[np.float64]]:
-        moved = []
-        for p in points:
-            mean = np.bincount(start, weights=p[end], minlength=n) / degree
-            mean[alone] = p[alone]
-            moved.append(p + weight * (mean - p))
-        return moved
-
+    order = np.argsort(start, kind="stable")
+    degree = np.bincount(start, minlength=n)
+    rows = np.concatenate(([0], np.cumsum(degree)))
+    weights = np.repeat(1.0 / np.maximum(degree, 1), degree)
+    average = sparse.csr_matrix((weights, end[order], rows), shape=(n, n))
+    alone = np.flatnonzero(degree == 0)  # a vertex on no edge stays where it is
+    smoothed = vertices.copy()
     for _ in range(iterations):
-        axes = pull(pull(axes, _LAMBDA), _MU)
-    return np.stack(axes, axis=1)
+        for weight in (_LAMBDA, _MU):
+            target = average @ smoothed
+            if alone.size:
+                target[alone] = smoothed[alone]
+            smoothed += weight * (target - smoothed)
+    return smoothed
