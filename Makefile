@@ -18,7 +18,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Every number in docs/benchmarks.md, in one run (45-80 minutes, by the machine's speed; inputs in /tmp/cellvol-bench).
+# Every number in docs/benchmarks.md, in one run (50-85 minutes, by the machine's speed; inputs in /tmp/cellvol-bench).
 bench: $(VENV)/.installed-dev
 	$(PY) -m pip install --quiet -r benchmarks/requirements.txt $(QUIET_PIP)
 	$(PY) benchmarks/compare_pyramid.py --size-gib 1 --repeat 3 --out benchmarks/results/pyramid-1gib.json
@@ -35,6 +35,8 @@ bench: $(VENV)/.installed-dev
 	$(PY) benchmarks/cluster_scaling.py
 	$(PY) benchmarks/scaling.py
 	$(PY) benchmarks/verify_pack.py --sizes 1,16 --data-dir /tmp/cellvol-bench
+	$(PY) benchmarks/meshes.py
+	$(PY) benchmarks/first_frame.py
 	$(PY) -m pytest benchmarks/suite -q -p no:cacheprovider --benchmark-autosave --benchmark-json=benchmarks/results/suite-small.json
 	$(PY) benchmarks/plots.py
 
