@@ -50,19 +50,25 @@ if TYPE_CHECKING:
     from cellvol.labels._annotate import annotate, annotate_from_file
     from cellvol.labels._write import write_labels
     from cellvol.ome._hierarchy import Validation, validate
+    from cellvol.read._scene import Scene, open_scene
+    from cellvol.write._link import LinkResult, link
     from cellvol.write._pyramid import WriteResult, write_pyramid
 
 # Writing pulls in dask (about a second to import); reading does not need it. These names are
 # imported on first use, so `import cellvol; cellvol.open(...)` starts fast. (Their modules
 # must not share the function's name: importing a submodule binds its name on the package.)
 _LAZY = {
+    "LinkResult": "cellvol.write._link",
     "Problem": "cellvol.integrity._report",
+    "Scene": "cellvol.read._scene",
     "Validation": "cellvol.ome._hierarchy",
     "VerifyReport": "cellvol.integrity._report",
     "WriteResult": "cellvol.write._pyramid",
     "annotate": "cellvol.labels._annotate",
     "annotate_from_file": "cellvol.labels._annotate",
     "convert": "cellvol.formats._ingest",
+    "link": "cellvol.write._link",
+    "open_scene": "cellvol.read._scene",
     "pack": "cellvol.formats._ozx",
     "unpack": "cellvol.formats._ozx",
     "validate": "cellvol.ome._hierarchy",
@@ -101,6 +107,7 @@ __all__ = [
     "LayoutError",
     "Level",
     "LevelError",
+    "LinkResult",
     "MetadataError",
     "NotOMEZarrError",
     "Problem",
@@ -108,6 +115,7 @@ __all__ = [
     "ReadOnlyStoreError",
     "Reference",
     "Region",
+    "Scene",
     "SegmentTable",
     "SourceChangedError",
     "StoreNotFoundError",
@@ -123,7 +131,9 @@ __all__ = [
     "annotate_from_file",
     "convert",
     "export",
+    "link",
     "open",
+    "open_scene",
     "pack",
     "tune_allocator",
     "unpack",

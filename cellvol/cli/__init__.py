@@ -28,7 +28,7 @@ from cellvol.cli._display import (
     report_bug,
     report_warning,
 )
-from cellvol.errors import CellvolError, CellvolWarning, WriteConflictError
+from cellvol.errors import CellvolError, CellvolWarning, NotOMEZarrError, WriteConflictError
 from cellvol.read._open import open as open_volume
 from cellvol.synthetic import SyntheticVolume
 from cellvol.units import VoxelSize
@@ -536,9 +536,13 @@ def info(
     ] = False,
 ) -> None:
     """Describe an OME-Zarr image: levels, shapes, chunks, shards, voxel size, bytes, validity."""
-    volume = open_volume(
-        path_or_url, storage_options=storage_options_of(endpoint_url, anon), salvage=salvage
-    )
+    options = storage_options_of(endpoint_url, anon)
+    try:
+        volume = open_volume(path_or_url, storage_options=options, salvage=salvage)
+    except NotOMEZarrError:
+        if not _scene.print_scene(path_or_url, as_json, options):  # a scene, else the error
+            raise
+        return
     if as_json:
         summary = volume.info()
         summary["metadata_problems"] = metadata_problems(volume)
@@ -547,5 +551,5 @@ def info(
     print_volume(volume, validate_metadata=True)
 
 
-# The archive and validate commands register themselves on the app; imported last, listed last.
-from cellvol.cli import _archive, _validate  # noqa: E402, F401
+# The archive, validate and link commands register themselves on the app; imported last.
+from cellvol.cli import _archive, _scene, _validate  # noqa: E402, F401
