@@ -43,7 +43,7 @@ TRUE_AFFINE = true_affine()
 
 @dataclass(frozen=True)
 class ClemPair:
-    em: np.ndarray  # float32, z, y, x
+    em: np.ndarray  # float32, z, y, x; the fiducials show in it too (beads seen by both)
     em_voxel: np.ndarray  # nm
     lm: np.ndarray  # float32
     lm_voxel: np.ndarray
@@ -116,7 +116,7 @@ def make_pair(em: np.ndarray, em_voxel: np.ndarray, seed: int = 5) -> ClemPair:
     lm = ndimage.map_coordinates(blurred, em_nm / em_voxel[:, None], order=1, mode="nearest")
     rng = np.random.default_rng(seed)
     lm = lm.reshape(lm_shape) + rng.normal(0, 0.02, lm_shape)
-    return ClemPair(em, em_voxel, lm.astype(np.float32), LM_VOXEL, fiducials, TRUE_AFFINE)
+    return ClemPair(marked, em_voxel, lm.astype(np.float32), LM_VOXEL, fiducials, TRUE_AFFINE)
 
 
 def write_points(path: Path, lm_nm: np.ndarray, em_nm: np.ndarray) -> Path:
