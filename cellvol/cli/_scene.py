@@ -105,7 +105,9 @@ def _matrix(text: str) -> Any:
     try:
         return json.loads(source)
     except ValueError:
-        raise typer.BadParameter(f"--affine {text!r} is neither a JSON matrix nor a .json file")
+        raise typer.BadParameter(
+            f"--affine {text!r} is neither a JSON matrix nor a .json file"
+        ) from None
 
 
 def _numbers(text: str, what: str) -> list[float]:

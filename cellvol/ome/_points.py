@@ -130,8 +130,7 @@ def read_points(path: str | os.PathLike[str]) -> PointPairs:
                     values[i, j] = float(row[key])
                 except (KeyError, TypeError, ValueError):
                     raise InvalidInputError(
-                        f"{where}: point {i + 1} has no number for {key!r} (got "
-                        f"{row.get(key)!r})"
+                        f"{where}: point {i + 1} has no number for {key!r} (got {row.get(key)!r})"
                     ) from None
         if not np.all(np.isfinite(values)):
             raise InvalidInputError(f"{where}: the {name!r} positions must be finite numbers")

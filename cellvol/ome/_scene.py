@@ -56,7 +56,9 @@ class Edge:
     index: int
 
 
-def transform_json(matrix: npt.ArrayLike, source: Place, target: Place, name: str) -> dict[str, Any]:
+def transform_json(
+    matrix: npt.ArrayLike, source: Place, target: Place, name: str
+) -> dict[str, Any]:
     """One scene transformation for a homogeneous ``(n + 1) x (n + 1)`` matrix.
 
     An axis-aligned matrix is written as a scale then a translation (the translation left out

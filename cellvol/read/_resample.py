@@ -92,7 +92,9 @@ def resample_level(
         return _sample_block(source, to_source, location, order, fill)
 
     meta = np.empty((0,) * like.ndim, dtype=source.dtype)
-    return da.map_blocks(sample, chunks=normalized, dtype=source.dtype, meta=meta)
+    return da.map_blocks(  # type: ignore[no-untyped-call]
+        sample, chunks=normalized, dtype=source.dtype, meta=meta
+    )
 
 
 def _split(n: int, step: int) -> tuple[int, ...]:
@@ -130,9 +132,12 @@ def _sample_block(
     shape = tuple(stop - start for start, stop in location)
     out = np.full(shape, fill, dtype=source.dtype)
     n = len(shape)
+    # The block's eight corners (voxel edges, not centres), as homogeneous columns.
     corners = np.array(
-        [[*(loc[i] - 0.5 for i, loc in zip(pick, location, strict=True)), 1.0]
-         for pick in itertools.product((0, 1), repeat=n)]  # fmt: skip
+        [
+            [*(loc[i] - 0.5 for i, loc in zip(pick, location, strict=True)), 1.0]
+            for pick in itertools.product((0, 1), repeat=n)
+        ]
     ).T
     mapped = (to_source @ corners)[:-1]
     low = np.maximum(np.floor(mapped.min(axis=1)).astype(int) - 1, 0)

@@ -148,7 +148,9 @@ class Scene:
 
     def _name(self, name: str) -> str:
         if name not in self.images:
-            raise InvalidInputError(f"{self.url} has no image {name!r}; it has {sorted(self.images)}")
+            raise InvalidInputError(
+                f"{self.url} has no image {name!r}; it has {sorted(self.images)}"
+            )
         return name
 
     def _dims(self, place: Place) -> int:

@@ -190,7 +190,9 @@ def _matrix(value: Transform, name: str) -> npt.NDArray[np.float64]:
     try:
         rows = np.asarray(value, dtype=float)
     except (TypeError, ValueError):
-        raise InvalidInputError(f"the transformation of {name!r} is not a matrix of numbers") from None
+        raise InvalidInputError(
+            f"the transformation of {name!r} is not a matrix of numbers"
+        ) from None
     if rows.shape == (3, 4):
         rows = np.vstack([rows, [0, 0, 0, 1]])
     if rows.shape != (4, 4) or not np.allclose(rows[3], [0, 0, 0, 1]):

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clem_helpers import LM_VOXEL, TRUE_AFFINE, write_points
 
 from cellvol.errors import InvalidInputError
 from cellvol.ome._points import fit_affine, read_points
-
-from clem_helpers import LM_VOXEL, TRUE_AFFINE, write_points
-
 
 #: A 4 x 8 x 8 um LM field: the fiducials of a real CLEM registration spread through it.
 _FIELD = np.array([4000.0, 8000.0, 8000.0])
@@ -44,7 +42,8 @@ def test_noisy_pairs_give_the_affine_within_half_a_percent_and_half_an_lm_voxel(
     found = fit.matrix[:3, :3] @ corners + fit.matrix[:3, 3][:, None]
     assert np.all(np.abs(found - true) < LM_VOXEL[:, None] / 2)
     # The residuals say how well the points agree: of the order of the noise.
-    assert 0 < fit.rms_nm < 30 and fit.max_nm >= fit.rms_nm
+    assert 0 < fit.rms_nm < 30
+    assert fit.max_nm >= fit.rms_nm
     assert len(fit.residuals_nm) == 10
 
 
@@ -105,5 +104,5 @@ def test_malformed_point_files_are_refused_with_the_reason(
 
 
 def test_a_missing_point_file_is_named() -> None:
-    with pytest.raises(InvalidInputError, match="cannot read the point file /nowhere/p.csv"):
+    with pytest.raises(InvalidInputError, match=r"cannot read the point file /nowhere/p\.csv"):
         read_points("/nowhere/p.csv")
