@@ -212,3 +212,22 @@ def test_the_real_sstem_pair_lands_its_fiducials(shared_data: Path, tmp_path: Pa
     # ssTEM sections are 50 nm: centroids along z are resolved to the section spacing.
     misses = _misses(np.asarray(resampled.compute()), pair)
     assert np.all(misses < pair.lm_voxel / 2), misses
+
+
+def test_a_scene_on_s3_refers_to_its_images_by_url(pair: ClemPair, s3_bucket) -> None:
+    name, options = s3_bucket
+    em, lm = s3_bucket.url("em.ome.zarr"), s3_bucket.url("lm.ome.zarr")
+    cellvol.write_pyramid(pair.em, em, tuple(pair.em_voxel), ome_version="0.6",
+                          storage_options=options)  # fmt: skip
+    cellvol.write_pyramid(pair.lm, lm, tuple(pair.lm_voxel), ome_version="0.6",
+                          storage_options=options)  # fmt: skip
+    scene = s3_bucket.url("scenes", "cell.zarr")
+    cellvol.link(scene, {"em": em, "lm": lm}, {"lm": pair.affine}, storage_options=options)
+    found = cellvol.validate(scene, storage_options=options)
+    assert found.valid, found.message
+    opened = cellvol.open_scene(scene, options)
+    assert opened["lm"].url == lm
+    edge = opened.edges[0]
+    assert edge.source.path == lm
+    resampled = opened.resample("lm", like="em")
+    assert np.all(_misses(np.asarray(resampled.compute()), pair) < pair.lm_voxel / 2)
