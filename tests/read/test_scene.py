@@ -215,7 +215,7 @@ def test_the_real_sstem_pair_lands_its_fiducials(shared_data: Path, tmp_path: Pa
 
 
 def test_a_scene_on_s3_refers_to_its_images_by_url(pair: ClemPair, s3_bucket) -> None:
-    name, options = s3_bucket
+    options = s3_bucket.storage_options
     em, lm = s3_bucket.url("em.ome.zarr"), s3_bucket.url("lm.ome.zarr")
     cellvol.write_pyramid(pair.em, em, tuple(pair.em_voxel), ome_version="0.6",
                           storage_options=options)  # fmt: skip
