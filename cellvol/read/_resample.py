@@ -22,7 +22,9 @@ from cellvol.read._level import Level
 __all__ = ["BOX_BYTES", "Interpolation", "index_matrix", "resample_level"]
 
 #: The most source bytes one output block reads (as float32, what it is sampled in).
-BOX_BYTES: Final = 64 * 2**20
+BOX_BYTES: Final = 32 * 2**20
+# Output voxels whose source coordinates are computed at once (24 bytes each).
+_SLAB_VOXELS: Final = 2**18
 
 Interpolation = Literal["linear", "nearest"]
 _ORDERS: Final = {"linear": 1, "nearest": 0}
@@ -145,15 +147,23 @@ def _sample_block(
     if np.any(high <= low):
         return out  # the block lies outside the source
     box = source[tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))]
-    grid = np.indices(shape, dtype=np.float64).reshape(n, -1)
-    grid += np.asarray([start for start, _ in location], dtype=np.float64)[:, None]
-    coords = to_source[:-1, :-1] @ grid + (to_source[:-1, -1] - low)[:, None]
-    values = map_coordinates(
-        box.astype(np.float32, copy=False), coords, order=order, mode="constant", cval=np.nan
-    ).reshape(shape)
-    inside = ~np.isnan(values)
-    if np.issubdtype(source.dtype, np.integer):
-        limits = np.iinfo(source.dtype)
-        values = np.clip(np.rint(values), limits.min, limits.max)
-    out[inside] = values[inside].astype(source.dtype)
+    box = box.astype(np.float32, copy=False)
+    integer = np.issubdtype(source.dtype, np.integer)
+    # The coordinates take 24 bytes a voxel: made a slab of the block at a time.
+    plane = int(np.prod(shape[1:]))
+    step = max(1, _SLAB_VOXELS // max(plane, 1))
+    offset = (to_source[:-1, -1] - low)[:, None]
+    for first in range(0, shape[0], step):
+        part = (min(step, shape[0] - first), *shape[1:])
+        grid = np.indices(part, dtype=np.float64).reshape(n, -1)
+        grid += np.asarray([start for start, _ in location], dtype=np.float64)[:, None]
+        grid[0] += first
+        coords = to_source[:-1, :-1] @ grid + offset
+        values = map_coordinates(box, coords, order=order, mode="constant", cval=np.nan)
+        values = values.reshape(part)
+        inside = ~np.isnan(values)
+        if integer:
+            limits = np.iinfo(source.dtype)
+            values = np.clip(np.rint(values), limits.min, limits.max)
+        out[first : first + part[0]][inside] = values[inside].astype(source.dtype)
     return out

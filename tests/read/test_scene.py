@@ -231,3 +231,21 @@ def test_a_scene_on_s3_refers_to_its_images_by_url(pair: ClemPair, s3_bucket) ->
     assert edge.source.path == lm
     resampled = opened.resample("lm", like="em")
     assert np.all(_misses(np.asarray(resampled.compute()), pair) < pair.lm_voxel / 2)
+
+
+def test_resampling_equals_sampling_the_whole_image_whatever_the_blocks(
+    scene: Path, pair: ClemPair
+) -> None:
+    from scipy.ndimage import map_coordinates
+
+    opened = cellvol.open_scene(scene)
+    # Every EM voxel centre, mapped into LM voxel indices, sampled from the whole LM at once.
+    back = np.linalg.inv(pair.affine)
+    em_nm = np.indices(pair.em.shape).reshape(3, -1) * pair.em_voxel[:, None]
+    lm_index = (back[:3, :3] @ em_nm + back[:3, 3][:, None]) / pair.lm_voxel[:, None]
+    whole = map_coordinates(pair.lm, lm_index, order=1, mode="constant", cval=np.nan)
+    expected = np.nan_to_num(whole.reshape(pair.em.shape), nan=0.0)
+    # One block of many slabs, and many small blocks that cut through the LM's voxels.
+    for chunks in (pair.em.shape, (7, 50, 33)):
+        found = opened.resample("lm", like="em", chunks=chunks).compute()
+        np.testing.assert_allclose(found, expected, rtol=1e-5, atol=1e-5)
