@@ -44,20 +44,28 @@ def test_resampling_512_mib_of_lm_stays_in_bounded_memory(tmp_path: Path) -> Non
         import json, re
         import numpy as np
         import cellvol
+        import scipy.ndimage
         scene = cellvol.open_scene({str(tmp_path / "s.zarr")!r})
         out = scene.resample("lm", like="em")
+        status = open("/proc/self/status").read()
+        before = int(re.search(r"VmHWM:\\s+(\\d+)", status).group(1))
         total = int(out.sum(dtype=np.uint64).compute())
         block = np.asarray(out[100:104, 500:504, 900:904].compute())
         peak = re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)
-        print(json.dumps({{"peak_kib": int(peak), "total": total, "block": block.tolist()}}))
+        print(json.dumps({{"peak_kib": int(peak), "before_kib": before, "total": total,
+                          "block": block.tolist()}}))
     """)
-    env = {**os.environ, "PYTHONPATH": str(Path(cellvol.__file__).parents[1])}
+    # Without the chunk cache (256 MiB by default), so that what is measured is the resampling.
+    env = {**os.environ, "PYTHONPATH": str(Path(cellvol.__file__).parents[1]),
+           "CELLVOL_CACHE_BYTES": "0"}  # fmt: skip
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env=env, timeout=900, check=True)  # fmt: skip
     found = json.loads(done.stdout)
-    print(f"resampling peak resident memory: {found['peak_kib'] / 1024:.0f} MiB")  # for -s
-    # Python, numpy, dask and zarr take ~150 MiB; the chunk cache up to 256 MiB of it.
-    assert found["peak_kib"] < 512 * 1024, found["peak_kib"]
+    growth = (found["peak_kib"] - found["before_kib"]) / 1024
+    print(f"peak resident memory {found['peak_kib'] / 1024:.0f} MiB, {growth:.0f} MiB of it "
+          "while resampling")  # fmt: skip
+    # Blocks, their source boxes and the sum in flight: a small fraction of the 512 MiB read.
+    assert growth < 160, found
     assert found["total"] > 0
     # A block of the result equals the ramp sampled directly at the mapped positions.
     back = np.linalg.inv(TRUE_AFFINE)
