@@ -243,8 +243,7 @@ def _open_image(url: str | os.PathLike[str], options: Mapping[str, Any] | None) 
     if multiscale.default_system is None:
         raise MetadataError(
             f"{location.url} is OME-Zarr {multiscale.version}: a scene can only refer to the "
-            "named coordinate systems of 0.6 images",
-            hint="write it again with {ome_version=0.6}",
+            "named coordinate systems of 0.6 images; write it again as 0.6"
         )
     unit = multiscale.spatial_unit()
     try:
