@@ -249,3 +249,18 @@ def test_resampling_equals_sampling_the_whole_image_whatever_the_blocks(
     for chunks in (pair.em.shape, (7, 50, 33)):
         found = opened.resample("lm", like="em", chunks=chunks).compute()
         np.testing.assert_allclose(found, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_point_pairs_in_nm_link_images_in_other_units(pair: ClemPair, tmp_path: Path) -> None:
+    em, lm = tmp_path / "em.ome.zarr", tmp_path / "lm_um.ome.zarr"
+    cellvol.write_pyramid(pair.em, em, tuple(pair.em_voxel), ome_version="0.6")
+    cellvol.write_pyramid(pair.lm, lm, tuple(pair.lm_voxel / 1000), unit="micrometer",
+                          ome_version="0.6")  # fmt: skip
+    points = write_points(tmp_path / "p.csv", pair.fiducials_lm(), pair.fiducials_em)
+    cellvol.link(tmp_path / "s.zarr", {"em": em, "lm": lm}, points=points)
+    opened = cellvol.open_scene(tmp_path / "s.zarr")
+    # The stored matrix takes micrometres (LM) to nanometres (EM).
+    in_um = np.append(pair.fiducials_lm()[0] / 1000, 1.0)
+    np.testing.assert_allclose((opened.transform("lm", "em") @ in_um)[:3], pair.fiducials_em[0])
+    resampled = opened.resample("lm", like="em")
+    assert np.all(_misses(np.asarray(resampled.compute()), pair) < pair.lm_voxel / 2)
