@@ -1,6 +1,7 @@
 """The ``cellvol`` command line: a thin shell over the library that draws with rich.
 
-The commands live here, in ``_archive`` (verify, pack, unpack, crate) and ``_validate``;
+The commands live here, in ``_archive`` (verify, pack, unpack, crate), ``_validate`` and
+``_scene`` (link, and ``info`` of a scene);
 ``_display`` draws tables, progress bars and error lines.
 """
 
