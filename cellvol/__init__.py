@@ -52,13 +52,17 @@ if TYPE_CHECKING:
     from cellvol.labels._meshes import compute_meshes, mesh_index, read_mesh
     from cellvol.labels._write import write_labels
     from cellvol.ome._hierarchy import Validation, validate
+    from cellvol.read._scene import Scene, open_scene
+    from cellvol.write._link import LinkResult, link
     from cellvol.write._pyramid import WriteResult, write_pyramid
 
 # Writing pulls in dask (about a second to import); reading does not need it. These names are
 # imported on first use, so `import cellvol; cellvol.open(...)` starts fast. (Their modules
 # must not share the function's name: importing a submodule binds its name on the package.)
 _LAZY = {
+    "LinkResult": "cellvol.write._link",
     "Problem": "cellvol.integrity._report",
+    "Scene": "cellvol.read._scene",
     "Validation": "cellvol.ome._hierarchy",
     "VerifyReport": "cellvol.integrity._report",
     "WriteResult": "cellvol.write._pyramid",
@@ -68,6 +72,8 @@ _LAZY = {
     "mesh_index": "cellvol.labels._meshes",
     "read_mesh": "cellvol.labels._meshes",
     "convert": "cellvol.formats._ingest",
+    "link": "cellvol.write._link",
+    "open_scene": "cellvol.read._scene",
     "pack": "cellvol.formats._ozx",
     "unpack": "cellvol.formats._ozx",
     "validate": "cellvol.ome._hierarchy",
@@ -106,6 +112,7 @@ __all__ = [
     "LayoutError",
     "Level",
     "LevelError",
+    "LinkResult",
     "Mesh",
     "MeshEntry",
     "MeshIndex",
@@ -116,6 +123,7 @@ __all__ = [
     "ReadOnlyStoreError",
     "Reference",
     "Region",
+    "Scene",
     "SegmentTable",
     "SourceChangedError",
     "StoreNotFoundError",
@@ -132,8 +140,10 @@ __all__ = [
     "compute_meshes",
     "convert",
     "export",
+    "link",
     "mesh_index",
     "open",
+    "open_scene",
     "pack",
     "read_mesh",
     "tune_allocator",

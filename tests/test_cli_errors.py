@@ -166,6 +166,11 @@ BAD_INPUTS: list[tuple[list[str], str]] = [
     (["validate"], "Missing argument"),
     (["validate", "{missing}"], "missing.zarr does not exist"),
     (["validate", "gs://bucket/x.zarr"], "unsupported URL scheme 'gs'"),
+    (["link"], "Missing argument"),
+    (["link", "{tmp}/s.zarr", "em={image}"], "at least two images"),
+    (["link", "{tmp}/s.zarr", "em", "lm={image}"], "expected NAME=IMAGE"),
+    (["link", "{tmp}/s.zarr", "em={image}", "lm={npy}", "--points", "{tmp}/no.csv"], "no.csv"),
+    (["link", "{tmp}/s.zarr", "em={image}", "lm={image}", "--scale", "1,1,1"], "OME-Zarr 0.5"),
 ]
 
 

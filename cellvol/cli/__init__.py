@@ -1,7 +1,8 @@
 """The ``cellvol`` command line: a thin shell over the library that draws with rich.
 
-The commands live here, in ``_archive`` (verify, pack, unpack, crate), ``_meshes`` (meshes)
-and ``_validate``; ``_display`` draws tables, progress bars and error lines.
+The commands live here, in ``_archive`` (verify, pack, unpack, crate), ``_meshes`` (meshes),
+``_validate`` and ``_scene`` (link, and ``info`` of a scene); ``_display`` draws tables,
+progress bars and error lines.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from cellvol.cli._display import (
     report_bug,
     report_warning,
 )
-from cellvol.errors import CellvolError, CellvolWarning, WriteConflictError
+from cellvol.errors import CellvolError, CellvolWarning, NotOMEZarrError, WriteConflictError
 from cellvol.read._open import open as open_volume
 from cellvol.synthetic import SyntheticVolume
 from cellvol.units import VoxelSize
@@ -536,9 +537,13 @@ def info(
     ] = False,
 ) -> None:
     """Describe an OME-Zarr image: levels, shapes, chunks, shards, voxel size, bytes, validity."""
-    volume = open_volume(
-        path_or_url, storage_options=storage_options_of(endpoint_url, anon), salvage=salvage
-    )
+    options = storage_options_of(endpoint_url, anon)
+    try:
+        volume = open_volume(path_or_url, storage_options=options, salvage=salvage)
+    except NotOMEZarrError:
+        if not _scene.print_scene(path_or_url, as_json, options):  # a scene, else the error
+            raise
+        return
     if as_json:
         summary = volume.info()
         summary["metadata_problems"] = metadata_problems(volume)
@@ -548,4 +553,4 @@ def info(
 
 
 # These commands register themselves on the app; imported last, listed last.
-from cellvol.cli import _archive, _meshes, _validate  # noqa: E402, F401
+from cellvol.cli import _archive, _meshes, _scene, _validate  # noqa: E402, F401

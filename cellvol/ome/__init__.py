@@ -6,5 +6,7 @@ transformations into scales, translations and matrices) and writes 0.5, or 0.6 t
 ``_transforms06`` (0.6) check documents against the specification's rules, sharing ``_rules``
 and ``_sections``; ``_hierarchy`` validates what a path names, following 0.6 references between
 groups; ``_display`` holds contrast windows and label colours; ``_manifest`` the ``_cellvol/``
-records that a finished write leaves. Nothing here touches array bytes.
+records that a finished write leaves; ``_scene`` writes and reads 0.6 scenes (images placed in
+each other's space) and composes their transformations, ``_points`` fits an affine to point
+pairs. Nothing here touches array bytes.
 """

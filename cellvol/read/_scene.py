@@ -1,0 +1,254 @@
+"""Opening an OME-Zarr 0.6 scene: its images, how they sit in each other's space, resampling.
+
+:func:`open_scene` reads the scene group's transformations, opens every image they refer to
+(relative paths from the scene's own location), and names each image: by the names
+:func:`cellvol.link` recorded, else by its path's last part (``../lm.ome.zarr`` is ``lm``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from cellvol._codec._cache import ChunkCache
+from cellvol._store import open_store, parse_location, read_bytes
+from cellvol.errors import InvalidInputError, MetadataError, NotOMEZarrError
+from cellvol.ome._scene import Edge, Place, chain, read_scene
+from cellvol.read._open import open as open_volume
+from cellvol.read._resample import Interpolation, resample_level
+from cellvol.read._volume import Volume
+
+__all__ = ["Scene", "open_scene"]
+
+
+class Scene:
+    """An OME-Zarr 0.6 scene opened for reading. Use :func:`open_scene` to make one.
+
+    Attributes
+    ----------
+    url
+        Where the scene group is.
+    images
+        Each image, by name, as a :class:`~cellvol.Volume`.
+    places
+        The coordinate system each image's levels are placed in, by image name.
+    edges
+        The scene's transformations, as stored, with the systems they join.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        images: Mapping[str, Volume],
+        places: Mapping[str, Place],
+        edges: tuple[Edge, ...],
+        systems: Mapping[str, int],
+    ) -> None:
+        self.url = url
+        self.images = dict(images)
+        self.places = dict(places)
+        self.edges = edges
+        self._systems = dict(systems)
+
+    def __getitem__(self, name: str) -> Volume:
+        """The image called ``name``."""
+        return self.images[self._name(name)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.images)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def transform(self, source: str, target: str) -> npt.NDArray[np.float64]:
+        """The ``4 x 4`` matrix from one image's physical coordinates to another's.
+
+        ``(z, y, x)`` order, in the images' units: a point ``p`` of ``source`` is at
+        ``(M @ [*p, 1])[:3]`` in ``target``.
+
+        Raises
+        ------
+        MetadataError
+            If the scene joins the two by no chain of linear, invertible transformations.
+        """
+        start, end = self.places[self._name(source)], self.places[self._name(target)]
+        return chain(self.edges, start, end, self._dims, self.url)
+
+    def resample(
+        self,
+        name: str,
+        like: str,
+        level: int = 0,
+        *,
+        source_level: int | None = None,
+        interpolation: Interpolation = "linear",
+        chunks: tuple[int, ...] | None = None,
+        fill: float = 0,
+    ) -> Any:
+        """Image ``name`` on the voxel grid of image ``like`` at ``level``, as a dask array.
+
+        Lazy: each block reads only the part of ``name`` it needs when computed.
+
+        Parameters
+        ----------
+        name, like
+            Image names, e.g. ``scene.resample("lm", like="em", level=2)``.
+        level
+            The level of ``like`` whose grid the result takes.
+        source_level
+            The level of ``name`` that is sampled; by default the coarsest whose voxels are
+            no larger than the grid's (so nothing is skipped over).
+        interpolation
+            ``"linear"`` or ``"nearest"`` (for label images).
+        chunks, fill
+            The result's block shape, and the value outside ``name``'s extent.
+        """
+        moving, fixed = self[name], self[like]
+        matrix = self.transform(name, like)
+        grid = fixed.level(level)
+        if source_level is None:
+            source_level = _finest_needed(moving, matrix, grid.scale)
+        return resample_level(
+            moving.level(source_level),
+            matrix,
+            grid,
+            interpolation=interpolation,
+            chunks=chunks,
+            fill=fill,
+        )
+
+    def info(self) -> dict[str, Any]:
+        """What the scene holds: each image's place, shape, voxel size; each transformation."""
+        return {
+            "url": self.url,
+            "images": {
+                name: {
+                    "url": volume.url,
+                    "coordinate_system": str(self.places[name]),
+                    "shape": list(volume.shape),
+                    "voxel_size": list(volume.level(0).scale),
+                    "unit": volume.unit,
+                    "levels": len(volume.levels),
+                }
+                for name, volume in self.images.items()
+            },
+            "transformations": [
+                {"input": str(e.source), "output": str(e.target), "type": e.transform.get("type")}
+                for e in self.edges
+                if e.index >= 0
+            ],
+        }
+
+    def _name(self, name: str) -> str:
+        if name not in self.images:
+            raise InvalidInputError(
+                f"{self.url} has no image {name!r}; it has {sorted(self.images)}"
+            )
+        return name
+
+    def _dims(self, place: Place) -> int:
+        if place.path is None:
+            if place.name not in self._systems:
+                raise MetadataError(f"{self.url}: the scene defines no coordinate system {place}")
+            return self._systems[place.name]
+        for image, volume in self.images.items():
+            if self.places[image].path == place.path:
+                return len(volume.multiscale.axes)
+        raise MetadataError(f"{self.url}: no image at {place.path!r}")
+
+    def __repr__(self) -> str:
+        return f"<Scene {self.url} images={sorted(self.images)}>"
+
+
+def open_scene(
+    path_or_url: str | os.PathLike[str],
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    cache: ChunkCache | None = None,
+) -> Scene:
+    """Open an OME-Zarr 0.6 scene group and the images it places.
+
+    Raises
+    ------
+    StoreNotFoundError
+        If nothing is at the location, or at an image it refers to.
+    NotOMEZarrError
+        If the group is not a scene.
+    MetadataError
+        If a transformation is malformed or an image cannot be read.
+    """
+    location = parse_location(path_or_url)
+    store = open_store(location.url, mode="r", storage_options=storage_options)
+    data = read_bytes(store, "zarr.json")
+    if data is None:
+        raise NotOMEZarrError(f"{location.url}: no zarr.json, so not an OME-Zarr 0.6 scene")
+    try:
+        attributes = json.loads(data).get("attributes", {})
+    except (ValueError, AttributeError):
+        raise MetadataError(f"{location.url}/zarr.json is not a JSON object") from None
+    ome = attributes.get("ome") if isinstance(attributes, Mapping) else None
+    if not isinstance(ome, Mapping) or "scene" not in ome:
+        raise NotOMEZarrError(f"{location.url} is not an OME-Zarr 0.6 scene: no 'ome' 'scene'")
+    edges = read_scene(attributes, where=location.url)
+    recorded = attributes.get("cellvol", {}).get("images", {}) if isinstance(
+        attributes.get("cellvol"), Mapping) else {}  # fmt: skip
+    named = {str(path): str(name) for name, path in recorded.items()}
+    paths = list(dict.fromkeys(p.path for e in edges for p in (e.source, e.target) if p.path))
+    images: dict[str, Volume] = {}
+    places: dict[str, Place] = {}
+    extra: list[Edge] = []
+    for path in paths:
+        volume = open_volume(_resolve(location.url, path), storage_options, cache=cache)
+        name = named.get(path) or parse_location(_resolve(location.url, path)).name
+        if name in images:
+            name = path
+        images[name] = volume
+        system = volume.multiscale.default_system or "physical"
+        places[name] = Place(path, system)
+        # The image's own transformations lead from its levels' system to its others.
+        for transform in volume.multiscale.transformations:
+            output = transform.get("output")
+            target = output.get("name") if isinstance(output, Mapping) else output
+            if isinstance(target, str):
+                extra.append(Edge(Place(path, system), Place(path, target), transform, -1))
+    if not images:
+        raise MetadataError(f"{location.url}: the scene refers to no image (no 'path')")
+    systems = _scene_systems(attributes)
+    return Scene(location.url, images, places, edges + tuple(extra), systems)
+
+
+def _resolve(scene: str, path: str) -> str:
+    if "://" in path or path.startswith("/"):
+        return path
+    if "://" not in scene:
+        return os.path.normpath(os.path.join(scene, path))
+    if scene.startswith(("http://", "https://")):
+        return urllib.parse.urljoin(scene.rstrip("/") + "/", path)
+    scheme, _, rest = scene.partition("://")
+    return f"{scheme}://{posixpath.normpath(posixpath.join(rest, path))}"
+
+
+def _scene_systems(attributes: Mapping[str, Any]) -> dict[str, int]:
+    scene = attributes.get("ome", {}).get("scene", {})
+    found: dict[str, int] = {}
+    for system in scene.get("coordinateSystems", None) or []:
+        if isinstance(system, Mapping) and isinstance(system.get("axes"), list):
+            found[str(system.get("name"))] = len(system["axes"])
+    return found
+
+
+def _finest_needed(volume: Volume, matrix: npt.NDArray[np.float64], grid: tuple[float, ...]) -> int:
+    # The length, in the source's units, of one grid step along each grid axis.
+    steps = np.linalg.norm(np.linalg.inv(matrix)[:-1, :-1] @ np.diag(grid), axis=0)
+    chosen = 0
+    for level in volume.levels:
+        if max(level.scale) <= min(steps) * (1 + 1e-6):
+            chosen = level.index
+    return chosen
