@@ -1,4 +1,4 @@
-"""The pyramid engine: stream a 3-D array into a multiscale OME-Zarr 0.5 image.
+"""The pyramid engine: stream a 3-D array (or one with channels and time points) into OME-Zarr.
 
 How a write proceeds (see ``_plan`` for the stages and ``_ledger`` for the bookkeeping):
 

@@ -158,3 +158,16 @@ def test_one_channel_exports_to_mrc_and_all_of_them_do_not(tmp_path: Path) -> No
     with warnings.catch_warnings():  # mrcfile's own use of deprecated numpy
         warnings.simplefilter("ignore", DeprecationWarning)
         np.testing.assert_array_equal(mrcfile.read(path), DATA[1, 1])
+
+
+def test_an_ome_zarr_with_channels_converts_with_its_names_and_colours(tmp_path: Path) -> None:
+    cellvol.write_pyramid(
+        DATA[0], tmp_path / "a.zarr", (40, 8, 8), channel_names=["x", "y", "z"],
+        channel_colors=["112233", "445566", "778899"],
+    )  # fmt: skip
+    volume = _converted(tmp_path / "a.zarr", tmp_path / "b.zarr", voxel_size=None, chunks=(4, 8, 8))
+    assert volume.channels == ("x", "y", "z")
+    colours = [c["color"] for c in volume.attributes["ome"]["omero"]["channels"]]
+    assert colours == ["112233", "445566", "778899"]
+    assert volume.levels[0].chunks == (1, 4, 8, 8)
+    np.testing.assert_array_equal(volume[:], DATA[0])
