@@ -198,7 +198,12 @@ def convert(
             "file (file.h5:/dataset), a .npy array, or a zarr / OME-Zarr image."
         ),
     ],
-    dest: Annotated[str, typer.Argument(help="Output image: a local path or s3:// URL.")],
+    dest: Annotated[
+        str | None,
+        typer.Argument(
+            help="Output image: a local path or s3:// URL (the only one with --channel)."
+        ),
+    ] = None,
     voxel_size: Annotated[
         str | None,
         typer.Option(help="Voxel size z,y,x (or one value); default: what the input records."),
@@ -219,6 +224,17 @@ def convert(
         ),
     ] = None,
     dataset: Annotated[str | None, typer.Option(help="HDF5 dataset to read.")] = None,
+    axes: Annotated[
+        str | None,
+        typer.Option(help="Stored axes of an HDF5 dataset or .npy with channels, e.g. czyx, zcyx."),
+    ] = None,
+    channel: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=INPUT, repeated: one volume per channel (e.g. a TIFF glob each); then "
+            "the only argument is DEST."
+        ),
+    ] = None,
     int8: Annotated[
         str, typer.Option(help="MRC mode 0 bytes: auto (IMOD's flag), signed or unsigned.")
     ] = "auto",
@@ -255,15 +271,22 @@ def convert(
     """
     tune_allocator()  # this process's main work is the write
     from cellvol.formats._ingest import convert as convert_file
-    from cellvol.formats._open import open_source
+    from cellvol.formats._ingest import open_input
 
     if int8 not in ("auto", "signed", "unsigned"):
         raise typer.BadParameter("--int8 must be auto, signed or unsigned")
+    inputs: str | dict[str, str] = src
+    if channel:
+        if dest is not None or labels is not None:
+            raise typer.BadParameter("with --channel, give DEST only (and no --labels)")
+        inputs, dest = _channel_inputs(channel), src
+    elif dest is None:
+        raise typer.BadParameter("missing DEST: convert SRC DEST")
     if labels is not None and _is_sff(src):
         _add_sff(src, dest, labels, storage_options_of(endpoint_url, anon=False), overwrite)
         return
     # Opened here to say what is converted before the work starts; convert() reuses it.
-    source = open_source(src, dataset=dataset, int8=int8)  # type: ignore[arg-type]
+    source = open_input(inputs, dataset=dataset, int8=int8, axes=axes)  # type: ignore[arg-type]
     if labels is not None:
         given = [
             flag
@@ -291,7 +314,7 @@ def convert(
     options = storage_options_of(endpoint_url, anon=False)
     with progress_bar() as draw:
         result = convert_file(
-            src,
+            inputs,
             dest,
             voxel_size=voxel,
             dataset=dataset,
@@ -319,6 +342,19 @@ def convert(
         f"({len(result.plan)} levels)."
     )
     print_volume(open_volume(dest, storage_options=options), validate_metadata=True)
+
+
+def _channel_inputs(options: Sequence[str]) -> dict[str, str]:
+    """``--channel NAME=INPUT`` options as ``{name: input}``, in order."""
+    inputs: dict[str, str] = {}
+    for option in options:
+        name, sep, path = option.partition("=")
+        if not sep or not name.strip() or not path.strip() or name.strip() in inputs:
+            raise typer.BadParameter(
+                f"--channel {option!r}: expected NAME=INPUT with a new name, e.g. dna='dna/*.tif'"
+            )
+        inputs[name.strip()] = path.strip()
+    return inputs
 
 
 def _add_labels(
@@ -492,6 +528,11 @@ def export(
     ] = None,
     endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint for IMAGE.")] = None,
     anon: Annotated[bool, typer.Option(help="Anonymous (unsigned) S3 access.")] = False,
+    channel: Annotated[
+        str | None,
+        typer.Option(help="Only this channel (name or index); default every one (TIFF only)."),
+    ] = None,
+    t: Annotated[int, typer.Option("--t", help="Time point of --channel.")] = 0,
 ) -> None:
     """Write a region of a pyramid level to an MRC or TIFF file, or labels to EMDB-SFF."""
     from cellvol.formats._export import export as export_region
@@ -519,6 +560,8 @@ def export(
         overwrite=overwrite,
         imod_unsigned=imod_unsigned,
         storage_options=storage_options_of(endpoint_url, anon),
+        channel=int(channel) if channel is not None and channel.isdigit() else channel,
+        t=t,
     )
     console.print(f"Wrote {written} ({written.stat().st_size:,} bytes).")
 

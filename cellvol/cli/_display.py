@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cellvol.integrity import VerifyReport
+from cellvol.ome._display import channels_of
 from cellvol.ome._validation import validate
 from cellvol.progress import ProgressEvent
 from cellvol.read._volume import Volume
@@ -145,6 +146,10 @@ def print_volume(volume: Volume, *, validate_metadata: bool) -> None:
             f"{level['nbytes_stored'] / 2**20:,.2f} MiB",
         )
     console.print(table, soft_wrap=False)
+    if volume.channels:
+        colours = {d.label: d.color for d in channels_of(volume.attributes)}
+        listing = ", ".join(f"{n} #{colours[n]}" if n in colours else n for n in volume.channels)
+        console.print(f"channels: {listing}", highlight=False)
     for name in volume.labels:
         console.print(f"labels [bold]{name}[/]: {volume.labels[name].url}")
     if not validate_metadata:

@@ -14,7 +14,8 @@ stamp marking it signed). IMOD's older convention, ``uint8`` as mode 0 marked un
 IMOD's stamp, is an explicit option (``imod_unsigned``): half the size, but readers that ignore
 the stamp see values above 127 as negative. Types MRC has no mode for (32- and 64-bit
 integers, float64) are refused: export them to TIFF. TIFF files are OME-TIFF (BigTIFF when
-large) with the physical voxel size.
+large) with the physical voxel size. An image with channels (and time points) exports to
+an OME-TIFF with the same axes and the channels' names, or one channel at a time to either.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def export(
     overwrite: bool = False,
     imod_unsigned: bool = False,
     storage_options: dict[str, Any] | None = None,
+    channel: int | str | None = None,
+    t: int = 0,
 ) -> Path:
     """Write a region of one level of an image to an MRC or TIFF file.
 
@@ -92,6 +95,11 @@ def export(
         types are unaffected.
     storage_options
         For opening ``image`` from a URL.
+    channel, t
+        Export only this channel (a name or an index) at time point ``t``, as a ``(z, y, x)``
+        volume. Without it, every channel and time point goes into the file, which must then
+        be a TIFF (OME-TIFF ``CZYX`` or ``TCZYX`` with the channels' names); ``region``
+        applies to each.
 
     Returns
     -------
@@ -101,19 +109,23 @@ def export(
     Raises
     ------
     InvalidInputError
-        For an unknown file type, a region outside the level, or an element type the format
-        cannot hold.
+        For an unknown file type, a region outside the level, an element type the format
+        cannot hold, or channels for an MRC file.
     WriteConflictError
         If ``path`` exists and ``overwrite`` is False.
     """
     volume = image if isinstance(image, Volume) else open_volume(image, storage_options)
+    if channel is not None:
+        volume = volume.channel(channel, t=t)
     chosen = volume.level(level)
-    if chosen.ndim != 3:
+    lead = chosen.ndim - 3
+    if lead and not (volume.channels and volume.axes[:lead] in (("c",), ("t", "c"))):
         raise InvalidInputError(f"{volume.url}: level {level} is {chosen.ndim}-D; expected z, y, x")
+    spatial = chosen.shape[lead:]
     box = (
-        parse_region(region, chosen.shape)
+        parse_region(region, spatial)
         if isinstance(region, str) or region is None
-        else (_check_region(tuple(region), chosen.shape))
+        else (_check_region(tuple(region), spatial))
     )
     target = Path(path).expanduser()
     suffix = target.suffix.lower()
@@ -121,6 +133,11 @@ def export(
         raise InvalidInputError(
             f"{path}: cannot tell the format from the suffix; use one of "
             f"{' '.join(_MRC_SUFFIXES + _TIFF_SUFFIXES)}"
+        )
+    if lead and suffix in _MRC_SUFFIXES:
+        raise InvalidInputError(
+            f"{volume.url} has {len(volume.channels)} channels and an MRC file holds one",
+            hint="export one with {channel=NAME}, or all of them to an OME-TIFF (.tif)",
         )
     if target.exists() and not overwrite:
         raise WriteConflictError(f"{path} exists", hint="pass {overwrite=True} to replace it")
@@ -132,7 +149,8 @@ def export(
         )
     voxel = chosen.voxel_size
     origin = tuple(
-        t + r.start * s for t, r, s in zip(chosen.translation, box, chosen.scale, strict=True)
+        o + r.start * s
+        for o, r, s in zip(chosen.translation[lead:], box, chosen.scale[lead:], strict=True)
     )
     partial = target.with_name(target.name + ".partial")
     partial.unlink(missing_ok=True)
@@ -141,7 +159,7 @@ def export(
             label = f"cellvol export of {volume.url}"
             _write_mrc(partial, chosen, box, voxel, origin, label, imod_unsigned=imod_unsigned)
         else:
-            _write_tiff(partial, chosen, box, voxel)
+            _write_tiff(partial, _volumes(volume, level, lead), box, voxel)
         replace_durably(partial, target)
     finally:
         partial.unlink(missing_ok=True)
@@ -288,13 +306,36 @@ def _stamp_imod_signedness(file: Path, *, signed: bool) -> None:
         stream.write(struct.pack("=ii", IMOD_STAMP, IMOD_SIGNED_BYTES if signed else 0))
 
 
+def _volumes(volume: Volume, level: int, lead: int) -> list[tuple[tuple[int, ...], Level, str]]:
+    """Each ``(t, c)`` volume of the level, in file order, with its index and channel name.
+
+    A 3-D image is one volume, with an empty index.
+    """
+    if not lead:
+        return [((), volume.level(level), "")]
+    steps = volume.shape[0] if lead == 2 else 1
+    return [
+        ((t, c)[2 - lead :], volume.channel(c, t=t).level(level), name)
+        for t in range(steps)
+        for c, name in enumerate(volume.channels)
+    ]
+
+
 def _write_tiff(
-    file: Path, level: Level, box: tuple[slice, slice, slice], voxel: VoxelSize | None
+    file: Path,
+    volumes: list[tuple[tuple[int, ...], Level, str]],
+    box: tuple[slice, slice, slice],
+    voxel: VoxelSize | None,
 ) -> None:
     import tifffile
 
-    shape = tuple(r.stop - r.start for r in box)
-    metadata: dict[str, Any] = {"axes": "ZYX"}
+    lead = len(volumes[0][0])
+    sizes = [max(index[axis] for index, _, _ in volumes) + 1 for axis in range(lead)]
+    shape = (*sizes, *(r.stop - r.start for r in box))
+    metadata: dict[str, Any] = {"axes": ("", "C", "TC")[lead] + "ZYX"}
+    if lead:
+        names = list(dict.fromkeys(name for _, _, name in volumes))
+        metadata["Channel"] = {"Name": names}
     if voxel is not None:
         size = voxel.to("nanometer")
         for axis, value in zip("ZYX", size.zyx, strict=True):
@@ -302,16 +343,18 @@ def _write_tiff(
             metadata[f"PhysicalSize{axis}Unit"] = "nm"
 
     def planes() -> Iterator[npt.NDArray[Any]]:
-        for slab in _slabs(level, box):
-            yield from slab
+        for _, level, _ in volumes:
+            for slab in _slabs(level, box):
+                yield from slab
 
+    dtype = volumes[0][1].dtype
     tifffile.imwrite(
         file,
         data=planes(),
         shape=shape,
-        dtype=level.dtype,
+        dtype=dtype,
         ome=True,
         metadata=metadata,
-        bigtiff=math.prod(shape) * level.dtype.itemsize > _BIGTIFF_AFTER,
+        bigtiff=math.prod(shape) * dtype.itemsize > _BIGTIFF_AFTER,
         photometric="minisblack",
     )

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cellvol.errors import InvalidInputError, StoreNotFoundError
+from cellvol.formats._channels import reorder_axes, stored_axes
 from cellvol.formats._source import Source, float32_meant, metadata_field, metadata_number
 from cellvol.units import VoxelSize, check_placement, normalize_unit
 from cellvol.write._inputs import OpenedPerProcess, region_of
@@ -25,23 +26,28 @@ from cellvol.write._inputs import OpenedPerProcess, region_of
 __all__ = ["Hdf5Dataset", "open_hdf5"]
 
 
-def open_hdf5(path: str | Path, dataset: str | None = None) -> Source:
-    """Open a 3-D dataset of an HDF5 file.
+def open_hdf5(path: str | Path, dataset: str | None = None, axes: str | None = None) -> Source:
+    """Open a 3-D dataset of an HDF5 file, or a 4-D or 5-D one with channels and time points.
 
     Parameters
     ----------
     path
         The file.
     dataset
-        The dataset's path in the file; by default the file's only 3-D dataset.
+        The dataset's path in the file; by default the file's only dataset with as many
+        dimensions as ``axes`` name (3 without them).
+    axes
+        The dataset's axes in stored order, e.g. ``"czyx"``, ``"zcyx"`` or ``"tczyx"``
+        (default ``"zyx"``); the image is read with its axes as cellvol writes them.
 
     Raises
     ------
     StoreNotFoundError
         If the file does not exist.
     InvalidInputError
-        If it is not an HDF5 file, the dataset is missing, is a group or is not 3-D, or no
-        dataset was named and the file does not hold exactly one 3-D dataset.
+        If it is not an HDF5 file, the dataset is missing, is a group or has other dimensions
+        than ``axes`` name, or no dataset was named and the file does not hold exactly one
+        with that many dimensions.
     """
     import h5py
 
@@ -54,7 +60,8 @@ def open_hdf5(path: str | Path, dataset: str | None = None) -> Source:
     except OSError as exc:
         raise InvalidInputError(f"{name}: not a readable HDF5 file ({exc})") from exc
     with handle:
-        key = dataset if dataset is not None else _only_volume(handle, name)
+        ndim = len(stored_axes(axes, name)) if axes is not None else 3
+        key = dataset if dataset is not None else _only_volume(handle, name, ndim)
         # Resolving a path follows its links: a soft link to itself or a cycle of them makes
         # HDF5 give up (RuntimeError), a dangling external link fails to open (KeyError).
         with metadata_field(name, f"dataset path {key!r}"):
@@ -69,9 +76,11 @@ def open_hdf5(path: str | Path, dataset: str | None = None) -> Source:
                 f"{_datasets(node) or 'none'}"
             )
         shape = tuple(int(n) for n in node.shape)
-        if len(shape) != 3:
+        if len(shape) != ndim:
+            wanted = f"axes {axes!r}" if axes is not None else "3 axes (z, y, x)"
+            hint = "" if axes is not None else "; give its axes (e.g. czyx) for channels"
             raise InvalidInputError(
-                f"{name}: dataset {key!r} has shape {shape}; expected 3 axes (z, y, x)"
+                f"{name}: dataset {key!r} has shape {shape}; expected {wanted}{hint}"
             )
         dtype = np.dtype(node.dtype)
         if dtype.kind not in "iuf":
@@ -91,15 +100,18 @@ def open_hdf5(path: str | Path, dataset: str | None = None) -> Source:
             "attributes": attributes,
         }
         full_name = str(node.name)
+    stored = Hdf5Dataset(str(file.resolve()), full_name, shape, dtype.str)
+    array, names = reorder_axes(stored, axes or "zyx", f"{name}:{full_name}")
     return Source(
-        array=Hdf5Dataset(str(file.resolve()), full_name, shape, dtype.str),
+        array=array,
         voxel_size=voxel,
         description=(
-            f"{file.name}:{full_name}: HDF5 dataset {shape[0]} × {shape[1]} × {shape[2]} "
-            f"(z, y, x) {dtype.name}"
+            f"{file.name}:{full_name}: HDF5 dataset {' × '.join(map(str, shape))} "
+            f"({', '.join((axes or 'zyx').strip().lower())}) {dtype.name}"
         ),
         files=(str(file.resolve()),),
         details=details,
+        axes=names,
     )
 
 
@@ -109,7 +121,7 @@ class Hdf5Dataset(OpenedPerProcess):
 
     filename: str
     dataset: str
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
     dtype_str: str
     _HANDLES: ClassVar[tuple[str, ...]] = ("_node",)
 
@@ -136,12 +148,12 @@ class Hdf5Dataset(OpenedPerProcess):
             ) from exc
 
 
-def _only_volume(handle: Any, name: str) -> str:
-    volumes = [path for path, shape in _dataset_shapes(handle) if len(shape) == 3]
+def _only_volume(handle: Any, name: str, ndim: int) -> str:
+    volumes = [path for path, shape in _dataset_shapes(handle) if len(shape) == ndim]
     if len(volumes) != 1:
         listing = ", ".join(f"{p} {s}" for p, s in _dataset_shapes(handle)) or "none"
         raise InvalidInputError(
-            f"{name}: holds {len(volumes)} 3-D datasets",
+            f"{name}: holds {len(volumes)} {ndim}-D datasets",
             hint=f"name one, as file.h5:/path or with {{dataset='/path'}}; its datasets: {listing}",
         )
     return volumes[0]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import numpy as np
 
 from cellvol.errors import InvalidInputError, SourceChangedError
+from cellvol.formats._channels import stack_channels
 from cellvol.formats._open import open_source
 from cellvol.formats._source import Source
 from cellvol.progress import ProgressCallback
@@ -32,13 +33,13 @@ if TYPE_CHECKING:
     from distributed import Client
 
 
-__all__ = ["convert", "sha256_file"]
+__all__ = ["convert", "open_input", "sha256_file"]
 
 _DIGEST_BLOCK: Final = 8 * 2**20  # hashlib releases the GIL on blocks this large
 
 
 def convert(
-    src: str | os.PathLike[str],
+    src: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]],
     dest: str | os.PathLike[str],
     *,
     voxel_size: VoxelSize | float | Sequence[float] | None = None,
@@ -62,13 +63,18 @@ def convert(
     progress: ProgressCallback | None = None,
     opened: Source | None = None,
     ome_version: str = "0.5",
+    axes: str | None = None,
+    channel_names: Sequence[str] | None = None,
+    channel_colors: Sequence[str] | None = None,
 ) -> WriteResult:
     """Convert an input file into a multiscale OME-Zarr 0.5 image, or resume that conversion.
 
     Parameters
     ----------
     src
-        The input: see :func:`cellvol.formats._open.open_source` for the formats.
+        The input: see :func:`cellvol.formats._open.open_source` for the formats. Or one
+        volume per channel, ``{name: input}`` (a TIFF stack per channel, say), which become
+        the channels of one ``(c, z, y, x)`` image, in the mapping's order.
     dest
         Local path, ``file://`` or ``s3://`` URL of the image to write.
     voxel_size, unit
@@ -83,6 +89,10 @@ def convert(
         As for :func:`cellvol.write_pyramid`.
     storage_options, overwrite, resume, break_lease, progress, ome_version
         As for :func:`cellvol.write_pyramid`.
+    axes
+        The stored axes of an HDF5 dataset or ``.npy`` array with channels, e.g. ``"czyx"``.
+    channel_names, channel_colors
+        Override the channels' names and ``RRGGBB`` colours the input records (or lacks).
     opened
         ``src`` as ``open_source`` already opened it (with ``dataset`` and ``int8``), so its
         headers are not read twice; a slice stack can be thousands of files.
@@ -101,10 +111,13 @@ def convert(
     SourceChangedError
         If an input file changed while it was converted.
     """
-    source = opened if opened is not None else open_source(src, dataset=dataset, int8=int8)
-    _check_element_type(source, src)
-    _check_blocks(source, src, memory_limit)
-    voxel = _voxel_size(source, src, voxel_size, unit)
+    source = (
+        opened if opened is not None else open_input(src, dataset=dataset, int8=int8, axes=axes)
+    )
+    name = f"channels {', '.join(src)}" if isinstance(src, Mapping) else os.fspath(src)
+    _check_element_type(source, name)
+    _check_blocks(source, name, memory_limit)
+    voxel = _voxel_size(source, name, voxel_size, unit)
     origin = _origin_in(source, voxel.unit)
     digests = _Digests(source.files) if digest else None
     if digests is not None:
@@ -138,10 +151,28 @@ def convert(
             break_lease=break_lease,
             progress=progress,
             ome_version=ome_version,
+            axes=source.axes,
+            channel_names=channel_names if channel_names is not None else source.channel_names,
+            channel_colors=channel_colors if channel_colors is not None else source.channel_colors,
         )
     finally:
         if digests is not None:
             digests.cancel()
+
+
+def open_input(
+    src: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]],
+    *,
+    dataset: str | None = None,
+    int8: Literal["auto", "signed", "unsigned"] = "auto",
+    axes: str | None = None,
+) -> Source:
+    """Open what :func:`convert` converts: one input, or one volume per channel by name."""
+    if isinstance(src, Mapping):
+        return stack_channels(
+            src, lambda path: open_source(path, dataset=dataset, int8=int8, axes=axes)
+        )
+    return open_source(src, dataset=dataset, int8=int8, axes=axes)
 
 
 def sha256_file(path: str | os.PathLike[str], cancelled: threading.Event | None = None) -> str:

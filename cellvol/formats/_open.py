@@ -19,6 +19,7 @@ def open_source(
     *,
     dataset: str | None = None,
     int8: Literal["auto", "signed", "unsigned"] = "auto",
+    axes: str | None = None,
 ) -> Source:
     """Open an input for conversion, choosing the reader from its name.
 
@@ -37,6 +38,10 @@ def open_source(
         The HDF5 dataset to read (default: the only 3-D dataset in the file).
     int8
         How to read MRC mode 0 bytes, see :func:`cellvol.formats._mrc.open_mrc`.
+    axes
+        The stored axes of an HDF5 dataset or ``.npy`` array with channels or time points,
+        e.g. ``"czyx"``, ``"zcyx"``, ``"tczyx"`` (default: ``zyx`` for HDF5; by the number of
+        dimensions for ``.npy``). TIFF and OME-Zarr inputs record their own.
 
     Raises
     ------
@@ -61,7 +66,11 @@ def open_source(
             raise InvalidInputError(
                 f"{text}: names dataset {hdf5_dataset!r} but dataset={dataset!r} was also given"
             )
-        return open_hdf5(hdf5_path, dataset or hdf5_dataset)
+        return open_hdf5(hdf5_path, dataset or hdf5_dataset, axes)
+    if axes is not None and not text.lower().endswith(".npy"):
+        raise InvalidInputError(
+            f"{text}: axes only apply to HDF5 datasets and .npy arrays (the others record theirs)"
+        )
     if dataset is not None:
         raise InvalidInputError(f"{text}: a dataset name only applies to HDF5 files")
     if _GLOB_CHARACTERS & set(Path(text).name) and not Path(text).exists():
@@ -91,7 +100,7 @@ def open_source(
     if suffix == ".npy":
         from cellvol.formats._npy import open_npy
 
-        return open_npy(text)
+        return open_npy(text, axes)
     raise InvalidInputError(
         f"{text}: cannot tell its format from the name; cellvol converts MRC "
         f"({' '.join(MRC_SUFFIXES)}), TIFF ({' '.join(TIFF_SUFFIXES)}, or a directory or glob "

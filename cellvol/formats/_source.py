@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from cellvol.errors import CellvolError, InvalidInputError
-from cellvol.units import VoxelSize
+from cellvol.units import SPATIAL_AXES, VoxelSize
 
 __all__ = [
     "HDF5_SUFFIXES",
@@ -37,7 +37,7 @@ class Source:
     Attributes
     ----------
     array
-        A 3-D ``(z, y, x)`` lazy array: ``shape``, ``dtype`` and numpy-style slicing.
+        A lazy array with ``shape``, ``dtype`` and numpy-style slicing, over ``axes``.
     voxel_size
         The voxel size the file records, or None when it records none (or only part of it).
     description
@@ -55,6 +55,10 @@ class Source:
     block_bytes
         Bytes a read decodes at the least, whatever region it asks for: a compressed strip or
         tile decoded whole. 0 where a region is read alone (raw or memory-mapped data).
+    axes
+        The array's axes: ``z, y, x``, or with channels ``c, z, y, x`` or ``t, c, z, y, x``.
+    channel_names, channel_colors
+        The channels' names and ``RRGGBB`` colours, where the input records them.
     """
 
     array: Any
@@ -65,6 +69,9 @@ class Source:
     image_stack: bool = False
     details: dict[str, Any] = field(default_factory=dict)
     block_bytes: int = 0
+    axes: tuple[str, ...] = SPATIAL_AXES
+    channel_names: tuple[str, ...] | None = None
+    channel_colors: tuple[str, ...] | None = None
 
 
 # Every reader reads a file's metadata field by field through these two, so that whatever a

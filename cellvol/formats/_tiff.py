@@ -33,14 +33,14 @@ import numpy.typing as npt
 import tifffile
 
 from cellvol.errors import InvalidInputError, StoreNotFoundError
+from cellvol.formats._channels import SeriesView, from_series
 from cellvol.formats._source import TIFF_SUFFIXES, Source
+from cellvol.formats._tiff_channels import image_axes_of, tiff_channels
 from cellvol.formats._tiff_voxel import voxel_size_of
 from cellvol.units import VoxelSize
 from cellvol.write._inputs import MemmapSource, OpenedPerProcess, region_of
 
 __all__ = ["TiffSeries", "TiffSlices", "natural_key", "open_tiff", "open_tiff_stack"]
-
-_SPATIAL_LETTERS = frozenset("ZYXIQ")  # tifffile's names for z (or page index), y and x
 
 
 def natural_key(name: str) -> tuple[Any, ...]:
@@ -59,15 +59,17 @@ def natural_key(name: str) -> tuple[Any, ...]:
 def open_tiff(path: str | Path) -> Source:
     """Open one TIFF file (multi-page, BigTIFF, OME-TIFF, ImageJ) as a ``(z, y, x)`` volume.
 
-    A single page is a volume of depth 1.
+    A single page is a volume of depth 1. A series with channels (``C``) and time points
+    (``T``), as OME-TIFF and ImageJ hyperstacks hold, is a ``(c, z, y, x)`` or
+    ``(t, c, z, y, x)`` image, with the channel names and colours the file records.
 
     Raises
     ------
     StoreNotFoundError
         If the file does not exist.
     InvalidInputError
-        If it is not a TIFF file, holds colour or multi-channel data, more than three
-        non-trivial axes, or pages that differ in shape or type.
+        If it is not a TIFF file, holds colour (multi-sample) data, axes other than t, c, z,
+        y, x, more than three spatial ones, or pages that differ in shape or type.
     """
     file = Path(path).expanduser()
     name = str(path)
@@ -79,30 +81,39 @@ def open_tiff(path: str | Path) -> Source:
             _report_differing_pages(tif, name)
         _check_extent(tif, name)
         axes, shape = series.axes, tuple(int(n) for n in series.shape)
-        kept = _spatial_axes(axes, shape, name)
-        zyx = _as_zyx(tuple(shape[i] for i in kept))
+        order, names = image_axes_of(axes, shape, name)
+        out_shape = tuple(1 if i is None else shape[i] for i in order)
+        zyx = out_shape[-3:]
         dtype = np.dtype(series.dtype)
         voxel = voxel_size_of(tif, zyx[0], name)
+        lead = names[:-3]
+        channel_names, channel_colors = (
+            tiff_channels(tif, out_shape[lead.index("c")], name) if lead else (None, None)
+        )
         offset = series.dataoffset
         kind = "OME-TIFF" if tif.is_ome else "ImageJ TIFF" if tif.is_imagej else "TIFF"
         compression = _compression(tif)
         pages = len(tif.pages)
         block = _decoded_block_bytes(tif.pages.first, dtype)
     array: Any
-    if offset is not None:
-        array = MemmapSource(str(file.resolve()), dtype.str, zyx, int(offset))
+    # Per series axis: the image axis it becomes, or None for one of length one left out.
+    view_axes = tuple(order.index(i) if i in order else None for i in range(len(shape)))
+    used = [a for a in view_axes if a is not None]
+    if offset is not None and used == sorted(used):
+        # In the file's own order (axes of length one aside): mapped as the image's shape.
+        array = MemmapSource(str(file.resolve()), dtype.str, out_shape, int(offset))
+    elif offset is not None:  # channels stored inside z (ImageJ's z, c order): reordered
+        mapped = MemmapSource(str(file.resolve()), dtype.str, shape, int(offset))
+        array = SeriesView(mapped, out_shape, view_axes)
     else:
-        first_out = 3 - len(kept)  # a single image fills y and x only
-        view_axes = tuple(
-            kept.index(i) + first_out if i in kept else None for i in range(len(shape))
-        )
-        array = TiffSeries(str(file.resolve()), zyx, dtype.str, view_axes)
+        array = TiffSeries(str(file.resolve()), out_shape, dtype.str, view_axes)
+    shown = " × ".join(map(str, out_shape))
     size = file.stat().st_size
     return Source(
         array=array,
         voxel_size=voxel,
         description=(
-            f"{file.name}: {kind} {zyx[0]} × {zyx[1]} × {zyx[2]} (z, y, x) {dtype.name}, "
+            f"{file.name}: {kind} {shown} ({', '.join(names)}) {dtype.name}, "
             f"{pages} pages, {compression}, {size:,} bytes"
         ),
         files=(str(file.resolve()),),
@@ -116,6 +127,9 @@ def open_tiff(path: str | Path) -> Source:
             "memory_mapped": offset is not None,
         },
         block_bytes=0 if offset is not None else block,
+        axes=names,
+        channel_names=channel_names,
+        channel_colors=channel_colors,
     )
 
 
@@ -188,10 +202,10 @@ class TiffSeries(OpenedPerProcess):
     """
 
     filename: str
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
     dtype_str: str
     view_axes: tuple[int | None, ...]
-    """Per axis of the series: the ``z, y, x`` axis it is, or None for a length-one axis."""
+    """Per axis of the series: the image axis it is, or None for a length-one axis."""
     _HANDLES: ClassVar[tuple[str, ...]] = ("_view", "_blocks")
 
     @property
@@ -214,15 +228,17 @@ class TiffSeries(OpenedPerProcess):
 
     def __getitem__(self, key: Any) -> npt.NDArray[Any]:
         region = region_of(key, self.shape)
-        inner = tuple(slice(0, 1) if a is None else region[a] for a in self.view_axes)
-        try:
+
+        def read(inner: tuple[slice, ...]) -> npt.NDArray[Any]:
             blocks = self._blocks
-            data = np.asarray(self._view[inner]) if blocks is None else blocks.read(inner)
+            return np.asarray(self._view[inner]) if blocks is None else blocks.read(inner)
+
+        try:
+            return from_series(read, region, self.view_axes)
         except Exception as exc:  # any decoder's error (zlib.error, ...): the file is damaged
             raise InvalidInputError(
                 f"{self.filename}: cannot read region {region} ({exc})"
             ) from exc
-        return data.reshape(tuple(r.stop - r.start for r in region))
 
 
 class DecodedBlocks:
@@ -362,11 +378,11 @@ def _slice_header(file: Path, depth: int) -> _SliceHeader:
             )
         series = tif.series[0]
         _check_extent(tif, str(file))
-        kept = _spatial_axes(series.axes, tuple(series.shape), str(file))
-        shape = tuple(int(series.shape[i]) for i in kept)
-        if len(shape) != 2:
+        order, names = image_axes_of(series.axes, tuple(series.shape), str(file))
+        shape = tuple(int(series.shape[i]) for i in order if i is not None)
+        if len(shape) != 2 or len(names) != 3:
             raise InvalidInputError(
-                f"{file}: a slice must be a 2-D image; it is {shape} ({series.axes})"
+                f"{file}: a slice must be a 2-D image; it is {tuple(series.shape)} ({series.axes})"
             )
         offset = series.dataoffset
         dtype = np.dtype(series.dtype)
@@ -473,39 +489,6 @@ def _check_extent(tif: tifffile.TiffFile, name: str) -> None:
 def _compression(tif: tifffile.TiffFile) -> str:
     code = tif.pages.first.compression
     return str(getattr(code, "name", code)).lower()
-
-
-def _spatial_axes(axes: str, shape: Sequence[int], name: str) -> list[int]:
-    """Indices of the axes that hold the volume; other axes must have length one."""
-    extra = [
-        (letter, int(n))
-        for letter, n in zip(axes, shape, strict=True)
-        if letter not in _SPATIAL_LETTERS and n > 1
-    ]
-    if extra:
-        listing = ", ".join(f"{letter}={n}" for letter, n in extra)
-        what = "colour or multi-sample pixels" if any(a == "S" for a, _ in extra) else "axes"
-        raise InvalidInputError(
-            f"{name}: has {what} beyond z, y, x ({listing}; axes {axes}, shape {tuple(shape)}); "
-            "cellvol converts single-channel volumes: split channels and time points first"
-        )
-    kept = [i for i, letter in enumerate(axes) if letter in _SPATIAL_LETTERS]
-    non_trivial = [i for i in kept if shape[i] > 1]
-    if len(non_trivial) > 3:
-        raise InvalidInputError(
-            f"{name}: {len(non_trivial)} image axes (axes {axes}, shape {tuple(shape)}); "
-            "expected at most z, y, x"
-        )
-    # Keep y and x always; of the rest, only axes longer than one.
-    trailing = kept[-2:]
-    leading = [i for i in kept[:-2] if shape[i] > 1]
-    return leading + trailing
-
-
-def _as_zyx(shape: tuple[int, ...]) -> tuple[int, int, int]:
-    if len(shape) == 2:
-        return (1, shape[0], shape[1])
-    return (shape[0], shape[1], shape[2])
 
 
 def _report_differing_pages(tif: tifffile.TiffFile, name: str) -> None:

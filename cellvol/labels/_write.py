@@ -68,7 +68,8 @@ def write_labels(
         The OME-Zarr image the labels segment (local path or URL).
     labels
         A 3-D integer array with the image's full-resolution shape (numpy, dask, any sliceable
-        array), or a file cellvol converts (MRC, TIFF stack, HDF5, ``.npy``, zarr).
+        array), or a file cellvol converts (MRC, TIFF stack, HDF5, ``.npy``, zarr). For an
+        image with channels, the ``(z, y, x)`` shape of one channel.
     name
         The label image's name under ``labels/`` (letters, digits, ``_ - .``).
     colors
@@ -114,11 +115,14 @@ def write_labels(
     if isinstance(target, LabelImage) or target.ome_version is None:
         raise NotOMEZarrError(f"{target.url} is not an OME-Zarr image to add labels to")
     source = _label_source(labels)
-    base = target.levels[0]
+    # An image with channels (and time points) is labelled on its spatial grid, a channel's.
+    grid = target.channel(0) if target.channels else target
+    base = grid.levels[0]
     if tuple(source.shape) != base.shape:
         raise InvalidInputError(
             f"labels of shape {tuple(source.shape)} do not match image {target.url}, whose "
             f"full-resolution shape is {base.shape} (z, y, x)"
+            + (f" in each of its {len(target.channels)} channels" if target.channels else "")
         )
     dtype = np.dtype(source.dtype)
     if dtype.kind not in "iu":
@@ -141,7 +145,7 @@ def write_labels(
             method="mode",
             chunks=base.chunks,
             shards=base.shards,
-            factors=_factors(target),
+            factors=_factors(grid),
             origin=base.translation,
             name=name,
             storage_options=options,

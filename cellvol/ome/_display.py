@@ -17,17 +17,28 @@ sample's exact histogram is used; for wider types and floats, the sample's perce
 from __future__ import annotations
 
 import colorsys
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from cellvol.errors import MetadataError
+from cellvol.errors import InvalidInputError, MetadataError
 from cellvol.ome._metadata import ome_namespace
 
-__all__ = ["Window", "contrast_window", "label_color", "omero_metadata", "window_of"]
+__all__ = [
+    "DEFAULT_CHANNEL_COLORS",
+    "ChannelDisplay",
+    "Window",
+    "channel_color",
+    "channels_of",
+    "contrast_window",
+    "label_color",
+    "omero_metadata",
+    "window_of",
+]
 
 DEFAULT_SAMPLE_BYTES = 16 * 2**20
 LOW_PERCENTILE = 0.1
@@ -123,8 +134,39 @@ def _histogram_percentiles(
     return [int(np.searchsorted(cumulative, max(t, 1), side="left")) for t in targets]
 
 
-def omero_metadata(window: Window, name: str, shape: Sequence[int]) -> dict[str, Any]:
-    """The ``omero`` block of a single-channel greyscale image with ``window``.
+#: Colours given to the channels of a multi-channel image that names none, in order.
+DEFAULT_CHANNEL_COLORS = ("00FF00", "FF00FF", "00FFFF", "FF0000", "0000FF", "FFFF00", "FFFFFF")
+
+_HEX_COLOR = re.compile(r"[0-9A-Fa-f]{6}")
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelDisplay:
+    """How a viewer shows one channel: its label, contrast window and ``RRGGBB`` colour."""
+
+    label: str
+    window: Window
+    color: str = "FFFFFF"
+
+
+def channel_color(value: str, where: str = "channel colour") -> str:
+    """A colour as OME ``omero`` stores it, ``RRGGBB`` in capitals (``#`` accepted).
+
+    Raises
+    ------
+    InvalidInputError
+        For anything but six hexadecimal digits.
+    """
+    text = str(value).strip().removeprefix("#")
+    if not _HEX_COLOR.fullmatch(text):
+        raise InvalidInputError(f"{where} {value!r} is not a colour; expected RRGGBB, e.g. 00FF00")
+    return text.upper()
+
+
+def omero_metadata(channels: Sequence[ChannelDisplay], depth: int) -> dict[str, Any]:
+    """The ``omero`` block of an image with these channels and ``depth`` z planes.
+
+    One channel is shown greyscale, several in colour (each in its own, blended additively).
 
     Raises
     ------
@@ -139,14 +181,19 @@ def omero_metadata(window: Window, name: str, shape: Sequence[int]) -> dict[str,
             {
                 "active": True,
                 "coefficient": 1.0,
-                "color": "FFFFFF",
+                "color": channel.color,
                 "family": "linear",
                 "inverted": False,
-                "label": name,
-                "window": window.to_json(),
+                "label": channel.label,
+                "window": channel.window.to_json(),
             }
+            for channel in channels
         ],
-        "rdefs": {"defaultT": 0, "defaultZ": int(shape[0]) // 2, "model": "greyscale"},
+        "rdefs": {
+            "defaultT": 0,
+            "defaultZ": int(depth) // 2,
+            "model": "greyscale" if len(channels) == 1 else "color",
+        },
     }
     try:
         Omero.model_validate(block)
@@ -157,12 +204,33 @@ def omero_metadata(window: Window, name: str, shape: Sequence[int]) -> dict[str,
 
 def window_of(attributes: dict[str, Any]) -> Window | None:
     """The first channel's stored window, if the metadata has a complete one."""
+    displays = channels_of(attributes)
+    return displays[0].window if displays else None
+
+
+def channels_of(attributes: Mapping[str, Any]) -> list[ChannelDisplay]:
+    """Every channel of the stored ``omero`` block: its label, window and colour.
+
+    Empty when the block is absent or a channel's window is incomplete (not cellvol's, and
+    not to be trusted for display). A channel without a label is named by its index.
+    """
     omero = ome_namespace(attributes).get("omero")
+    displays: list[ChannelDisplay] = []
     try:
-        stored = omero["channels"][0]["window"]  # type: ignore[index]
-        return Window(*(float(stored[k]) for k in ("start", "end", "min", "max")))
-    except (KeyError, IndexError, TypeError, ValueError):
-        return None
+        for number, stored in enumerate(omero["channels"]):  # type: ignore[index]
+            window = Window(*(float(stored["window"][k]) for k in ("start", "end", "min", "max")))
+            label = stored.get("label")
+            color = stored.get("color")
+            displays.append(
+                ChannelDisplay(
+                    label if isinstance(label, str) else str(number),
+                    window,
+                    color if isinstance(color, str) else "FFFFFF",
+                )
+            )
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return []
+    return displays
 
 
 def label_color(label: int) -> tuple[int, int, int, int]:

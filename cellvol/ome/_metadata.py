@@ -22,7 +22,7 @@ from typing import Any, Final
 from cellvol._version import __version__
 from cellvol.errors import MetadataError
 from cellvol.ome._coords06 import Matrix, affine_matrix, level_placement, reference_name
-from cellvol.ome._write06 import image_ome_06
+from cellvol.ome._write06 import axis_fields, image_ome_06
 from cellvol.units import SPATIAL_AXES, VoxelSize, normalize_unit
 
 __all__ = [
@@ -205,6 +205,7 @@ def image_attributes(
     method: str,
     provenance_record: Mapping[str, Any],
     ome_version: str = "0.5",
+    axes: Sequence[str] = SPATIAL_AXES,
 ) -> dict[str, Any]:
     """Build the zarr attributes of an OME-Zarr 0.5 (or 0.6) image group for a planned pyramid.
 
@@ -223,6 +224,9 @@ def image_attributes(
     ome_version
         ``"0.5"`` (the default) or ``"0.6"``: named coordinate systems (see
         :mod:`cellvol.ome._write06`).
+    axes
+        The arrays' axis names: ``z, y, x`` preceded by ``c`` (channel) and ``t`` (time) when
+        the image has them; those are typed ``channel`` and ``time``, without a unit.
 
     Raises
     ------
@@ -239,7 +243,7 @@ def image_attributes(
     if ome_version == "0.6":
         levels = [(d.path, d.scale, d.translation) for d in datasets]
         ome_06 = image_ome_06(
-            levels, SPATIAL_AXES, normalize_unit(unit), name=name, method=method,
+            levels, tuple(axes), normalize_unit(unit), name=name, method=method,
             metadata=method_record,
         )  # fmt: skip
         return {"ome": ome_06, PROVENANCE_KEY: dict(provenance_record)}
@@ -261,9 +265,7 @@ def image_attributes(
                 MultiscaleModel(
                     name=name,
                     type=method,
-                    axes=tuple(
-                        AxisModel(name=axis, type="space", unit=unit) for axis in SPATIAL_AXES
-                    ),
+                    axes=tuple(AxisModel.model_validate(axis_fields(axis, unit)) for axis in axes),
                     datasets=tuple(
                         DatasetModel.build(
                             path=dataset.path,

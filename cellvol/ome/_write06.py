@@ -13,10 +13,20 @@ from typing import Any, Final
 
 from cellvol.errors import MetadataError
 
-__all__ = ["PHYSICAL", "image_ome_06"]
+__all__ = ["PHYSICAL", "axis_fields", "image_ome_06"]
 
 #: The name of the coordinate system cellvol's images are placed in.
 PHYSICAL: Final = "physical"
+
+
+#: Axis types by name for the axes that are not lengths; every other axis is ``space``.
+_NON_SPATIAL = {"t": "time", "c": "channel"}
+
+
+def axis_fields(name: str, unit: str) -> dict[str, str]:
+    """An axis's ``type`` and ``unit``: time and channel axes carry no length unit."""
+    kind = _NON_SPATIAL.get(name)
+    return {"name": name, "type": kind} if kind else {"name": name, "type": "space", "unit": unit}
 
 
 def image_ome_06(
@@ -51,7 +61,7 @@ def image_ome_06(
                     coordinateSystems=(
                         CoordinateSystem(
                             name=PHYSICAL,
-                            axes=tuple(Axis(name=a, type="space", unit=unit) for a in axes),
+                            axes=tuple(Axis.model_validate(axis_fields(a, unit)) for a in axes),
                         ),
                     ),
                     datasets=tuple(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,11 +50,15 @@ class Level:
     """For images with a write manifest: checks the shards a read touches exist."""
     reader: ChunkReader | None = None
     """Reads boxes directly from the chunks, for layouts it knows (else zarr reads)."""
+    fixed: tuple[int, ...] = ()
+    """Indices of the array's first axes that this level is a view at (one channel of one
+    time point, see :meth:`Volume.channel`): the level has the remaining axes only, and
+    ``axes``, ``scale`` and ``translation`` describe those."""
 
     @property
     def shape(self) -> tuple[int, ...]:
         """Shape in voxels."""
-        return tuple(self.array.shape)
+        return tuple(self.array.shape)[len(self.fixed) :]
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -63,26 +68,32 @@ class Level:
     @property
     def ndim(self) -> int:
         """Number of axes."""
-        return len(self.array.shape)
+        return len(self.shape)
 
     @property
     def chunks(self) -> tuple[int, ...]:
         """Shape of the smallest unit read and decoded (the inner chunk when sharded)."""
-        return tuple(self.array.chunks)
+        return tuple(self.array.chunks)[len(self.fixed) :]
 
     @property
     def shards(self) -> tuple[int, ...] | None:
         """Shape of one stored object when the array is sharded, else None."""
         shards = self.array.shards
-        return tuple(shards) if shards is not None else None
+        return tuple(shards)[len(self.fixed) :] if shards is not None else None
 
     @property
     def nbytes(self) -> int:
         """Uncompressed size in bytes."""
-        return int(self.array.nbytes)
+        return math.prod(self.shape) * self.dtype.itemsize
 
     def nbytes_stored(self) -> int:
-        """Bytes the level occupies in its store (lists the store: slow on large S3 levels)."""
+        """Bytes the level occupies in its store (lists the store: slow on large S3 levels).
+
+        A channel's view counts its share of the whole array's bytes.
+        """
+        if self.fixed:
+            share = math.prod(self.array.shape[: len(self.fixed)])
+            return int(self.array.nbytes_stored()) // max(share, 1)
         return int(self.array.nbytes_stored())
 
     @property
@@ -113,8 +124,9 @@ class Level:
             If a stored chunk in the region fails its checksum, or a shard the write's
             manifest lists is missing (instead of reading it as fill values).
         """
+        key = self._in_array(key)
         if self.reader is not None:
-            selected = box_of(key, self.shape)
+            selected = box_of(key, self.array.shape)
             if selected is not None:
                 box, within = selected
                 return np.asarray(self.reader.read(box)[within])
@@ -127,18 +139,32 @@ class Level:
         decompression on cellvol's thread pool; selections the direct reader does not cover
         run in a worker thread.
         """
+        key = self._in_array(key)
         if self.reader is not None:
-            selected = box_of(key, self.shape)
+            selected = box_of(key, self.array.shape)
             if selected is not None:
                 box, within = selected
                 return np.asarray((await self.reader.read_async(box))[within])
         return await asyncio.to_thread(self._read_with_zarr, key)
 
+    def _in_array(self, key: Any) -> Any:
+        """``key`` as a key of the whole array: a view's fixed indices put in front."""
+        if not self.fixed:
+            return key
+        parts = per_axis(key, self.ndim)
+        if parts is None:
+            raise IndexError(
+                f"{key!r} does not select from a {self.ndim}-D channel view: use integers, "
+                "slices, index arrays and at most one '...'"
+            )
+        return (*self.fixed, *parts)
+
     def _read_with_zarr(self, key: Any) -> npt.NDArray[Any]:
         # First the selection's own faults (a zero step raises ValueError here, before any
         # read), so that every ValueError zarr raises below is the stored data's.
-        touched_ranges(key, self.shape)
-        key, flipped = _positive_steps(key, self.shape)
+        shape = tuple(self.array.shape)
+        touched_ranges(key, shape)
+        key, flipped = _positive_steps(key, shape)
         try:
             data = np.asarray(self.array[key])
             if flipped:  # zarr reads only steps >= 1: negative ones were read forwards
@@ -152,7 +178,7 @@ class Level:
         # After zarr has judged the selection (its bounds are the caller's fault, and come
         # first), and before the data is returned: the shards read must be those written.
         if self.presence is not None:
-            self.presence.check(key, self.shape)
+            self.presence.check(key, shape)
         return data
 
     def _damage(self, key: Any, exc: Exception) -> IntegrityError:
@@ -164,11 +190,11 @@ class Level:
         """
         where = f"level {self.index} ('{self.path}'), selection {key!r}"
         if self.reader is not None:
-            per_axis = touched_chunks(key, self.shape, self.chunks)
-            for index in itertools.product(*per_axis):
+            shape, chunks = tuple(self.array.shape), tuple(self.array.chunks)
+            for index in itertools.product(*touched_chunks(key, shape, chunks)):
                 box = [
                     (i * c, min((i + 1) * c, n))
-                    for i, c, n in zip(index, self.chunks, self.shape, strict=True)
+                    for i, c, n in zip(index, chunks, shape, strict=True)
                 ]
                 try:
                     self.reader.read(box)

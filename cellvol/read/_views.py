@@ -33,7 +33,9 @@ def level_to_dask(level: Level) -> Any:
     return da.from_array(  # type: ignore[no-untyped-call]
         level,
         chunks=blocks,
-        name=f"cellvol-{level.array.store_path}-{level.path}",
+        # A channel's view is named apart from the others: dask takes equal names for equal data.
+        name=f"cellvol-{level.array.store_path}-{level.path}"
+        + "".join(f"-{i}" for i in level.fixed),
         asarray=True,
         fancy=False,
     )

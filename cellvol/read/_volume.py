@@ -25,6 +25,7 @@ from cellvol.ome._metadata import (
     Multiscale,
     ome_namespace,
 )
+from cellvol.read._channels import channel_names, channel_view, name_channels
 from cellvol.read._level import Level, Region
 from cellvol.read._segments import SegmentTable, read_segments, segment_count
 from cellvol.read._select import (
@@ -144,6 +145,27 @@ class Volume:
         return voxel.unit if voxel is not None else self.multiscale.spatial_unit()
 
     @property
+    def channels(self) -> tuple[str, ...]:
+        """The channels' names in order (from the display metadata, else their indices).
+
+        Empty for an image without a channel axis.
+        """
+        return channel_names(self)
+
+    def channel(self, which: int | str, *, t: int = 0) -> Volume:
+        """One channel (at time point ``t``) as a ``(z, y, x)`` volume with the usual API.
+
+        ``which`` is a name from :attr:`channels` or an index. Nothing is read until the view
+        is sliced; its levels read the image's own chunks.
+
+        Raises
+        ------
+        InvalidInputError
+            If the image has no channel axis, or no such channel or time point.
+        """
+        return channel_view(self, which, t)
+
+    @property
     def window(self) -> Window | None:
         """The stored display window (OME-Zarr ``omero``), if the image has one."""
         return window_of(dict(self.attributes))
@@ -208,7 +230,7 @@ class Volume:
             if stored_bytes:
                 entry["nbytes_stored"] = level.nbytes_stored()
             levels.append(entry)
-        return {
+        summary: dict[str, Any] = {
             "url": self.url,
             "ome_version": self.ome_version,
             "name": self.multiscale.name,
@@ -219,6 +241,9 @@ class Volume:
             "levels": levels,
             "labels": list(self.labels),
         }
+        if self.channels:
+            summary["channels"] = list(self.channels)
+        return summary
 
     def level(self, index: int) -> Level:
         """Return pyramid level ``index`` (negative indices count from the coarsest).
@@ -389,8 +414,11 @@ class Volume:
         return self.level(level).to_dask()
 
     def to_xarray(self, level: int = 0) -> Any:
-        """A level as an ``xarray.DataArray`` in physical units (see :meth:`Level.to_xarray`)."""
-        return self.level(level).to_xarray(name=self.multiscale.name)
+        """A level as an ``xarray.DataArray`` in physical units (see :meth:`Level.to_xarray`).
+
+        A channel axis's coordinate holds the channels' names.
+        """
+        return name_channels(self, self.level(level).to_xarray(name=self.multiscale.name))
 
     def _axis_number(self, name: str) -> int:
         if name not in self.axes:

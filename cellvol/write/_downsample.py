@@ -86,6 +86,14 @@ def downsample(
         return block.copy()
     if block.size == 0:
         raise InvalidInputError(f"cannot downsample an empty block of shape {block.shape}")
+    # Leading axes of one element kept as they are (one channel of one time point) are set
+    # aside, so that the kernels' slabs run along z and bound their temporaries as for 3-D.
+    lead = 0
+    while lead < block.ndim - 1 and block.shape[lead] == 1 and factors[lead] == 1:
+        lead += 1
+    if lead:
+        inner = _KERNELS[method](block.reshape(block.shape[lead:]), factors[lead:])
+        return inner.reshape((1,) * lead + inner.shape)
     return _KERNELS[method](block, factors)
 
 

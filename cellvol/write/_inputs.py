@@ -92,9 +92,23 @@ class MemmapSource(OpenedPerProcess):
 
     def __getitem__(self, key: Any) -> npt.NDArray[Any]:
         file_map, array = self._mapped
-        view = array[key]
-        if not (_CAN_RELEASE and view.size and np.may_share_memory(view, array)):
-            return np.array(view)
+        selected = array[key]
+        if not (_CAN_RELEASE and selected.size and np.may_share_memory(selected, array)):
+            return np.array(selected)
+        # Leading axes of length one (one channel of one time point) set aside: the batches
+        # below then run along z.
+        lead = 0
+        while lead < selected.ndim - 1 and selected.shape[lead] == 1:
+            lead += 1
+        if not lead:
+            return self._copied(file_map, array, selected)
+        view = selected.reshape(selected.shape[lead:])
+        return self._copied(file_map, array, view).reshape(selected.shape)
+
+    def _copied(
+        self, file_map: mmap.mmap, array: npt.NDArray[Any], view: npt.NDArray[Any]
+    ) -> npt.NDArray[Any]:
+        """A copy of ``view`` of the map, releasing the pages it read as it goes."""
         block: npt.NDArray[Any] = np.empty_like(view, order="C")
         if view.ndim == 1:
             block[...] = view

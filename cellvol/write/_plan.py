@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -60,6 +60,7 @@ __all__ = [
     "plan_pyramid",
     "plan_schedule",
     "shard_regions",
+    "with_leading_axes",
 ]
 
 Shape = tuple[int, ...]
@@ -277,7 +278,8 @@ def check_alignment(plan: PyramidPlan) -> None:
     """
     for index in range(1, len(plan.levels)):
         upper, lower = plan.levels[index], plan.levels[index - 1]
-        for axis, name in enumerate("zyx"):
+        # The spatial axes are the last three; axes before them (time, channel) keep factor 1.
+        for axis, name in enumerate("zyx", start=len(upper.shape) - 3):
             f = upper.factors[axis]
             if lower.shape[axis] <= lower.shards[axis]:
                 continue
@@ -467,6 +469,29 @@ def _origin(origin: Sequence[float] | None) -> tuple[float, float, float]:
     if len(values) != 3 or not all(math.isfinite(v) for v in values):
         raise LayoutError(f"origin must be three finite numbers (z, y, x), got {origin!r}")
     return (values[0], values[1], values[2])
+
+
+def with_leading_axes(plan: PyramidPlan, sizes: Sequence[int]) -> PyramidPlan:
+    """The same pyramid over arrays with axes before ``z, y, x`` (time, channel) of ``sizes``.
+
+    Those axes are never downsampled, and every chunk and shard holds one index of each, so a
+    shard of such an array holds the same bytes as the 3-D shard of its ``(t, c)`` volume.
+    """
+    ones = tuple(1 for _ in sizes)
+    lead = tuple(int(n) for n in sizes)
+    levels = tuple(
+        replace(
+            level,
+            shape=(*lead, *level.shape),
+            factors=(*ones, *level.factors),
+            chunks=(*ones, *level.chunks),
+            shards=(*ones, *level.shards),
+            scale=(*(1.0 for _ in sizes), *level.scale),
+            translation=(*(0.0 for _ in sizes), *level.translation),
+        )
+        for level in plan.levels
+    )
+    return replace(plan, levels=levels)
 
 
 def shard_regions(shape: Sequence[int], shards: Sequence[int]) -> Iterator[Region]:

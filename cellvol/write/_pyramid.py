@@ -1,4 +1,4 @@
-"""The pyramid engine: stream a 3-D array into a multiscale OME-Zarr 0.5 image.
+"""The pyramid engine: stream a 3-D array (or one with channels and time points) into OME-Zarr.
 
 How a write proceeds (see ``_plan`` for the stages and ``_ledger`` for the bookkeeping):
 
@@ -37,9 +37,6 @@ import numpy.typing as npt
 import zarr
 from zarr.abc.store import Store
 
-from cellvol._codec._cache import ChunkCache
-from cellvol._codec._layout import chunk_layout
-from cellvol._codec._reader import ChunkReader
 from cellvol._codec._shard import sharding_codecs
 from cellvol._store import (
     delete_all_but,
@@ -59,11 +56,12 @@ from cellvol.errors import (
     WriteConflictError,
 )
 from cellvol.ome._crate import CRATE_KEY, write_crate
-from cellvol.ome._display import Window, contrast_window, omero_metadata
+from cellvol.ome._display import omero_metadata
 from cellvol.ome._manifest import LEASE_KEY
 from cellvol.ome._metadata import Dataset, image_attributes, provenance, stored_attributes
 from cellvol.progress import ProgressCallback
-from cellvol.units import SPATIAL_AXES, VoxelSize, check_placement
+from cellvol.units import VoxelSize, check_placement
+from cellvol.write._channels import channel_displays, image_axes
 from cellvol.write._digests import end_records, metadata_digests, write_digests
 from cellvol.write._downsample import METHODS, Method
 from cellvol.write._inputs import portable, read_source
@@ -76,6 +74,7 @@ from cellvol.write._plan import (
     Schedule,
     plan_pyramid,
     plan_schedule,
+    with_leading_axes,
 )
 from cellvol.write._resume import prove_inputs
 from cellvol.write._tasks import (
@@ -194,15 +193,18 @@ def write_pyramid(
     progress: ProgressCallback | None = None,
     image_label: Mapping[str, Any] | None = None,
     ome_version: str = "0.5",
+    axes: str | Sequence[str] | None = None,
+    channel_names: Sequence[str] | None = None,
+    channel_colors: Sequence[str] | None = None,
 ) -> WriteResult:
     """Write ``source`` as a multiscale OME-Zarr 0.5 image at ``dest``, or resume that write.
 
     Parameters
     ----------
     source
-        A 3-D ``(z, y, x)`` numpy array (memory-mapped ones included), dask array, or any
-        object with ``shape``, ``dtype`` and numpy-style slicing; it is read one level-0 shard
-        at a time, each region once.
+        A 3-D ``(z, y, x)``, 4-D ``(c, z, y, x)`` or 5-D ``(t, c, z, y, x)`` numpy array
+        (memory-mapped ones included), dask array, or any object with ``shape``, ``dtype`` and
+        numpy-style slicing; it is read one level-0 shard at a time, each region once.
     dest
         Local path, ``file://`` or ``s3://bucket/key`` URL of the image group.
     voxel_size
@@ -264,6 +266,13 @@ def write_pyramid(
     ome_version
         ``"0.5"`` (default) or ``"0.6"``: the OME-Zarr version of the metadata (0.6 names a
         ``physical`` coordinate system that each level maps into).
+    axes
+        ``"zyx"``, ``"czyx"`` or ``"tczyx"`` (default: by the source's dimensions). Time and
+        channel axes are never downsampled, and each chunk holds one channel of one time point.
+    channel_names, channel_colors
+        One name and one ``RRGGBB`` colour per channel, written in the ``omero`` display
+        metadata (default ``c0``, ``c1``, ... and a palette; for a 3-D image, the image's name
+        in white).
 
     Returns
     -------
@@ -272,7 +281,8 @@ def write_pyramid(
     Raises
     ------
     InvalidInputError
-        For a source that is not 3-D or has an unsupported dtype, a voxel size outside
+        For a source that is not 3-D, 4-D or 5-D as ``axes`` say, channel names or colours
+        that do not match its channels, an unsupported dtype, a voxel size outside
         :data:`~cellvol.units.VOXEL_SIZE_RANGE_NM` or an origin farther than
         :data:`~cellvol.units.ORIGIN_LIMIT_NM`, or another bad argument.
     LayoutError
@@ -290,6 +300,7 @@ def write_pyramid(
     """
     started = time.perf_counter()
     shape, dtype = _check_source(source)
+    image = image_axes(shape, axes, channel_names, channel_colors)
     if method not in METHODS:
         raise InvalidInputError(
             f"unknown downsampling method {method!r}; expected one of {', '.join(METHODS)}"
@@ -298,7 +309,7 @@ def write_pyramid(
         raise InvalidInputError(f"ome_version must be '0.5' or '0.6', got {ome_version!r}")
     voxel = VoxelSize.of(voxel_size, unit)
     plan = plan_pyramid(
-        shape,
+        shape[len(image.lead) :],
         voxel,
         chunks=chunks,
         shards=shards,
@@ -311,12 +322,13 @@ def write_pyramid(
     )
     # After planning, which reports a malformed origin as a layout: here only magnitudes.
     check_placement(plan.voxel_size, plan.origin)
+    plan = with_leading_axes(plan, image.lead)
     threads = workers if workers is not None else (os.cpu_count() or 1)
     if threads < 1:
         raise InvalidInputError(f"workers must be at least 1, got {threads}")
     parallel = cluster_threads(client) if client is not None else threads
     schedule = plan_schedule(plan, dtype.itemsize, memory_limit=memory_limit, workers=parallel)
-    parameters = _parameters(plan, dtype, method)
+    parameters = _parameters(plan, dtype, method) | image.parameters()
     if ome_version != "0.5":  # so that a write started as 0.5 is not resumed as another
         parameters["ome_version"] = ome_version
     # A memory map is read through a reference that releases the pages it reads, from the
@@ -362,7 +374,7 @@ def write_pyramid(
         group = zarr.open_group(store=store, mode="a", zarr_format=3)
         for level in plan.levels:
             if level.path not in group:
-                _create_level(group, level, dtype)
+                _create_level(group, level, dtype, image.names)
 
         finished = ledger.trusted(ledger.finished())
         if finished:  # a resume: its input must be the one the finished shards were made from
@@ -396,13 +408,14 @@ def write_pyramid(
         datasets = [Dataset(level.path, level.scale, level.translation) for level in plan.levels]
         attributes = image_attributes(
             datasets, plan.voxel_size.unit, name=title, method=method, provenance_record=record,
-            ome_version=ome_version,
+            ome_version=ome_version, axes=image.names,
         )  # fmt: skip
         if image_label is not None:
             attributes["ome"]["image-label"] = dict(image_label)
         else:  # intensities: a contrast window, so that viewers open the image legibly
-            window = _contrast_window(group[plan.levels[0].path], location.url)
-            attributes["ome"]["omero"] = omero_metadata(window, title, plan.levels[0].shape)
+            displays = channel_displays(group[plan.levels[0].path], location.url, image, title)
+            depth = plan.levels[0].shape[len(image.lead)]
+            attributes["ome"]["omero"] = omero_metadata(displays, depth)
         # The manifest goes first: an image whose metadata says cellvol wrote it is refused
         # without one (a crash in between leaves no OME metadata, so no image).
         lease.check()
@@ -434,20 +447,6 @@ def _close_job(context: TaskContext, client: Client | None, job: Job, *, failing
             forget_job_on_workers(client, job)
 
 
-def _contrast_window(array: Any, url: str) -> Window:
-    """Estimate level 0's display window, reading it back through the direct reader."""
-    layout = chunk_layout(array)
-    if layout is None:  # pragma: no cover - cellvol writes layouts the reader knows
-        read = array.__getitem__
-    else:
-        reader = ChunkReader(array.store_path, layout, ChunkCache(0), url, array.path)
-
-        def read(box: tuple[slice, ...]) -> Any:
-            return reader.read([(s.start, s.stop) for s in box])
-
-    return contrast_window(read, array.shape, array.chunks, np.dtype(array.dtype))
-
-
 # -- checks ------------------------------------------------------------------------------------
 
 
@@ -459,8 +458,6 @@ def _check_source(source: object) -> tuple[tuple[int, ...], np.dtype[Any]]:
             f"source must be an array with shape, dtype and slicing; got {type(source).__name__}"
         )
     shape = tuple(int(n) for n in shape)
-    if len(shape) != 3:
-        raise InvalidInputError(f"source must be 3-D (z, y, x); got shape {shape} ({len(shape)}-D)")
     if any(n == 0 for n in shape):
         raise InvalidInputError(f"source has an empty axis: shape {shape}")
     dtype = np.dtype(dtype)
@@ -559,7 +556,9 @@ def _refuse_foreign_content(store: Store, url: str) -> None:
         )
 
 
-def _create_level(group: zarr.Group, level: LevelPlan, dtype: np.dtype[Any]) -> None:
+def _create_level(
+    group: zarr.Group, level: LevelPlan, dtype: np.dtype[Any], axes: Sequence[str]
+) -> None:
     group.create_array(
         name=level.path,
         shape=level.shape,
@@ -569,7 +568,7 @@ def _create_level(group: zarr.Group, level: LevelPlan, dtype: np.dtype[Any]) -> 
         fill_value=0,
         # What cellvol._codec._shard.encode_shard writes; zarr itself only writes the metadata.
         **sharding_codecs(level.compression),
-        dimension_names=SPATIAL_AXES,
+        dimension_names=tuple(axes),
         # Store every chunk, even uniform ones, so a missing chunk always means damage.
         config={"write_empty_chunks": True},
         overwrite=True,

@@ -316,10 +316,10 @@ MALFORMED: list[tuple[str, Callable[[Path], Path | str], str]] = [
         _tiff("rgb.tif", np.zeros((8, 8, 3), np.uint8), photometric="rgb"),
         r"rgb\.tif: .*colour",
     ),
-    (
-        "two channels",
-        _tiff("c.ome.tif", np.zeros((3, 2, 8, 8), np.uint8), metadata={"axes": "ZCYX"}),
-        r"c\.ome\.tif: .*C=2",
+    (  # channels (C) and time points (T) are converted; other axes are not
+        "another axis",
+        _tiff("e.tif", np.zeros((3, 2, 8, 8), np.uint8), metadata={"axes": "EZYX"}),
+        r"e\.tif: has axes beyond t, c, z, y, x \(E=3",
     ),
     ("complex TIFF", _tiff("z.tif", np.zeros((2, 8, 8), np.complex64)), r"z\.tif: holds complex64"),
     (

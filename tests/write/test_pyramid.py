@@ -198,7 +198,7 @@ def test_unfinished_write_is_not_read_as_an_image(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        (np.zeros((4, 4)), r"3-D \(z, y, x\); got shape \(4, 4\)"),
+        (np.zeros((4, 4)), r"5-D \(t, c, z, y, x\); got shape \(4, 4\)"),
         (np.zeros((0, 4, 4)), "empty axis"),
         (np.zeros((4, 4, 4), dtype=complex), "dtype complex128 is not supported"),
         (np.zeros((4, 4, 4), dtype=bool), "dtype bool is not supported"),
