@@ -13,7 +13,9 @@ neighbouring segments share decoded chunks.
 Stored as ``labels/<name>/meshes/`` (see :mod:`cellvol.labels._mesh_store`), the objects
 listed in the label image's digests. :func:`cellvol.write_labels` computes them after writing
 the labels; :func:`compute_meshes` (``cellvol meshes IMAGE --labels NAME``) computes them for
-labels written earlier, and does nothing when the stored ones are up to date.
+labels written earlier, and does nothing when the stored ones are up to date: when the label
+levels' stored bytes, read back and hashed, and their placement are those the meshes were
+computed from (whoever rewrote them).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
@@ -36,6 +38,7 @@ from cellvol._store import (
     make_durable,
     open_store,
     read_bytes,
+    read_objects,
     write_bytes,
 )
 from cellvol.errors import IntegrityError, InvalidInputError
@@ -46,6 +49,9 @@ from cellvol.labels._mesh_store import (
     Mesh,
     MeshEntry,
     MeshIndex,
+    level_placement,
+    level_sizes,
+    listing_fingerprint,
     mesh_key,
     source_fingerprint,
 )
@@ -56,7 +62,8 @@ from cellvol.labels._surface import (
     estimated_triangles,
     surface,
 )
-from cellvol.ome._digests import DIGESTS_KEY, parse_digests, sha256_hex
+from cellvol.labels._segments import current_segments
+from cellvol.ome._digests import DIGESTS_KEY, is_recordable, parse_digests, sha256_hex
 from cellvol.read._level import Level
 from cellvol.read._open import open as open_volume
 from cellvol.read._volume import LABELS_GROUP, LabelImage
@@ -83,6 +90,7 @@ MAX_MASK_VOXELS: Final = 2**23
 _FACE_TRIANGLES: Final = 1.9
 _SLAB_VOXELS: Final = 2**22  # label voxels read at once while building a mask
 _CACHE_BYTES: Final = 128 * 2**20  # decoded chunks kept for neighbouring segments
+_HASH_BATCH_BYTES: Final = 64 * 2**20  # stored label bytes read at once to fingerprint them
 
 
 def compute_meshes(
@@ -166,20 +174,28 @@ def store_meshes(
     if not isinstance(label_image, LabelImage):
         raise InvalidInputError(f"{url} is not a label image")
     store = open_store(url, mode="a", storage_options=storage_options)
-    digests = parse_digests(read_bytes(store, DIGESTS_KEY), url)
-    source = source_fingerprint(digests, [level.path for level in label_image.levels])
+    placement = level_placement(label_image)
+    sizes = level_sizes(label_image)
+    # The stored bytes, read back: a record of them (the digests) misses other tools' writes.
+    objects = None if sizes is None else list(_hashed(store, sizes))
+    source = None if objects is None else source_fingerprint(objects, placement)
+    listing = None if sizes is None else listing_fingerprint(sizes, placement)
     settings = dict(TAUBIN) if smoothing else {"method": "none"}
     stored = _stored_index(store, url)
     if (
         not force
         and stored is not None
         and source is not None
-        and (stored.source, stored.triangle_budget, dict(stored.smoothing))
-        == (source, triangle_budget, settings)
+        and (stored.source, stored.listing, stored.triangle_budget, dict(stored.smoothing))
+        == (source, listing, triangle_budget, settings)
     ):
         return stored
     mesher = _Mesher(label_image, triangle_budget, ITERATIONS if smoothing else 0)
-    table = label_image.segments
+    prefixes = tuple(f"{level.path.strip('/')}/" for level in label_image.levels)
+    rewritten = objects is not None and _rewritten_elsewhere(
+        store, url, objects, prefixes, stored, source
+    )
+    table = current_segments(label_image, store, recompute=rewritten)
     delete_prefix(store, INDEX_KEY)
     earlier = set(list_keys(store, MESHES_PATH))  # replaced in place, the rest deleted after
 
@@ -215,7 +231,7 @@ def store_meshes(
         list(pool.map(functools.partial(make_durable, store), batches))
         for key in sorted(earlier - set(written)):
             delete_prefix(store, key)
-    index = MeshIndex(source, triangle_budget, settings, entries, skipped)
+    index = MeshIndex(source, triangle_budget, settings, entries, skipped, listing=listing)
     write_bytes(store, INDEX_KEY, index.encode())
     make_durable(store, [INDEX_KEY])
     refresh_digests(store, "", [f"{MESHES_PATH}/"])
@@ -261,20 +277,29 @@ def read_mesh(
 
 
 def stored_meshes(
-    label_image: LabelImage, storage_options: Mapping[str, Any] | None = None
+    label_image: LabelImage,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    thorough: bool = False,
 ) -> tuple[MeshIndex | None, bool | None, Callable[[int], Mesh]]:
     """A label image's stored mesh index, whether it is stale, and a reader of its meshes.
 
-    Stale is None when unknown (labels without digests), else whether the labels' levels
-    changed since the meshes were computed.
+    Stale is None when unknown (meshes from before the listing was recorded, or a store that
+    cannot list). Otherwise it says whether a level object was added, removed or resized, or
+    the levels' placement changed, since the meshes were computed: one listing, no object
+    read. ``thorough`` reads the level objects back and compares their SHA-256 too (as
+    :func:`compute_meshes` does), which also catches a rewrite that kept every size.
     """
     store = open_store(label_image.url, mode="r", storage_options=storage_options)
     index = _stored_index(store, label_image.url, strict=True)
     stale = None
-    if index is not None and index.source is not None:
-        digests = parse_digests(read_bytes(store, DIGESTS_KEY), label_image.url)
-        current = source_fingerprint(digests, [level.path for level in label_image.levels])
-        stale = None if current is None else current != index.source
+    sizes = level_sizes(label_image) if index is not None else None
+    if index is not None and sizes is not None:
+        placement = level_placement(label_image)
+        if thorough and index.source is not None:
+            stale = source_fingerprint(_hashed(store, sizes), placement) != index.source
+        elif index.listing is not None:
+            stale = listing_fingerprint(sizes, placement) != index.listing
 
     def load(segment_id: int) -> Mesh:
         where = f"{label_image.url}/{mesh_key(segment_id)}"
@@ -294,6 +319,43 @@ def _labels_of(
         known = ", ".join(sorted(volume.labels)) or "none"
         raise InvalidInputError(f"{volume.url} has no labels {labels!r} (labels: {known})")
     return volume.labels[labels]
+
+
+def _rewritten_elsewhere(
+    store: Any,
+    url: str,
+    objects: Sequence[tuple[str, int, str]],
+    prefixes: tuple[str, ...],
+    stored: MeshIndex | None,
+    source: str | None,
+) -> bool:
+    """Whether the levels were rewritten by a tool that did not refresh the segment table.
+
+    cellvol rewrites the table with the levels and records both in the digests: levels that
+    differ from their record were rewritten by another tool. Labels without digests (another
+    tool's) tell it by meshes computed from other levels.
+    """
+    digests = parse_digests(read_bytes(store, DIGESTS_KEY), url)
+    if digests is None:
+        return stored is not None and stored.source != source
+    actual = {key: (size, digest) for key, size, digest in objects if is_recordable(key)}
+    recorded = {k: v for k, v in digests.items() if k.startswith(prefixes)}
+    return recorded != actual
+
+
+def _hashed(store: Any, sizes: Mapping[str, int]) -> Iterator[tuple[str, int, str]]:
+    """Each listed object's key, size and SHA-256, read a batch at a time."""
+    batch: list[str] = []
+    held = 0
+    for key in [*sorted(sizes), None]:
+        if key is not None:
+            batch.append(key)
+            held += sizes[key]
+        if batch and (key is None or held >= _HASH_BATCH_BYTES):
+            for name, data in zip(batch, read_objects(store, batch), strict=True):
+                if data is not None:  # deleted since the listing: no longer a level object
+                    yield name, len(data), sha256_hex(data)
+            batch, held = [], 0
 
 
 def _stored_index(store: Any, url: str, *, strict: bool = False) -> MeshIndex | None:

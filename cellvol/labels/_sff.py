@@ -460,7 +460,8 @@ def _add_meshes(
     adapter: Any, segmentation: Any, label_image: LabelImage, options: Mapping[str, Any]
 ) -> None:
     """Give each segment with a stored, up-to-date mesh a ``mesh_list`` (in angstrom)."""
-    index, stale, load = stored_meshes(label_image, options)
+    # Thorough: the export reads every voxel anyway, and a stale mesh would be shipped.
+    index, stale, load = stored_meshes(label_image, options, thorough=True)
     if index is None:
         return
     if stale:

@@ -10,26 +10,43 @@
 ===========================================  ===================================================
 
 Both are plain reads of stored objects, through the same reader as ``/data`` (so the same
-rules hold: nothing outside the served image is read). Labels rewritten after their meshes
-were computed (by a tool that did not recompute them) still have their meshes served: a viewer
+rules hold: nothing outside the served image is read). Labels changed after their meshes were
+computed (by a tool that did not recompute them) still have their meshes served: a viewer
 shows old surfaces rather than none, but is told: ``"stale": true`` in the list and the header
-``Cellvol-Meshes-Stale: true`` on every mesh (``false`` when fresh; absent when unknown, for
-labels without digests). ``cellvol meshes IMAGE --labels NAME`` recomputes them.
+``Cellvol-Meshes-Stale: true`` on every mesh (``false`` when fresh; absent when unknown).
+
+What the flag compares is cheap: one listing of the label levels' objects (their keys and
+sizes) and the levels' placement, against what the mesh index recorded. It detects level
+objects added, removed or resized, and a changed shape, voxel size or origin. It cannot see
+a rewrite that leaves every object's size as it was (same-size shards with other voxels):
+``cellvol meshes IMAGE --labels NAME`` reads the objects back and recomputes then, and
+``cellvol verify`` reports such objects. It is unknown (absent) for meshes computed before
+cellvol recorded the listing, and for images served over HTTP, which cannot be listed. A
+listing is reused for a few seconds, so that a page fetching thousands of meshes lists once.
+``cellvol meshes IMAGE --labels NAME`` recomputes stale meshes.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+import anyio.to_thread
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cellvol.errors import IntegrityError
-from cellvol.labels._mesh_store import INDEX_KEY, MeshIndex, mesh_key, source_fingerprint
-from cellvol.ome._digests import DIGESTS_KEY, parse_digests
+from cellvol.labels._mesh_store import (
+    INDEX_KEY,
+    MeshIndex,
+    level_placement,
+    level_sizes,
+    listing_fingerprint,
+    mesh_key,
+)
 from cellvol.read._volume import LABELS_GROUP, LabelImage
 from cellvol.server._keys import KeyReader, raw_key
 
@@ -39,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = ["STALE_HEADER", "mesh_routes"]
 
 STALE_HEADER: Final = "Cellvol-Meshes-Stale"
+_LISTING_SECONDS: Final = 2.0  # how long one listing of the label levels is reused
 
 
 def mesh_routes(
@@ -59,6 +77,22 @@ def mesh_routes(
         parsed[(target.name, key)] = (info.etag, value)
         return value
 
+    # The labels' current listing fingerprint by (volume, labels): (when listed, fingerprint).
+    listed: dict[tuple[str, str], tuple[float, str | None]] = {}
+
+    async def listing_of(target: Served, name: str, labels: LabelImage) -> str | None:
+        cached = listed.get((target.name, name))
+        if cached is not None and time.monotonic() - cached[0] < _LISTING_SECONDS:
+            return cached[1]
+
+        def fingerprint() -> str | None:
+            sizes = level_sizes(labels)
+            return None if sizes is None else listing_fingerprint(sizes, level_placement(labels))
+
+        value = await anyio.to_thread.run_sync(fingerprint)
+        listed[(target.name, name)] = (time.monotonic(), value)
+        return value
+
     async def state(request: Request) -> tuple[Served, str, LabelImage, MeshIndex, bool | None]:
         target = find(request.path_params["name"])
         name = request.path_params["labels"]
@@ -73,11 +107,10 @@ def mesh_routes(
                 404,
                 f"{where} have no meshes; compute them with: cellvol meshes IMAGE --labels {name}",
             )
-        digests = await document(
-            target, prefix + DIGESTS_KEY, lambda raw: parse_digests(raw, where)
-        )
-        current = source_fingerprint(digests, [level.path for level in labels.levels])
-        stale = None if current is None or index.source is None else current != index.source
+        stale = None
+        if index.listing is not None:
+            current = await listing_of(target, name, labels)
+            stale = None if current is None else current != index.listing
         return target, name, labels, index, stale
 
     async def listing(request: Request) -> Response:

@@ -281,13 +281,20 @@ def test_meshes_export_as_mesh_segments_sfftk_rw_reads_back(
 def test_stale_meshes_are_left_out_of_the_export_with_a_warning(
     image: Path, tmp_path: Path
 ) -> None:
-    import shutil
+    import json
+
+    import zarr
 
     cellvol.write_labels(image, _labels(), "cells")
-    kept = tmp_path / "kept"
-    shutil.copytree(image / "labels" / "cells" / "meshes", kept)
-    cellvol.write_labels(image, _labels() * 2, "cells", overwrite=True, meshes=False)
-    shutil.copytree(kept, image / "labels" / "cells" / "meshes")  # another tool's leftovers
+    # As labels of another tool: no write manifest (whose fingerprints refuse foreign shards)
+    # and no cellvol provenance. That tool (zarr-python) then rewrites the voxels, leaving
+    # cellvol's meshes and digests as they were.
+    folder = image / "labels" / "cells"
+    (folder / "_cellvol" / "manifest.json").unlink()
+    body = json.loads((folder / "zarr.json").read_text())
+    del body["attributes"]["cellvol"]
+    (folder / "zarr.json").write_text(json.dumps(body))
+    zarr.open_array(folder / "0", mode="r+")[:] = _labels()[::-1] * 2
     with pytest.warns(cellvol.CellvolWarning, match="meshes predate the labels"):
         out = export_sff(image, "cells", tmp_path / "stale.sff")
     read = sff.SFFSegmentation.from_file(str(out))

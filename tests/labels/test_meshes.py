@@ -231,3 +231,98 @@ def test_meshes_on_s3_are_written_listed_and_verified(s3_bucket) -> None:
     assert mesh.volume == pytest.approx(float((labels == 11).sum()) * 8.0, rel=0.05)
     assert cellvol.compute_meshes(url, "cells", storage_options=options) == index  # current
     assert cellvol.verify(url, options).problems == []
+
+
+def _rewrite_level_0(image: Path, labels: np.ndarray, *, manifest: bool = False) -> None:
+    """Another tool (zarr-python itself) rewrites the voxels; cellvol's records stay as they were.
+
+    Without ``manifest``, the labels are as another tool would have left them from the start:
+    without cellvol's write manifest, whose shard fingerprints refuse foreign shards.
+    """
+    import json
+
+    import zarr
+
+    if not manifest:
+        folder = image / "labels" / "cells"
+        (folder / "_cellvol" / "manifest.json").unlink()
+        body = json.loads((folder / "zarr.json").read_text())
+        del body["attributes"]["cellvol"]  # cellvol's provenance: not written by cellvol
+        (folder / "zarr.json").write_text(json.dumps(body))
+    zarr.open_array(image / "labels" / "cells" / "0", mode="r+")[:] = labels
+
+
+def test_labels_rewritten_by_another_tool_make_the_meshes_stale_and_recomputed(
+    tmp_path: Path,
+) -> None:
+    from cellvol.labels._meshes import stored_meshes
+
+    shape = (16, 48, 48)
+    image = _image(tmp_path, shape, (1.0, 1.0, 1.0), n_levels=2)
+    first = np.zeros(shape, np.uint8)
+    first[4:10, 4:12, 4:12] = 7
+    cellvol.write_labels(image, first, "cells")
+    before = cellvol.mesh_index(image, "cells")
+    assert before is not None
+    moved = np.zeros(shape, np.uint8)
+    moved[2:14, 20:44, 20:44] = 7  # segment 7, larger and elsewhere
+    _rewrite_level_0(image, moved)
+    _, stale, _ = stored_meshes(cellvol.open(image).labels["cells"])
+    assert stale is True  # its level-0 objects were resized
+    index = cellvol.compute_meshes(image, "cells")  # not forced
+    assert index.source != before.source
+    x = cellvol.read_mesh(image, "cells", 7).vertices[:, 0]
+    assert x.min() > 15  # the new position, not the old x 4-12
+    _, stale, _ = stored_meshes(cellvol.open(image).labels["cells"])
+    assert stale is False
+
+
+def test_a_foreign_rewrite_of_cellvol_written_labels_is_refused_not_ignored(
+    tmp_path: Path,
+) -> None:
+    shape = (8, 32, 32)
+    image = _image(tmp_path, shape, (1.0, 1.0, 1.0))
+    first = np.zeros(shape, np.uint8)
+    first[2:6, 2:10, 2:10] = 5
+    cellvol.write_labels(image, first, "cells")
+    moved = np.zeros(shape, np.uint8)
+    moved[2:6, 18:30, 18:30] = 5
+    _rewrite_level_0(image, moved, manifest=True)
+    # The write manifest's fingerprints tell the shard is not cellvol's: said, not meshed over.
+    with pytest.raises(cellvol.IntegrityError, match="0/c/0/0/0 is not the shard written"):
+        cellvol.compute_meshes(image, "cells")
+
+
+def test_a_same_size_rewrite_is_recomputed_by_compute_meshes(tmp_path: Path) -> None:
+    shape = (8, 32, 32)
+    image = _image(tmp_path, shape, (1.0, 1.0, 1.0))
+    first = np.zeros(shape, np.uint8)
+    first[2:6, 2:10, 2:10] = 5
+    first[2:6, 20:28, 20:28] = 6
+    cellvol.write_labels(image, first, "cells")
+    swapped = np.where(first == 5, 6, np.where(first == 6, 5, 0)).astype(np.uint8)
+    _rewrite_level_0(image, swapped)  # the same shapes, the IDs swapped: likely the same sizes
+    index = cellvol.compute_meshes(image, "cells")
+    assert set(index.segments) == {5, 6}
+    assert cellvol.read_mesh(image, "cells", 5).vertices[:, 0].min() > 15
+
+
+def test_a_new_voxel_size_makes_compute_meshes_recompute(tmp_path: Path) -> None:
+    import json
+
+    shape = (8, 32, 32)
+    image = _image(tmp_path, shape, (1.0, 1.0, 1.0))
+    labels = np.zeros(shape, np.uint8)
+    labels[2:6, 2:10, 2:10] = 5
+    cellvol.write_labels(image, labels, "cells")
+    document = image / "labels" / "cells" / "zarr.json"
+    text = document.read_text()
+    body = json.loads(text)
+    (multiscale,) = body["attributes"]["ome"]["multiscales"]
+    for dataset in multiscale["datasets"]:
+        scale = dataset["coordinateTransformations"][0]
+        scale["scale"] = [value * 2 for value in scale["scale"]]
+    document.write_text(json.dumps(body))
+    cellvol.compute_meshes(image, "cells")
+    x = cellvol.read_mesh(image, "cells", 5).vertices[:, 0]
+    assert x.max() > 18  # x 2-10 voxels of 2 nm now, not 1 nm
