@@ -163,8 +163,9 @@ def store_meshes(
     """Compute and store the meshes of the label image at ``url``; the caller holds the lease.
 
     The old index goes first, then the new objects replace the old ones (those of segments
-    gone are deleted), the new index comes last and the digests after it: an interruption
-    leaves no index, which reads as "no meshes", and a rerun computes them again.
+    gone are deleted), the new index comes last; the digests are refreshed after it, or after
+    an error or interruption, which leaves no index: that reads as "no meshes", the image
+    verifies clean, and a rerun computes them again.
     """
     if isinstance(triangle_budget, bool) or not isinstance(triangle_budget, int):
         raise InvalidInputError(f"triangle_budget must be an integer, got {triangle_budget!r}")
@@ -196,45 +197,50 @@ def store_meshes(
         store, url, objects, prefixes, stored, source
     )
     table = current_segments(label_image, store, recompute=rewritten)
-    delete_prefix(store, INDEX_KEY)
-    earlier = set(list_keys(store, MESHES_PATH))  # replaced in place, the rest deleted after
+    # Whatever happens from here (an error, Ctrl-C), the digests are refreshed: the objects
+    # under meshes/ are this code's alone, under the lease, and verify must not call an
+    # interrupted run (no index: "no meshes") damage.
+    try:
+        delete_prefix(store, INDEX_KEY)
+        earlier = set(list_keys(store, MESHES_PATH))  # replaced in place, the rest deleted after
 
-    def one(row: int) -> tuple[int, MeshEntry | str]:
-        segment_id = int(table.ids[row])
-        voxels = int(table.voxel_count[row])
-        found = mesher.mesh(segment_id, voxels, table.bbox_min[row], table.bbox_max[row])
-        if isinstance(found, str):
-            return segment_id, found
-        mesh, level, step = found
-        data = mesh.encode()
-        write_bytes(store, mesh_key(segment_id), data)
-        entry = MeshEntry(
-            segment_id,
-            int(mesh.vertices.shape[0]),
-            int(mesh.triangles.shape[0]),
-            level,
-            step,
-            len(data),
-            sha256_hex(data),
-        )
-        return segment_id, entry
+        def one(row: int) -> tuple[int, MeshEntry | str]:
+            segment_id = int(table.ids[row])
+            voxels = int(table.voxel_count[row])
+            found = mesher.mesh(segment_id, voxels, table.bbox_min[row], table.bbox_max[row])
+            if isinstance(found, str):
+                return segment_id, found
+            mesh, level, step = found
+            data = mesh.encode()
+            write_bytes(store, mesh_key(segment_id), data)
+            entry = MeshEntry(
+                segment_id,
+                int(mesh.vertices.shape[0]),
+                int(mesh.triangles.shape[0]),
+                level,
+                step,
+                len(data),
+                sha256_hex(data),
+            )
+            return segment_id, entry
 
-    chunks = label_image.levels[0].chunks
-    order = sorted(range(len(table)), key=lambda r: tuple(table.bbox_min[r] // chunks))
-    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        results = list(pool.map(one, order))
-        entries = {k: v for k, v in results if isinstance(v, MeshEntry)}
-        skipped = {k: v for k, v in results if isinstance(v, str)}
-        written = [mesh_key(k) for k in entries]
-        # Synced in batches on the pool: the syncs overlap, each batch's folders synced once.
-        batches = [written[at : at + 256] for at in range(0, len(written), 256)]
-        list(pool.map(functools.partial(make_durable, store), batches))
-        for key in sorted(earlier - set(written)):
-            delete_prefix(store, key)
-    index = MeshIndex(source, triangle_budget, settings, entries, skipped, listing=listing)
-    write_bytes(store, INDEX_KEY, index.encode())
-    make_durable(store, [INDEX_KEY])
-    refresh_digests(store, "", [f"{MESHES_PATH}/"])
+        chunks = label_image.levels[0].chunks
+        order = sorted(range(len(table)), key=lambda r: tuple(table.bbox_min[r] // chunks))
+        with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+            results = list(pool.map(one, order))
+            entries = {k: v for k, v in results if isinstance(v, MeshEntry)}
+            skipped = {k: v for k, v in results if isinstance(v, str)}
+            written = [mesh_key(k) for k in entries]
+            # Synced in batches on the pool: the syncs overlap, each batch's folders synced once.
+            batches = [written[at : at + 256] for at in range(0, len(written), 256)]
+            list(pool.map(functools.partial(make_durable, store), batches))
+            for key in sorted(earlier - set(written)):
+                delete_prefix(store, key)
+        index = MeshIndex(source, triangle_budget, settings, entries, skipped, listing=listing)
+        write_bytes(store, INDEX_KEY, index.encode())
+        make_durable(store, [INDEX_KEY])
+    finally:
+        refresh_digests(store, "", [f"{MESHES_PATH}/"])
     return index
 
 

@@ -326,3 +326,35 @@ def test_a_new_voxel_size_makes_compute_meshes_recompute(tmp_path: Path) -> None
     cellvol.compute_meshes(image, "cells")
     x = cellvol.read_mesh(image, "cells", 5).vertices[:, 0]
     assert x.max() > 18  # x 2-10 voxels of 2 nm now, not 1 nm
+
+
+def test_an_interrupted_meshes_run_leaves_the_image_verifying_clean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cellvol.labels import _meshes
+
+    shape = (16, 32, 32)
+    image = _image(tmp_path, shape, (1.0, 1.0, 1.0))
+    labels = np.zeros(shape, np.uint8)
+    labels[2:6, 2:10, 2:10] = 5
+    labels[8:14, 12:30, 12:30] = 6
+    cellvol.write_labels(image, labels, "cells")
+    assert cellvol.verify(image).problems == []
+    real = _meshes._Mesher._surface
+    calls = []
+
+    def interrupted(self, *args, **kwargs):  # Ctrl-C on the second segment
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(_meshes._Mesher, "_surface", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cellvol.compute_meshes(image, "cells", force=True, smoothing=False, workers=1)
+    monkeypatch.undo()
+    assert cellvol.mesh_index(image, "cells") is None  # no index: "no meshes", resumable
+    assert cellvol.verify(image).problems == []
+    index = cellvol.compute_meshes(image, "cells")
+    assert sorted(index.segments) == [5, 6]
+    assert cellvol.verify(image).problems == []
