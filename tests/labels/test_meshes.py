@@ -358,3 +358,21 @@ def test_an_interrupted_meshes_run_leaves_the_image_verifying_clean(
     index = cellvol.compute_meshes(image, "cells")
     assert sorted(index.segments) == [5, 6]
     assert cellvol.verify(image).problems == []
+
+
+def test_labels_without_a_segment_table_get_one_then_meshes(tmp_path: Path) -> None:
+    import shutil
+
+    shape = (8, 32, 32)
+    image = _image(tmp_path, shape, (1.0, 1.0, 1.0))
+    labels = np.zeros(shape, np.uint8)
+    labels[2:6, 2:10, 2:10] = 5
+    labels[2:6, 20:28, 20:28] = 6
+    cellvol.write_labels(image, labels, "cells", meshes=False)
+    # As another tool's labels (ome-zarr-py's, say): no segment table.
+    shutil.rmtree(image / "labels" / "cells" / "segments")
+    index = cellvol.compute_meshes(image, "cells")
+    assert sorted(index.segments) == [5, 6]
+    table = cellvol.open(image).labels["cells"].segments
+    assert table[5]["voxel_count"] == 4 * 8 * 8
+    assert cellvol.verify(image).problems == []
