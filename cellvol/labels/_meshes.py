@@ -494,11 +494,33 @@ class _Mesher:
 def _read_mask(
     level: Level, low: Sequence[int], high: Sequence[int], segment_id: int, step: _Step
 ) -> npt.NDArray[np.bool_]:
-    """Where level voxels ``[low, high)`` (every ``step``-th) hold ``segment_id``, slab by slab."""
-    plane = (high[1] - low[1]) * (high[2] - low[2])
-    depth = max(step[0], (_SLAB_VOXELS // max(plane, 1)) // step[0] * step[0])
-    parts = []
-    for z in range(low[0], high[0], depth):
-        block = level[z : min(z + depth, high[0]), low[1] : high[1], low[2] : high[2]]
-        parts.append(block[:: step[0], :: step[1], :: step[2]] == segment_id)
-    return np.concatenate(parts) if parts else np.zeros((0, 0, 0), bool)
+    """Where level voxels ``[low, high)`` (every ``step``-th) hold ``segment_id``, tile by tile.
+
+    Each read is a box of at most :data:`_SLAB_VOXELS` voxels (a plane of a huge box is split
+    in rows and columns too), its sides multiples of the step so that the sampled voxels of
+    neighbouring tiles line up; with a step along z only the sampled planes are read.
+    """
+    sz, sy, sx = step
+    sizes = [h - lo for lo, h in zip(low, high, strict=True)]
+    mask = np.zeros([-(-n // s) for n, s in zip(sizes, step, strict=True)], dtype=bool)
+    if not mask.size:
+        return mask
+    columns = min(-(-sizes[2] // sx) * sx, max(sx, (_SLAB_VOXELS // sy) // sx * sx))
+    rows = min(-(-sizes[1] // sy) * sy, max(sy, (_SLAB_VOXELS // columns) // sy * sy))
+    planes = 1 if sz > 1 else max(1, _SLAB_VOXELS // (rows * columns))
+    for z in range(low[0], high[0], sz if sz > 1 else planes):
+        for y in range(low[1], high[1], rows):
+            for x in range(low[2], high[2], columns):
+                block = level[
+                    z : min(z + planes, high[0]),
+                    y : min(y + rows, high[1]),
+                    x : min(x + columns, high[2]),
+                ]
+                at = ((z - low[0]) // sz, (y - low[1]) // sy, (x - low[2]) // sx)
+                found = block[:, ::sy, ::sx] == segment_id
+                mask[
+                    at[0] : at[0] + found.shape[0],
+                    at[1] : at[1] + found.shape[1],
+                    at[2] : at[2] + found.shape[2],
+                ] = found
+    return mask

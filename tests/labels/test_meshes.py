@@ -376,3 +376,35 @@ def test_labels_without_a_segment_table_get_one_then_meshes(tmp_path: Path) -> N
     table = cellvol.open(image).labels["cells"].segments
     assert table[5]["voxel_count"] == 4 * 8 * 8
     assert cellvol.verify(image).problems == []
+
+
+@pytest.mark.parametrize("step", [(1, 1, 1), (1, 2, 2), (2, 1, 4), (3, 3, 3)])
+def test_masks_are_read_in_bounded_tiles_and_match_a_whole_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: tuple[int, int, int]
+) -> None:
+    from cellvol.labels import _meshes
+
+    shape = (9, 40, 52)
+    image = _image(tmp_path, shape, (1.0, 1.0, 1.0))
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, shape, dtype=np.uint8)
+    cellvol.write_labels(image, labels, "cells", meshes=False)
+    level = cellvol.open(image).labels["cells"].levels[0]
+
+    class Recording:  # the real level, its reads' sizes noted
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def __getitem__(self, key):
+            block = level[key]
+            self.sizes.append(block.size)
+            return block
+
+    slab = 300  # a plane of the box is 38 x 50 voxels: every read must split it
+    monkeypatch.setattr(_meshes, "_SLAB_VOXELS", slab)
+    recording = Recording()
+    low, high = (1, 2, 1), (9, 40, 51)
+    mask = _meshes._read_mask(recording, low, high, 2, step)  # type: ignore[arg-type]
+    box = labels[1:9, 2:40, 1:51]
+    np.testing.assert_array_equal(mask, box[:: step[0], :: step[1], :: step[2]] == 2)
+    assert max(recording.sizes) <= slab
