@@ -64,6 +64,7 @@ from cellvol.server._keys import KeyReader, key_reader, raw_key
 from cellvol.server._meshes import STALE_HEADER, mesh_routes
 from cellvol.server._render import encode, label_overlay, render
 from cellvol.server._segments import segment_list
+from cellvol.units import convert_lengths
 
 __all__ = ["Served", "create_app", "serve_name"]
 
@@ -459,6 +460,9 @@ def _catalog_entry(served: Served, base: str) -> dict[str, Any]:
         "shape": list(volume.shape),
         "axes": list(volume.axes),
         "unit": volume.unit,
+        # How many nanometres one unit is (None: not a length unit): the page converts with
+        # it, so it needs no table of units of its own.
+        "nm_per_unit": _nm_per(volume.unit),
         "window": served.window.to_json(),
         "levels": [
             {
@@ -476,6 +480,13 @@ def _catalog_entry(served: Served, base: str) -> dict[str, Any]:
         ],
         "labels": labels,
     }
+
+
+def _nm_per(unit: str | None) -> float | None:
+    try:
+        return convert_lengths([1.0], unit, "nanometer")[0] if unit else None
+    except InvalidInputError:
+        return None
 
 
 def _neuroglancer_link(data_url: str, name: str, volume: Volume) -> str:

@@ -1,9 +1,11 @@
 """Segment surfaces over HTTP: a label image's mesh list, and each segment's mesh.
 
 ===========================================  ===================================================
-``/meshes/{name}/{labels}``                  JSON: ``unit``, ``stale``, and per segment its
-                                             ``id``, ``triangles``, ``vertices``, ``url`` (and
-                                             ``color``, ``name`` when the labels have them)
+``/meshes/{name}/{labels}``                  JSON: ``unit``, ``to_image_unit`` (the factor
+                                             to the image's unit), ``stale``, and per segment
+                                             its ``id``, ``triangles``, ``vertices``, ``url``,
+                                             ``color`` (the label image's, or the default one)
+                                             and ``name`` when annotated
 ``/meshes/{name}/{labels}/{id}``             the stored mesh object (``application/
                                              octet-stream``; layout in
                                              :mod:`cellvol.labels._mesh_store`)
@@ -38,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cellvol.errors import IntegrityError
+from cellvol.errors import IntegrityError, InvalidInputError
 from cellvol.labels._mesh_store import (
     INDEX_KEY,
     MeshIndex,
@@ -47,8 +49,10 @@ from cellvol.labels._mesh_store import (
     listing_fingerprint,
     mesh_key,
 )
+from cellvol.ome._display import label_color
 from cellvol.read._volume import LABELS_GROUP, LabelImage
 from cellvol.server._keys import KeyReader, raw_key
+from cellvol.units import convert_lengths
 
 if TYPE_CHECKING:
     from cellvol.server._app import Served
@@ -124,13 +128,17 @@ def mesh_routes(
                 "vertices": entry.vertices,
                 "url": f"/meshes/{target.name}/{name}/{segment_id}",
             }
-            if segment_id in colors:
-                item["color"] = list(colors[segment_id])
+            # Every segment's colour (the default for unlisted IDs, as /segments gives it):
+            # the page needs no other request, however many segments there are.
+            item["color"] = list(colors.get(segment_id) or label_color(segment_id))
             if properties.get(segment_id, {}).get("name"):
                 item["name"] = properties[segment_id]["name"]
             segments.append(item)
         body = {
             "unit": index.unit,
+            # Mesh units to one unit of the image's coordinates (its scale), from cellvol.units;
+            # None when the image's unit is not a length unit.
+            "to_image_unit": _to_image_unit(index.unit, target.volume.unit),
             "labels": name,
             "stale": stale,
             "triangle_budget": index.triangle_budget,
@@ -155,6 +163,13 @@ def mesh_routes(
         Route("/meshes/{name}/{labels}", listing, methods=methods),
         Route("/meshes/{name}/{labels}/{id:int}", mesh, methods=methods),
     ]
+
+
+def _to_image_unit(mesh_unit: str, image_unit: str | None) -> float | None:
+    try:
+        return convert_lengths([1.0], mesh_unit, image_unit)[0] if image_unit else None
+    except InvalidInputError:
+        return None
 
 
 def _stale_header(stale: bool | None) -> dict[str, str]:

@@ -6,7 +6,7 @@ Query parameters:
     Keep the segments whose ID, name, description or a reference (``GO:0005739``) contains
     this text, case-insensitively.
 ``ids``
-    ``7,12,40``: exactly these segments (the page colours its 3-D surfaces with them).
+    ``7,12,40``: exactly these segments.
 ``limit``
     At most this many records (default 200, at most 5000); ``total`` counts all matches.
 

@@ -43,6 +43,33 @@ def test_the_list_names_every_segment_with_its_counts_and_url(running) -> None:
         assert len(item["color"]) == 4
     annotated = next(s for s in body["segments"] if s["id"] == 2)
     assert annotated["name"] == "mitochondrion"
+    assert body["to_image_unit"] == 1.0  # nanometre meshes, a nanometre image
+
+
+def test_every_listed_segment_has_a_colour_and_micrometre_images_a_factor(
+    tmp_path: Path,
+) -> None:
+    from cellvol.ome._display import label_color
+
+    labels = np.zeros((8, 16, 16), np.uint16)
+    labels[1:4, 2:6, 2:6] = 3
+    labels[5:7, 8:14, 8:14] = 40_000
+    image = tmp_path / "light.ome.zarr"
+    cellvol.write_pyramid(
+        np.zeros(labels.shape, np.uint8), image, cellvol.VoxelSize(0.5, 0.1, 0.1, "micrometer")
+    )
+    colours = {3: (10, 20, 30, 255)}
+    cellvol.write_labels(image, labels, "cells", colors=colours)
+    with Server([str(image)]) as server:
+        from server_helpers import Running
+
+        running = Running(server.url, server.host, server.port, image, image, None, None)
+        body = json.loads(running.request("/meshes/light/cells").body)
+        assert body["to_image_unit"] == 0.001  # nm meshes in a micrometre scene
+        found = {s["id"]: tuple(s["color"]) for s in body["segments"]}
+        assert found == {3: colours[3], 40_000: tuple(label_color(40_000))}
+        catalog = json.loads(running.request("/catalog").body)
+        assert catalog["volumes"][0]["nm_per_unit"] == 1000.0
 
 
 def test_each_mesh_decodes_to_the_stored_one_in_physical_units(running) -> None:
