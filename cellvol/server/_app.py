@@ -63,7 +63,7 @@ from cellvol.read._volume import LabelImage, Volume
 from cellvol.server._keys import KeyReader, key_reader, raw_key
 from cellvol.server._meshes import STALE_HEADER, mesh_routes
 from cellvol.server._render import encode, label_overlay, render
-from cellvol.server._segments import segment_list
+from cellvol.server._segments import public_references, segment_list
 from cellvol.units import convert_lengths
 
 __all__ = ["Served", "create_app", "serve_name"]
@@ -219,7 +219,10 @@ def create_app(
             if value != 0:
                 table = labels.segments
                 body["segment"] = table[value] if value in table else None  # noqa: SIM401
-                body["properties"] = labels.properties.get(value, {})
+                properties = dict(labels.properties.get(value, {}))
+                if "references" in properties:
+                    properties["references"] = public_references(properties["references"])
+                body["properties"] = properties
             return JSONResponse(body, headers={"Cache-Control": "public, max-age=60"})
 
         return await bounded(lookup)

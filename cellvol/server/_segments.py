@@ -27,11 +27,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cellvol.errors import InvalidInputError
+from cellvol.labels._references import Reference
 from cellvol.ome._display import label_color
 from cellvol.read._segments import SegmentTable
 from cellvol.read._volume import LabelImage
 
-__all__ = ["segment_list"]
+__all__ = ["public_references", "segment_list"]
 
 _DEFAULT_LIMIT: Final = 200
 _MAX_LIMIT: Final = 5000
@@ -142,5 +143,24 @@ def _record(
     record["color"] = list(colors.get(segment_id) or label_color(segment_id))
     record["name"] = annotation.get("name")
     record["description"] = annotation.get("description")
-    record["references"] = [r for r in annotation.get("references") or () if isinstance(r, dict)]
+    record["references"] = public_references(annotation.get("references"))
     return record
+
+
+def public_references(stored: Any) -> list[dict[str, str]]:
+    """Stored references as the page may show them: URLs rebuilt, never taken as stored.
+
+    Any image served may carry any ``url`` (a ``javascript:`` one, say): a reference to a
+    resource cellvol knows gets that resource's URL for its accession; any other keeps its
+    resource and accession as text, without a link.
+    """
+    found = []
+    for item in stored if isinstance(stored, list) else ():
+        if not isinstance(item, dict):
+            continue
+        resource, accession = str(item.get("resource", "")), str(item.get("accession", ""))
+        try:
+            found.append(Reference.of(resource, accession).to_json())
+        except InvalidInputError:
+            found.append({"resource": resource, "accession": accession})
+    return found

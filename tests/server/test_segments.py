@@ -65,3 +65,41 @@ def test_segments_errors_name_what_was_wrong(running) -> None:
         reply = running.request(path)
         assert reply.status == status, (path, reply.body)
         assert words in json.loads(reply.body)["error"], (path, reply.body)
+
+
+def test_stored_reference_urls_are_rebuilt_never_passed_on(tmp_path) -> None:
+    import cellvol
+    from cellvol.server import Server
+
+    labels = np.zeros((4, 8, 8), np.uint8)
+    labels[1:3, 2:6, 2:6] = 5
+    image = tmp_path / "hostile.ome.zarr"
+    cellvol.write_pyramid(np.zeros(labels.shape, np.uint8), image, 1.0)
+    cellvol.write_labels(image, labels, "cells", meshes=False)
+    # Another tool's annotations: any URL at all.
+    document = image / "labels" / "cells" / "zarr.json"
+    body = json.loads(document.read_text())
+    body["attributes"]["ome"]["image-label"]["properties"] = [
+        {
+            "label-value": 5,
+            "name": "trap",
+            "references": [
+                {"resource": "GO", "accession": "GO:0005739", "url": "javascript:alert(1)"},
+                {"resource": "Elsewhere", "accession": "X1", "url": "javascript:alert(2)"},
+                "not a reference",
+            ],
+        }
+    ]
+    document.write_text(json.dumps(body))
+    with Server([str(image)]) as server:
+        from server_helpers import Running
+
+        running = Running(server.url, server.host, server.port, image, image, None, None)
+        listed = _json(running, "/segments/hostile/cells")["segments"][0]["references"]
+        pointed = _json(running, "/segment/hostile/cells?z=1&y=3&x=3")["properties"]["references"]
+    for references in (listed, pointed):
+        assert "javascript" not in json.dumps(references)
+        known, unknown = references
+        assert known["url"].startswith("https://")
+        assert "0005739" in known["url"]
+        assert unknown == {"resource": "Elsewhere", "accession": "X1"}
