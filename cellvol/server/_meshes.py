@@ -64,7 +64,7 @@ _LISTING_SECONDS: Final = 2.0  # how long one listing of the label levels is reu
 
 
 def mesh_routes(
-    find: Callable[[str], Served], labels_of: Callable[[Any, str], LabelImage]
+    find: Callable[[str], Served], labels_of: Callable[[Served, str], LabelImage]
 ) -> list[Route]:
     """The two mesh routes, finding served volumes with ``find`` and labels with ``labels_of``."""
     # Parsed documents by (volume, key), kept while the stored object's ETag stays the same.
@@ -100,7 +100,7 @@ def mesh_routes(
     async def state(request: Request) -> tuple[Served, str, LabelImage, MeshIndex, bool | None]:
         target = find(request.path_params["name"])
         name = request.path_params["labels"]
-        labels = labels_of(target.volume, name)
+        labels = labels_of(target, name)
         prefix = f"{LABELS_GROUP}/{name}/"
         where = f"labels {name!r} of {target.name!r}"
         index = await document(
@@ -151,7 +151,11 @@ def mesh_routes(
         target, name, labels, index, stale = await state(request)
         segment_id = request.path_params["id"]
         if segment_id not in index.segments:
-            raise HTTPException(404, _no_mesh(labels, index, name, target.name, segment_id))
+            # The segment table's first read may be large (and on S3): not on the event loop.
+            reason = await anyio.to_thread.run_sync(
+                _no_mesh, labels, index, name, target.name, segment_id
+            )
+            raise HTTPException(404, reason)
         response = await raw_key(
             request, target.keys, f"{LABELS_GROUP}/{name}/" + mesh_key(segment_id)
         )
