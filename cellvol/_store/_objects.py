@@ -204,11 +204,11 @@ def list_sizes(store: Store, prefix: str = "") -> dict[str, int] | None:
         }
     keys = list_keys(store, prefix)
     if isinstance(store, LocalStore):
-        root = Path(store.root)
-        sizes = {}
+        folder = Path(store.root)
+        sizes: dict[str, int] = {}
         for key in keys:
             with contextlib.suppress(FileNotFoundError):  # deleted since the listing
-                sizes[key] = (root / key).stat().st_size
+                sizes[key] = (folder / key).stat().st_size
         return sizes
     return {key: size for key in keys if (size := object_size(store, key)) is not None}
 

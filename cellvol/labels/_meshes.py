@@ -42,6 +42,7 @@ from cellvol._store import (
     write_bytes,
 )
 from cellvol.errors import IntegrityError, InvalidInputError
+from cellvol.labels._lookup import find_labels, open_labels
 from cellvol.labels._mesh_store import (
     INDEX_KEY,
     MESH_UNIT,
@@ -55,6 +56,7 @@ from cellvol.labels._mesh_store import (
     mesh_key,
     source_fingerprint,
 )
+from cellvol.labels._segments import current_segments
 from cellvol.labels._surface import (
     ITERATIONS,
     TAUBIN,
@@ -62,7 +64,6 @@ from cellvol.labels._surface import (
     estimated_triangles,
     surface,
 )
-from cellvol.labels._segments import current_segments
 from cellvol.ome._digests import DIGESTS_KEY, is_recordable, parse_digests, sha256_hex
 from cellvol.read._level import Level
 from cellvol.read._open import open as open_volume
@@ -136,9 +137,7 @@ def compute_meshes(
     """
     options = dict(storage_options or {})
     volume = open_volume(image, options, cache=ChunkCache(0))
-    if labels not in volume.labels:
-        known = ", ".join(sorted(volume.labels)) or "none"
-        raise InvalidInputError(f"{volume.url} has no labels {labels!r} (labels: {known})")
+    find_labels(volume, labels)  # an unknown name is refused before the lease is taken
     image_store = open_store(volume.url, mode="a", storage_options=options)
     with editing(image_store, volume.url, ("", f"{LABELS_GROUP}/{labels}")):
         return store_meshes(
@@ -251,7 +250,7 @@ def mesh_index(
     storage_options: Mapping[str, Any] | None = None,
 ) -> MeshIndex | None:
     """The stored mesh index of labels ``labels`` of ``image`` (None when it has no meshes)."""
-    label_image = _labels_of(image, labels, storage_options)
+    label_image = open_labels(image, labels, storage_options)
     store = open_store(label_image.url, mode="r", storage_options=storage_options)
     return _stored_index(store, label_image.url, strict=True)
 
@@ -270,7 +269,7 @@ def read_mesh(
     InvalidInputError
         If the labels have no meshes, or none for that segment.
     """
-    index, _, load = stored_meshes(_labels_of(image, labels, storage_options), storage_options)
+    index, _, load = stored_meshes(open_labels(image, labels, storage_options), storage_options)
     if index is None:
         raise InvalidInputError(
             f"labels {labels!r} of {image} have no meshes",
@@ -315,16 +314,6 @@ def stored_meshes(
         return Mesh.decode(data, where)
 
     return index, stale, load
-
-
-def _labels_of(
-    image: str | os.PathLike[str], labels: str, storage_options: Mapping[str, Any] | None
-) -> LabelImage:
-    volume = open_volume(image, storage_options)
-    if labels not in volume.labels:
-        known = ", ".join(sorted(volume.labels)) or "none"
-        raise InvalidInputError(f"{volume.url} has no labels {labels!r} (labels: {known})")
-    return volume.labels[labels]
 
 
 def _rewritten_elsewhere(

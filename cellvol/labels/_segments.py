@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import zarr
+from zarr.abc.store import Store
 
 from cellvol._store import is_local_store, list_keys, make_durable
 from cellvol.errors import IntegrityError
@@ -174,7 +175,7 @@ def write_segments(group: zarr.Group, table: SegmentTable) -> None:
 
 
 def current_segments(
-    label_image: LabelImage, store: zarr.abc.store.Store, *, recompute: bool = False
+    label_image: LabelImage, store: Store, *, recompute: bool = False
 ) -> SegmentTable:
     """The label image's segment table, computed and stored first when it has none.
 

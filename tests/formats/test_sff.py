@@ -266,7 +266,9 @@ def test_meshes_export_as_mesh_segments_sfftk_rw_reads_back(
     out = export_sff(image, "cells", tmp_path / f"cells{suffix}")
     read = sff.SFFSegmentation.from_file(str(out))
     assert read.primary_descriptor == "three_d_volume"
+    assert sorted(int(segment.id) for segment in read.segment_list) == [2, 7, 300]
     for segment in read.segment_list:
+        assert len(segment.mesh_list) == 1, segment.id  # every segment has its mesh
         stored = cellvol.read_mesh(image, "cells", int(segment.id))
         assert segment.three_d_volume is not None  # the voxels stay the primary description
         (mesh,) = segment.mesh_list

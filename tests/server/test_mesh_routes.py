@@ -1,7 +1,6 @@
 """Segment surfaces over a real server on 127.0.0.1: the mesh list and each mesh's bytes."""
 
 import json
-import shutil
 import struct
 from pathlib import Path
 
