@@ -155,3 +155,26 @@ def test_meshes_of_labels_rewritten_since_are_served_marked_stale(meshless: Path
         mesh = running.request("/meshes/bare/cells/7")
         assert mesh.status == 200
         assert mesh.headers[STALE_HEADER.lower()] == "true"
+
+
+def test_a_list_of_thousands_of_segments_gives_each_its_colour(tmp_path: Path) -> None:
+    from cellvol.ome._display import label_color
+
+    # 1,200 small segments with six-digit IDs (connected components, say): the page draws
+    # them from this one list, with no request per segment or per ID batch.
+    labels = np.zeros((4, 120, 120), np.uint32)
+    ids = 100_000 + 7 * np.arange(1200, dtype=np.uint32)
+    for k, segment in enumerate(ids):
+        y, x = divmod(k, 40)
+        labels[1:3, 3 * y : 3 * y + 2, 3 * x : 3 * x + 2] = segment
+    image = tmp_path / "many.ome.zarr"
+    cellvol.write_pyramid(np.zeros(labels.shape, np.uint8), image, 1.0)
+    cellvol.write_labels(image, labels, "cells", meshes=False)
+    cellvol.compute_meshes(image, "cells", smoothing=False)
+    with Server([str(image)]) as server:
+        from server_helpers import Running
+
+        running = Running(server.url, server.host, server.port, image, image, None, None)
+        body = json.loads(running.request("/meshes/many/cells").body)
+    assert [s["id"] for s in body["segments"]] == ids.tolist()
+    assert all(s["color"] == list(label_color(s["id"])) for s in body["segments"])
