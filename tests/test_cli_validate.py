@@ -8,14 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from ome06_helpers import SPEC06, STALE_STRING_REFERENCES, image06, write_group
+from ome06_helpers import SPEC06, STALE_STRING_REFERENCES, image06, needs_spec06, write_group
 
 HARNESS = SPEC06 / "conformance" / "ome_zarr_conformance.py"
-needs_harness = pytest.mark.skipif(
-    not HARNESS.is_file(),
-    reason="../shared/data/ngff-spec-0.6/conformance not found: the spec's harness lives beside "
-    "the project in CI",
-)
+needs_harness = needs_spec06(HARNESS, "the 0.6 specification's conformance harness")
 CELLVOL = [str(Path(sys.executable).with_name("cellvol"))]
 
 

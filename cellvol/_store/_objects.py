@@ -31,6 +31,7 @@ __all__ = [
     "delete_prefix",
     "is_local_store",
     "list_keys",
+    "list_sizes",
     "object_size",
     "read_bytes",
     "read_objects",
@@ -175,6 +176,41 @@ def list_keys(store: Store, prefix: str = "") -> list[str]:
         whose keys start with ``"a/b/"``.
     """
     return sync(_list_keys(store, prefix))
+
+
+def list_sizes(store: Store, prefix: str = "") -> dict[str, int] | None:
+    """The size in bytes of every object under ``prefix`` (as :func:`list_keys` names them).
+
+    One listing on S3 (its entries carry the sizes), a stat per file on a local disk. None
+    for stores that cannot list (HTTP).
+    """
+    if not store.supports_listing:
+        return None
+    if isinstance(store, FsspecStore):
+        protocols = store.fs.protocol
+        if {"http", "https"} & set([protocols] if isinstance(protocols, str) else protocols):
+            return None  # an HTTP server's listing (its index pages) is no reliable record
+        root = store.path.rstrip("/")
+        directory = prefix.strip("/")
+        try:
+            found = sync(store.fs._find(f"{root}/{directory}" if directory else root, detail=True))
+        except FileNotFoundError:
+            return {}
+        start = f"{root}/"
+        return {
+            path[len(start) :]: int(info["size"])
+            for path, info in found.items()
+            if path.startswith(start) and info.get("type", "file") != "directory"
+        }
+    keys = list_keys(store, prefix)
+    if isinstance(store, LocalStore):
+        folder = Path(store.root)
+        sizes: dict[str, int] = {}
+        for key in keys:
+            with contextlib.suppress(FileNotFoundError):  # deleted since the listing
+                sizes[key] = (folder / key).stat().st_size
+        return sizes
+    return {key: size for key in keys if (size := object_size(store, key)) is not None}
 
 
 def delete_prefix(store: Store, prefix: str) -> None:

@@ -29,11 +29,12 @@ import zarr
 
 from cellvol._store import open_store
 from cellvol.errors import InvalidInputError
+from cellvol.labels._lookup import find_labels
 from cellvol.labels._references import Reference, parse_references
 from cellvol.labels._write import store_image_label
 from cellvol.ome._metadata import ome_namespace
 from cellvol.read._open import open as open_volume
-from cellvol.read._volume import LABELS_GROUP, LabelImage
+from cellvol.read._volume import LABELS_GROUP
 from cellvol.write._digests import editing, rewrite_crate
 
 __all__ = ["Annotation", "annotate", "annotate_from_file", "read_annotation_file"]
@@ -150,9 +151,7 @@ def apply_annotations(
     """Check every entry against the segment table, then write them all in one update."""
     options = dict(storage_options or {})
     volume = open_volume(image, options)
-    label_image = volume.labels[labels]
-    if not isinstance(label_image, LabelImage):  # pragma: no cover - Labels guarantees it
-        raise InvalidInputError(f"{volume.url}: labels {labels!r} is not a label image")
+    label_image = find_labels(volume, labels)
     table = label_image.segments
     for entry in entries:
         if entry.segment_id not in table:

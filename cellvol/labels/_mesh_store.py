@@ -11,10 +11,19 @@ vertices as ``float32`` ``x, y, z`` triples in nanometres (physical positions, t
 scale and translation applied), then the triangles as ``uint32`` vertex-index triples,
 counter-clockwise seen from outside. Serving one is a plain read of its object.
 
-The index records the *source*: a SHA-256 over the digests of the label image's level
-objects (``_cellvol/digests.json`` entries under each level's path). Labels rewritten since the
-meshes were computed give another source, so stale meshes are told from fresh ones without
-reading a voxel.
+The index records what the meshes were computed from, twice over:
+
+``source``
+    A SHA-256 over every level object of the label image as stored (its key, size and the
+    SHA-256 of its bytes, read back when the meshes are computed) and the levels' placement
+    (shape, scale, translation, unit). :func:`cellvol.compute_meshes` reads the objects again
+    and compares: any rewrite of the labels' voxels, by cellvol or any other tool, or a new
+    voxel size or origin, makes it recompute.
+``listing``
+    A SHA-256 over the level objects' keys and sizes (one listing, no object read) and the
+    placement: what the server's and the SFF export's ``stale`` flag compares. It sees objects
+    added, removed or resized; a rewrite that keeps every object's size is caught by
+    ``cellvol meshes`` and ``cellvol verify``, not by this flag.
 """
 
 from __future__ import annotations
@@ -28,8 +37,10 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from cellvol._store import list_sizes
 from cellvol.errors import IntegrityError
 from cellvol.ome._digests import sha256_hex
+from cellvol.read._volume import LabelImage
 
 __all__ = [
     "INDEX_KEY",
@@ -38,6 +49,9 @@ __all__ = [
     "Mesh",
     "MeshEntry",
     "MeshIndex",
+    "level_placement",
+    "level_sizes",
+    "listing_fingerprint",
     "mesh_key",
     "source_fingerprint",
 ]
@@ -134,8 +148,8 @@ class MeshIndex:
     Attributes
     ----------
     source
-        The fingerprint of the label levels the meshes were computed from (None when the
-        label image had no digests to fingerprint).
+        The fingerprint of the label levels' stored bytes and placement the meshes were
+        computed from (None when the store could not be listed).
     triangle_budget
         The most triangles a segment's mesh was allowed.
     smoothing
@@ -144,6 +158,10 @@ class MeshIndex:
         Each meshed segment's entry, by ID.
     skipped
         Segments with no mesh, by ID, with the reason (too thin for any level, say).
+    unit
+        The unit of the vertices.
+    listing
+        The fingerprint of the level objects' sizes and the placement (None when unknown).
     """
 
     source: str | None
@@ -152,6 +170,7 @@ class MeshIndex:
     segments: Mapping[int, MeshEntry]
     skipped: Mapping[int, str] = field(default_factory=dict)
     unit: str = MESH_UNIT
+    listing: str | None = None
 
     def encode(self) -> bytes:
         """The index's bytes (sorted by ID, so the same meshes give the same bytes)."""
@@ -161,6 +180,7 @@ class MeshIndex:
             "axes": ["x", "y", "z"],
             "winding": "counter-clockwise seen from outside",
             "source": self.source,
+            "listing": self.listing,
             "triangle_budget": self.triangle_budget,
             "smoothing": dict(self.smoothing),
             "segments": [self.segments[k].to_json() for k in sorted(self.segments)],
@@ -200,6 +220,7 @@ class MeshIndex:
                 entries,
                 skipped,
                 str(body["unit"]),
+                _optional_text(body.get("listing")),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise IntegrityError(f"{where}: not a readable mesh index ({exc!r})") from None
@@ -211,19 +232,53 @@ class MeshIndex:
         return index
 
 
-def source_fingerprint(
-    digests: Mapping[str, tuple[int, str]] | None, level_paths: Iterable[str]
-) -> str | None:
-    """SHA-256 of the digests of the label levels' objects (None without digests).
+def level_placement(label_image: LabelImage) -> list[Any]:
+    """Where the label levels' voxels lie: unit, and each level's path, shape, scale, offset."""
+    voxel = label_image.voxel_size
+    return [
+        voxel.unit if voxel is not None else None,
+        [
+            [level.path, list(level.shape), list(level.scale), list(level.translation)]
+            for level in label_image.levels
+        ],
+    ]
 
-    Only the levels' own objects count: annotating segments or recomputing meshes leaves the
-    fingerprint as it was; rewriting any voxel changes it.
+
+def level_sizes(label_image: LabelImage) -> dict[str, int] | None:
+    """The size of every object under the label levels (None: the store cannot list).
+
+    Keys are relative to the label image (``0/c/0/0/0``), whichever store the levels were
+    opened from (the label image's own, or the whole image's a server opened). Only the
+    levels' own objects count: annotating segments (the label image's ``zarr.json``), its
+    segment table and its meshes are not what the meshes show.
     """
-    if digests is None:
-        return None
-    prefixes = tuple(f"{path.strip('/')}/" for path in level_paths)
-    chosen = sorted((k, v) for k, v in digests.items() if k.startswith(prefixes))
-    return sha256_hex(json.dumps([[k, size, digest] for k, (size, digest) in chosen]).encode())
+    sizes: dict[str, int] = {}
+    for level in label_image.levels:
+        full = level.array.store_path.path.strip("/")
+        above = full[: len(full) - len(level.path.strip("/"))]
+        found = list_sizes(level.array.store, full)
+        if found is None:
+            return None
+        sizes.update({key[len(above) :]: size for key, size in found.items()})
+    return sizes
+
+
+def source_fingerprint(objects: Iterable[tuple[str, int, str]], placement: Any) -> str:
+    """SHA-256 of the level objects' keys, sizes and SHA-256 digests, and their placement."""
+    chosen = sorted([key, size, digest] for key, size, digest in objects)
+    return sha256_hex(json.dumps({"objects": chosen, "placement": placement}).encode())
+
+
+def listing_fingerprint(sizes: Mapping[str, int], placement: Any) -> str:
+    """SHA-256 of the level objects' keys and sizes (one listing), and their placement."""
+    listed = sorted([key, size] for key, size in sizes.items())
+    return sha256_hex(json.dumps({"objects": listed, "placement": placement}).encode())
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"expected text or null, got {value!r}")
+    return value
 
 
 def _step(value: Any) -> tuple[int, int, int]:

@@ -13,7 +13,9 @@ neighbouring segments share decoded chunks.
 Stored as ``labels/<name>/meshes/`` (see :mod:`cellvol.labels._mesh_store`), the objects
 listed in the label image's digests. :func:`cellvol.write_labels` computes them after writing
 the labels; :func:`compute_meshes` (``cellvol meshes IMAGE --labels NAME``) computes them for
-labels written earlier, and does nothing when the stored ones are up to date.
+labels written earlier, and does nothing when the stored ones are up to date: when the label
+levels' stored bytes, read back and hashed, and their placement are those the meshes were
+computed from (whoever rewrote them).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
@@ -36,9 +38,11 @@ from cellvol._store import (
     make_durable,
     open_store,
     read_bytes,
+    read_objects,
     write_bytes,
 )
 from cellvol.errors import IntegrityError, InvalidInputError
+from cellvol.labels._lookup import find_labels, open_labels
 from cellvol.labels._mesh_store import (
     INDEX_KEY,
     MESH_UNIT,
@@ -46,9 +50,13 @@ from cellvol.labels._mesh_store import (
     Mesh,
     MeshEntry,
     MeshIndex,
+    level_placement,
+    level_sizes,
+    listing_fingerprint,
     mesh_key,
     source_fingerprint,
 )
+from cellvol.labels._segments import current_segments
 from cellvol.labels._surface import (
     ITERATIONS,
     TAUBIN,
@@ -56,7 +64,7 @@ from cellvol.labels._surface import (
     estimated_triangles,
     surface,
 )
-from cellvol.ome._digests import DIGESTS_KEY, parse_digests, sha256_hex
+from cellvol.ome._digests import DIGESTS_KEY, is_recordable, parse_digests, sha256_hex
 from cellvol.read._level import Level
 from cellvol.read._open import open as open_volume
 from cellvol.read._volume import LABELS_GROUP, LabelImage
@@ -83,6 +91,7 @@ MAX_MASK_VOXELS: Final = 2**23
 _FACE_TRIANGLES: Final = 1.9
 _SLAB_VOXELS: Final = 2**22  # label voxels read at once while building a mask
 _CACHE_BYTES: Final = 128 * 2**20  # decoded chunks kept for neighbouring segments
+_HASH_BATCH_BYTES: Final = 64 * 2**20  # stored label bytes read at once to fingerprint them
 
 
 def compute_meshes(
@@ -128,9 +137,7 @@ def compute_meshes(
     """
     options = dict(storage_options or {})
     volume = open_volume(image, options, cache=ChunkCache(0))
-    if labels not in volume.labels:
-        known = ", ".join(sorted(volume.labels)) or "none"
-        raise InvalidInputError(f"{volume.url} has no labels {labels!r} (labels: {known})")
+    find_labels(volume, labels)  # an unknown name is refused before the lease is taken
     image_store = open_store(volume.url, mode="a", storage_options=options)
     with editing(image_store, volume.url, ("", f"{LABELS_GROUP}/{labels}")):
         return store_meshes(
@@ -155,8 +162,9 @@ def store_meshes(
     """Compute and store the meshes of the label image at ``url``; the caller holds the lease.
 
     The old index goes first, then the new objects replace the old ones (those of segments
-    gone are deleted), the new index comes last and the digests after it: an interruption
-    leaves no index, which reads as "no meshes", and a rerun computes them again.
+    gone are deleted), the new index comes last; the digests are refreshed after it, or after
+    an error or interruption, which leaves no index: that reads as "no meshes", the image
+    verifies clean, and a rerun computes them again.
     """
     if isinstance(triangle_budget, bool) or not isinstance(triangle_budget, int):
         raise InvalidInputError(f"triangle_budget must be an integer, got {triangle_budget!r}")
@@ -166,59 +174,72 @@ def store_meshes(
     if not isinstance(label_image, LabelImage):
         raise InvalidInputError(f"{url} is not a label image")
     store = open_store(url, mode="a", storage_options=storage_options)
-    digests = parse_digests(read_bytes(store, DIGESTS_KEY), url)
-    source = source_fingerprint(digests, [level.path for level in label_image.levels])
+    placement = level_placement(label_image)
+    sizes = level_sizes(label_image)
+    # The stored bytes, read back: a record of them (the digests) misses other tools' writes.
+    objects = None if sizes is None else list(_hashed(store, sizes))
+    source = None if objects is None else source_fingerprint(objects, placement)
+    listing = None if sizes is None else listing_fingerprint(sizes, placement)
     settings = dict(TAUBIN) if smoothing else {"method": "none"}
     stored = _stored_index(store, url)
     if (
         not force
         and stored is not None
         and source is not None
-        and (stored.source, stored.triangle_budget, dict(stored.smoothing))
-        == (source, triangle_budget, settings)
+        and (stored.source, stored.listing, stored.triangle_budget, dict(stored.smoothing))
+        == (source, listing, triangle_budget, settings)
     ):
         return stored
     mesher = _Mesher(label_image, triangle_budget, ITERATIONS if smoothing else 0)
-    table = label_image.segments
-    delete_prefix(store, INDEX_KEY)
-    earlier = set(list_keys(store, MESHES_PATH))  # replaced in place, the rest deleted after
+    prefixes = tuple(f"{level.path.strip('/')}/" for level in label_image.levels)
+    rewritten = objects is not None and _rewritten_elsewhere(
+        store, url, objects, prefixes, stored, source
+    )
+    table = current_segments(label_image, store, recompute=rewritten)
+    # Whatever happens from here (an error, Ctrl-C), the digests are refreshed: the objects
+    # under meshes/ are this code's alone, under the lease, and verify must not call an
+    # interrupted run (no index: "no meshes") damage.
+    try:
+        delete_prefix(store, INDEX_KEY)
+        earlier = set(list_keys(store, MESHES_PATH))  # replaced in place, the rest deleted after
 
-    def one(row: int) -> tuple[int, MeshEntry | str]:
-        segment_id = int(table.ids[row])
-        voxels = int(table.voxel_count[row])
-        found = mesher.mesh(segment_id, voxels, table.bbox_min[row], table.bbox_max[row])
-        if isinstance(found, str):
-            return segment_id, found
-        mesh, level, step = found
-        data = mesh.encode()
-        write_bytes(store, mesh_key(segment_id), data)
-        entry = MeshEntry(
-            segment_id,
-            int(mesh.vertices.shape[0]),
-            int(mesh.triangles.shape[0]),
-            level,
-            step,
-            len(data),
-            sha256_hex(data),
-        )
-        return segment_id, entry
+        def one(row: int) -> tuple[int, MeshEntry | str]:
+            segment_id = int(table.ids[row])
+            voxels = int(table.voxel_count[row])
+            found = mesher.mesh(segment_id, voxels, table.bbox_min[row], table.bbox_max[row])
+            if isinstance(found, str):
+                return segment_id, found
+            mesh, level, step = found
+            data = mesh.encode()
+            write_bytes(store, mesh_key(segment_id), data)
+            entry = MeshEntry(
+                segment_id,
+                int(mesh.vertices.shape[0]),
+                int(mesh.triangles.shape[0]),
+                level,
+                step,
+                len(data),
+                sha256_hex(data),
+            )
+            return segment_id, entry
 
-    chunks = label_image.levels[0].chunks
-    order = sorted(range(len(table)), key=lambda r: tuple(table.bbox_min[r] // chunks))
-    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        results = list(pool.map(one, order))
-        entries = {k: v for k, v in results if isinstance(v, MeshEntry)}
-        skipped = {k: v for k, v in results if isinstance(v, str)}
-        written = [mesh_key(k) for k in entries]
-        # Synced in batches on the pool: the syncs overlap, each batch's folders synced once.
-        batches = [written[at : at + 256] for at in range(0, len(written), 256)]
-        list(pool.map(functools.partial(make_durable, store), batches))
-        for key in sorted(earlier - set(written)):
-            delete_prefix(store, key)
-    index = MeshIndex(source, triangle_budget, settings, entries, skipped)
-    write_bytes(store, INDEX_KEY, index.encode())
-    make_durable(store, [INDEX_KEY])
-    refresh_digests(store, "", [f"{MESHES_PATH}/"])
+        chunks = label_image.levels[0].chunks
+        order = sorted(range(len(table)), key=lambda r: tuple(table.bbox_min[r] // chunks))
+        with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+            results = list(pool.map(one, order))
+            entries = {k: v for k, v in results if isinstance(v, MeshEntry)}
+            skipped = {k: v for k, v in results if isinstance(v, str)}
+            written = [mesh_key(k) for k in entries]
+            # Synced in batches on the pool: the syncs overlap, each batch's folders synced once.
+            batches = [written[at : at + 256] for at in range(0, len(written), 256)]
+            list(pool.map(functools.partial(make_durable, store), batches))
+            for key in sorted(earlier - set(written)):
+                delete_prefix(store, key)
+        index = MeshIndex(source, triangle_budget, settings, entries, skipped, listing=listing)
+        write_bytes(store, INDEX_KEY, index.encode())
+        make_durable(store, [INDEX_KEY])
+    finally:
+        refresh_digests(store, "", [f"{MESHES_PATH}/"])
     return index
 
 
@@ -229,7 +250,7 @@ def mesh_index(
     storage_options: Mapping[str, Any] | None = None,
 ) -> MeshIndex | None:
     """The stored mesh index of labels ``labels`` of ``image`` (None when it has no meshes)."""
-    label_image = _labels_of(image, labels, storage_options)
+    label_image = open_labels(image, labels, storage_options)
     store = open_store(label_image.url, mode="r", storage_options=storage_options)
     return _stored_index(store, label_image.url, strict=True)
 
@@ -248,7 +269,7 @@ def read_mesh(
     InvalidInputError
         If the labels have no meshes, or none for that segment.
     """
-    index, _, load = stored_meshes(_labels_of(image, labels, storage_options), storage_options)
+    index, _, load = stored_meshes(open_labels(image, labels, storage_options), storage_options)
     if index is None:
         raise InvalidInputError(
             f"labels {labels!r} of {image} have no meshes",
@@ -261,20 +282,29 @@ def read_mesh(
 
 
 def stored_meshes(
-    label_image: LabelImage, storage_options: Mapping[str, Any] | None = None
+    label_image: LabelImage,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    thorough: bool = False,
 ) -> tuple[MeshIndex | None, bool | None, Callable[[int], Mesh]]:
     """A label image's stored mesh index, whether it is stale, and a reader of its meshes.
 
-    Stale is None when unknown (labels without digests), else whether the labels' levels
-    changed since the meshes were computed.
+    Stale is None when unknown (meshes from before the listing was recorded, or a store that
+    cannot list). Otherwise it says whether a level object was added, removed or resized, or
+    the levels' placement changed, since the meshes were computed: one listing, no object
+    read. ``thorough`` reads the level objects back and compares their SHA-256 too (as
+    :func:`compute_meshes` does), which also catches a rewrite that kept every size.
     """
     store = open_store(label_image.url, mode="r", storage_options=storage_options)
     index = _stored_index(store, label_image.url, strict=True)
     stale = None
-    if index is not None and index.source is not None:
-        digests = parse_digests(read_bytes(store, DIGESTS_KEY), label_image.url)
-        current = source_fingerprint(digests, [level.path for level in label_image.levels])
-        stale = None if current is None else current != index.source
+    sizes = level_sizes(label_image) if index is not None else None
+    if index is not None and sizes is not None:
+        placement = level_placement(label_image)
+        if thorough and index.source is not None:
+            stale = source_fingerprint(_hashed(store, sizes), placement) != index.source
+        elif index.listing is not None:
+            stale = listing_fingerprint(sizes, placement) != index.listing
 
     def load(segment_id: int) -> Mesh:
         where = f"{label_image.url}/{mesh_key(segment_id)}"
@@ -286,14 +316,41 @@ def stored_meshes(
     return index, stale, load
 
 
-def _labels_of(
-    image: str | os.PathLike[str], labels: str, storage_options: Mapping[str, Any] | None
-) -> LabelImage:
-    volume = open_volume(image, storage_options)
-    if labels not in volume.labels:
-        known = ", ".join(sorted(volume.labels)) or "none"
-        raise InvalidInputError(f"{volume.url} has no labels {labels!r} (labels: {known})")
-    return volume.labels[labels]
+def _rewritten_elsewhere(
+    store: Any,
+    url: str,
+    objects: Sequence[tuple[str, int, str]],
+    prefixes: tuple[str, ...],
+    stored: MeshIndex | None,
+    source: str | None,
+) -> bool:
+    """Whether the levels were rewritten by a tool that did not refresh the segment table.
+
+    cellvol rewrites the table with the levels and records both in the digests: levels that
+    differ from their record were rewritten by another tool. Labels without digests (another
+    tool's) tell it by meshes computed from other levels.
+    """
+    digests = parse_digests(read_bytes(store, DIGESTS_KEY), url)
+    if digests is None:
+        return stored is not None and stored.source != source
+    actual = {key: (size, digest) for key, size, digest in objects if is_recordable(key)}
+    recorded = {k: v for k, v in digests.items() if k.startswith(prefixes)}
+    return recorded != actual
+
+
+def _hashed(store: Any, sizes: Mapping[str, int]) -> Iterator[tuple[str, int, str]]:
+    """Each listed object's key, size and SHA-256, read a batch at a time."""
+    batch: list[str] = []
+    held = 0
+    for key in [*sorted(sizes), None]:
+        if key is not None:
+            batch.append(key)
+            held += sizes[key]
+        if batch and (key is None or held >= _HASH_BATCH_BYTES):
+            for name, data in zip(batch, read_objects(store, batch), strict=True):
+                if data is not None:  # deleted since the listing: no longer a level object
+                    yield name, len(data), sha256_hex(data)
+            batch, held = [], 0
 
 
 def _stored_index(store: Any, url: str, *, strict: bool = False) -> MeshIndex | None:
@@ -426,11 +483,33 @@ class _Mesher:
 def _read_mask(
     level: Level, low: Sequence[int], high: Sequence[int], segment_id: int, step: _Step
 ) -> npt.NDArray[np.bool_]:
-    """Where level voxels ``[low, high)`` (every ``step``-th) hold ``segment_id``, slab by slab."""
-    plane = (high[1] - low[1]) * (high[2] - low[2])
-    depth = max(step[0], (_SLAB_VOXELS // max(plane, 1)) // step[0] * step[0])
-    parts = []
-    for z in range(low[0], high[0], depth):
-        block = level[z : min(z + depth, high[0]), low[1] : high[1], low[2] : high[2]]
-        parts.append(block[:: step[0], :: step[1], :: step[2]] == segment_id)
-    return np.concatenate(parts) if parts else np.zeros((0, 0, 0), bool)
+    """Where level voxels ``[low, high)`` (every ``step``-th) hold ``segment_id``, tile by tile.
+
+    Each read is a box of at most :data:`_SLAB_VOXELS` voxels (a plane of a huge box is split
+    in rows and columns too), its sides multiples of the step so that the sampled voxels of
+    neighbouring tiles line up; with a step along z only the sampled planes are read.
+    """
+    sz, sy, sx = step
+    sizes = [h - lo for lo, h in zip(low, high, strict=True)]
+    mask = np.zeros([-(-n // s) for n, s in zip(sizes, step, strict=True)], dtype=bool)
+    if not mask.size:
+        return mask
+    columns = min(-(-sizes[2] // sx) * sx, max(sx, (_SLAB_VOXELS // sy) // sx * sx))
+    rows = min(-(-sizes[1] // sy) * sy, max(sy, (_SLAB_VOXELS // columns) // sy * sy))
+    planes = 1 if sz > 1 else max(1, _SLAB_VOXELS // (rows * columns))
+    for z in range(low[0], high[0], sz if sz > 1 else planes):
+        for y in range(low[1], high[1], rows):
+            for x in range(low[2], high[2], columns):
+                block = level[
+                    z : min(z + planes, high[0]),
+                    y : min(y + rows, high[1]),
+                    x : min(x + columns, high[2]),
+                ]
+                at = ((z - low[0]) // sz, (y - low[1]) // sy, (x - low[2]) // sx)
+                found = block[:, ::sy, ::sx] == segment_id
+                mask[
+                    at[0] : at[0] + found.shape[0],
+                    at[1] : at[1] + found.shape[1],
+                    at[2] : at[2] + found.shape[2],
+                ] = found
+    return mask

@@ -19,11 +19,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import zarr
+from zarr.abc.store import Store
 
 from cellvol._store import is_local_store, list_keys, make_durable
+from cellvol.errors import IntegrityError
 from cellvol.read._segments import SEGMENT_COLUMNS, SEGMENTS_PATH, SegmentTable
+from cellvol.read._volume import LabelImage
+from cellvol.write._digests import refresh_digests
 
-__all__ = ["compute_segments", "write_segments"]
+__all__ = ["compute_segments", "current_segments", "write_segments"]
 
 # 4 Mi voxels per block: its sort and coordinates take about 60 bytes per voxel.
 _BLOCK = (64, 256, 256)
@@ -168,3 +172,31 @@ def write_segments(group: zarr.Group, table: SegmentTable) -> None:
     # (or its rerun) goes on, so that a crash cannot leave a torn table behind a later step.
     if is_local_store(segments.store):  # (an object store's writes are durable already)
         make_durable(segments.store, list_keys(segments.store, f"{segments.path}/"))
+
+
+def current_segments(
+    label_image: LabelImage, store: Store, *, recompute: bool = False
+) -> SegmentTable:
+    """The label image's segment table, computed and stored first when it has none.
+
+    Labels written by another tool come without one; ``recompute`` is for a stored table that
+    no longer describes the levels (rewritten since by another tool). The caller holds the
+    label image's lease; ``store`` is the label image's, opened for writing.
+    """
+    if not recompute:
+        try:
+            return label_image.segments
+        except IntegrityError:  # no complete table stored: computed below
+            pass
+    level = label_image.levels[0]
+    voxel = label_image.voxel_size
+    table = compute_segments(
+        level.__getitem__,
+        level.shape,
+        scale=level.scale,
+        translation=level.translation,
+        unit=voxel.unit if voxel is not None else None,
+    )
+    write_segments(zarr.open_group(store=store, mode="a"), table)
+    refresh_digests(store, "", [f"{SEGMENTS_PATH}/"])
+    return table

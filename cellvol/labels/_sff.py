@@ -40,6 +40,7 @@ import numpy.typing as npt
 from cellvol._store import replace_durably
 from cellvol.errors import CellvolError, CellvolWarning, InvalidInputError, WriteConflictError
 from cellvol.labels._annotate import Annotation, apply_annotations
+from cellvol.labels._lookup import open_labels
 from cellvol.labels._mesh_store import Mesh
 from cellvol.labels._meshes import stored_meshes
 from cellvol.labels._references import Reference
@@ -149,7 +150,7 @@ def import_sff(
     )
     if entries:
         apply_annotations(image, name, entries, options, where=str(file))
-        written = _labels_of(image, name, options)
+        written = open_labels(image, name, options)
     return SffImport(
         written,
         tuple(e.segment_id for e in entries),
@@ -188,7 +189,7 @@ def export_sff(
     if target.exists() and not overwrite:
         raise WriteConflictError(f"{target} exists", hint="pass overwrite=True (--overwrite)")
     options = dict(storage_options or {})
-    label_image = _labels_of(image, labels, options)
+    label_image = open_labels(image, labels, options)
     level = label_image.levels[0]
     data = np.asarray(level[:])
     if data.dtype.name not in _MODES:
@@ -383,16 +384,6 @@ def _reference(resource: str, accession: str) -> Reference | None:
     return None
 
 
-def _labels_of(image: str | os.PathLike[str], name: str, options: dict[str, Any]) -> LabelImage:
-    volume = open_volume(image, options)
-    if name not in volume.labels:
-        known = ", ".join(sorted(volume.labels)) or "none"
-        raise InvalidInputError(f"{volume.url} has no labels {name!r} (labels: {known})")
-    label_image = volume.labels[name]
-    assert isinstance(label_image, LabelImage)
-    return label_image
-
-
 def _segmentation(adapter: Any, label_image: LabelImage, data: npt.NDArray[Any], name: str) -> Any:
     segmentation = adapter.SFFSegmentation(name=name, primary_descriptor="three_d_volume")
     segmentation.software_list = adapter.SFFSoftwareList()
@@ -460,7 +451,8 @@ def _add_meshes(
     adapter: Any, segmentation: Any, label_image: LabelImage, options: Mapping[str, Any]
 ) -> None:
     """Give each segment with a stored, up-to-date mesh a ``mesh_list`` (in angstrom)."""
-    index, stale, load = stored_meshes(label_image, options)
+    # Thorough: the export reads every voxel anyway, and a stale mesh would be shipped.
+    index, stale, load = stored_meshes(label_image, options, thorough=True)
     if index is None:
         return
     if stale:
@@ -476,15 +468,19 @@ def _add_meshes(
     segmentation.transform_list.append(
         adapter.SFFTransformationMatrix(id=1, rows=3, cols=4, data=identity)
     )
+    # SFF's lengths are ångström; the index says the meshes' unit (from cellvol.units).
+    to_angstrom = convert_lengths([1.0], index.unit, "angstrom")[0]
     for segment in segmentation.segment_list:
         if int(segment.id) not in index.segments:
             continue
         segment.mesh_list = adapter.SFFMeshList()
-        segment.mesh_list.append(_sff_mesh(adapter, load(int(segment.id)), int(segment.id)))
+        segment.mesh_list.append(
+            _sff_mesh(adapter, load(int(segment.id)), int(segment.id), to_angstrom)
+        )
 
 
-def _sff_mesh(adapter: Any, mesh: Mesh, segment_id: int) -> Any:
-    angstrom = np.ascontiguousarray(mesh.vertices.astype(np.float64) * 10.0, dtype="<f4")
+def _sff_mesh(adapter: Any, mesh: Mesh, segment_id: int, to_angstrom: float) -> Any:
+    angstrom = np.ascontiguousarray(mesh.vertices.astype(np.float64) * to_angstrom, dtype="<f4")
     return adapter.SFFMesh(
         id=segment_id,
         vertices=adapter.SFFVertices(

@@ -152,6 +152,12 @@ def _matrix(transform: Mapping[str, Any], n_in: int, n_out: int, label: str) -> 
         matrix[:-1, :-1] = rows
         return matrix
     if rows.shape == (n_out + 1, n_in + 1):
+        # The homogeneous form: its last row must be 0, ..., 0, 1, or it is no affine map.
+        if not np.array_equal(rows[-1], matrix[-1]):
+            raise MetadataError(
+                f"{label}: an affine's last row must be {matrix[-1].tolist()}, got "
+                f"{rows[-1].tolist()}"
+            )
         return rows
     if rows.shape != (n_out, n_in + 1):
         raise MetadataError(

@@ -473,6 +473,10 @@ def _read_multiscale_06(entry: Mapping[str, Any], where: str) -> Multiscale:
         )
         levels.append(Dataset(dataset["path"], scale, translation, affine))
     transforms = entry.get("coordinateTransformations") or ()
+    if not isinstance(transforms, Sequence) or isinstance(transforms, str):
+        raise MetadataError(
+            f"{where}: multiscales[0].coordinateTransformations must be a list, got {transforms!r}"
+        )
     known = {"coordinateSystems", "datasets", "coordinateTransformations", "name", "type"}
     return Multiscale(
         version="0.6",

@@ -63,9 +63,10 @@ from cellvol.read._volume import LabelImage, Volume
 from cellvol.server._keys import KeyReader, key_reader, raw_key
 from cellvol.server._meshes import STALE_HEADER, mesh_routes
 from cellvol.server._render import encode, label_overlay, render
-from cellvol.server._segments import segment_list
+from cellvol.server._segments import public_references, segment_route
+from cellvol.units import convert_lengths
 
-__all__ = ["Served", "create_app", "serve_name"]
+__all__ = ["Served", "create_app", "labels_of", "serve_name"]
 
 TILE: Final = 256
 _MAX_SLICE_PIXELS: Final = 4096 * 4096
@@ -151,7 +152,7 @@ def create_app(
         return found
 
     async def bounded(work: Callable[[], Awaitable[Response]]) -> Response:
-        """Run a rendering request within the concurrency limit and the timeout."""
+        """Run a request's work within the concurrency limit and the timeout."""
         try:
             await asyncio.wait_for(limit.acquire(), timeout)
         except TimeoutError:
@@ -204,7 +205,7 @@ def create_app(
 
     async def segment(request: Request) -> Response:
         target = find(request.path_params["name"])
-        labels = _labels(target.volume, request.path_params["labels"])
+        labels = labels_of(target, request.path_params["labels"])
         query = request.query_params
         level_index = _int(query.get("level", "0"), "level")
         level = _level(labels, level_index)
@@ -218,7 +219,10 @@ def create_app(
             if value != 0:
                 table = labels.segments
                 body["segment"] = table[value] if value in table else None  # noqa: SIM401
-                body["properties"] = labels.properties.get(value, {})
+                properties = dict(labels.properties.get(value, {}))
+                if "references" in properties:
+                    properties["references"] = public_references(properties["references"])
+                body["properties"] = properties
             return JSONResponse(body, headers={"Cache-Control": "public, max-age=60"})
 
         return await bounded(lookup)
@@ -257,8 +261,8 @@ def create_app(
         ),
         Route("/slice/{name}.{fmt}", slice_, methods=["GET", "HEAD"]),
         Route("/segment/{name}/{labels}", segment, methods=["GET", "HEAD"]),
-        Route("/segments/{name}/{labels}", segment_list, methods=["GET", "HEAD"]),
-        *mesh_routes(find, _labels),
+        segment_route(find, labels_of, bounded),
+        *mesh_routes(find, labels_of),
         Mount("/static", StaticFiles(directory=static), name="static"),
     ]
     application = Starlette(
@@ -310,7 +314,7 @@ async def _image(
     plane = await _read(target, level, box)
     overlay = None
     if labels_name:
-        labels = _labels(target.volume, labels_name)
+        labels = labels_of(target, labels_name)
         label_level = _level(labels, level_index)
         if label_level.shape != level.shape:
             raise InvalidInputError(
@@ -388,11 +392,13 @@ def _level(volume: Volume, index: int) -> Any:
     return volume.levels[index]
 
 
-def _labels(volume: Volume, name: str) -> LabelImage:
-    try:
-        return volume.labels[name]
-    except KeyError as exc:
-        raise HTTPException(404, str(exc.args[0]) if exc.args else "no such labels") from None
+def labels_of(target: Served, name: str) -> LabelImage:
+    """Labels ``name`` of a served volume, or a 404 naming the volume by its served name."""
+    volume = target.volume
+    if name not in volume.labels:
+        known = ", ".join(sorted(volume.labels)) or "none"
+        raise HTTPException(404, f"{target.name} has no labels {name!r} (labels: {known})")
+    return volume.labels[name]
 
 
 def _span(text: str | None, size: int, what: str) -> tuple[int, int]:
@@ -459,6 +465,9 @@ def _catalog_entry(served: Served, base: str) -> dict[str, Any]:
         "shape": list(volume.shape),
         "axes": list(volume.axes),
         "unit": volume.unit,
+        # How many nanometres one unit is (None: not a length unit): the page converts with
+        # it, so it needs no table of units of its own.
+        "nm_per_unit": _nm_per(volume.unit),
         "window": served.window.to_json(),
         "levels": [
             {
@@ -476,6 +485,13 @@ def _catalog_entry(served: Served, base: str) -> dict[str, Any]:
         ],
         "labels": labels,
     }
+
+
+def _nm_per(unit: str | None) -> float | None:
+    try:
+        return convert_lengths([1.0], unit, "nanometer")[0] if unit else None
+    except InvalidInputError:
+        return None
 
 
 def _neuroglancer_link(data_url: str, name: str, volume: Volume) -> str:

@@ -266,7 +266,9 @@ def test_meshes_export_as_mesh_segments_sfftk_rw_reads_back(
     out = export_sff(image, "cells", tmp_path / f"cells{suffix}")
     read = sff.SFFSegmentation.from_file(str(out))
     assert read.primary_descriptor == "three_d_volume"
+    assert sorted(int(segment.id) for segment in read.segment_list) == [2, 7, 300]
     for segment in read.segment_list:
+        assert len(segment.mesh_list) == 1, segment.id  # every segment has its mesh
         stored = cellvol.read_mesh(image, "cells", int(segment.id))
         assert segment.three_d_volume is not None  # the voxels stay the primary description
         (mesh,) = segment.mesh_list
@@ -281,13 +283,20 @@ def test_meshes_export_as_mesh_segments_sfftk_rw_reads_back(
 def test_stale_meshes_are_left_out_of_the_export_with_a_warning(
     image: Path, tmp_path: Path
 ) -> None:
-    import shutil
+    import json
+
+    import zarr
 
     cellvol.write_labels(image, _labels(), "cells")
-    kept = tmp_path / "kept"
-    shutil.copytree(image / "labels" / "cells" / "meshes", kept)
-    cellvol.write_labels(image, _labels() * 2, "cells", overwrite=True, meshes=False)
-    shutil.copytree(kept, image / "labels" / "cells" / "meshes")  # another tool's leftovers
+    # As labels of another tool: no write manifest (whose fingerprints refuse foreign shards)
+    # and no cellvol provenance. That tool (zarr-python) then rewrites the voxels, leaving
+    # cellvol's meshes and digests as they were.
+    folder = image / "labels" / "cells"
+    (folder / "_cellvol" / "manifest.json").unlink()
+    body = json.loads((folder / "zarr.json").read_text())
+    del body["attributes"]["cellvol"]
+    (folder / "zarr.json").write_text(json.dumps(body))
+    zarr.open_array(folder / "0", mode="r+")[:] = _labels()[::-1] * 2
     with pytest.warns(cellvol.CellvolWarning, match="meshes predate the labels"):
         out = export_sff(image, "cells", tmp_path / "stale.sff")
     read = sff.SFFSegmentation.from_file(str(out))

@@ -69,7 +69,7 @@ def test_bad_annotations_are_refused_and_change_nothing(image: Path) -> None:
         cellvol.annotate(image, "organelles", 3, references=[("Uniprot_KB", "P69905")])
     with pytest.raises(InvalidInputError, match="segment_id must be an integer"):
         cellvol.annotate(image, "organelles", True, name="x")  # type: ignore[arg-type]
-    with pytest.raises(KeyError, match="no labels 'cells'"):
+    with pytest.raises(cellvol.InvalidInputError, match="no labels 'cells'"):
         cellvol.annotate(image, "cells", 3, name="x")
     assert _stored_properties(image) == before
 

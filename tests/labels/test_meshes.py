@@ -231,3 +231,180 @@ def test_meshes_on_s3_are_written_listed_and_verified(s3_bucket) -> None:
     assert mesh.volume == pytest.approx(float((labels == 11).sum()) * 8.0, rel=0.05)
     assert cellvol.compute_meshes(url, "cells", storage_options=options) == index  # current
     assert cellvol.verify(url, options).problems == []
+
+
+def _rewrite_level_0(image: Path, labels: np.ndarray, *, manifest: bool = False) -> None:
+    """Another tool (zarr-python itself) rewrites the voxels; cellvol's records stay as they were.
+
+    Without ``manifest``, the labels are as another tool would have left them from the start:
+    without cellvol's write manifest, whose shard fingerprints refuse foreign shards.
+    """
+    import json
+
+    import zarr
+
+    if not manifest:
+        folder = image / "labels" / "cells"
+        (folder / "_cellvol" / "manifest.json").unlink()
+        body = json.loads((folder / "zarr.json").read_text())
+        del body["attributes"]["cellvol"]  # cellvol's provenance: not written by cellvol
+        (folder / "zarr.json").write_text(json.dumps(body))
+    zarr.open_array(image / "labels" / "cells" / "0", mode="r+")[:] = labels
+
+
+def test_labels_rewritten_by_another_tool_make_the_meshes_stale_and_recomputed(
+    tmp_path: Path,
+) -> None:
+    from cellvol.labels._meshes import stored_meshes
+
+    shape = (16, 48, 48)
+    image = _image(tmp_path, shape, (1.0, 1.0, 1.0), n_levels=2)
+    first = np.zeros(shape, np.uint8)
+    first[4:10, 4:12, 4:12] = 7
+    cellvol.write_labels(image, first, "cells")
+    before = cellvol.mesh_index(image, "cells")
+    assert before is not None
+    moved = np.zeros(shape, np.uint8)
+    moved[2:14, 20:44, 20:44] = 7  # segment 7, larger and elsewhere
+    _rewrite_level_0(image, moved)
+    _, stale, _ = stored_meshes(cellvol.open(image).labels["cells"])
+    assert stale is True  # its level-0 objects were resized
+    index = cellvol.compute_meshes(image, "cells")  # not forced
+    assert index.source != before.source
+    x = cellvol.read_mesh(image, "cells", 7).vertices[:, 0]
+    assert x.min() > 15  # the new position, not the old x 4-12
+    _, stale, _ = stored_meshes(cellvol.open(image).labels["cells"])
+    assert stale is False
+
+
+def test_a_foreign_rewrite_of_cellvol_written_labels_is_refused_not_ignored(
+    tmp_path: Path,
+) -> None:
+    shape = (8, 32, 32)
+    image = _image(tmp_path, shape, (1.0, 1.0, 1.0))
+    first = np.zeros(shape, np.uint8)
+    first[2:6, 2:10, 2:10] = 5
+    cellvol.write_labels(image, first, "cells")
+    moved = np.zeros(shape, np.uint8)
+    moved[2:6, 18:30, 18:30] = 5
+    _rewrite_level_0(image, moved, manifest=True)
+    # The write manifest's fingerprints tell the shard is not cellvol's: said, not meshed over.
+    with pytest.raises(cellvol.IntegrityError, match="0/c/0/0/0 is not the shard written"):
+        cellvol.compute_meshes(image, "cells")
+
+
+def test_a_same_size_rewrite_is_recomputed_by_compute_meshes(tmp_path: Path) -> None:
+    shape = (8, 32, 32)
+    image = _image(tmp_path, shape, (1.0, 1.0, 1.0))
+    first = np.zeros(shape, np.uint8)
+    first[2:6, 2:10, 2:10] = 5
+    first[2:6, 20:28, 20:28] = 6
+    cellvol.write_labels(image, first, "cells")
+    swapped = np.where(first == 5, 6, np.where(first == 6, 5, 0)).astype(np.uint8)
+    _rewrite_level_0(image, swapped)  # the same shapes, the IDs swapped: likely the same sizes
+    index = cellvol.compute_meshes(image, "cells")
+    assert set(index.segments) == {5, 6}
+    assert cellvol.read_mesh(image, "cells", 5).vertices[:, 0].min() > 15
+
+
+def test_a_new_voxel_size_makes_compute_meshes_recompute(tmp_path: Path) -> None:
+    import json
+
+    shape = (8, 32, 32)
+    image = _image(tmp_path, shape, (1.0, 1.0, 1.0))
+    labels = np.zeros(shape, np.uint8)
+    labels[2:6, 2:10, 2:10] = 5
+    cellvol.write_labels(image, labels, "cells")
+    document = image / "labels" / "cells" / "zarr.json"
+    text = document.read_text()
+    body = json.loads(text)
+    (multiscale,) = body["attributes"]["ome"]["multiscales"]
+    for dataset in multiscale["datasets"]:
+        scale = dataset["coordinateTransformations"][0]
+        scale["scale"] = [value * 2 for value in scale["scale"]]
+    document.write_text(json.dumps(body))
+    cellvol.compute_meshes(image, "cells")
+    x = cellvol.read_mesh(image, "cells", 5).vertices[:, 0]
+    assert x.max() > 18  # x 2-10 voxels of 2 nm now, not 1 nm
+
+
+def test_an_interrupted_meshes_run_leaves_the_image_verifying_clean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cellvol.labels import _meshes
+
+    shape = (16, 32, 32)
+    image = _image(tmp_path, shape, (1.0, 1.0, 1.0))
+    labels = np.zeros(shape, np.uint8)
+    labels[2:6, 2:10, 2:10] = 5
+    labels[8:14, 12:30, 12:30] = 6
+    cellvol.write_labels(image, labels, "cells")
+    assert cellvol.verify(image).problems == []
+    real = _meshes._Mesher._surface
+    calls = []
+
+    def interrupted(self, *args, **kwargs):  # Ctrl-C on the second segment
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(_meshes._Mesher, "_surface", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cellvol.compute_meshes(image, "cells", force=True, smoothing=False, workers=1)
+    monkeypatch.undo()
+    assert cellvol.mesh_index(image, "cells") is None  # no index: "no meshes", resumable
+    assert cellvol.verify(image).problems == []
+    index = cellvol.compute_meshes(image, "cells")
+    assert sorted(index.segments) == [5, 6]
+    assert cellvol.verify(image).problems == []
+
+
+def test_labels_without_a_segment_table_get_one_then_meshes(tmp_path: Path) -> None:
+    import shutil
+
+    shape = (8, 32, 32)
+    image = _image(tmp_path, shape, (1.0, 1.0, 1.0))
+    labels = np.zeros(shape, np.uint8)
+    labels[2:6, 2:10, 2:10] = 5
+    labels[2:6, 20:28, 20:28] = 6
+    cellvol.write_labels(image, labels, "cells", meshes=False)
+    # As another tool's labels (ome-zarr-py's, say): no segment table.
+    shutil.rmtree(image / "labels" / "cells" / "segments")
+    index = cellvol.compute_meshes(image, "cells")
+    assert sorted(index.segments) == [5, 6]
+    table = cellvol.open(image).labels["cells"].segments
+    assert table[5]["voxel_count"] == 4 * 8 * 8
+    assert cellvol.verify(image).problems == []
+
+
+@pytest.mark.parametrize("step", [(1, 1, 1), (1, 2, 2), (2, 1, 4), (3, 3, 3)])
+def test_masks_are_read_in_bounded_tiles_and_match_a_whole_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: tuple[int, int, int]
+) -> None:
+    from cellvol.labels import _meshes
+
+    shape = (9, 40, 52)
+    image = _image(tmp_path, shape, (1.0, 1.0, 1.0))
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, shape, dtype=np.uint8)
+    cellvol.write_labels(image, labels, "cells", meshes=False)
+    level = cellvol.open(image).labels["cells"].levels[0]
+
+    class Recording:  # the real level, its reads' sizes noted
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def __getitem__(self, key):
+            block = level[key]
+            self.sizes.append(block.size)
+            return block
+
+    slab = 300  # a plane of the box is 38 x 50 voxels: every read must split it
+    monkeypatch.setattr(_meshes, "_SLAB_VOXELS", slab)
+    recording = Recording()
+    low, high = (1, 2, 1), (9, 40, 51)
+    mask = _meshes._read_mask(recording, low, high, 2, step)  # type: ignore[arg-type]
+    box = labels[1:9, 2:40, 1:51]
+    np.testing.assert_array_equal(mask, box[:: step[0], :: step[1], :: step[2]] == 2)
+    assert max(recording.sizes) <= slab

@@ -166,3 +166,20 @@ def test_an_unknown_version_to_write_is_refused() -> None:
             [Dataset("0", (1.0,) * 3, (0.0,) * 3)], "nm", name="x", method="mean",
             provenance_record={}, ome_version="0.7",
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("value", [1, True, "scale", {"type": "scale"}])
+def test_multiscale_transformations_that_are_no_list_are_a_metadata_error(value) -> None:
+    document = image06(coordinateTransformations=value)
+    with pytest.raises(MetadataError, match=r"img: multiscales\[0\].coordinateTransformations"):
+        read_multiscale(document, where="img")
+
+
+def test_a_homogeneous_affine_must_end_in_0_0_0_1() -> None:
+    rows = [[4, 0, 0, 0], [0, 2, 0, 0], [0, 0, 2, 0], [0, 0, 0, 1]]
+    good = read_multiscale(with_level_transform({"type": "affine", "affine": rows}), where="img")
+    assert good is not None
+    assert good.datasets[0].scale == (4.0, 2.0, 2.0)
+    rows[-1] = [0, 0, 1, 1]  # a projective row: no affine map
+    with pytest.raises(MetadataError, match=r"last row must be \[0.0, 0.0, 0.0, 1.0\]"):
+        read_multiscale(with_level_transform({"type": "affine", "affine": rows}), where="img")

@@ -14,16 +14,19 @@ import json
 from pathlib import Path
 
 import pytest
-from ome06_helpers import SPEC06, STALE_STRING_REFERENCES, image06, space, write_group
+from ome06_helpers import (
+    SPEC06,
+    STALE_STRING_REFERENCES,
+    image06,
+    needs_spec06,
+    space,
+    write_group,
+)
 
 from cellvol.ome._hierarchy import validate as validate_path
 from cellvol.ome._validation import detect, validate
 
-needs_spec06 = pytest.mark.skipif(
-    not (SPEC06 / "tests").is_dir(),
-    reason="../shared/data/ngff-spec-0.6 not found: the 0.6 conformance cases live beside the "
-    "project in CI",
-)
+needs_cases = needs_spec06(SPEC06 / "tests", "the 0.6 conformance cases")
 
 
 def conformance_cases() -> list:
@@ -39,7 +42,7 @@ def conformance_cases() -> list:
 CASES = conformance_cases() if (SPEC06 / "tests").is_dir() else []
 
 
-@needs_spec06
+@needs_cases
 @pytest.mark.parametrize(("name", "path"), CASES)
 def test_agrees_with_every_conformance_case(name: str, path: Path) -> None:
     strictness, validity = name.split("/")[1:3]
@@ -55,7 +58,7 @@ def test_agrees_with_every_conformance_case(name: str, path: Path) -> None:
     assert found.valid == expected, [str(p) for p in found.problems]
 
 
-@needs_spec06
+@needs_cases
 def test_the_stale_cases_break_only_the_reference_form() -> None:
     # Rewritten with object references, each stale case is valid: the list hides nothing else.
     for name in sorted(STALE_STRING_REFERENCES):
@@ -87,7 +90,7 @@ def released_schemas():
     return {"spec": load("ome_zarr"), "strict": load("strict_ome_zarr")}
 
 
-@needs_spec06
+@needs_cases
 @pytest.mark.parametrize(("name", "path"), CASES)
 def test_the_released_schemas_disagree_on_the_same_cases_only(
     released_schemas, name: str, path: Path

@@ -1,7 +1,6 @@
 """Segment surfaces over a real server on 127.0.0.1: the mesh list and each mesh's bytes."""
 
 import json
-import shutil
 import struct
 from pathlib import Path
 
@@ -43,6 +42,33 @@ def test_the_list_names_every_segment_with_its_counts_and_url(running) -> None:
         assert len(item["color"]) == 4
     annotated = next(s for s in body["segments"] if s["id"] == 2)
     assert annotated["name"] == "mitochondrion"
+    assert body["to_image_unit"] == 1.0  # nanometre meshes, a nanometre image
+
+
+def test_every_listed_segment_has_a_colour_and_micrometre_images_a_factor(
+    tmp_path: Path,
+) -> None:
+    from cellvol.ome._display import label_color
+
+    labels = np.zeros((8, 16, 16), np.uint16)
+    labels[1:4, 2:6, 2:6] = 3
+    labels[5:7, 8:14, 8:14] = 40_000
+    image = tmp_path / "light.ome.zarr"
+    cellvol.write_pyramid(
+        np.zeros(labels.shape, np.uint8), image, cellvol.VoxelSize(0.5, 0.1, 0.1, "micrometer")
+    )
+    colours = {3: (10, 20, 30, 255)}
+    cellvol.write_labels(image, labels, "cells", colors=colours)
+    with Server([str(image)]) as server:
+        from server_helpers import Running
+
+        running = Running(server.url, server.host, server.port, image, image, None, None)
+        body = json.loads(running.request("/meshes/light/cells").body)
+        assert body["to_image_unit"] == 0.001  # nm meshes in a micrometre scene
+        found = {s["id"]: tuple(s["color"]) for s in body["segments"]}
+        assert found == {3: colours[3], 40_000: tuple(label_color(40_000))}
+        catalog = json.loads(running.request("/catalog").body)
+        assert catalog["volumes"][0]["nm_per_unit"] == 1000.0
 
 
 def test_each_mesh_decodes_to_the_stored_one_in_physical_units(running) -> None:
@@ -111,14 +137,14 @@ def test_labels_without_meshes_answer_404_naming_the_command(meshless: Path) -> 
 
 
 def test_meshes_of_labels_rewritten_since_are_served_marked_stale(meshless: Path) -> None:
+    import zarr
+
     cellvol.compute_meshes(meshless, "cells")
-    kept = meshless.parent / "kept-meshes"
-    shutil.copytree(meshless / "labels" / "cells" / "meshes", kept)
     changed = np.zeros((16, 32, 32), np.uint8)
     changed[2:6, 2:6, 2:6] = 7
-    cellvol.write_labels(meshless, changed, "cells", overwrite=True, meshes=False)
-    # As if another tool had rewritten the labels and left the old meshes in place.
-    shutil.copytree(kept, meshless / "labels" / "cells" / "meshes")
+    changed[8:16, 0:32, 0:32] = 9
+    # Another tool (zarr-python) rewrites the voxels and leaves cellvol's records and meshes.
+    zarr.open_array(meshless / "labels" / "cells" / "0", mode="r+")[:] = changed
     with Server([str(meshless)]) as server:
         from server_helpers import Running
 
@@ -129,3 +155,26 @@ def test_meshes_of_labels_rewritten_since_are_served_marked_stale(meshless: Path
         mesh = running.request("/meshes/bare/cells/7")
         assert mesh.status == 200
         assert mesh.headers[STALE_HEADER.lower()] == "true"
+
+
+def test_a_list_of_thousands_of_segments_gives_each_its_colour(tmp_path: Path) -> None:
+    from cellvol.ome._display import label_color
+
+    # 1,200 small segments with six-digit IDs (connected components, say): the page draws
+    # them from this one list, with no request per segment or per ID batch.
+    labels = np.zeros((4, 120, 120), np.uint32)
+    ids = 100_000 + 7 * np.arange(1200, dtype=np.uint32)
+    for k, segment in enumerate(ids):
+        y, x = divmod(k, 40)
+        labels[1:3, 3 * y : 3 * y + 2, 3 * x : 3 * x + 2] = segment
+    image = tmp_path / "many.ome.zarr"
+    cellvol.write_pyramid(np.zeros(labels.shape, np.uint8), image, 1.0)
+    cellvol.write_labels(image, labels, "cells", meshes=False)
+    cellvol.compute_meshes(image, "cells", smoothing=False)
+    with Server([str(image)]) as server:
+        from server_helpers import Running
+
+        running = Running(server.url, server.host, server.port, image, image, None, None)
+        body = json.loads(running.request("/meshes/many/cells").body)
+    assert [s["id"] for s in body["segments"]] == ids.tolist()
+    assert all(s["color"] == list(label_color(s["id"])) for s in body["segments"])

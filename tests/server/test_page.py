@@ -346,3 +346,38 @@ def test_virtual_time_screenshot_shows_every_plane(running, browser, tmp_path) -
         assert grey.std() > 10, f"the {name} plane is blank in the virtual-time screenshot"
         assert (grey > 20).mean() > 0.1, f"the {name} plane shows almost no image data"
     page.close()
+
+
+def test_3d_view_skips_an_over_budget_mesh_and_a_broken_one_but_draws_the_rest(
+    browser, tmp_path
+) -> None:
+    import json
+
+    import cellvol
+    from cellvol.server import Server
+
+    labels = np.zeros((16, 48, 48), np.uint8)
+    labels[1:15, 2:46, 2:30] = 1  # the largest surface, first in ID order
+    labels[4:10, 36:44, 36:44] = 2
+    labels[11:15, 36:44, 36:44] = 3
+    image = tmp_path / "small.ome.zarr"
+    cellvol.write_pyramid(np.full(labels.shape, 100, np.uint8), image, (4, 4, 4), n_levels=1)
+    cellvol.write_labels(image, labels, "cells", meshes=False)
+    cellvol.compute_meshes(image, "cells", triangle_budget=100_000)
+    index = json.loads((image / "labels/cells/meshes/index.json").read_text())
+    triangles = {entry["id"]: entry["triangles"] for entry in index["segments"]}
+    budget = triangles[2] + triangles[3]
+    assert triangles[1] > budget  # over the view's budget on its own; 2 and 3 fit together
+    # Segment 3's mesh garbled: its header promises more than its bytes hold.
+    broken = image / "labels/cells/meshes/3.bin"
+    broken.write_bytes(broken.read_bytes()[:-12])
+    with Server([str(image)]) as server:
+        page, errors = _open(browser, f"{server.url}view/small?max_triangles={budget}")
+        page.wait_for_selector("#view3d[data-ready='1'][data-meshes='loaded']", timeout=30_000)
+        assert page.get_attribute("#view3d", "data-surfaces") == "1"  # segment 2
+        assert page.get_attribute("#view3d", "data-failed") == "1"  # segment 3
+        caption = page.inner_text("#view3d .where")
+        assert "1 more left out" in caption
+        assert "1 could not be read" in caption
+        assert errors == []
+        page.close()

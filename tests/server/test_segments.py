@@ -65,3 +65,62 @@ def test_segments_errors_name_what_was_wrong(running) -> None:
         reply = running.request(path)
         assert reply.status == status, (path, reply.body)
         assert words in json.loads(reply.body)["error"], (path, reply.body)
+        assert str(running.image) not in json.loads(reply.body)["error"]
+    # Unknown labels: named by the served name, with the labels there are.
+    for path in ("/segments/tomo/nuclei", "/meshes/tomo/nuclei", "/segment/tomo/nuclei?z=0"):
+        reply = running.request(path)
+        assert reply.status == 404, path
+        assert json.loads(reply.body)["error"] == "tomo has no labels 'nuclei' (labels: cells)"
+
+
+def test_stored_reference_urls_are_rebuilt_never_passed_on(tmp_path) -> None:
+    import cellvol
+    from cellvol.server import Server
+
+    labels = np.zeros((4, 8, 8), np.uint8)
+    labels[1:3, 2:6, 2:6] = 5
+    image = tmp_path / "hostile.ome.zarr"
+    cellvol.write_pyramid(np.zeros(labels.shape, np.uint8), image, 1.0)
+    cellvol.write_labels(image, labels, "cells", meshes=False)
+    # Another tool's annotations: any URL at all.
+    document = image / "labels" / "cells" / "zarr.json"
+    body = json.loads(document.read_text())
+    body["attributes"]["ome"]["image-label"]["properties"] = [
+        {
+            "label-value": 5,
+            "name": "trap",
+            "references": [
+                {"resource": "GO", "accession": "GO:0005739", "url": "javascript:alert(1)"},
+                {"resource": "Elsewhere", "accession": "X1", "url": "javascript:alert(2)"},
+                "not a reference",
+            ],
+        }
+    ]
+    document.write_text(json.dumps(body))
+    with Server([str(image)]) as server:
+        from server_helpers import Running
+
+        running = Running(server.url, server.host, server.port, image, image, None, None)
+        listed = _json(running, "/segments/hostile/cells")["segments"][0]["references"]
+        pointed = _json(running, "/segment/hostile/cells?z=1&y=3&x=3")["properties"]["references"]
+    for references in (listed, pointed):
+        assert "javascript" not in json.dumps(references)
+        known, unknown = references
+        assert known["url"].startswith("https://")
+        assert "0005739" in known["url"]
+        assert unknown == {"resource": "Elsewhere", "accession": "X1"}
+
+
+def test_segments_run_within_the_servers_work_limits(running) -> None:
+    from cellvol.server import Server
+
+    # A timeout no work can meet: the list answers 504 as rendering does, so its searches are
+    # bounded by the same limits (concurrency and time) and cannot take over the server.
+    with Server([str(running.image)], timeout=1e-9) as server:
+        from server_helpers import Running
+
+        bounded = Running(server.url, server.host, server.port, running.image, None, None, None)
+        for path in ("/segments/tomo/cells?q=1", "/slice/tomo.png"):
+            reply = bounded.request(path)
+            assert reply.status == 504, (path, reply.body)
+        assert bounded.request("/catalog").status == 200  # unbounded routes answer

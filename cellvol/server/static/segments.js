@@ -127,6 +127,11 @@ function showDetails(voxel, id, segment, properties) {
   if (properties.name) add("name", properties.name);
   if (properties.description) add("description", properties.description);
   for (const reference of properties.references || []) {
+    // A link only to a web page: never a javascript: (or any other scheme's) URL.
+    if (!/^https?:\/\//i.test(String(reference.url || ""))) {
+      add("reference", referenceText(reference));
+      continue;
+    }
     const link = document.createElement("a");
     link.href = reference.url;
     link.target = "_blank";

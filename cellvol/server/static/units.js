@@ -2,18 +2,6 @@
 // converted to the unit that suits the data (Å, nm or µm) for the cursor and the scale bars.
 "use strict";
 
-const NANOMETRES_PER = {
-  angstrom: 0.1,
-  nanometer: 1,
-  nanometre: 1,
-  micrometer: 1000,
-  micrometre: 1000,
-  millimeter: 1e6,
-  millimetre: 1e6,
-  centimeter: 1e7,
-  meter: 1e9,
-  metre: 1e9,
-};
 const DISPLAY_UNITS = [
   { symbol: "Å", nm: 0.1 },
   { symbol: "nm", nm: 1 },
@@ -27,9 +15,10 @@ const units = {
   unitName: "",
   display: null,
 
-  setup(unit, voxelSize) {
+  // nmPerUnit comes from the server (cellvol.units): one table of units, not two that differ.
+  setup(unit, voxelSize, nmPerUnit) {
     this.unitName = unit || "";
-    this.nmPerUnit = NANOMETRES_PER[(unit || "").toLowerCase()] ?? null;
+    this.nmPerUnit = nmPerUnit ?? null;
     if (this.nmPerUnit === null) {
       this.display = { symbol: this.unitName || "units", nm: null };
       return;

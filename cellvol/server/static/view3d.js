@@ -43,7 +43,9 @@ const mat4 = {
   },
 };
 
-const MAX_TRIANGLES = 4_000_000;
+// The triangles drawn at most (a software renderer still draws 4 M interactively); the page's
+// ?max_triangles= lowers or raises it for slower or faster machines.
+const MAX_TRIANGLES = Number(new URLSearchParams(location.search).get("max_triangles")) || 4_000_000;
 
 const SHADERS = {
   flat: [
@@ -216,8 +218,8 @@ const view3d = {
     }
   },
 
-  // The label image's surfaces: the list from /meshes, each mesh's binary, the colours from
-  // /segments. Without meshes (none computed yet) the view shows planes only, and says why.
+  // The label image's surfaces: the list from /meshes (with every segment's colour), each
+  // mesh's binary. Without meshes (none computed yet) the view shows planes only, and says why.
   async loadMeshes(labels) {
     const sequence = ++this.meshSequence;
     this.meshes = [];
@@ -246,47 +248,57 @@ const view3d = {
       return;
     }
     const catalog = await listed.json();
-    // Meshes are stored in their own unit (nanometres); the scene is in the image's unit.
-    const meshNm = NANOMETRES_PER[(catalog.unit || "").toLowerCase()];
-    const factor = meshNm && units.nmPerUnit ? meshNm / units.nmPerUnit : 1;
-    // Surfaces up to a triangle budget that a software renderer still draws interactively.
+    // Meshes are stored in their own unit (nanometres); the scene is in the image's unit: the
+    // server gives the factor (from cellvol.units).
+    const factor = catalog.to_image_unit || 1;
+    // Surfaces up to a triangle budget that a software renderer still draws interactively; a
+    // segment over what is left is left out, and the smaller ones after it still fit.
     let triangles = 0;
-    const shown = catalog.segments.filter((s) => (triangles += s.triangles) <= MAX_TRIANGLES);
-    const ids = shown.map((s) => s.id);
-    const colors = {};
-    for (let i = 0; i < ids.length; i += 5000) {
-      const chunk = ids.slice(i, i + 5000);
-      const found = await (await fetch(`/segments/${where}?limit=5000&ids=${chunk.join(",")}`)).json();
-      for (const record of found.segments) colors[record.id] = record.color;
-    }
+    const shown = catalog.segments.filter((s) => {
+      if (triangles + s.triangles > MAX_TRIANGLES) return false;
+      triangles += s.triangles;
+      return true;
+    });
     // All at once (the server bounds its own concurrency); each drawn as it arrives, with
-    // the frames of meshes arriving together drawn once.
-    await Promise.all(
+    // the frames of meshes arriving together drawn once. One failed or garbled mesh is left
+    // out: the others are drawn all the same.
+    const results = await Promise.allSettled(
       shown.map(async (segment) => {
         const response = await fetch(segment.url);
-        if (sequence !== this.meshSequence || !response.ok) return;
+        if (sequence !== this.meshSequence) return;
+        if (!response.ok) throw new Error(`segment ${segment.id}: HTTP ${response.status}`);
         const data = await response.arrayBuffer();
         if (sequence !== this.meshSequence) return;
-        const color = colors[segment.id] || [200, 200, 200, 255];
+        const color = segment.color || [200, 200, 200, 255];
         this.meshes.push(this.meshBuffers(segment.id, data, color, factor));
         this.section.dataset.surfaces = String(this.meshes.length);
         this.scheduleRender();
       }),
     );
+    const failed = results.filter((r) => r.status === "rejected").length;
+    this.section.dataset.failed = String(failed);
     if (sequence !== this.meshSequence) return;
     this.section.dataset.meshes = "loaded";
     const stale = catalog.stale ? " (stale: the labels changed since; run cellvol meshes)" : "";
     const left = catalog.segments.length - shown.length;
     const budget = left ? ` (${left} more left out: over ${MAX_TRIANGLES.toLocaleString()} triangles)` : "";
-    this.section.querySelector(".where").textContent = `${this.meshes.length} surface(s)${budget}${stale}`;
+    const broken = failed ? ` (${failed} could not be read)` : "";
+    this.section.querySelector(".where").textContent = `${this.meshes.length} surface(s)${budget}${broken}${stale}`;
     this.scheduleRender();
   },
 
   meshBuffers(id, buffer, color, factor) {
     const gl = this.gl;
+    if (buffer.byteLength < 8) throw new Error(`segment ${id}: ${buffer.byteLength} bytes, no mesh header`);
     const header = new DataView(buffer);
     const nVertices = header.getUint32(0, true);
     const nTriangles = header.getUint32(4, true);
+    // The byte length the header promises, as Mesh.decode checks it: a truncated or garbled
+    // object is refused here, not drawn from whatever follows.
+    const expected = 8 + 12 * nVertices + 12 * nTriangles;
+    if (buffer.byteLength !== expected) {
+      throw new Error(`segment ${id}: ${buffer.byteLength} bytes, the header promises ${expected}`);
+    }
     const positions = new Float32Array(buffer, 8, nVertices * 3).map((v) => v * factor);
     const indices = new Uint32Array(buffer, 8 + nVertices * 12, nTriangles * 3);
     // Vertex normals: the area-weighted sum of the faces around each vertex.

@@ -341,7 +341,7 @@ async function start() {
   state.volume = catalog.volumes.find((v) => v.name === name);
   const volume = state.volume;
   const base = level(0);
-  units.setup(volume.unit, base.scale);
+  units.setup(volume.unit, base.scale, volume.nm_per_unit);
   const voxel = base.scale.map((s) => Number(units.toDisplay(s).toPrecision(4))).join(" × ");
   document.getElementById("shape").textContent = `${volume.shape.join(" × ")} ${volume.dtype}, voxel ${voxel} ${units.display.symbol} (z × y × x)`;
   document.getElementById("neuroglancer").href = volume.neuroglancer;
