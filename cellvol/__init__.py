@@ -29,6 +29,7 @@ from cellvol.errors import (
     ReadOnlyStoreError,
     SourceChangedError,
     StoreNotFoundError,
+    StoreUnavailableError,
     UnsupportedURLError,
     WriteConflictError,
 )
@@ -108,6 +109,7 @@ __all__ = [
     "SegmentTable",
     "SourceChangedError",
     "StoreNotFoundError",
+    "StoreUnavailableError",
     "UnsupportedURLError",
     "VerifyReport",
     "Volume",
