@@ -310,10 +310,11 @@ class FaultProxy:
         parts = urlsplit(target)
         command = parts.path.removeprefix(CONTROL)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        status, reply = "200 OK", {}
+        status = "200 OK"
+        reply: dict[str, object] = {}
         try:
             if command == "counts":
-                reply = self.take_counts()
+                reply = dict(self.take_counts())
             elif command == "configure":
                 changes: dict[str, object] = {}
                 if "rate" in query:
@@ -389,7 +390,7 @@ def _bodiless(status_line: bytes) -> bool:
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     while True:
         size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
         if size == 0:
