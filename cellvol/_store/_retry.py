@@ -180,7 +180,7 @@ async def retry_reads[T](
                 f"{policy.attempts} tries; the last failure: {_summary(exc)}",
                 hint="try again once the store answers (a write resumes from where it "
                 "stopped with {resume=True}), or allow more tries with the storage option "
-                "{retry={'attempts': N}}",
+                "'retry' (attempts, first_delay, max_delay)",
             ) from exc
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -208,7 +208,12 @@ def _is_connection_error(exc: BaseException) -> bool:
     if isinstance(exc, StoreUnavailableError):
         return False
     return isinstance(
-        exc, boto.HTTPClientError | aiohttp.ClientError | ConnectionError | TimeoutError
+        exc,
+        boto.HTTPClientError
+        | boto.ConnectionError
+        | aiohttp.ClientError
+        | ConnectionError
+        | TimeoutError,
     )
 
 
@@ -233,7 +238,7 @@ def _is_body_error(exc: BaseException) -> bool:
     boto = importlib.import_module("botocore.exceptions")
     parsers = importlib.import_module("botocore.parsers")
     aiohttp = importlib.import_module("aiohttp")
-    if isinstance(exc, StoreUnavailableError | boto.HTTPClientError):
+    if isinstance(exc, StoreUnavailableError | boto.HTTPClientError | boto.ConnectionError):
         return False
     return isinstance(
         exc,

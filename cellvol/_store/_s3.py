@@ -268,8 +268,8 @@ def _s3_request_error(
         return StoreUnavailableError(
             f"S3 kept failing requests for {location.url} at endpoint {endpoint}, up to the "
             f"retry budget: {scrub(str(exc), options)}",
-            hint="try again later, or allow more tries with the storage option "
-            "{retry={'attempts': N}}",
+            hint="try again later, or allow more tries with the storage option 'retry' "
+            "(attempts, first_delay, max_delay)",
         )
     if code is not None:
         message = scrub(str(exc), options)
