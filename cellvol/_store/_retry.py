@@ -33,7 +33,14 @@ from typing import Any, Final
 
 from cellvol.errors import InvalidInputError, StoreUnavailableError
 
-__all__ = ["RetryPolicy", "ShortBodyError", "install", "is_transient", "retry_reads"]
+__all__ = [
+    "RetryPolicy",
+    "ShortBodyError",
+    "describe_failure",
+    "install",
+    "is_transient",
+    "retry_reads",
+]
 
 # Error codes S3 (and S3-compatible stores) answer with when trying again later may succeed.
 _TRANSIENT_CODES: Final = frozenset(
@@ -177,7 +184,7 @@ async def retry_reads[T](
             elapsed = time.monotonic() - started
             raise StoreUnavailableError(
                 f"{describe()} kept failing for {elapsed:.1f} s, up to the retry budget of "
-                f"{policy.attempts} tries; the last failure: {_summary(exc)}",
+                f"{policy.attempts} tries; the last failure: {describe_failure(exc)}",
                 hint="try again once the store answers (a write resumes from where it "
                 "stopped with {resume=True}), or allow more tries with the storage option "
                 "'retry' (attempts, first_delay, max_delay)",
@@ -252,7 +259,8 @@ def _is_body_error(exc: BaseException) -> bool:
     )
 
 
-def _summary(exc: BaseException) -> str:
+def describe_failure(exc: BaseException) -> str:
+    """A failure in a few words: ``HTTP 503 SlowDown``, or the exception's type and text."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from zarr.storage import FsspecStore
 from cellvol._store._location import METADATA_KEYS, Location, redact
 from cellvol._store._loop import run_in_fresh_loop
 from cellvol._store._options import scrub
-from cellvol._store._retry import RetryPolicy, is_transient
+from cellvol._store._retry import RetryPolicy, describe_failure, is_transient
 from cellvol._store._sessions import track
 from cellvol.errors import (
     AccessDeniedError,
@@ -39,6 +40,9 @@ _S3_CONNECTIONS: Final = 32
 _PROBE_LIMITS: Final = {"connect_timeout": 5, "read_timeout": 15}
 # Tries of the probe when no connection can be made at all (other failures get the budget).
 _PROBE_CONNECT_ATTEMPTS: Final = 2
+# Tries of the probe at most, whatever the budget: an endpoint that answers every request with
+# an error (a wrong service, a broken proxy) is reported in a second, not after the budget.
+_PROBE_ATTEMPTS: Final = 4
 # botocore's own retries, off: cellvol retries (see _retry), and the two would multiply.
 _NO_BOTOCORE_RETRIES: Final = {"mode": "standard", "total_max_attempts": 1}
 # Codes S3 answers with when a bucket does not exist.
@@ -140,7 +144,9 @@ async def _probe_s3(
             await shared.set_session()
             session = shared.session
         prober = retrying_filesystem(
-            policy, _probe_options(options, session), connect_attempts=_PROBE_CONNECT_ATTEMPTS
+            dataclasses.replace(policy, attempts=min(policy.attempts, _PROBE_ATTEMPTS)),
+            _probe_options(options, session),
+            connect_attempts=_PROBE_CONNECT_ATTEMPTS,
         )
         client = await prober.set_session()
     except Exception as exc:
@@ -266,8 +272,8 @@ def _s3_request_error(
     code = _s3_error_code(exc)
     if code is not None and is_transient(exc):
         return StoreUnavailableError(
-            f"S3 kept failing requests for {location.url} at endpoint {endpoint}, up to the "
-            f"retry budget: {scrub(str(exc), options)}",
+            f"S3 kept failing the first request for {location.url} at endpoint {endpoint}, "
+            f"try after try; the last failure: {scrub(describe_failure(exc), options)}",
             hint="try again later, or allow more tries with the storage option 'retry' "
             "(attempts, first_delay, max_delay)",
         )
