@@ -45,7 +45,8 @@ def _proxy_module() -> Any:
     name = "cellvol_fault_proxy"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, _PROXY_SCRIPT)
-        assert spec is not None and spec.loader is not None
+        assert spec is not None
+        assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # dataclasses look their module up while being made
         spec.loader.exec_module(module)

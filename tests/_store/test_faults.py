@@ -60,10 +60,12 @@ def _raw_request(url: str, method: str, path: str, body: bytes = b"") -> tuple[i
 def test_error_answers_are_s3_errors(fault_proxy: Any, s3_bucket: S3Bucket) -> None:
     fault_proxy.configure(rate=1.0, kinds=("503",))
     status, body = _raw_request(fault_proxy.url, "GET", f"/{s3_bucket.name}/missing")
-    assert status == 503 and b"<Code>SlowDown</Code>" in body
+    assert status == 503
+    assert b"<Code>SlowDown</Code>" in body
     fault_proxy.configure(kinds=("500",))
     status, body = _raw_request(fault_proxy.url, "GET", f"/{s3_bucket.name}/missing")
-    assert status == 500 and b"<Code>InternalError</Code>" in body
+    assert status == 500
+    assert b"<Code>InternalError</Code>" in body
     assert fault_proxy.take_counts() == {"requests": 2, "503": 1, "500": 1}
 
 
@@ -167,7 +169,8 @@ def test_a_key_that_always_fails_is_named(fault_proxy: Any, s3_bucket: S3Bucket)
     ) as put:
         write_bytes(store, "doomed", b"data")
     put_counts = fault_proxy.take_counts()
-    assert "3 tries" in str(put.value) and "resume=True" in str(put.value)
+    assert "3 tries" in str(put.value)
+    assert "resume=True" in str(put.value)
     with pytest.raises(StoreUnavailableError, match=r"S3 GetObject of s3://[^ ]+/img/doomed"):
         read_bytes(store, "doomed")
     get_counts = fault_proxy.take_counts()
@@ -203,8 +206,9 @@ def test_listing_and_deleting_survive_faults(fault_proxy: Any, s3_bucket: S3Buck
 
 
 def test_an_endpoint_that_is_not_there_fails_fast(s3_bucket: S3Bucket) -> None:
-    from cellvol.errors import EndpointUnreachableError
     from support import DEAD_ENDPOINT
+
+    from cellvol.errors import EndpointUnreachableError
 
     options = {**s3_bucket.storage_options, "endpoint_url": DEAD_ENDPOINT}
     with pytest.raises(EndpointUnreachableError, match="could not reach"):
