@@ -126,7 +126,7 @@ class RetryPolicy:
 
     def delay(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1 for the first)."""
-        ceiling = min(self.max_delay, self.first_delay * 2 ** (retry - 1))
+        ceiling = min(self.max_delay, self.first_delay * 2.0 ** (retry - 1))
         # "Equal jitter": never less than half the ceiling, so that a throttled store sees
         # the rate fall, and spread over the other half, so that requests failed together
         # do not come back together.
