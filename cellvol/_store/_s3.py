@@ -34,11 +34,12 @@ __all__ = ["S3Store", "open_s3"]
 
 _S3_CONNECTIONS: Final = 32
 """Connections an S3 store opens at once, unless ``config_kwargs`` sets ``max_pool_connections``."""
-# The probe is a store's first request, made by a client of its own with these limits (unless
-# config_kwargs sets them): an endpoint that cannot be reached then fails in about a second,
-# not after botocore's default four retries with backoff. Later requests keep the defaults.
+# The probe is a store's first request, made by a client of its own with these timeouts
+# (unless config_kwargs sets them) and fewer tries: an endpoint that cannot be reached then
+# fails in about a second, not after the whole retry budget. Later requests keep botocore's
+# timeouts and the budget.
 _PROBE_LIMITS: Final = {"connect_timeout": 5, "read_timeout": 15}
-# Tries of the probe when no connection can be made at all (other failures get the budget).
+# Tries of the probe when no connection can be made at all.
 _PROBE_CONNECT_ATTEMPTS: Final = 2
 # Tries of the probe at most, whatever the budget: an endpoint that answers every request with
 # an error (a wrong service, a broken proxy) is reported in a second, not after the budget.
