@@ -353,8 +353,6 @@ class _ObjectLease(StoreLease):
                 self._etag = None
 
 
-
-
 def _precondition_failed(exc: BaseException) -> bool:
     """Whether an S3 error says a PUT's condition did not hold (or raced another's).
 
