@@ -16,6 +16,9 @@ Each request is forwarded to the upstream server unless a fault is drawn for it.
 ``lost-answer``   moto acts on the request (a PUT is stored), then the connection is reset
                   before any answer: the client cannot know that it succeeded
 ``delay``         the answer comes, whole and right, after ``delay`` seconds
+``stall``         moto answers; the headers and part of the body are sent, then nothing more
+                  for ``stall`` seconds (a hung connection: only the client's read timeout
+                  ends it). Not in the default mix, which would then wait on timeouts.
 
 Whether a request fails, and how, is a function of the seed, the request (method, path and
 query, Range) and how many times that same request was seen before, not of the order in
@@ -48,6 +51,7 @@ from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 KINDS: Final = ("500", "503", "reset", "reset-body", "short-body", "lost-answer", "delay")
+ALL_KINDS: Final = (*KINDS, "stall")
 CONTROL: Final = "/_faults/"
 _ERROR_BODIES: Final = {
     "500": (
@@ -72,11 +76,12 @@ class FaultSettings:
     fail_keys: str | None = None
     fail_kinds: Sequence[str] = ("503", "500", "reset")
     delay: float = 0.2
+    stall: float = 30.0
 
     def __post_init__(self) -> None:
-        unknown = sorted((set(self.kinds) | set(self.fail_kinds)) - set(KINDS))
+        unknown = sorted((set(self.kinds) | set(self.fail_kinds)) - set(ALL_KINDS))
         if unknown:
-            raise ValueError(f"unknown fault kinds {unknown}: expected some of {list(KINDS)}")
+            raise ValueError(f"unknown fault kinds {unknown}: expected some of {list(ALL_KINDS)}")
         if not 0.0 <= self.rate <= 1.0:
             raise ValueError(f"fault rate {self.rate} is not between 0 and 1")
 
@@ -253,19 +258,23 @@ class FaultProxy:
                 if kind == "lost-answer":
                     _reset(writer)
                     return
-                if kind in ("reset-body", "short-body") and answer.body:
+                if kind in ("reset-body", "short-body", "stall") and answer.body:
                     writer.write(answer.head() + answer.body[: len(answer.body) // 2])
                     await writer.drain()
+                    if kind == "stall":
+                        await asyncio.sleep(self.settings.stall)
                     if kind == "reset-body":
                         _reset(writer)
                     else:
                         writer.close()
                     return
-                if kind in ("reset-body", "short-body"):
+                if kind in ("reset-body", "short-body", "stall"):
                     # Nothing to cut short: cut the headers instead.
                     head = answer.head()
                     writer.write(head[: len(head) // 2])
                     await writer.drain()
+                    if kind == "stall":
+                        await asyncio.sleep(self.settings.stall)
                     _reset(writer)
                     return
                 writer.write(answer.head() + answer.body)

@@ -63,7 +63,7 @@ _HANDLER_ID: Final = "cellvol-retry"
 
 
 class ShortBodyError(ConnectionError):
-    """An answer's body ended before its ``Content-Length`` said it would."""
+    """An answer's body ended, broke off or stalled before all of it arrived."""
 
 
 @dataclass(frozen=True, slots=True)

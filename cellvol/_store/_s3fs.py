@@ -18,7 +18,14 @@ from s3fs.core import version_id_kw
 from s3fs.errors import translate_boto_error
 
 from cellvol._store._location import redact
-from cellvol._store._retry import RetryPolicy, ShortBodyError, install, retry_reads
+from cellvol._store._retry import (
+    RetryPolicy,
+    ShortBodyError,
+    describe_failure,
+    install,
+    is_transient,
+    retry_reads,
+)
 from cellvol.errors import StoreUnavailableError
 
 __all__ = ["RetryingS3FileSystem", "retrying_filesystem"]
@@ -87,6 +94,12 @@ class RetryingS3FileSystem(S3FileSystem):  # type: ignore[misc]
             body = reply["Body"]
             try:
                 data: bytes = await body.read()
+            except Exception as exc:
+                # botocore's retries end when the answer's headers arrive: whatever breaks the
+                # body afterwards (a reset, a read timeout) is this loop's to retry.
+                if not is_transient(exc):
+                    raise
+                raise ShortBodyError(f"the body broke off: {describe_failure(exc)}") from exc
             finally:
                 body.close()
             expected = reply.get("ContentLength")

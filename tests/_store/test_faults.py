@@ -251,3 +251,20 @@ def _keys(bucket: S3Bucket) -> list[str]:
     )
     listing = client.list_objects_v2(Bucket=bucket.name)
     return sorted(entry["Key"] for entry in listing.get("Contents", []))
+
+
+def test_a_hung_connection_ends_at_the_read_timeout_and_is_retried(
+    fault_proxy: Any, s3_server: S3Server, s3_bucket: S3Bucket
+) -> None:
+    payload = os.urandom(50_000)
+    s3_server.client().put_object(Bucket=s3_bucket.name, Key="img/k", Body=payload)
+    options = _options(s3_bucket, fault_proxy, config_kwargs={"read_timeout": 0.5})
+    store = open_store(s3_bucket.url("img"), mode="a", storage_options=options)
+    # Half the body, then silence: only the read timeout ends the wait.
+    fault_proxy.configure(rate=0.5, seed=2, kinds=("stall",), stall=5.0)
+    for i in range(6):
+        assert read_bytes(store, "k") == payload
+        write_bytes(store, f"w{i}", payload)
+    fault_proxy.configure(rate=0.0)
+    assert all(read_bytes(store, f"w{i}") == payload for i in range(6))
+    assert fault_proxy.take_counts().get("stall", 0) > 0
