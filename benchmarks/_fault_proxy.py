@@ -21,9 +21,10 @@ Each request is forwarded to the upstream server unless a fault is drawn for it.
                   ends it). Not in the default mix, which would then wait on timeouts.
 
 Whether a request fails, and how, is a function of the seed, the request (method, path and
-query, Range) and how many times that same request was seen before, not of the order in
-which concurrent requests arrive: a run with the same requests meets the same faults, and
-a retry of a failed request draws again. Requests whose path matches ``fail_keys`` (a regular
+query without the bucket's name, Range) and how many times that same request was seen
+before, not of the order in which concurrent requests arrive: a run with the same requests
+meets the same faults (into a bucket of any name), and a retry of a failed request draws
+again. Requests whose path matches ``fail_keys`` (a regular
 expression searched in the path) fail every time, with a kind from ``fail_kinds``.
 
 Paths under ``/_faults/`` control the proxy and are neither counted nor forwarded:
@@ -300,7 +301,9 @@ class FaultProxy:
         """The fault for this request, or None: from the seed, the request and its repeats."""
         settings = self.settings
         method = request.first.split(b" ")[0]
-        identity = (method, target, request.header(b"range") or b"")
+        # Without the bucket (path-style URLs): a run into a fresh bucket meets the same faults.
+        unbucketed = b"/" + target.lstrip(b"/").partition(b"/")[2]
+        identity = (method, unbucketed, request.header(b"range") or b"")
         with self._lock:
             seen = self._seen[identity]
             self._seen[identity] += 1
