@@ -124,8 +124,18 @@ class RetryPolicy:
                 )
         return policy
 
-    def delay(self, retry: int) -> float:
-        """Seconds to wait before retry number ``retry`` (1 for the first)."""
+    def delay(self, retry: int, answered: bool = True) -> float:
+        """Seconds to wait before retry number ``retry`` (1 for the first).
+
+        ``answered``: the store answered with an error (5xx, throttling), which says it is
+        failing or busy. A request that got no answer, or lost it halfway (a dropped
+        connection, a body cut short), is retried at once the first time, on a new
+        connection, and only then waits, one step behind.
+        """
+        if not answered:
+            if retry == 1:
+                return 0.0
+            retry -= 1
         ceiling = min(self.max_delay, self.first_delay * 2.0 ** (retry - 1))
         # "Equal jitter": never less than half the ceiling, so that a throttled store sees
         # the rate fall, and spread over the other half, so that requests failed together
@@ -150,13 +160,14 @@ def install(client: Any, policy: RetryPolicy, connect_attempts: int | None = Non
     ) -> float | None:
         if attempts >= policy.attempts:
             return None
+        answered = caught_exception is None
         if caught_exception is not None:
             failed = _is_connection_error(caught_exception)
             if connect_attempts is not None and _cannot_connect(caught_exception):
                 failed = failed and attempts < connect_attempts
         else:
             failed = response is not None and _is_transient_answer(response[1])
-        return policy.delay(attempts) if failed else None
+        return policy.delay(attempts, answered) if failed else None
 
     client.meta.events.register("needs-retry.s3", needs_retry, unique_id=_HANDLER_ID)
 
@@ -179,7 +190,7 @@ async def retry_reads[T](
             if not is_transient(exc):
                 raise
             if _is_body_error(exc) and attempt < policy.attempts:
-                await asyncio.sleep(policy.delay(attempt))
+                await asyncio.sleep(policy.delay(attempt, answered=False))
                 continue
             elapsed = time.monotonic() - started
             raise StoreUnavailableError(

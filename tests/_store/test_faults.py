@@ -237,6 +237,9 @@ def test_waits_grow_and_stay_bounded() -> None:
         waits = [policy.delay(retry) for _ in range(200)]
         assert all(ceiling / 2 <= wait <= ceiling for wait in waits)
         assert len(set(waits)) > 100  # jittered
+    # A request that got no answer is retried at once, then waits one step behind.
+    assert policy.delay(1, answered=False) == 0.0
+    assert all(0.05 <= policy.delay(2, answered=False) <= 0.1 for _ in range(50))
 
 
 def _keys(bucket: S3Bucket) -> list[str]:
