@@ -7,7 +7,7 @@ each, through the fault proxy (``_fault_proxy.py``, in this process) in front of
 this process too), at 0, 10 and 20 % faults of every kind but delays. Once with a plain
 ``s3fs.S3FileSystem`` (botocore's legacy retries: up to 4, waiting a random 0-1 s, 0-2 s,
 0-4 s...; s3fs's loop around them: 5 tries of some errors, 0.1 s to 0.8 s apart) and once with
-cellvol's filesystem (one budget, 25-50 ms before the first retry). Results go to
+cellvol's filesystem (one budget, at most 50 ms before the first retry). Results go to
 ``results/s3-retry-waits.json`` and a Markdown table on stdout.
 """
 
