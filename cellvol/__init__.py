@@ -29,6 +29,7 @@ from cellvol.errors import (
     ReadOnlyStoreError,
     SourceChangedError,
     StoreNotFoundError,
+    StoreUnavailableError,
     UnsupportedURLError,
     WriteConflictError,
 )
@@ -127,6 +128,7 @@ __all__ = [
     "SegmentTable",
     "SourceChangedError",
     "StoreNotFoundError",
+    "StoreUnavailableError",
     "UnsupportedURLError",
     "Validation",
     "VerifyReport",

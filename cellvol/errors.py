@@ -13,6 +13,7 @@ keeps working without knowing about cellvol::
     ├── ReadOnlyStoreError (PermissionError)     a write was attempted on a read-only store
     ├── AccessDeniedError (PermissionError)      credentials missing, refused or not enough
     ├── EndpointUnreachableError (ConnectionError)  an S3 endpoint or HTTP server is unreachable
+    ├── StoreUnavailableError (ConnectionError)  a store request kept failing past its retries
     ├── AddressInUseError (OSError)              a server cannot listen on a taken address
     ├── MetadataError (ValueError)               OME-Zarr metadata missing, malformed or invalid
     │   └── NotOMEZarrError                      the location holds no OME-Zarr image at all
@@ -52,6 +53,7 @@ __all__ = [
     "ReadOnlyStoreError",
     "SourceChangedError",
     "StoreNotFoundError",
+    "StoreUnavailableError",
     "UnsupportedURLError",
     "WriteConflictError",
 ]
@@ -142,6 +144,13 @@ class AccessDeniedError(CellvolError, PermissionError):
 
 class EndpointUnreachableError(CellvolError, ConnectionError):
     """An S3 endpoint or HTTP server could not be reached at all."""
+
+
+class StoreUnavailableError(CellvolError, ConnectionError):
+    """A store request kept failing (5xx, throttling, dropped connections) past its retries.
+
+    The message names the request and its key. A write that stops with it resumes later.
+    """
 
 
 class AddressInUseError(CellvolError, OSError):

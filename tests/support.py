@@ -74,9 +74,13 @@ def forget_cached_filesystems() -> None:
         from fsspec.implementations.http import HTTPFileSystem
         from s3fs import S3FileSystem
         from zarr.core.sync import sync
+
+        from cellvol._store._s3fs import RetryingS3FileSystem
     except ImportError:
         return
-    for cls, attribute in ((S3FileSystem, "_s3"), (HTTPFileSystem, "_session")):
+    # Each class keeps a cache of its own: cellvol's S3 filesystem, and plain s3fs's.
+    kinds = ((RetryingS3FileSystem, "_s3"), (S3FileSystem, "_s3"), (HTTPFileSystem, "_session"))
+    for cls, attribute in kinds:
         for fs in list(cls._cache.values()):
             session = getattr(fs, attribute, None)
             if session is not None and getattr(fs, "asynchronous", False):

@@ -3,7 +3,8 @@
 Private: the layers above use :func:`open_store` and the object helpers; users pass paths and
 URLs to :func:`cellvol.open` and :func:`cellvol.write_pyramid` instead. Modules, one concern
 each: ``_location`` (parsing), ``_options`` (storage options), ``_open`` (the modes and what
-each guarantees), ``_local``, ``_s3``, ``_http``, ``_zip`` (the backends), ``_objects``
+each guarantees), ``_local``, ``_s3``, ``_http``, ``_zip`` (the backends), ``_s3fs`` and
+``_retry`` (S3 requests retried within a budget; bodies whole or not at all), ``_objects``
 (whole-object reads and writes, listing, deletion), ``_durable`` (syncing to stable
 storage), ``_nodes`` (zarr groups and arrays found in a store), ``_loop`` (event loops),
 ``_sessions`` (closing the network sessions of the filesystems opened). This layer knows nothing

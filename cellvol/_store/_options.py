@@ -55,7 +55,7 @@ def check_options(location: Location, storage_options: Mapping[str, Any] | None)
             raise InvalidInputError(
                 f"unknown S3 storage option {', '.join(hints)} for {location.url}: expected "
                 "options of s3fs.S3FileSystem such as endpoint_url, anon, key, secret, token, "
-                "profile, client_kwargs, config_kwargs"
+                "profile, client_kwargs, config_kwargs, or cellvol's retry"
             )
     return options
 
@@ -70,6 +70,8 @@ def _s3_option_names() -> frozenset[str]:
     # S3FileSystem passes other keywords on to aiobotocore's AioSession, or to fsspec.
     names |= {"profile", "session_vars", "event_hooks", "include_builtin_handlers"}
     names |= {"use_listings_cache", "listings_expiry_time", "max_paths", "skip_instance_cache"}
+    # cellvol's own: the retry budget of each request (cellvol._store._retry.RetryPolicy).
+    names |= {"retry"}
     return frozenset(names - {"self"} - _MANAGED_OPTIONS)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 from collections.abc import Mapping
@@ -15,12 +16,14 @@ from zarr.storage import FsspecStore
 from cellvol._store._location import METADATA_KEYS, Location, redact
 from cellvol._store._loop import run_in_fresh_loop
 from cellvol._store._options import scrub
+from cellvol._store._retry import RetryPolicy, describe_failure, is_transient
 from cellvol._store._sessions import track
 from cellvol.errors import (
     AccessDeniedError,
     EndpointUnreachableError,
     InvalidInputError,
     StoreNotFoundError,
+    StoreUnavailableError,
     WriteConflictError,
 )
 
@@ -31,14 +34,18 @@ __all__ = ["S3Store", "open_s3"]
 
 _S3_CONNECTIONS: Final = 32
 """Connections an S3 store opens at once, unless ``config_kwargs`` sets ``max_pool_connections``."""
-# The probe is a store's first request, made by a client of its own with these limits (unless
-# config_kwargs sets them): an endpoint that cannot be reached then fails in about a second,
-# not after botocore's default four retries with backoff. Later requests keep the defaults.
-_PROBE_LIMITS: Final = {
-    "connect_timeout": 5,
-    "read_timeout": 15,
-    "retries": {"max_attempts": 2, "mode": "standard"},
-}
+# The probe is a store's first request, made by a client of its own with these timeouts
+# (unless config_kwargs sets them) and fewer tries: an endpoint that cannot be reached then
+# fails in about a second, not after the whole retry budget. Later requests keep botocore's
+# timeouts and the budget.
+_PROBE_LIMITS: Final = {"connect_timeout": 5, "read_timeout": 15}
+# Tries of the probe when no connection can be made at all.
+_PROBE_CONNECT_ATTEMPTS: Final = 2
+# Tries of the probe at most, whatever the budget: an endpoint that answers every request with
+# an error (a wrong service, a broken proxy) is reported in a second, not after the budget.
+_PROBE_ATTEMPTS: Final = 4
+# botocore's own retries, off: cellvol retries (see _retry), and the two would multiply.
+_NO_BOTOCORE_RETRIES: Final = {"mode": "standard", "total_max_attempts": 1}
 # Codes S3 answers with when a bucket does not exist.
 _NO_BUCKET: Final = frozenset({"NoSuchBucket", "404", "NotFound"})
 # Codes S3 answers with when a policy or ACL forbids the request (credentials are valid).
@@ -46,20 +53,25 @@ _DENIED: Final = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabl
 
 
 def open_s3(location: Location, mode: Mode, options: dict[str, Any]) -> Store:
-    from s3fs import S3FileSystem
+    options = dict(options)
+    policy = RetryPolicy.of(options.pop("retry", None), location.url)
+    options = _without_botocore_retries(_with_connection_pool(options))
+    from cellvol._store._s3fs import retrying_filesystem  # s3fs loads when S3 is used
 
-    options = _with_connection_pool(options)
-    fs = S3FileSystem(**options, asynchronous=True)
+    try:
+        fs = retrying_filesystem(policy, options)
+    except Exception as exc:
+        raise _s3_setup_error(exc, location, options) from exc
     track(fs)
     if options.get("skip_instance_cache"):
         # A filesystem of its own, which the caller may mean to drive from its own event loop:
         # probe in a loop of its own, so that this one stays unbound.
-        run_in_fresh_loop(_probe_s3(None, location, mode, options))
+        run_in_fresh_loop(_probe_s3(None, location, mode, options, policy))
     else:
         # fsspec shares this filesystem among stores opened with the same options in this
         # thread, and zarr's synchronous API drives it from zarr's event loop: its client is
         # made there, and the probe's client shares its session (the loaded service models).
-        sync(_probe_s3(fs, location, mode, options))
+        sync(_probe_s3(fs, location, mode, options, policy))
     return S3Store(fs, path=location.path, read_only=mode == "r")
 
 
@@ -97,6 +109,14 @@ def _with_connection_pool(options: dict[str, Any]) -> dict[str, Any]:
     return {**options, "config_kwargs": {**(config or {}), "max_pool_connections": _S3_CONNECTIONS}}
 
 
+def _without_botocore_retries(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with botocore's retries turned off, unless the caller configured them."""
+    config = options.get("config_kwargs")
+    if not isinstance(config, Mapping) or "retries" in config:
+        return options
+    return {**options, "config_kwargs": {**config, "retries": _NO_BOTOCORE_RETRIES}}
+
+
 def _probe_options(options: dict[str, Any], session: Any) -> dict[str, Any]:
     """``options`` for the probe's own filesystem: :data:`_PROBE_LIMITS`, the given session."""
     config = dict(options.get("config_kwargs") or {})
@@ -106,21 +126,29 @@ def _probe_options(options: dict[str, Any], session: Any) -> dict[str, Any]:
     return probe
 
 
-async def _probe_s3(shared: Any, location: Location, mode: Mode, options: dict[str, Any]) -> None:
+async def _probe_s3(
+    shared: Any, location: Location, mode: Mode, options: dict[str, Any], policy: RetryPolicy
+) -> None:
     """Check the bucket, and what lies under the prefix, with one listing request.
 
     Listing works under prefix-restricted policies, where HeadBucket would be denied. The
-    request goes through a client of its own with bounded retries, closed afterwards;
-    ``shared``, the filesystem the store will use, only lends its session when given.
+    request goes through a client of its own with shorter timeouts, closed afterwards; it is
+    retried like any other, except that an endpoint no connection can be made to is
+    reported after two tries. ``shared``, the filesystem the store will use, only lends its
+    session when given.
     """
-    from s3fs import S3FileSystem
+    from cellvol._store._s3fs import retrying_filesystem
 
     try:
         session = None
         if shared is not None:
             await shared.set_session()
             session = shared.session
-        prober = S3FileSystem(**_probe_options(options, session), asynchronous=True)
+        prober = retrying_filesystem(
+            dataclasses.replace(policy, attempts=min(policy.attempts, _PROBE_ATTEMPTS)),
+            _probe_options(options, session),
+            connect_attempts=_PROBE_CONNECT_ATTEMPTS,
+        )
         client = await prober.set_session()
     except Exception as exc:
         raise _s3_setup_error(exc, location, options) from exc
@@ -243,6 +271,13 @@ def _s3_request_error(
             hint=_endpoint_hint(options),
         )
     code = _s3_error_code(exc)
+    if code is not None and is_transient(exc):
+        return StoreUnavailableError(
+            f"S3 kept failing the first request for {location.url} at endpoint {endpoint}, "
+            f"try after try; the last failure: {scrub(describe_failure(exc), options)}",
+            hint="try again later, or allow more tries with the storage option 'retry' "
+            "(attempts, first_delay, max_delay)",
+        )
     if code is not None:
         message = scrub(str(exc), options)
         if code in _DENIED or code in (

@@ -1,0 +1,151 @@
+"""s3fs with cellvol's retries: every request, and every body read, within one budget.
+
+s3fs retries on its own (five tries of some errors, sleeping 0.1 s to 0.8 s between them)
+around botocore, which retries on its own too (up to seconds between tries): two loops that
+multiply, and waits far longer than a failed request on S3 calls for. Here botocore's own
+retries are off and s3fs's loop is replaced: :mod:`cellvol._store._retry` decides, once, for
+every request and for the reading of each downloaded body.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from s3fs import S3FileSystem
+from s3fs.core import version_id_kw
+from s3fs.errors import translate_boto_error
+
+from cellvol._store._location import redact
+from cellvol._store._retry import (
+    RetryPolicy,
+    ShortBodyError,
+    describe_failure,
+    install,
+    is_transient,
+    retry_reads,
+)
+from cellvol.errors import StoreUnavailableError
+
+__all__ = ["RetryingS3FileSystem", "retrying_filesystem"]
+
+
+def retrying_filesystem(
+    policy: RetryPolicy, options: Mapping[str, Any], connect_attempts: int | None = None
+) -> RetryingS3FileSystem:
+    """An asynchronous :class:`RetryingS3FileSystem` with ``options`` (s3fs's keywords)."""
+    return RetryingS3FileSystem(
+        **options, asynchronous=True, retry=policy, connect_attempts=connect_attempts
+    )
+
+
+class RetryingS3FileSystem(S3FileSystem):  # type: ignore[misc]
+    """:class:`s3fs.S3FileSystem` whose requests are retried by a :class:`RetryPolicy`.
+
+    Parameters
+    ----------
+    retry
+        The budget of each request.
+    connect_attempts
+        Tries when no connection can be made at all (see :func:`install`).
+    **kwargs
+        As for :class:`s3fs.S3FileSystem`.
+    """
+
+    def __init__(
+        self, *args: Any, retry: RetryPolicy, connect_attempts: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry_policy = retry
+        self.connect_attempts = connect_attempts
+
+    async def set_session(self, refresh: bool = False, kwargs: Any = None) -> Any:
+        client = await super().set_session(refresh=refresh, kwargs=kwargs or {})
+        install(client, self.retry_policy, self.connect_attempts)
+        return client
+
+    async def get_s3(self, bucket: str | None = None) -> Any:
+        # Clients made per bucket region, if s3fs was asked to, get the same retries.
+        client = await super().get_s3(bucket)
+        install(client, self.retry_policy, self.connect_attempts)
+        return client
+
+    async def _call_s3(self, method: str, *akwarglist: Any, **kwargs: Any) -> Any:
+        """One S3 request (``"put_object"``...), retried; s3fs's errors when it fails."""
+        await self.set_session()
+        client = await self.get_s3(kwargs.get("Bucket"))
+        call = getattr(client, method)
+        parameters = self._get_s3_method_kwargs(call, *akwarglist, **kwargs)
+        return await self._retrying(lambda: call(**parameters), method, parameters)
+
+    async def get_object(self, **parameters: Any) -> tuple[dict[str, Any], bytes]:
+        """GetObject, and its body read whole: tried again until it arrives whole.
+
+        A body shorter than the answer's ``Content-Length`` (a connection that dropped
+        mid-body) is never returned: it is fetched again, within the budget.
+        """
+        await self.set_session()
+        client = await self.get_s3(parameters.get("Bucket"))
+        request = self._get_s3_method_kwargs(client.get_object, **parameters)
+
+        async def fetch() -> tuple[dict[str, Any], bytes]:
+            reply = await client.get_object(**request)
+            body = reply["Body"]
+            try:
+                data: bytes = await body.read()
+            except Exception as exc:
+                # botocore's retries end when the answer's headers arrive: whatever breaks the
+                # body afterwards (a reset, a read timeout) is this loop's to retry.
+                if not is_transient(exc):
+                    raise
+                raise ShortBodyError(f"the body broke off: {describe_failure(exc)}") from exc
+            finally:
+                body.close()
+            expected = reply.get("ContentLength")
+            if isinstance(expected, int) and len(data) != expected:
+                raise ShortBodyError(f"{len(data)} bytes of the {expected} announced arrived")
+            return reply, data
+
+        return await self._retrying(fetch, "get_object", parameters)
+
+    async def _cat_file(
+        self,
+        path: str,
+        version_id: str | None = None,
+        start: int | None = None,
+        end: int | None = None,
+        **_: Any,
+    ) -> bytes:
+        """An object's bytes (``start`` to ``end``), as one GET, whole or not at all."""
+        bucket, key, path_version = self.split_path(path)
+        parameters = {"Bucket": bucket, "Key": key, **version_id_kw(version_id or path_version)}
+        if start is not None or end is not None:
+            parameters["Range"] = await self._process_limits(path, start, end)
+        _, data = await self.get_object(**parameters)
+        return data
+
+    async def _retrying[T](
+        self, call: Callable[[], Awaitable[T]], method: str, parameters: Mapping[str, Any]
+    ) -> T:
+        try:
+            return await retry_reads(
+                call, self.retry_policy, lambda: self._describe(method, parameters)
+            )
+        except StoreUnavailableError:
+            raise
+        except Exception as exc:
+            # As s3fs reports them: FileNotFoundError for a missing key, and so on.
+            raise translate_boto_error(exc) from exc
+
+    def _describe(self, method: str, parameters: Mapping[str, Any]) -> str:
+        """``S3 PutObject of s3://bucket/key at http://endpoint``, for messages."""
+        operation = re.sub(r"(?:^|_)([a-z])", lambda m: m.group(1).upper(), method)
+        where = "/".join(
+            str(part)
+            for part in (parameters.get("Bucket"), parameters.get("Key", parameters.get("Prefix")))
+            if part
+        )
+        endpoint = self.endpoint_url or (self._s3.meta.endpoint_url if self._s3 else None)
+        at = f" at {redact(str(endpoint))}" if endpoint else ""
+        return f"S3 {operation} of s3://{where}{at}"
