@@ -60,6 +60,14 @@ from cellvol.ome._display import Window, contrast_window
 from cellvol.read._level import Level
 from cellvol.read._open import open as open_volume
 from cellvol.read._volume import LabelImage, Volume
+from cellvol.server._channels import (
+    Channel,
+    blend,
+    channels_of_image,
+    pick_channels,
+    to_rgb,
+    windows_of,
+)
 from cellvol.server._keys import KeyReader, key_reader, raw_key
 from cellvol.server._meshes import STALE_HEADER, mesh_routes
 from cellvol.server._render import encode, label_overlay, render
@@ -84,6 +92,12 @@ class Served:
     keys: KeyReader
     window: Window
     token: str = field(default="")
+    channels: list[Channel] = field(default_factory=list)
+
+    @property
+    def planes(self) -> Volume:
+        """The ``(z, y, x)`` volume whose geometry tiles and slices follow (channel 0's)."""
+        return self.channels[0].volume if self.channels else self.volume
 
     @classmethod
     def open(
@@ -102,13 +116,14 @@ class Served:
             )
         volume = open_volume(location.url, storage_options, cache=cache)
         store = volume.levels[0].array.store  # the root's store, already opened and probed
-        window = volume.window or _fallback_window(volume)
+        channels = channels_of_image(volume)
+        window = channels[0].window if channels else volume.window or _fallback_window(volume)
         token = hashlib.blake2b(
             json.dumps(dict(volume.attributes), sort_keys=True, default=str).encode(),
             digest_size=8,
         ).hexdigest()
         keys = key_reader(store, location, storage_options)
-        return cls(chosen, location.url, volume, keys, window, token)
+        return cls(chosen, location.url, volume, keys, window, token, channels)
 
 
 def serve_name(url: str) -> str:
@@ -173,7 +188,7 @@ def create_app(
     async def tile(request: Request) -> Response:
         target = find(request.path_params["name"])
         params = request.path_params
-        level = _level(target.volume, params["level"])
+        level = _level(target.planes, params["level"])
         axis = _axis(params["axis"])
         rows, cols = _plane_axes(axis)
         r0, c0 = params["row"] * TILE, params["col"] * TILE
@@ -186,7 +201,7 @@ def create_app(
         target = find(request.path_params["name"])
         query = request.query_params
         level_index = _int(query.get("level", "0"), "level")
-        level = _level(target.volume, level_index)
+        level = _level(target.planes, level_index)
         axis = _axis(query.get("axis", "z"))
         rows, cols = _plane_axes(axis)
         box = _box(
@@ -306,6 +321,8 @@ async def _image(
     headers = {"ETag": etag, "Cache-Control": "public, max-age=300"}
     if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
         return Response(status_code=304, headers=headers)
+    if target.channels:
+        return await _channel_image(request, target, level_index, box, fmt, headers)
     level = _level(target.volume, level_index)
     plane = await _read(target, level, box)
     overlay = None
@@ -324,6 +341,30 @@ async def _image(
         if overlay is not None:
             image = label_overlay(image, overlay[0], overlay[1], alpha)
         return encode(image, fmt)
+
+    body, media = await anyio.to_thread.run_sync(draw)
+    return Response(body, media_type=media, headers=headers)
+
+
+async def _channel_image(
+    request: Request,
+    target: Served,
+    level_index: int,
+    box: tuple[Any, ...],
+    fmt: str,
+    headers: dict[str, str],
+) -> Response:
+    """The chosen channels (``channel=``; default all), blended additively in their colours."""
+    query = request.query_params
+    chosen = pick_channels(target.channels, query.get("channel"), target.name)
+    windows = windows_of(query.get("windows"), chosen)
+    if len(chosen) == 1 and query.get("window") is not None:
+        windows = [_window(query.get("window"), chosen[0].window)]
+    planes = [await _read(target, _level(c.volume, level_index), box) for c in chosen]
+
+    def draw() -> tuple[bytes, str]:
+        rgb, _ = blend(planes, windows, [c.color for c in chosen])
+        return encode(to_rgb(rgb), fmt)
 
     body, media = await anyio.to_thread.run_sync(draw)
     return Response(body, media_type=media, headers=headers)
@@ -350,7 +391,10 @@ def _objects_read(level: Level, box: tuple[Any, ...]) -> list[str]:
         for (start, stop), size in zip(touched_ranges(box, level.shape), outer, strict=True)
     ]
     prefix = f"{level.array.store_path.path}/" if level.array.store_path.path else ""
-    return [prefix + metadata.encode_chunk_key(index) for index in itertools.product(*spans)]
+    # A channel's view reads at fixed leading indices (chunks along them: of one channel).
+    full = level.array.shards or level.array.chunks
+    lead = [range(f // size, f // size + 1) for f, size in zip(level.fixed, full, strict=False)]
+    return [prefix + metadata.encode_chunk_key(index) for index in itertools.product(*lead, *spans)]
 
 
 def _box(
@@ -472,9 +516,10 @@ def _catalog_entry(served: Served, base: str) -> dict[str, Any]:
                 "chunks": list(level.chunks),
                 "shards": list(level.shards) if level.shards else None,
             }
-            for level in volume.levels
+            for level in served.planes.levels
         ],
         "labels": labels,
+        "channels": [c.to_json() for c in served.channels],
     }
 
 
