@@ -82,7 +82,8 @@ def test_default_blend_uses_each_channels_stored_window(
     assert stored.shape == (64, 64, 3)
     assert np.array_equal(stored, explicit)
     # The top-left shows both channels: green and magenta components both lit.
-    assert stored[16, 16, 1] > 0 and stored[16, 16, 0] > 0
+    assert stored[16, 16, 1] > 0
+    assert stored[16, 16, 0] > 0
 
 
 def test_the_catalog_lists_channels_and_spatial_levels(
