@@ -13,8 +13,10 @@ Routes (GET and HEAD only; anything else is 405):
 ``/segment/{name}/{labels}?z=&y=&x=&level=``     the segment under a voxel, with its annotations
 ``/segments/{name}/{labels}?q=&ids=&limit=``     the segments, searchable, for the page's list
 ``/meshes/{name}/{labels}[/{id}]``               segment surfaces (see ``_meshes``)
-``/catalog``                                     the served volumes as JSON
-``/view/{name}``                                 the three-plane browser page
+``/catalog``                                     the served volumes and scenes as JSON
+``/overlay/...``, ``/neuroglancer/{scene}``       a scene's overlay and state (see ``_scenes``)
+``/view/{name}``                                 the three-plane browser page (of a scene:
+                                                 the reference, the placed images over it)
 ===============================================  ================================================
 
 Images take ``window=low,high`` (default: the stored display window), ``cmap`` (default
@@ -29,7 +31,6 @@ import hashlib
 import itertools
 import json
 import re
-import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -60,6 +61,7 @@ from cellvol.ome._display import Window, contrast_window
 from cellvol.read._level import Level
 from cellvol.read._open import open as open_volume
 from cellvol.read._volume import LabelImage, Volume
+from cellvol.server._catalog import catalog_entry
 from cellvol.server._channels import (
     Channel,
     blend,
@@ -71,6 +73,7 @@ from cellvol.server._channels import (
 from cellvol.server._keys import KeyReader, key_reader, raw_key
 from cellvol.server._meshes import STALE_HEADER, mesh_routes
 from cellvol.server._render import encode, label_overlay, render
+from cellvol.server._scenes import ServedScene, scene_routes
 from cellvol.server._segments import segment_list
 
 __all__ = ["Served", "create_app", "serve_name"]
@@ -148,8 +151,12 @@ def create_app(
     *,
     max_concurrency: int = 8,
     timeout: float = 30.0,
+    scenes: Sequence[ServedScene] = (),
 ) -> Starlette:
-    """The ASGI app serving ``served`` volumes (see the module's route table)."""
+    """The ASGI app serving ``served`` volumes and ``scenes`` (see the module's route table).
+
+    A scene's images must be among ``served``, under the names :class:`ServedScene` gives.
+    """
     names = [s.name for s in served]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -157,6 +164,13 @@ def create_app(
             f"two volumes would be served as {duplicates}: give one another name (NAME=PATH)"
         )
     volumes = {s.name: s for s in served}
+    by_scene = {s.name: s for s in scenes}
+    clashes = sorted(set(by_scene) & set(volumes))
+    missing = sorted({n for s in scenes for n in s.served.values()} - set(volumes))
+    if clashes or missing:
+        raise InvalidInputError(
+            f"scenes {clashes} share a volume's name, or their images {missing} are not served"
+        )
     limit = asyncio.Semaphore(max_concurrency)
 
     def find(name: str) -> Served:
@@ -199,21 +213,7 @@ def create_app(
 
     async def slice_(request: Request) -> Response:
         target = find(request.path_params["name"])
-        query = request.query_params
-        level_index = _int(query.get("level", "0"), "level")
-        level = _level(target.planes, level_index)
-        axis = _axis(query.get("axis", "z"))
-        rows, cols = _plane_axes(axis)
-        box = _box(
-            level.shape,
-            axis,
-            _int(query.get("index", str(level.shape[axis] // 2)), "index"),
-            _span(query.get("rows"), level.shape[rows], "rows"),
-            _span(query.get("cols"), level.shape[cols], "cols"),
-        )
-        pixels = (box[rows].stop - box[rows].start) * (box[cols].stop - box[cols].start)
-        if pixels > _MAX_SLICE_PIXELS:
-            raise HTTPException(400, f"a slice is at most {_MAX_SLICE_PIXELS:,} pixels")
+        level_index, box = _plane(request, target)
         fmt = request.path_params["fmt"]
         return await bounded(lambda: _image(request, target, level_index, box, fmt))
 
@@ -240,20 +240,32 @@ def create_app(
 
     async def catalog(request: Request) -> Response:
         base = str(request.base_url).rstrip("/")
-        entries = [_catalog_entry(s, base) for s in served]
-        return JSONResponse({"volumes": entries}, headers={"Cache-Control": "no-cache"})
+        entries = [catalog_entry(s, base) for s in served]
+        listed = [s.catalog(base) for s in scenes]
+        return JSONResponse(
+            {"volumes": entries, "scenes": listed}, headers={"Cache-Control": "no-cache"}
+        )
 
     async def view(request: Request) -> Response:
-        target = find(request.path_params["name"])
+        scene = by_scene.get(request.path_params["name"])
+        shown = scene.served[scene.reference] if scene else request.path_params["name"]
+        target = find(shown)
         page = resources.files("cellvol.server").joinpath("static/viewer.html").read_text()
-        return HTMLResponse(
-            page.replace("{{name}}", target.name), headers={"Cache-Control": "no-cache"}
+        page = page.replace("{{name}}", target.name).replace(
+            "{{scene}}", scene.name if scene else ""
         )
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+    def layers(name: str) -> tuple[Served, list[Channel]]:
+        target = find(name)
+        # A plain image overlays in green, the usual colour of one fluorescence channel.
+        plain = [Channel(name, target.volume, target.window, "00FF00")]
+        return target, target.channels or plain
 
     async def index(request: Request) -> Response:
         if len(volumes) == 1:
             return RedirectResponse(f"/view/{names[0]}")
-        links = "".join(f'<li><a href="/view/{n}">{n}</a></li>' for n in volumes)
+        links = "".join(f'<li><a href="/view/{n}">{n}</a></li>' for n in [*by_scene, *volumes])
         return HTMLResponse(f"<!doctype html><title>cellvol</title><ul>{links}</ul>")
 
     static = Path(str(resources.files("cellvol.server").joinpath("static")))
@@ -274,6 +286,7 @@ def create_app(
         Route("/segment/{name}/{labels}", segment, methods=["GET", "HEAD"]),
         Route("/segments/{name}/{labels}", segment_list, methods=["GET", "HEAD"]),
         *mesh_routes(find, _labels),
+        *scene_routes(by_scene, layers, _plane, _read, bounded),
         Mount("/static", StaticFiles(directory=static), name="static"),
     ]
     application = Starlette(
@@ -397,6 +410,26 @@ def _objects_read(level: Level, box: tuple[Any, ...]) -> list[str]:
     return [prefix + metadata.encode_chunk_key(index) for index in itertools.product(*lead, *spans)]
 
 
+def _plane(request: Request, target: Served) -> tuple[int, tuple[Any, ...]]:
+    """The level and box a ``/slice`` request names (``axis=&index=&level=&rows=&cols=``)."""
+    query = request.query_params
+    level_index = _int(query.get("level", "0"), "level")
+    level = _level(target.planes, level_index)
+    axis = _axis(query.get("axis", "z"))
+    rows, cols = _plane_axes(axis)
+    box = _box(
+        level.shape,
+        axis,
+        _int(query.get("index", str(level.shape[axis] // 2)), "index"),
+        _span(query.get("rows"), level.shape[rows], "rows"),
+        _span(query.get("cols"), level.shape[cols], "cols"),
+    )
+    pixels = (box[rows].stop - box[rows].start) * (box[cols].stop - box[cols].start)
+    if pixels > _MAX_SLICE_PIXELS:
+        raise HTTPException(400, f"a slice is at most {_MAX_SLICE_PIXELS:,} pixels")
+    return level_index, box
+
+
 def _box(
     shape: tuple[int, ...], axis: int, index: int, rows: tuple[int, int], cols: tuple[int, int]
 ) -> tuple[Any, ...]:
@@ -479,60 +512,6 @@ def _float(text: str, what: str) -> float:
     if not np.isfinite(value):
         raise InvalidInputError(f"{what} must be finite, got {text!r}")
     return value
-
-
-# -- catalog ---------------------------------------------------------------------------------
-
-
-def _catalog_entry(served: Served, base: str) -> dict[str, Any]:
-    volume = served.volume
-    labels = []
-    for name in volume.labels:
-        image = volume.labels[name]
-        count = image.segment_count  # from the table's metadata: the table may be large
-        annotated = {str(k): v for k, v in image.properties.items() if set(v) - {"voxel_count"}}
-        labels.append({"name": name, "segments": count, "annotations": annotated})
-    data_url = f"{base}/data/{served.name}/"
-    return {
-        "name": served.name,
-        "source": served.url,
-        "data": data_url,
-        "view": f"{base}/view/{served.name}",
-        "neuroglancer": _neuroglancer_link(data_url, served.name, volume),
-        "dtype": str(volume.dtype),
-        "shape": list(volume.shape),
-        "axes": list(volume.axes),
-        "unit": volume.unit,
-        "window": served.window.to_json(),
-        "levels": [
-            {
-                "index": level.index,
-                "path": level.path,
-                "shape": list(level.shape),
-                # z, y, x for volumes; the pixel size (y, x) of a 2-D image
-                "voxel_size": list(level.spacing) or None,
-                "scale": list(level.scale),
-                "translation": list(level.translation),
-                "chunks": list(level.chunks),
-                "shards": list(level.shards) if level.shards else None,
-            }
-            for level in served.planes.levels
-        ],
-        "labels": labels,
-        "channels": [c.to_json() for c in served.channels],
-    }
-
-
-def _neuroglancer_link(data_url: str, name: str, volume: Volume) -> str:
-    """A neuroglancer link whose layer reads the raw keys (zarr v3: ``zarr3://``)."""
-    scheme = "zarr3" if volume.ome_version == "0.5" else "zarr2"
-    window = volume.window
-    layer: dict[str, Any] = {"type": "image", "source": f"{scheme}://{data_url}", "name": name}
-    if window is not None:
-        layer["shaderControls"] = {"normalized": {"range": [window.start, window.end]}}
-    state = {"layers": [layer], "layout": "4panel"}
-    fragment = urllib.parse.quote(json.dumps(state, separators=(",", ":")), safe="")
-    return f"https://neuroglancer-demo.appspot.com/#!{fragment}"
 
 
 # -- errors ----------------------------------------------------------------------------------

@@ -115,23 +115,27 @@ def windows_of(text: str | None, channels: Sequence[Channel]) -> list[Window]:
 
 
 def blend(
-    planes: Sequence[npt.NDArray[Any]], windows: Sequence[Window], colors: Sequence[str]
+    planes: Sequence[npt.NDArray[Any]],
+    windows: Sequence[Window],
+    colors: Sequence[str],
+    gains: Sequence[float] | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Channels summed in their colours: an ``(h, w, 3)`` RGB in 0-1 and each pixel's weight.
 
-    The weight (0-1) is the brightest channel's level there: where no channel shows anything
-    an overlay is transparent.
+    ``gains`` (0-1, default 1) scale each channel's contribution: an overlay channel's
+    opacity. The weight (0-1) is the brightest channel's level there.
     """
     shape = planes[0].shape
     rgb = np.zeros((*shape, 3), np.float32)
     weight = np.zeros(shape, np.float32)
-    for plane, window, color in zip(planes, windows, colors, strict=True):
+    gains = [1.0] * len(planes) if gains is None else gains
+    for plane, window, color, gain in zip(planes, windows, colors, gains, strict=True):
         span = max(window.end - window.start, 1e-12)
         level = np.clip((plane.astype(np.float32) - np.float32(window.start)) / span, 0, 1)
         level = np.nan_to_num(level, nan=0.0)
         tint = np.array([int(color[i : i + 2], 16) / 255 for i in (0, 2, 4)], np.float32)
-        rgb += level[..., None] * tint
-        np.maximum(weight, level, out=weight)
+        rgb += level[..., None] * (tint * np.float32(gain))
+        np.maximum(weight, level * np.float32(gain), out=weight)
     return np.clip(rgb, 0, 1), weight
 
 
