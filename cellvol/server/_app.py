@@ -376,6 +376,9 @@ async def _channel_image(
     planes = [await _read(target, _level(c.volume, level_index), box) for c in chosen]
 
     def draw() -> tuple[bytes, str]:
+        if not planes:  # every channel switched off
+            shape = [k.stop - k.start for k in box if isinstance(k, slice)]
+            return encode(np.zeros((*shape, 3), np.uint8), fmt)
         rgb, _ = blend(planes, windows, [c.color for c in chosen])
         return encode(to_rgb(rgb), fmt)
 

@@ -64,6 +64,9 @@ def channels_of_image(volume: Volume) -> list[Channel]:
 def pick_channels(channels: Sequence[Channel], text: str | None, where: str) -> list[Channel]:
     """The channels ``text`` names: comma-separated names or indices; none given, all.
 
+    ``none`` (unless a channel is so named) selects no channel: the page with every
+    channel unchecked.
+
     Raises
     ------
     InvalidInputError
@@ -72,6 +75,8 @@ def pick_channels(channels: Sequence[Channel], text: str | None, where: str) -> 
     if text is None or text == "":
         return list(channels)
     names = [c.name for c in channels]
+    if text == "none" and "none" not in names:
+        return []
     chosen = []
     for part in text.split(","):
         if part in names:

@@ -1,6 +1,7 @@
 // cellvol's volume browser: three synchronised orthogonal planes with a crosshair, zoom and
 // pan across pyramid levels, scale bars, contrast, colour maps, a label overlay, a 3-D view
-// (view3d.js) and the segments with their annotations (segments.js).
+// (view3d.js), the segments with their annotations (segments.js), and channels and a scene's
+// placed images over the planes (overlay.js).
 // Plain JavaScript, no build step: every plane is one /slice request for the visible region
 // at the level whose voxels best match the screen's pixels. A plane is drawn whenever its image
 // arrives and again at once after a resize (resizing a canvas clears it), never on animation
@@ -114,6 +115,7 @@ function request(panel) {
     cmap: state.cmap,
     labels: state.overlay ? state.labels : "",
     alpha: state.overlay && state.labels ? state.alpha : "",
+    ...overlay.channelParams(),
   };
   const image = new Image();
   image.onload = () => {
@@ -125,6 +127,7 @@ function request(panel) {
     if (sequence === panel.sequence) panel.element.dataset.error = "1";
   };
   image.src = `/slice/${encodeURIComponent(name)}.png?${query(params)}`;
+  overlay.request(panel, params, { info, r0, r1, c0, c1 });
 }
 
 function draw(panel) {
@@ -142,6 +145,7 @@ function draw(panel) {
     context.imageSmoothingEnabled = false;
     context.drawImage(image, left, top, width, height);
   }
+  overlay.paint(panel, context, view, scale);
   drawSelection(panel, context, view, scale);
   const x = (state.cursor[panel.cols] - view.colMin) / scale;
   const y = (state.cursor[panel.rows] - view.rowMin) / scale;
@@ -345,6 +349,7 @@ async function start() {
   const voxel = base.scale.map((s) => Number(units.toDisplay(s).toPrecision(4))).join(" × ");
   document.getElementById("shape").textContent = `${volume.shape.join(" × ")} ${volume.dtype}, voxel ${voxel} ${units.display.symbol} (z × y × x)`;
   document.getElementById("neuroglancer").href = volume.neuroglancer;
+  overlay.controls(catalog, volume);
   const low = document.getElementById("low");
   const high = document.getElementById("high");
   for (const input of [low, high]) {
