@@ -1,4 +1,4 @@
-"""A served scene (``cellvol serve SCENE``): its catalog entry, raw keys, overlay, neuroglancer state.
+"""A served scene (``cellvol serve SCENE``): catalog, raw keys, overlay, neuroglancer state.
 
 The ground truth is the CLEM pair's known affine (``clem_helpers``): the overlay of a plane is
 the LM resampled into EM space there (``Scene.resample``, itself checked against the
@@ -61,7 +61,7 @@ def test_the_overlay_is_the_lm_resampled_onto_the_em_plane(
 
 
 def test_the_overlay_of_a_region_and_a_coarser_level(clem_scene: Any) -> None:
-    url, _, path = clem_scene
+    url, _, _ = clem_scene
     whole = _get(f"{url}overlay/cell/lm.png?axis=z&index=15&level=1&windows=0,12")
     part = _get(
         f"{url}overlay/cell/lm.png?axis=z&index=15&level=1&windows=0,12&rows=10:40&cols=5:60"
