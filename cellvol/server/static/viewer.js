@@ -225,10 +225,11 @@ function refresh() {
 
 // Size each canvas to its panel and fit the whole plane in it. Setting a canvas's size clears
 // it, so only a changed size is set, and the plane is drawn again at once from the image it
-// holds while a sharper one is fetched.
+// holds while a sharper one is fetched. Returns whether any canvas changed size.
 function resize() {
   const base = level(0);
   const extent = [0, 1, 2].map((a) => base.shape[a] * base.scale[a]);
+  let changed = false;
   for (const panel of panels) {
     const width = Math.max(1, panel.canvas.clientWidth);
     const height = Math.max(1, panel.canvas.clientHeight);
@@ -236,10 +237,12 @@ function resize() {
     if (panel.canvas.width !== width || panel.canvas.height !== height) {
       panel.canvas.width = width;
       panel.canvas.height = height;
+      changed = true;
       draw(panel);
     }
   }
   view3d.resize();
+  return changed;
 }
 
 function physicalAt(panel, event) {
@@ -329,6 +332,11 @@ function connect() {
     resize();
     refresh();
   });
+  // The header's height changes with its text (the cursor, a scene's controls wrapping): the
+  // panels then change size without the window's doing so.
+  new ResizeObserver(() => {
+    if (resize()) refresh();
+  }).observe(document.querySelector("main"));
   connectSegments();
 }
 
