@@ -308,6 +308,7 @@ def create_app(
         },
     )
     application.state.served = list(served)
+    application.state.scenes = list(scenes)
     return application
 
 

@@ -258,7 +258,7 @@ async def _sample(
     shape = tuple(b - a for a, b in spans)
     index = np.indices(shape, dtype=np.float64).reshape(3, -1)
     index += np.array([a for a, _ in spans], dtype=np.float64)[:, None]
-    physical = (matrix_inverse(matrix) @ index_matrix(grid))[:3]
+    physical = (_inverse(matrix) @ index_matrix(grid))[:3]
     where = physical[:, :3] @ index + physical[:, 3:]  # in the placed image's physical space
     # The plane's pixel size, in the placed image's units: the shorter in-plane step.
     steps = np.linalg.norm(physical[:, :3], axis=0)
@@ -275,10 +275,10 @@ async def _sample(
         dtype=np.float32,
     )
     sampled = map_coordinates(values, coords - low[:, None], order=1, mode="constant", cval=np.nan)
-    return sampled.reshape(_plane_shape(box, shape)).astype(np.float32)
+    return np.asarray(sampled, dtype=np.float32).reshape(_plane_shape(box, shape))
 
 
-def matrix_inverse(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+def _inverse(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """The inverse of a homogeneous affine."""
     return np.asarray(np.linalg.inv(matrix), dtype=np.float64)
 
@@ -301,7 +301,7 @@ def _finest_readable(
         if max(level.scale) <= spacing * 1.001:
             chosen = level.index
     for level in levels[chosen:]:
-        to_index = matrix_inverse(index_matrix(level))[:3]
+        to_index = _inverse(index_matrix(level))[:3]
         coords = to_index[:, :3] @ physical + to_index[:, 3:]
         low = np.maximum(np.floor(coords.min(axis=1)) - 1, 0)
         high = np.minimum(np.ceil(coords.max(axis=1)) + 2, level.shape)

@@ -55,3 +55,30 @@ def clem_scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     cellvol.link(scene, {"em": em_path, "lm": lm_path}, {"lm": pair.affine})
     with Server([f"cell={scene}"]) as server:
         yield server.url, pair, scene
+
+
+@pytest.fixture(scope="session")
+def two_channels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
+    """A server for a 2-channel image (green "membrane", magenta "blobs"): ``(url, data)``."""
+    import numpy as np
+    from server_helpers import GREEN, MAGENTA
+
+    import cellvol
+    from cellvol.server import Server
+
+    # Channel "membrane" bright on the left half, "blobs" bright on the top half: each
+    # quadrant of an XY plane shows one, both or neither.
+    data = np.zeros((2, 8, 64, 64), np.uint16)
+    data[0, :, :, :32] = 1000
+    data[1, :, :32, :] = 1000
+    path = tmp_path_factory.mktemp("channels") / "cells.ome.zarr"
+    cellvol.write_pyramid(
+        data,
+        path,
+        (100, 50, 50),
+        n_levels=1,
+        channel_names=["membrane", "blobs"],
+        channel_colors=[GREEN, MAGENTA],
+    )
+    with Server([str(path)]) as server:
+        yield server.url, data

@@ -3,36 +3,11 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from PIL import Image
-
-import cellvol
-from cellvol.server import Server
-
-GREEN, MAGENTA = "00FF00", "FF00FF"
-
-
-@pytest.fixture(scope="module")
-def two_channels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, np.ndarray]]:
-    # Channel "membrane" bright on the left half, "blobs" bright on the top half: each
-    # quadrant of an XY plane shows one, both or neither.
-    data = np.zeros((2, 8, 64, 64), np.uint16)
-    data[0, :, :, :32] = 1000
-    data[1, :, :32, :] = 1000
-    path = tmp_path_factory.mktemp("channels") / "cells.ome.zarr"
-    cellvol.write_pyramid(
-        data,
-        path,
-        (100, 50, 50),
-        n_levels=1,
-        channel_names=["membrane", "blobs"],
-        channel_colors=[GREEN, MAGENTA],
-    )
-    with Server([str(path)]) as server:
-        yield server.url, data
+from server_helpers import GREEN, MAGENTA
 
 
 def _get(url: str) -> np.ndarray:

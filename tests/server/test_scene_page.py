@@ -9,12 +9,14 @@ screen, with the crosshair on it, is checked against its true EM position.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 from browser_helpers import launch, panels
+from PIL import Image
 
 NAMES = ("XY", "XZ", "YZ")
 SETTLED = """() => panels.every((p) => p.element.dataset.ready === "1"
@@ -106,5 +108,30 @@ def test_the_overlay_follows_the_crosshair_as_the_affine_says(
             allowed = pair.lm_voxel[[rows, cols]] / 2 / size + 1
             miss = np.abs(found - (row, col))
             assert np.all(miss <= allowed), f"{name}: bead at {found}, expected {(row, col)}"
+    assert errors == []
+    page.close()
+
+
+def test_channel_toggles_switch_a_channel_off(two_channels: Any, browser: Any) -> None:
+    url, _ = two_channels
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{url}view/cells")
+    page.wait_for_function(
+        "document.querySelectorAll('.panel[data-ready=\"1\"]').length === 3", timeout=20_000
+    )
+    labels = page.eval_on_selector_all("#channels label", "ls => ls.map(l => l.textContent)")
+    assert [label.strip() for label in labels] == ["membrane", "blobs"]
+    xy = page.query_selector(".panel[data-axis='z'] canvas")
+    both = np.asarray(Image.open(io.BytesIO(xy.screenshot())).convert("RGB")).astype(int)
+    # Magenta (the blobs) has red; green (the membrane) has none: red marks the blobs.
+    assert (both[..., 0] > 200).mean() > 0.1
+    count = _renders(page)
+    page.uncheck("#channels input[data-channel='1']")
+    page.wait_for_function(f"Number(document.body.dataset.renders) >= {count + 3}", timeout=20_000)
+    membrane = np.asarray(Image.open(io.BytesIO(xy.screenshot())).convert("RGB")).astype(int)
+    assert (membrane[..., 0] > 200).mean() < 0.01  # only the yellow crosshair and scale bar
+    assert (membrane[..., 1] > 200).mean() > 0.1
     assert errors == []
     page.close()

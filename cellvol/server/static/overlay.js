@@ -17,8 +17,8 @@ const overlay = (() => {
   function channelParams() {
     if (!own.channels.length) return {};
     const picked = own.channels.map((c, i) => (own.on[i] ? String(i) : null)).filter((v) => v !== null);
-    // None checked: draw nothing of the image (an index that selects no channel is refused).
-    return { channel: picked.length ? picked.join(",") : "none" };
+    // None checked: "none" draws nothing. No single window: each channel keeps its own.
+    return { channel: picked.length ? picked.join(",") : "none", window: "" };
   }
 
   function controls(catalog, volume) {
