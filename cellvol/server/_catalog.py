@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from cellvol.read._volume import Volume
     from cellvol.server._app import Served
 
-__all__ = ["catalog_entry"]
+__all__ = ["NEUROGLANCER", "catalog_entry"]
+
+#: Where the viewer links open neuroglancer; the state follows in the URL fragment.
+NEUROGLANCER: Final = "https://neuroglancer-demo.appspot.com/#!"
 
 
 def catalog_entry(served: Served, base: str) -> dict[str, Any]:
@@ -62,4 +65,4 @@ def _neuroglancer_link(data_url: str, name: str, volume: Volume) -> str:
         layer["shaderControls"] = {"normalized": {"range": [window.start, window.end]}}
     state = {"layers": [layer], "layout": "4panel"}
     fragment = urllib.parse.quote(json.dumps(state, separators=(",", ":")), safe="")
-    return f"https://neuroglancer-demo.appspot.com/#!{fragment}"
+    return NEUROGLANCER + fragment

@@ -39,6 +39,7 @@ from cellvol.errors import CellvolError, InvalidInputError
 from cellvol.read._level import Level
 from cellvol.read._resample import index_matrix
 from cellvol.read._scene import Scene, open_scene
+from cellvol.server._catalog import NEUROGLANCER
 from cellvol.server._channels import Channel, blend, pick_channels, to_rgb, windows_of
 from cellvol.server._render import encode
 from cellvol.units import UNIT_IN_NM
@@ -47,7 +48,6 @@ __all__ = ["ServedScene", "is_scene", "neuroglancer_state", "scene_routes"]
 
 #: The most voxels of the placed image one overlay reads (as float32: 256 MiB).
 _BOX_VOXELS: Final = 64 * 2**20
-NEUROGLANCER: Final = "https://neuroglancer-demo.appspot.com/#!"
 
 
 def is_scene(path_or_url: str, storage_options: Mapping[str, Any] | None = None) -> bool:

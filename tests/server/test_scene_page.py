@@ -70,6 +70,26 @@ def test_the_overlay_shows_in_all_three_planes_and_toggles(clem_scene: Any, brow
         assert _overlay(off).max() <= 2, f"the {name} plane keeps its overlay when toggled off"
         changed = (on != off).any(axis=-1).mean()
         assert changed > 0.05, f"the overlay toggle did not change the {name} plane"
+    # Back on at half the opacity: half the light; the channel's opacity control at 0: none.
+    page.click("#overlay-placed")
+    page.wait_for_function(SETTLED, timeout=30_000)
+    for opacity, expected in (("0.5", 0.5), ("0", 0.0)):
+        page.eval_on_selector(
+            ".placed-channel .opacity",
+            f"e => {{ e.value = '{opacity}'; e.dispatchEvent(new Event('change')); }}",
+        )
+        page.wait_for_function(
+            "() => panels.every((p) => p.element.dataset.overlay === "
+            "(overlay.placed[0].channels[0].opacity > 0 ? String(p.sequence) : 'off'))",
+            timeout=30_000,
+        )
+        count = _renders(page)
+        page.evaluate("() => panels.forEach(draw)")
+        page.wait_for_function(f"Number(document.body.dataset.renders) >= {count + 3}")
+        for name, shot, full in zip(NAMES, panels(page), before, strict=True):
+            seen, bright = _overlay(shot), _overlay(full) > 40
+            ratio = seen[bright].mean() / _overlay(full)[bright].mean()
+            assert abs(ratio - expected) < 0.08, f"{name}: opacity {opacity} gives {ratio:.2f}"
     assert errors == []
     page.close()
 
