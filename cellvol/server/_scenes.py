@@ -48,6 +48,8 @@ __all__ = ["ServedScene", "is_scene", "neuroglancer_state", "scene_routes"]
 
 #: The most voxels of the placed image one overlay reads (as float32: 256 MiB).
 _BOX_VOXELS: Final = 64 * 2**20
+#: The most pixels of one overlay.
+_MAX_PIXELS: Final = 2048 * 2048
 
 
 def is_scene(path_or_url: str, storage_options: Mapping[str, Any] | None = None) -> bool:
@@ -193,6 +195,10 @@ def scene_routes(
             )
         target, _ = layers(scene.served[scene.reference])
         level_index, box = plane(request, target)
+        pixels = int(np.prod([k.stop - k.start for k in box if isinstance(k, slice)]))
+        if pixels > _MAX_PIXELS:
+            # Each pixel's sample coordinates take 24 bytes: a screenful is well under this.
+            raise InvalidInputError(f"an overlay is at most {_MAX_PIXELS:,} pixels, not {pixels:,}")
         grid = _spatial(target.volume).levels[level_index]
         moving, channels = layers(scene.served[image])
         query = request.query_params

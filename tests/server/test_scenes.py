@@ -79,6 +79,9 @@ def test_the_overlay_of_a_region_and_a_coarser_level(clem_scene: Any) -> None:
 def test_an_image_the_scene_does_not_place_is_refused(clem_scene: Any) -> None:
     url, _, _ = clem_scene
     with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(f"{url}overlay/cell/lm.png?axis=z&index=99", timeout=30)
+    assert caught.value.code == 404  # outside the reference's 64 planes
+    with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(f"{url}overlay/cell/em.png?axis=z&index=1", timeout=30)
     assert caught.value.code == 404
     assert "places no image 'em'" in caught.value.read().decode()
