@@ -8,6 +8,7 @@ import numpy as np
 
 import cellvol
 
+GREEN, MAGENTA = "00FF00", "FF00FF"
 SECRET = b"cellvol-test-secret: must never be served"
 
 

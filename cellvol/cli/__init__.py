@@ -430,8 +430,8 @@ def serve(
     images: Annotated[
         list[str],
         typer.Argument(
-            help="Images to serve: local paths or s3:// URLs, each optionally NAME=PATH "
-            "(default name: the folder's, less .zarr / .ome.zarr)."
+            help="Images or scenes (cellvol link) to serve: local paths or s3:// URLs, each "
+            "optionally NAME=PATH (default name: the folder's, less .zarr / .ome.zarr)."
         ),
     ],
     host: Annotated[
@@ -478,6 +478,11 @@ def serve(
         console.print(f"[bold]{served.name}[/]: {served.url}")
         console.print(f"  browse   {server.url}view/{served.name}")
         console.print(f"  raw keys {server.url}data/{served.name}/")
+    for scene in server.app.state.scenes:
+        placed = ", ".join(scene.placed)
+        console.print(f"[bold]{scene.name}[/]: a scene, {placed} over {scene.reference}")
+        console.print(f"  browse       {server.url}view/{scene.name}")
+        console.print(f"  neuroglancer {server.url}neuroglancer/{scene.name}")
     console.print(f"catalog {server.url}catalog   (Ctrl-C to stop)")
     server.run()
 

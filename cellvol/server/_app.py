@@ -13,8 +13,10 @@ Routes (GET and HEAD only; anything else is 405):
 ``/segment/{name}/{labels}?z=&y=&x=&level=``     the segment under a voxel, with its annotations
 ``/segments/{name}/{labels}?q=&ids=&limit=``     the segments, searchable, for the page's list
 ``/meshes/{name}/{labels}[/{id}]``               segment surfaces (see ``_meshes``)
-``/catalog``                                     the served volumes as JSON
-``/view/{name}``                                 the three-plane browser page
+``/catalog``                                     the served volumes and scenes as JSON
+``/overlay/...``, ``/neuroglancer/{scene}``       a scene's overlay and state (see ``_scenes``)
+``/view/{name}``                                 the three-plane browser page (of a scene:
+                                                 the reference, the placed images over it)
 ===============================================  ================================================
 
 Images take ``window=low,high`` (default: the stored display window), ``cmap`` (default
@@ -29,7 +31,6 @@ import hashlib
 import itertools
 import json
 import re
-import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -60,11 +61,20 @@ from cellvol.ome._display import Window, contrast_window
 from cellvol.read._level import Level
 from cellvol.read._open import open as open_volume
 from cellvol.read._volume import LabelImage, Volume
+from cellvol.server._catalog import catalog_entry
+from cellvol.server._channels import (
+    Channel,
+    blend,
+    channels_of_image,
+    pick_channels,
+    to_rgb,
+    windows_of,
+)
 from cellvol.server._keys import KeyReader, key_reader, raw_key
 from cellvol.server._meshes import STALE_HEADER, mesh_routes
 from cellvol.server._render import encode, label_overlay, render
+from cellvol.server._scenes import ServedScene, scene_routes
 from cellvol.server._segments import public_references, segment_route
-from cellvol.units import convert_lengths
 
 __all__ = ["Served", "create_app", "labels_of", "serve_name"]
 
@@ -85,6 +95,12 @@ class Served:
     keys: KeyReader
     window: Window
     token: str = field(default="")
+    channels: list[Channel] = field(default_factory=list)
+
+    @property
+    def planes(self) -> Volume:
+        """The ``(z, y, x)`` volume whose geometry tiles and slices follow (channel 0's)."""
+        return self.channels[0].volume if self.channels else self.volume
 
     @classmethod
     def open(
@@ -103,13 +119,14 @@ class Served:
             )
         volume = open_volume(location.url, storage_options, cache=cache)
         store = volume.levels[0].array.store  # the root's store, already opened and probed
-        window = volume.window or _fallback_window(volume)
+        channels = channels_of_image(volume)
+        window = channels[0].window if channels else volume.window or _fallback_window(volume)
         token = hashlib.blake2b(
             json.dumps(dict(volume.attributes), sort_keys=True, default=str).encode(),
             digest_size=8,
         ).hexdigest()
         keys = key_reader(store, location, storage_options)
-        return cls(chosen, location.url, volume, keys, window, token)
+        return cls(chosen, location.url, volume, keys, window, token, channels)
 
 
 def serve_name(url: str) -> str:
@@ -134,8 +151,12 @@ def create_app(
     *,
     max_concurrency: int = 8,
     timeout: float = 30.0,
+    scenes: Sequence[ServedScene] = (),
 ) -> Starlette:
-    """The ASGI app serving ``served`` volumes (see the module's route table)."""
+    """The ASGI app serving ``served`` volumes and ``scenes`` (see the module's route table).
+
+    A scene's images must be among ``served``, under the names :class:`ServedScene` gives.
+    """
     names = [s.name for s in served]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -143,6 +164,13 @@ def create_app(
             f"two volumes would be served as {duplicates}: give one another name (NAME=PATH)"
         )
     volumes = {s.name: s for s in served}
+    by_scene = {s.name: s for s in scenes}
+    clashes = sorted(set(by_scene) & set(volumes))
+    missing = sorted({n for s in scenes for n in s.served.values()} - set(volumes))
+    if clashes or missing:
+        raise InvalidInputError(
+            f"scenes {clashes} share a volume's name, or their images {missing} are not served"
+        )
     limit = asyncio.Semaphore(max_concurrency)
 
     def find(name: str) -> Served:
@@ -174,7 +202,7 @@ def create_app(
     async def tile(request: Request) -> Response:
         target = find(request.path_params["name"])
         params = request.path_params
-        level = _level(target.volume, params["level"])
+        level = _level(target.planes, params["level"])
         axis = _axis(params["axis"])
         rows, cols = _plane_axes(axis)
         r0, c0 = params["row"] * TILE, params["col"] * TILE
@@ -185,21 +213,7 @@ def create_app(
 
     async def slice_(request: Request) -> Response:
         target = find(request.path_params["name"])
-        query = request.query_params
-        level_index = _int(query.get("level", "0"), "level")
-        level = _level(target.volume, level_index)
-        axis = _axis(query.get("axis", "z"))
-        rows, cols = _plane_axes(axis)
-        box = _box(
-            level.shape,
-            axis,
-            _int(query.get("index", str(level.shape[axis] // 2)), "index"),
-            _span(query.get("rows"), level.shape[rows], "rows"),
-            _span(query.get("cols"), level.shape[cols], "cols"),
-        )
-        pixels = (box[rows].stop - box[rows].start) * (box[cols].stop - box[cols].start)
-        if pixels > _MAX_SLICE_PIXELS:
-            raise HTTPException(400, f"a slice is at most {_MAX_SLICE_PIXELS:,} pixels")
+        level_index, box = _plane(request, target)
         fmt = request.path_params["fmt"]
         return await bounded(lambda: _image(request, target, level_index, box, fmt))
 
@@ -229,20 +243,32 @@ def create_app(
 
     async def catalog(request: Request) -> Response:
         base = str(request.base_url).rstrip("/")
-        entries = [_catalog_entry(s, base) for s in served]
-        return JSONResponse({"volumes": entries}, headers={"Cache-Control": "no-cache"})
+        entries = [catalog_entry(s, base) for s in served]
+        listed = [s.catalog(base) for s in scenes]
+        return JSONResponse(
+            {"volumes": entries, "scenes": listed}, headers={"Cache-Control": "no-cache"}
+        )
 
     async def view(request: Request) -> Response:
-        target = find(request.path_params["name"])
+        scene = by_scene.get(request.path_params["name"])
+        shown = scene.served[scene.reference] if scene else request.path_params["name"]
+        target = find(shown)
         page = resources.files("cellvol.server").joinpath("static/viewer.html").read_text()
-        return HTMLResponse(
-            page.replace("{{name}}", target.name), headers={"Cache-Control": "no-cache"}
+        page = page.replace("{{name}}", target.name).replace(
+            "{{scene}}", scene.name if scene else ""
         )
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+    def layers(name: str) -> tuple[Served, list[Channel]]:
+        target = find(name)
+        # A plain image overlays in green, the usual colour of one fluorescence channel.
+        plain = [Channel(name, target.volume, target.window, "00FF00")]
+        return target, target.channels or plain
 
     async def index(request: Request) -> Response:
         if len(volumes) == 1:
             return RedirectResponse(f"/view/{names[0]}")
-        links = "".join(f'<li><a href="/view/{n}">{n}</a></li>' for n in volumes)
+        links = "".join(f'<li><a href="/view/{n}">{n}</a></li>' for n in [*by_scene, *volumes])
         return HTMLResponse(f"<!doctype html><title>cellvol</title><ul>{links}</ul>")
 
     static = Path(str(resources.files("cellvol.server").joinpath("static")))
@@ -263,6 +289,7 @@ def create_app(
         Route("/segment/{name}/{labels}", segment, methods=["GET", "HEAD"]),
         segment_route(find, labels_of, bounded),
         *mesh_routes(find, labels_of),
+        *scene_routes(by_scene, layers, _plane, _read, bounded),
         Mount("/static", StaticFiles(directory=static), name="static"),
     ]
     application = Starlette(
@@ -284,6 +311,7 @@ def create_app(
         },
     )
     application.state.served = list(served)
+    application.state.scenes = list(scenes)
     return application
 
 
@@ -310,6 +338,8 @@ async def _image(
     headers = {"ETag": etag, "Cache-Control": "public, max-age=300"}
     if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
         return Response(status_code=304, headers=headers)
+    if target.channels:
+        return await _channel_image(request, target, level_index, box, fmt, headers)
     level = _level(target.volume, level_index)
     plane = await _read(target, level, box)
     overlay = None
@@ -328,6 +358,33 @@ async def _image(
         if overlay is not None:
             image = label_overlay(image, overlay[0], overlay[1], alpha)
         return encode(image, fmt)
+
+    body, media = await anyio.to_thread.run_sync(draw)
+    return Response(body, media_type=media, headers=headers)
+
+
+async def _channel_image(
+    request: Request,
+    target: Served,
+    level_index: int,
+    box: tuple[Any, ...],
+    fmt: str,
+    headers: dict[str, str],
+) -> Response:
+    """The chosen channels (``channel=``; default all), blended additively in their colours."""
+    query = request.query_params
+    chosen = pick_channels(target.channels, query.get("channel"), target.name)
+    windows = windows_of(query.get("windows"), chosen)
+    if len(chosen) == 1 and query.get("window") is not None:
+        windows = [_window(query.get("window"), chosen[0].window)]
+    planes = [await _read(target, _level(c.volume, level_index), box) for c in chosen]
+
+    def draw() -> tuple[bytes, str]:
+        if not planes:  # every channel switched off
+            shape = [k.stop - k.start for k in box if isinstance(k, slice)]
+            return encode(np.zeros((*shape, 3), np.uint8), fmt)
+        rgb, _ = blend(planes, windows, [c.color for c in chosen])
+        return encode(to_rgb(rgb), fmt)
 
     body, media = await anyio.to_thread.run_sync(draw)
     return Response(body, media_type=media, headers=headers)
@@ -354,7 +411,30 @@ def _objects_read(level: Level, box: tuple[Any, ...]) -> list[str]:
         for (start, stop), size in zip(touched_ranges(box, level.shape), outer, strict=True)
     ]
     prefix = f"{level.array.store_path.path}/" if level.array.store_path.path else ""
-    return [prefix + metadata.encode_chunk_key(index) for index in itertools.product(*spans)]
+    # A channel's view reads at fixed leading indices (chunks along them: of one channel).
+    full = level.array.shards or level.array.chunks
+    lead = [range(f // size, f // size + 1) for f, size in zip(level.fixed, full, strict=False)]
+    return [prefix + metadata.encode_chunk_key(index) for index in itertools.product(*lead, *spans)]
+
+
+def _plane(request: Request, target: Served) -> tuple[int, tuple[Any, ...]]:
+    """The level and box a ``/slice`` request names (``axis=&index=&level=&rows=&cols=``)."""
+    query = request.query_params
+    level_index = _int(query.get("level", "0"), "level")
+    level = _level(target.planes, level_index)
+    axis = _axis(query.get("axis", "z"))
+    rows, cols = _plane_axes(axis)
+    box = _box(
+        level.shape,
+        axis,
+        _int(query.get("index", str(level.shape[axis] // 2)), "index"),
+        _span(query.get("rows"), level.shape[rows], "rows"),
+        _span(query.get("cols"), level.shape[cols], "cols"),
+    )
+    pixels = (box[rows].stop - box[rows].start) * (box[cols].stop - box[cols].start)
+    if pixels > _MAX_SLICE_PIXELS:
+        raise HTTPException(400, f"a slice is at most {_MAX_SLICE_PIXELS:,} pixels")
+    return level_index, box
 
 
 def _box(
@@ -441,69 +521,6 @@ def _float(text: str, what: str) -> float:
     if not np.isfinite(value):
         raise InvalidInputError(f"{what} must be finite, got {text!r}")
     return value
-
-
-# -- catalog ---------------------------------------------------------------------------------
-
-
-def _catalog_entry(served: Served, base: str) -> dict[str, Any]:
-    volume = served.volume
-    labels = []
-    for name in volume.labels:
-        image = volume.labels[name]
-        count = image.segment_count  # from the table's metadata: the table may be large
-        annotated = {str(k): v for k, v in image.properties.items() if set(v) - {"voxel_count"}}
-        labels.append({"name": name, "segments": count, "annotations": annotated})
-    data_url = f"{base}/data/{served.name}/"
-    return {
-        "name": served.name,
-        "source": served.url,
-        "data": data_url,
-        "view": f"{base}/view/{served.name}",
-        "neuroglancer": _neuroglancer_link(data_url, served.name, volume),
-        "dtype": str(volume.dtype),
-        "shape": list(volume.shape),
-        "axes": list(volume.axes),
-        "unit": volume.unit,
-        # How many nanometres one unit is (None: not a length unit): the page converts with
-        # it, so it needs no table of units of its own.
-        "nm_per_unit": _nm_per(volume.unit),
-        "window": served.window.to_json(),
-        "levels": [
-            {
-                "index": level.index,
-                "path": level.path,
-                "shape": list(level.shape),
-                # z, y, x for volumes; the pixel size (y, x) of a 2-D image
-                "voxel_size": list(level.spacing) or None,
-                "scale": list(level.scale),
-                "translation": list(level.translation),
-                "chunks": list(level.chunks),
-                "shards": list(level.shards) if level.shards else None,
-            }
-            for level in volume.levels
-        ],
-        "labels": labels,
-    }
-
-
-def _nm_per(unit: str | None) -> float | None:
-    try:
-        return convert_lengths([1.0], unit, "nanometer")[0] if unit else None
-    except InvalidInputError:
-        return None
-
-
-def _neuroglancer_link(data_url: str, name: str, volume: Volume) -> str:
-    """A neuroglancer link whose layer reads the raw keys (zarr v3: ``zarr3://``)."""
-    scheme = "zarr3" if volume.ome_version == "0.5" else "zarr2"
-    window = volume.window
-    layer: dict[str, Any] = {"type": "image", "source": f"{scheme}://{data_url}", "name": name}
-    if window is not None:
-        layer["shaderControls"] = {"normalized": {"range": [window.start, window.end]}}
-    state = {"layers": [layer], "layout": "4panel"}
-    fragment = urllib.parse.quote(json.dumps(state, separators=(",", ":")), safe="")
-    return f"https://neuroglancer-demo.appspot.com/#!{fragment}"
 
 
 # -- errors ----------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from typing import Any, Final
 import uvicorn
 
 from cellvol.errors import AddressInUseError, InvalidInputError
-from cellvol.server._app import Served, create_app
+from cellvol.server._app import Served, create_app, serve_name
 from cellvol.server._guard import ConnectionGuard, guarded_protocol
+from cellvol.server._scenes import ServedScene, is_scene
 
 __all__ = ["Server"]
 
@@ -26,7 +27,8 @@ class Server:
     Parameters
     ----------
     sources
-        Paths or URLs of images, each optionally ``NAME=PATH``, or :class:`Served` objects.
+        Paths or URLs of images or scenes (``cellvol link``; each image of a scene is served
+        as ``SCENE-IMAGE``), each optionally ``NAME=PATH``, or :class:`Served` objects.
     host, port
         Where to listen; the default host accepts connections from this machine only.
     storage_options
@@ -86,11 +88,24 @@ class Server:
                 f"max_connections_per_client must be 0 (no cap) or more, "
                 f"got {max_connections_per_client}"
             )
-        served = [
-            s if isinstance(s, Served) else Served.open(*_named(str(s)), storage_options)
-            for s in sources
-        ]
-        self.app = create_app(served, max_concurrency=max_concurrency, timeout=timeout)
+        served: list[Served] = []
+        scenes: list[ServedScene] = []
+        for source in sources:
+            if isinstance(source, Served):
+                served.append(source)
+                continue
+            path, name = _named(str(source))
+            if not is_scene(path, storage_options):
+                served.append(Served.open(path, name, storage_options))
+                continue
+            # A scene: each of its images is served too, as SCENE-IMAGE.
+            scene = ServedScene.open(path, name or serve_name(path), storage_options)
+            scenes.append(scene)
+            for image, as_name in scene.served.items():
+                served.append(Served.open(scene.scene[image].url, as_name, storage_options))
+        self.app = create_app(
+            served, max_concurrency=max_concurrency, timeout=timeout, scenes=scenes
+        )
         self._socket = _listening_socket(host, port)
         self.host, self.port = self._socket.getsockname()[:2]
         self.guard = ConnectionGuard(

@@ -5,58 +5,20 @@ CELLVOL_REQUIRE_BROWSER=1 so that there the test fails instead of skipping.
 """
 
 import io
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+from browser_helpers import CHROMIUM, FLAGS, launch, panels
 from PIL import Image
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Flags that keep Chromium from reaching for any host (this machine allows loopback only), and
-# that give WebGL a software renderer (SwiftShader through ANGLE) where there is no GPU: recent
-# Chromium versions offer it to pages only when asked with --enable-unsafe-swiftshader.
-FLAGS = [
-    "--no-sandbox",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CELLVOL_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"CELLVOL_REQUIRE_BROWSER=1 but {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("playwright is not installed (pip install playwright; it drives Chromium)")
-    if not os.path.exists(CHROMIUM):
-        _missing("Chromium is not installed (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield launched
-        launched.close()
-
-
-def _panels(page: Any) -> list[np.ndarray]:
-    shots = []
-    for canvas in page.query_selector_all(".panel canvas"):
-        shots.append(np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB")))
-    return shots
+    yield from launch()
 
 
 def _renders(page: Any) -> int:
@@ -72,7 +34,7 @@ def test_three_planes_render_and_the_overlay_toggles(running, browser, tmp_path)
         "document.querySelectorAll('.panel[data-ready=\"1\"]').length === 3", timeout=20_000
     )
     page.screenshot(path=str(tmp_path / "viewer.png"))
-    before = _panels(page)
+    before = panels(page)
     assert len(before) == 3
     for name, shot in zip(("XY", "XZ", "YZ"), before, strict=True):
         grey = shot.mean(axis=-1)
@@ -82,7 +44,7 @@ def test_three_planes_render_and_the_overlay_toggles(running, browser, tmp_path)
     count = _renders(page)
     page.click("#overlay")
     page.wait_for_function(f"Number(document.body.dataset.renders) >= {count + 3}", timeout=20_000)
-    after = _panels(page)
+    after = panels(page)
     for name, (one, other) in zip(("XY", "XZ", "YZ"), zip(before, after, strict=True), strict=True):
         changed = (one != other).any(axis=-1).mean()
         assert changed > 0.01, f"the overlay toggle did not change the {name} plane"

@@ -1,6 +1,7 @@
 // cellvol's volume browser: three synchronised orthogonal planes with a crosshair, zoom and
 // pan across pyramid levels, scale bars, contrast, colour maps, a label overlay, a 3-D view
-// (view3d.js) and the segments with their annotations (segments.js).
+// (view3d.js), the segments with their annotations (segments.js), and channels and a scene's
+// placed images over the planes (overlay.js).
 // Plain JavaScript, no build step: every plane is one /slice request for the visible region
 // at the level whose voxels best match the screen's pixels. A plane is drawn whenever its image
 // arrives and again at once after a resize (resizing a canvas clears it), never on animation
@@ -114,6 +115,7 @@ function request(panel) {
     cmap: state.cmap,
     labels: state.overlay ? state.labels : "",
     alpha: state.overlay && state.labels ? state.alpha : "",
+    ...overlay.channelParams(),
   };
   const image = new Image();
   image.onload = () => {
@@ -125,6 +127,7 @@ function request(panel) {
     if (sequence === panel.sequence) panel.element.dataset.error = "1";
   };
   image.src = `/slice/${encodeURIComponent(name)}.png?${query(params)}`;
+  overlay.request(panel, params, { info, r0, r1, c0, c1 });
 }
 
 function draw(panel) {
@@ -142,6 +145,7 @@ function draw(panel) {
     context.imageSmoothingEnabled = false;
     context.drawImage(image, left, top, width, height);
   }
+  overlay.paint(panel, context, view, scale);
   drawSelection(panel, context, view, scale);
   const x = (state.cursor[panel.cols] - view.colMin) / scale;
   const y = (state.cursor[panel.rows] - view.rowMin) / scale;
@@ -221,10 +225,11 @@ function refresh() {
 
 // Size each canvas to its panel and fit the whole plane in it. Setting a canvas's size clears
 // it, so only a changed size is set, and the plane is drawn again at once from the image it
-// holds while a sharper one is fetched.
+// holds while a sharper one is fetched. Returns whether any canvas changed size.
 function resize() {
   const base = level(0);
   const extent = [0, 1, 2].map((a) => base.shape[a] * base.scale[a]);
+  let changed = false;
   for (const panel of panels) {
     const width = Math.max(1, panel.canvas.clientWidth);
     const height = Math.max(1, panel.canvas.clientHeight);
@@ -232,10 +237,12 @@ function resize() {
     if (panel.canvas.width !== width || panel.canvas.height !== height) {
       panel.canvas.width = width;
       panel.canvas.height = height;
+      changed = true;
       draw(panel);
     }
   }
   view3d.resize();
+  return changed;
 }
 
 function physicalAt(panel, event) {
@@ -325,6 +332,11 @@ function connect() {
     resize();
     refresh();
   });
+  // The header's height changes with its text (the cursor, a scene's controls wrapping): the
+  // panels then change size without the window's doing so.
+  new ResizeObserver(() => {
+    if (resize()) refresh();
+  }).observe(document.querySelector("main"));
   connectSegments();
 }
 
@@ -345,6 +357,7 @@ async function start() {
   const voxel = base.scale.map((s) => Number(units.toDisplay(s).toPrecision(4))).join(" × ");
   document.getElementById("shape").textContent = `${volume.shape.join(" × ")} ${volume.dtype}, voxel ${voxel} ${units.display.symbol} (z × y × x)`;
   document.getElementById("neuroglancer").href = volume.neuroglancer;
+  overlay.controls(catalog, volume);
   const low = document.getElementById("low");
   const high = document.getElementById("high");
   for (const input of [low, high]) {
