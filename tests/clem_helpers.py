@@ -6,6 +6,9 @@ point-spread function, sampled on a coarser LM grid that sits in EM space throug
 affine (a rotation about z, an anisotropic scale, a shift), and noised. ``TRUE_AFFINE`` maps LM
 physical coordinates (nm, ``z, y, x``) to EM physical coordinates.
 
+The pair also has a two-channel LM (:attr:`ClemPair.lm_channels`) imaged the same way: a
+membrane-like stain (the EM's edges, no beads) and a blob marker (the fiducial beads alone).
+
 :func:`synthetic_em` needs nothing beyond the package; :func:`sstem_em` takes a crop of the
 real serial-section TEM stack in ``../shared/data/sstem``.
 """
@@ -49,6 +52,7 @@ class ClemPair:
     lm_voxel: np.ndarray
     fiducials_em: np.ndarray  # (n, 3) true positions in EM physical space, nm
     affine: np.ndarray  # LM physical -> EM physical
+    lm_channels: np.ndarray  # float32, (2, z, y, x): membranes (EM edges), blobs (fiducials)
 
     def fiducials_lm(self) -> np.ndarray:
         """The fiducials' true positions in LM physical space, nm."""
@@ -102,21 +106,35 @@ def fiducial_positions(em_shape: tuple[int, ...], em_voxel: np.ndarray) -> np.nd
 def make_pair(em: np.ndarray, em_voxel: np.ndarray, seed: int = 5) -> ClemPair:
     """The LM image of ``em`` under :data:`TRUE_AFFINE` (see the module notes)."""
     fiducials = fiducial_positions(em.shape, em_voxel)
-    marked = em.copy()
+    beads = np.zeros_like(em)
     grid = np.stack(np.indices(em.shape), axis=-1) * em_voxel
     for centre in fiducials:
-        marked[np.linalg.norm(grid - centre, axis=-1) <= FIDUCIAL_RADIUS] = FIDUCIAL_BRIGHTNESS
-    blurred = ndimage.gaussian_filter(marked, PSF_SIGMA / em_voxel, mode="nearest")
+        beads[np.linalg.norm(grid - centre, axis=-1) <= FIDUCIAL_RADIUS] = FIDUCIAL_BRIGHTNESS
+    marked = np.where(beads > 0, beads, em)
+    rng = np.random.default_rng(seed)
+    lm = _image_lm(marked, em_voxel, rng)
+    channels = np.stack([_image_lm(membranes(em), em_voxel, rng), _image_lm(beads, em_voxel, rng)])
+    return ClemPair(marked, em_voxel, lm, LM_VOXEL, fiducials, TRUE_AFFINE, channels)
+
+
+def membranes(em: np.ndarray) -> np.ndarray:
+    """A membrane stain of ``em`` on its grid: where it changes most (its edges), about 0-1."""
+    edges = ndimage.gaussian_gradient_magnitude(em, 1.0)
+    return (edges / max(float(np.percentile(edges, 99)), 1e-6)).astype(np.float32)
+
+
+def _image_lm(volume: np.ndarray, em_voxel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``volume`` (on the EM grid) as the LM sees it: blurred, on the LM grid, noised."""
+    blurred = ndimage.gaussian_filter(volume, PSF_SIGMA / em_voxel, mode="nearest")
     # LM grid: as many LM voxels as cover the EM extent.
-    lm_shape = tuple(int(n) for n in np.ceil(np.asarray(em.shape) * em_voxel / LM_VOXEL))
+    lm_shape = tuple(int(n) for n in np.ceil(np.asarray(volume.shape) * em_voxel / LM_VOXEL))
     lm_index = np.indices(lm_shape, dtype=np.float64).reshape(3, -1)
     lm_nm = lm_index * LM_VOXEL[:, None]
     em_nm = TRUE_AFFINE[:3, :3] @ lm_nm + TRUE_AFFINE[:3, 3][:, None]
     # An LM voxel integrates its whole volume: the blur above stands for that too.
     lm = ndimage.map_coordinates(blurred, em_nm / em_voxel[:, None], order=1, mode="nearest")
-    rng = np.random.default_rng(seed)
     lm = lm.reshape(lm_shape) + rng.normal(0, 0.02, lm_shape)
-    return ClemPair(marked, em_voxel, lm.astype(np.float32), LM_VOXEL, fiducials, TRUE_AFFINE)
+    return lm.astype(np.float32)
 
 
 def write_points(path: Path, lm_nm: np.ndarray, em_nm: np.ndarray) -> Path:

@@ -125,6 +125,8 @@ def _matrix(transform: Mapping[str, Any], n_in: int, n_out: int, label: str) -> 
     if kind in ("identity", "scale", "translation", "rotation") and n_in != n_out:
         raise MetadataError(f"{label}: a {kind} maps {n_in} axes to {n_in}, not {n_out}")
     matrix = np.eye(n_out + 1, n_in + 1)
+    # The homogeneous row is 0, ..., 0, 1 even when the counts differ (eye puts a 1 elsewhere).
+    matrix[-1, :] = 0.0
     matrix[-1, -1] = 1.0
     if kind == "identity":
         return matrix

@@ -7,9 +7,15 @@ that image's ``physical`` system into the reference image's, as an affine, or as
 a translation when nothing rotates or shears. ``path`` is relative to the scene group when
 both are local (``../em.ome.zarr``), else the image's URL.
 
+An image with a channel (or time) axis is placed by an affine over all its axes whose
+columns for those axes are zero: one row per output axis, one column per input axis plus one,
+as 0.6 writes a map between systems with different axis counts. Every channel lands in the
+same place; nothing but space moves. (``byDimension`` could say the same, but it is not a
+linear type a reader can compose, so readers would have to special-case it.)
+
 Reading is the other half: :func:`read_scene` lists the transformations with their ends, and
-:func:`chain` composes the matrices (inverting where the path goes against an arrow) from any
-coordinate system to any other the scene connects.
+:func:`chain` composes the matrices' spatial parts (inverting where the path goes against an
+arrow) from any coordinate system to any other the scene connects.
 """
 
 from __future__ import annotations
@@ -25,7 +31,15 @@ import numpy.typing as npt
 from cellvol.errors import MetadataError
 from cellvol.ome._coords06 import affine_matrix, is_axis_aligned
 
-__all__ = ["Edge", "Place", "chain", "read_scene", "scene_ome", "transform_json"]
+__all__ = [
+    "Edge",
+    "Place",
+    "chain",
+    "read_scene",
+    "scene_ome",
+    "spatial_embedding",
+    "transform_json",
+]
 
 #: The version cellvol writes scenes as.
 SCENE_VERSION: Final = "0.6"
@@ -61,18 +75,42 @@ def transform_json(
 ) -> dict[str, Any]:
     """One scene transformation for a homogeneous ``(n + 1) x (n + 1)`` matrix.
 
-    An axis-aligned matrix is written as a scale then a translation (the translation left out
-    when it is zero), which every 0.6 reader handles; any other as an ``affine``.
+    An axis-aligned square matrix is written as a scale then a translation (the translation
+    left out when it is zero), which every 0.6 reader handles; any other (a rotation, or one
+    between systems with different axis counts, ``(n_out + 1) x (n_in + 1)``) as an
+    ``affine``.
     """
     m = np.asarray(matrix, dtype=float)
     ends = {"input": source.json(), "output": target.json(), "name": name}
-    if is_axis_aligned(tuple(map(tuple, m))):
+    if m.shape[0] == m.shape[1] and is_axis_aligned(tuple(map(tuple, m))):
         scale = {"type": "scale", "scale": np.diag(m)[:-1].tolist()}
         if not np.any(m[:-1, -1]):
             return {**scale, **ends}
         translation = {"type": "translation", "translation": m[:-1, -1].tolist()}
         return {"type": "sequence", "transformations": [scale, translation], **ends}
     return {"type": "affine", "affine": m[:-1, :].tolist(), **ends}
+
+
+def spatial_embedding(
+    matrix: npt.ArrayLike, inputs: Sequence[tuple[str, bool]], outputs: Sequence[tuple[str, bool]]
+) -> npt.NDArray[np.float64]:
+    """A spatial ``4 x 4`` matrix as the ``(n_out + 1) x (n_in + 1)`` one between two systems.
+
+    ``inputs`` and ``outputs`` are each system's axes as ``(name, is_spatial)``, in order; the
+    spatial ones are ``z, y, x`` in that order. A non-spatial output axis takes the input axis
+    of the same name unchanged (a channel stays that channel), else is 0; non-spatial input
+    axes move nothing in space.
+    """
+    spatial = np.asarray(matrix, dtype=float)
+    rows = [i for i, (_, s) in enumerate(outputs) if s] + [len(outputs)]
+    cols = [i for i, (_, s) in enumerate(inputs) if s] + [len(inputs)]
+    full = np.zeros((len(outputs) + 1, len(inputs) + 1))
+    full[np.ix_(rows, cols)] = spatial
+    names = [name for name, s in inputs]
+    for row, (name, is_spatial) in enumerate(outputs):
+        if not is_spatial and name in names and not inputs[names.index(name)][1]:
+            full[row, names.index(name)] = 1.0
+    return full
 
 
 def scene_ome(transforms: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -120,25 +158,29 @@ def chain(
     edges: Sequence[Edge],
     source: Place,
     target: Place,
-    dims: Callable[[Place], int],
+    spatial: Callable[[Place], tuple[bool, ...]],
     where: str,
 ) -> npt.NDArray[np.float64]:
-    """The homogeneous matrix from ``source`` to ``target`` through the scene's transformations.
+    """The spatial matrix from ``source`` to ``target`` through the scene's transformations.
 
-    The shortest path is taken; an edge walked against its direction is inverted.
+    The shortest path is taken; an edge walked against its direction is inverted. Only the
+    spatial axes are composed: each transformation's rows and columns for its systems'
+    spatial axes (channel and time axes ride along unmoved), so the result is
+    ``(s + 1) x (s + 1)`` for ``s`` spatial axes.
 
     Parameters
     ----------
-    dims
-        The number of axes of a coordinate system.
+    spatial
+        For a coordinate system, whether each of its axes is spatial, in order.
 
     Raises
     ------
     MetadataError
-        If no path joins the two, or a transformation on it is not linear or not invertible.
+        If no path joins the two, or a transformation on it is not linear, not invertible, or
+        moves a point in space by its channel or time.
     """
     if source == target:
-        return np.eye(dims(source) + 1)
+        return np.eye(sum(spatial(source)) + 1)
     steps: dict[Place, list[tuple[Place, Edge, bool]]] = {}
     for edge in edges:
         steps.setdefault(edge.source, []).append((edge.target, edge, True))
@@ -153,13 +195,12 @@ def chain(
                 queue.append(there)
     if target not in came:
         raise MetadataError(f"{where}: no transformation leads from {source} to {target}")
-    matrix = np.eye(dims(target) + 1)
+    matrix = np.eye(sum(spatial(target)) + 1)
     place = target
     while (step := came[place]) is not None:
         previous, edge, forward = step
         label = f"{where}: scene transformation {edge.index}"
-        n_in, n_out = dims(edge.source), dims(edge.target)
-        m = np.asarray(affine_matrix(edge.transform, n_in, n_out, label))
+        m = _spatial_part(edge, spatial(edge.source), spatial(edge.target), label)
         if not forward:
             if m.shape[0] != m.shape[1] or abs(np.linalg.det(m)) < 1e-12:
                 raise MetadataError(f"{label} cannot be inverted, so it leads one way only")
@@ -167,3 +208,19 @@ def chain(
         matrix = matrix @ m
         place = previous
     return matrix
+
+
+def _spatial_part(
+    edge: Edge, inputs: tuple[bool, ...], outputs: tuple[bool, ...], label: str
+) -> npt.NDArray[np.float64]:
+    """An edge's matrix on its systems' spatial axes alone."""
+    m = np.asarray(affine_matrix(edge.transform, len(inputs), len(outputs), label))
+    rows = [i for i, s in enumerate(outputs) if s] + [len(outputs)]
+    cols = [i for i, s in enumerate(inputs) if s] + [len(inputs)]
+    others = [i for i, s in enumerate(inputs) if not s]
+    if others and np.any(m[np.ix_(rows[:-1], others)]):
+        raise MetadataError(
+            f"{label} moves points in space by a non-spatial axis (channel or time); cellvol "
+            "reads placements that act on the spatial axes only"
+        )
+    return np.asarray(m[np.ix_(rows, cols)], dtype=np.float64)

@@ -49,7 +49,7 @@ class Scene:
         images: Mapping[str, Volume],
         places: Mapping[str, Place],
         edges: tuple[Edge, ...],
-        systems: Mapping[str, int],
+        systems: Mapping[str, tuple[bool, ...]],
     ) -> None:
         self.url = url
         self.images = dict(images)
@@ -79,7 +79,7 @@ class Scene:
             If the scene joins the two by no chain of linear, invertible transformations.
         """
         start, end = self.places[self._name(source)], self.places[self._name(target)]
-        return chain(self.edges, start, end, self._dims, self.url)
+        return chain(self.edges, start, end, self._spatial, self.url)
 
     def resample(
         self,
@@ -87,6 +87,7 @@ class Scene:
         like: str,
         level: int = 0,
         *,
+        channel: int | str | None = None,
         source_level: int | None = None,
         interpolation: Interpolation = "linear",
         chunks: tuple[int, ...] | None = None,
@@ -94,14 +95,20 @@ class Scene:
     ) -> Any:
         """Image ``name`` on the voxel grid of image ``like`` at ``level``, as a dask array.
 
-        Lazy: each block reads only the part of ``name`` it needs when computed.
+        Lazy: each block reads only the part of ``name`` it needs when computed. An image
+        with channels keeps them: ``(c, z, y, x)``, each channel resampled the same way (at
+        time point 0 when it also has a time axis).
 
         Parameters
         ----------
         name, like
             Image names, e.g. ``scene.resample("lm", like="em", level=2)``.
         level
-            The level of ``like`` whose grid the result takes.
+            The level of ``like`` whose grid the result takes (its spatial grid, when ``like``
+            has channels).
+        channel
+            One channel of ``name`` (a name from :attr:`Volume.channels` or an index): the
+            result is then ``(z, y, x)``.
         source_level
             The level of ``name`` that is sampled; by default the coarsest whose voxels are
             no larger than the grid's (so nothing is skipped over).
@@ -109,20 +116,39 @@ class Scene:
             ``"linear"`` or ``"nearest"`` (for label images).
         chunks, fill
             The result's block shape, and the value outside ``name``'s extent.
+
+        Raises
+        ------
+        InvalidInputError
+            For an unknown image, or a ``channel`` that ``name`` does not have.
         """
+        import dask.array as da
+
         moving, fixed = self[name], self[like]
         matrix = self.transform(name, like)
-        grid = fixed.level(level)
+        grid = _spatial(fixed).level(level)
+        if channel is not None:
+            views = [moving.channel(channel)]
+        elif moving.channels:
+            views = [moving.channel(i) for i in range(len(moving.channels))]
+        else:
+            views = [moving]
         if source_level is None:
-            source_level = _finest_needed(moving, matrix, grid.scale)
-        return resample_level(
-            moving.level(source_level),
-            matrix,
-            grid,
-            interpolation=interpolation,
-            chunks=chunks,
-            fill=fill,
-        )
+            source_level = _finest_needed(views[0], matrix, grid.scale)
+        planes = [
+            resample_level(
+                view.level(source_level),
+                matrix,
+                grid,
+                interpolation=interpolation,
+                chunks=chunks,
+                fill=fill,
+            )
+            for view in views
+        ]
+        if channel is not None or not moving.channels:
+            return planes[0]
+        return da.stack(planes)
 
     def info(self) -> dict[str, Any]:
         """What the scene holds: each image's place, shape, voxel size; each transformation."""
@@ -153,14 +179,16 @@ class Scene:
             )
         return name
 
-    def _dims(self, place: Place) -> int:
+    def _spatial(self, place: Place) -> tuple[bool, ...]:
         if place.path is None:
             if place.name not in self._systems:
                 raise MetadataError(f"{self.url}: the scene defines no coordinate system {place}")
             return self._systems[place.name]
         for image, volume in self.images.items():
             if self.places[image].path == place.path:
-                return len(volume.multiscale.axes)
+                multiscale = volume.multiscale
+                spatial = set(multiscale.spatial_indices())
+                return tuple(i in spatial for i in range(len(multiscale.axes)))
         raise MetadataError(f"{self.url}: no image at {place.path!r}")
 
     def __repr__(self) -> str:
@@ -235,13 +263,26 @@ def _resolve(scene: str, path: str) -> str:
     return f"{scheme}://{posixpath.normpath(posixpath.join(rest, path))}"
 
 
-def _scene_systems(attributes: Mapping[str, Any]) -> dict[str, int]:
+def _scene_systems(attributes: Mapping[str, Any]) -> dict[str, tuple[bool, ...]]:
+    """Each scene-defined system's axes: whether each is spatial (typed so, or named z/y/x)."""
     scene = attributes.get("ome", {}).get("scene", {})
-    found: dict[str, int] = {}
+    found: dict[str, tuple[bool, ...]] = {}
     for system in scene.get("coordinateSystems", None) or []:
         if isinstance(system, Mapping) and isinstance(system.get("axes"), list):
-            found[str(system.get("name"))] = len(system["axes"])
+            found[str(system.get("name"))] = tuple(
+                isinstance(a, Mapping)
+                and (
+                    a.get("type") == "space"
+                    or (a.get("type") is None and a.get("name") in ("z", "y", "x"))
+                )
+                for a in system["axes"]
+            )
     return found
+
+
+def _spatial(volume: Volume) -> Volume:
+    """The volume, or its first channel's ``(z, y, x)`` view when it has channels."""
+    return volume.channel(0) if volume.channels else volume
 
 
 def _finest_needed(volume: Volume, matrix: npt.NDArray[np.float64], grid: tuple[float, ...]) -> int:

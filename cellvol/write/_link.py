@@ -5,6 +5,10 @@ the scene refers to them (by a relative path when the scene and the image are bo
 URL otherwise). Each linked image gets one transformation from its ``physical`` coordinate
 system into the reference image's, given as a matrix or fitted to a file of point pairs
 (:mod:`cellvol.ome._points`).
+
+An image may have channel (and time) axes besides ``z, y, x``: the transformation acts on the
+spatial axes only, written as an affine over all the image's axes whose channel and time
+columns are zero (see :mod:`cellvol.ome._scene`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from cellvol.errors import (
 )
 from cellvol.ome._metadata import read_multiscale
 from cellvol.ome._points import AffineFit, fit_affine, read_points
-from cellvol.ome._scene import Place, scene_ome, transform_json
+from cellvol.ome._scene import Place, scene_ome, spatial_embedding, transform_json
 from cellvol.units import UNIT_IN_NM, normalize_unit
 
 __all__ = ["LinkResult", "link"]
@@ -65,7 +69,7 @@ class _Image:
     url: str
     system: str
     unit_nm: float  # the size of the image's unit in nanometres
-    ndim: int
+    axes: tuple[tuple[str, bool], ...]  # (name, is spatial), in order
 
 
 def link(
@@ -158,10 +162,17 @@ def link(
     entries = []
     for name, matrix in matrices.items():
         image = opened[name]
-        if image.ndim != 3 or opened[reference].ndim != 3:
-            raise InvalidInputError(f"{name!r} and {reference!r} must be (z, y, x) images to link")
+        for each in (name, reference):
+            spatial = [axis for axis, is_spatial in opened[each].axes if is_spatial]
+            if spatial != ["z", "y", "x"]:
+                axes = [axis for axis, _ in opened[each].axes]
+                raise InvalidInputError(
+                    f"{opened[each].url} has axes {axes}: a scene links images whose spatial "
+                    "axes are z, y, x (channel and time axes may come before them)"
+                )
         source = Place(_relative(image.url, location.url), image.system)
-        entries.append(transform_json(matrix, source, target, f"{name} to {reference}"))
+        full = spatial_embedding(matrix, image.axes, opened[reference].axes)
+        entries.append(transform_json(full, source, target, f"{name} to {reference}"))
     # The names given here, so that open_scene calls the images the same (the scene has none).
     names = {name: _relative(opened[name].url, location.url) for name in images}
     document = {"ome": scene_ome(entries), "cellvol": {"images": names}}
@@ -250,7 +261,9 @@ def _open_image(url: str | os.PathLike[str], options: Mapping[str, Any] | None) 
         unit_nm = UNIT_IN_NM[normalize_unit(unit)] if unit else 1.0
     except CellvolError:
         raise MetadataError(f"{location.url}: its unit {unit!r} is not a length unit") from None
-    return _Image(location.url, multiscale.default_system, unit_nm, len(multiscale.axes))
+    spatial = set(multiscale.spatial_indices())
+    axes = tuple((axis.name, i in spatial) for i, axis in enumerate(multiscale.axes))
+    return _Image(location.url, multiscale.default_system, unit_nm, axes)
 
 
 def _relative(image: str, scene: str) -> str:
