@@ -148,7 +148,7 @@ class Scene:
         ]
         if channel is not None or not moving.channels:
             return planes[0]
-        return da.stack(planes)
+        return da.stack(planes)  # type: ignore[no-untyped-call]
 
     def info(self) -> dict[str, Any]:
         """What the scene holds: each image's place, shape, voxel size; each transformation."""

@@ -118,3 +118,30 @@ def test_unknown_channels_are_refused(scene: Path) -> None:
         opened.resample("lm", like="em", channel="dapi")
     with pytest.raises(InvalidInputError):
         opened.resample("em", like="lm", channel=0)
+
+
+def test_time_and_channel_axes_link_to_a_channel_image(tmp_path: Path) -> None:
+    # (t, c, z, y, x) placed into (c, z, y, x): the channel maps to itself, time to nothing.
+    rng = np.random.default_rng(0)
+    movie = rng.random((2, 3, 8, 16, 16)).astype(np.float32)
+    still = rng.random((3, 8, 16, 16)).astype(np.float32)
+    voxel = (1.0, 1.0, 1.0)
+    cellvol.write_pyramid(movie, tmp_path / "t.zarr", voxel, ome_version="0.6", n_levels=1,
+                          axes="tczyx")  # fmt: skip
+    cellvol.write_pyramid(still, tmp_path / "c.zarr", voxel, ome_version="0.6", n_levels=1,
+                          axes="czyx")  # fmt: skip
+    shift = {"translation": [0.0, 2.0, 0.0]}
+    cellvol.link(tmp_path / "s.zarr", {"c": tmp_path / "c.zarr", "t": tmp_path / "t.zarr"},
+                 {"t": shift})  # fmt: skip
+    assert cellvol.validate(tmp_path / "s.zarr").valid
+    document = json.loads((tmp_path / "s.zarr" / "zarr.json").read_text())["attributes"]
+    (transform,) = document["ome"]["scene"]["coordinateTransformations"]
+    rows = np.asarray(transform["affine"])
+    assert rows.shape == (4, 6)
+    np.testing.assert_array_equal(rows[0], [0, 1, 0, 0, 0, 0])  # c from c, not from t
+    resampled = np.asarray(
+        cellvol.open_scene(tmp_path / "s.zarr").resample("t", like="c", interpolation="nearest")
+    )
+    assert resampled.shape == still.shape
+    # Time point 0 of every channel, shifted 2 along y.
+    np.testing.assert_array_equal(resampled[:, :, 2:], movie[0, :, :, :-2])

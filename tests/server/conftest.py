@@ -58,6 +58,40 @@ def clem_scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
+def clem_channels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A server for the CLEM pair with its two-channel LM linked: ``(url, pair)``.
+
+    The LM's channels are "membranes" (green) and "blobs" (magenta, the fiducials); the EM
+    is written without the beads, as in ``clem_scene``.
+    """
+    from clem_helpers import make_pair, synthetic_em
+    from server_helpers import GREEN, MAGENTA
+
+    import cellvol
+    from cellvol.server import Server
+
+    em, voxel = synthetic_em()
+    pair = make_pair(em, voxel)
+    root = tmp_path_factory.mktemp("clem-channels")
+    em_path, lm_path = root / "em.ome.zarr", root / "lm.ome.zarr"
+    cellvol.write_pyramid(em, em_path, tuple(pair.em_voxel), ome_version="0.6", n_levels=2)
+    cellvol.write_pyramid(
+        pair.lm_channels,
+        lm_path,
+        tuple(pair.lm_voxel),
+        ome_version="0.6",
+        n_levels=2,
+        axes="czyx",
+        channel_names=["membranes", "blobs"],
+        channel_colors=[GREEN, MAGENTA],
+    )
+    scene = root / "cell.scene.zarr"
+    cellvol.link(scene, {"em": em_path, "lm": lm_path}, {"lm": pair.affine})
+    with Server([f"cell={scene}"]) as server:
+        yield server.url, pair
+
+
+@pytest.fixture(scope="session")
 def two_channels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
     """A server for a 2-channel image (green "membrane", magenta "blobs"): ``(url, data)``."""
     import numpy as np

@@ -155,3 +155,49 @@ def test_channel_toggles_switch_a_channel_off(two_channels: Any, browser: Any) -
     assert (membrane[..., 1] > 200).mean() > 0.1
     assert errors == []
     page.close()
+
+
+def test_each_lm_channel_toggles_alone(clem_channels: Any, browser: Any) -> None:
+    """Blobs (magenta: red = blue > green) and membranes (green) over a grey EM.
+
+    Grey adds the same to red, green and blue, so red minus green is the blobs' light less the
+    membranes', and it is at most 0 once the blob channel is off (the yellow crosshair and the
+    white scale bar have red = green).
+    """
+    url, pair = clem_channels
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{url}view/cell")
+    page.wait_for_function(SETTLED, timeout=30_000)
+    rows = page.eval_on_selector_all(".placed-channel", "rs => rs.map(r => r.textContent)")
+    assert [r.split("opacity")[0].strip() for r in rows] == ["lm: membranes", "lm: blobs"]
+    membranes, blobs = (float(np.percentile(c, 99.5)) for c in pair.lm_channels)
+    bead = list(map(float, pair.fiducials_em[0]))
+    page.evaluate(
+        f"""() => {{
+            state.low = 0; state.high = 4; state.cursor = {bead};
+            const [m, b] = overlay.placed[0].channels;
+            m.low = 0; m.high = {membranes}; b.low = 0; b.high = {blobs};
+            refresh();
+        }}"""
+    )
+    page.wait_for_function(SETTLED, timeout=30_000)
+    before = [shot.astype(int) for shot in panels(page)]
+    for name, shot in zip(NAMES, before, strict=True):
+        assert ((shot[..., 0] - shot[..., 1]) > 40).mean() > 0.001, f"{name}: no blob shows"
+        assert ((shot[..., 1] - shot[..., 0]) > 20).mean() > 0.05, f"{name}: no membrane shows"
+    page.uncheck(".placed-channel[data-channel='1'] .on")
+    page.wait_for_function(SETTLED, timeout=30_000)
+    after = [shot.astype(int) for shot in panels(page)]
+    for name, on, off in zip(NAMES, before, after, strict=True):
+        # The magenta is gone everywhere ...
+        assert (off[..., 0] - off[..., 1]).max() <= 2, f"{name}: the blobs stay when off"
+        # ... and the green stays as it was wherever there were no blobs.
+        plain = np.abs(on[..., 0] - on[..., 2]) <= 2
+        plain &= on[..., 0] - on[..., 1] <= -20
+        assert plain.mean() > 0.05
+        green = (off[..., 1] - on[..., 1])[plain]
+        assert np.percentile(np.abs(green), 90) <= 3, f"{name}: the membranes changed"
+    assert errors == []
+    page.close()
