@@ -59,7 +59,7 @@ def clem_scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def clem_channels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A server for the CLEM pair with its two-channel LM linked: ``(url, pair)``.
+    """A server for the CLEM pair with its two-channel LM linked: ``(url, pair, scene path)``.
 
     The LM's channels are "membranes" (green) and "blobs" (magenta, the fiducials); the EM
     is written without the beads, as in ``clem_scene``.
@@ -88,7 +88,7 @@ def clem_channels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     scene = root / "cell.scene.zarr"
     cellvol.link(scene, {"em": em_path, "lm": lm_path}, {"lm": pair.affine})
     with Server([f"cell={scene}"]) as server:
-        yield server.url, pair
+        yield server.url, pair, scene
 
 
 @pytest.fixture(scope="session")

@@ -164,7 +164,7 @@ def test_each_lm_channel_toggles_alone(clem_channels: Any, browser: Any) -> None
     membranes', and it is at most 0 once the blob channel is off (the yellow crosshair and the
     white scale bar have red = green).
     """
-    url, pair = clem_channels
+    url, pair, _ = clem_channels
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))

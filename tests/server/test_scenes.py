@@ -114,3 +114,27 @@ def test_the_view_page_of_a_scene_shows_its_reference(clem_scene: Any) -> None:
     assert 'data-volume="cell-em"' in page
     assert 'data-scene="cell"' in page
     assert "/static/overlay.js" in page
+
+
+def test_each_lm_channel_is_overlaid_in_its_colour(clem_channels: Any) -> None:
+    url, _, path = clem_channels
+    plane = "axis=z&index=30&level=0"
+    both = _get(f"{url}overlay/cell/lm.png?{plane}&windows=0,1;0,2")
+    rgb = np.asarray(Image.open(io.BytesIO(both)).convert("RGB")).astype(int)
+    scene = cellvol.open_scene(path)
+    for name, high, columns in (("membranes", 1, [1]), ("blobs", 2, [0, 2])):
+        resampled = scene.resample("lm", like="em", channel=name)[30].compute()
+        expected = np.clip(np.asarray(resampled), 0, high) / high * 255
+        for column in columns:  # membranes in green, blobs in magenta (red and blue)
+            assert np.abs(rgb[..., column] - expected).max() <= 1.01, (name, column)
+    # Each shows something: the plane passes through beads.
+    assert rgb[..., 0].std() > 5
+    assert rgb[..., 1].std() > 5
+    blobs = _get(f"{url}overlay/cell/lm.png?{plane}&channel=blobs&windows=0,2")
+    alone = np.asarray(Image.open(io.BytesIO(blobs)).convert("RGB")).astype(int)
+    assert not alone[..., 1].any()
+    np.testing.assert_array_equal(alone[..., 0], rgb[..., 0])
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{url}overlay/cell/lm.png?{plane}&channel=dapi", timeout=30)
+    assert refused.value.code == 400
+    assert "membranes" in refused.value.read().decode()
