@@ -200,6 +200,15 @@ class MeshIndex:
         try:
             body = json.loads(data)
             version = body["cellvol"]["meshes"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"{where}: not a readable mesh index ({exc!r})") from None
+        # The format first: another format's fields need not parse as this one's.
+        if version != INDEX_FORMAT:
+            raise IntegrityError(
+                f"{where}: mesh index format {version!r}; this cellvol reads {INDEX_FORMAT}",
+                hint="recompute them: cellvol meshes IMAGE --labels NAME",
+            )
+        try:
             entries = {
                 int(e["id"]): MeshEntry(
                     int(e["id"]),
@@ -224,11 +233,6 @@ class MeshIndex:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise IntegrityError(f"{where}: not a readable mesh index ({exc!r})") from None
-        if version != INDEX_FORMAT:
-            raise IntegrityError(
-                f"{where}: mesh index format {version!r}; this cellvol reads {INDEX_FORMAT}",
-                hint="recompute them: cellvol meshes IMAGE --labels NAME",
-            )
         return index
 
 

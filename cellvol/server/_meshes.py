@@ -103,9 +103,15 @@ def mesh_routes(
         labels = labels_of(target, name)
         prefix = f"{LABELS_GROUP}/{name}/"
         where = f"labels {name!r} of {target.name!r}"
-        index = await document(
-            target, prefix + INDEX_KEY, lambda raw: MeshIndex.decode(raw, f"{where}: meshes")
-        )
+        try:
+            index = await document(
+                target, prefix + INDEX_KEY, lambda raw: MeshIndex.decode(raw, f"{where}: meshes")
+            )
+        except IntegrityError as exc:
+            # Damaged, or written by another cellvol: the labels are fine, their meshes are not.
+            raise HTTPException(
+                409, f"{exc}; recompute them with: cellvol meshes IMAGE --labels {name} --force"
+            ) from None
         if index is None:
             raise HTTPException(
                 404,

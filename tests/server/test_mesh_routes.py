@@ -136,6 +136,24 @@ def test_labels_without_meshes_answer_404_naming_the_command(meshless: Path) -> 
             assert str(meshless) not in message  # the server's folders are not the client's
 
 
+def test_an_unreadable_mesh_index_answers_409_naming_the_command(meshless: Path) -> None:
+    cellvol.compute_meshes(meshless, "cells")
+    index = meshless / "labels" / "cells" / "meshes" / "index.json"
+    body = json.loads(index.read_text())
+    body["segments"][0]["step"] = 1  # a field another version wrote differently
+    index.write_text(json.dumps(body))
+    with Server([str(meshless)]) as server:
+        from server_helpers import Running
+
+        running = Running(server.url, server.host, server.port, meshless, meshless, None, None)
+        for path in ("/meshes/bare/cells", "/meshes/bare/cells/7"):
+            reply = running.request(path)
+            assert reply.status == 409
+            message = json.loads(reply.body)["error"]
+            assert "not a readable mesh index" in message
+            assert "cellvol meshes IMAGE --labels cells --force" in message
+
+
 def test_meshes_of_labels_rewritten_since_are_served_marked_stale(meshless: Path) -> None:
     import zarr
 
