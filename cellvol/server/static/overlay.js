@@ -29,8 +29,13 @@ const overlay = (() => {
       volume.channels.forEach((channel, i) => {
         const label = document.createElement("label");
         label.style.color = `#${channel.color}`;
-        label.innerHTML = `<input type="checkbox" checked data-channel="${i}"> ${channel.name}`;
-        label.querySelector("input").addEventListener("change", (event) => {
+        // Names are file data: text nodes, never markup.
+        const input = document.createElement("input");
+        input.type = "checkbox";
+        input.checked = true;
+        input.dataset.channel = String(i);
+        label.append(input, ` ${channel.name}`);
+        input.addEventListener("change", (event) => {
           own.on[i] = event.target.checked;
           refresh();
         });
@@ -68,12 +73,19 @@ const overlay = (() => {
         row.dataset.image = image;
         row.dataset.channel = String(i);
         const step = (channel.window.max - channel.window.min) / 200 || "any";
+        const toggle = document.createElement("label");
+        const on = document.createElement("input");
+        on.type = "checkbox";
+        on.className = "on";
+        on.checked = true;
+        toggle.append(on, ` ${image}: ${channel.name}`);
+        // The sliders' markup holds numbers only (the stored window); names go in as text.
         row.innerHTML =
-          `<label><input type="checkbox" class="on" checked> ${image}: ${channel.name}</label> ` +
-          `<label>opacity <input class="opacity" type="range" min="0" max="1" step="0.05" value="1"></label> ` +
+          ` <label>opacity <input class="opacity" type="range" min="0" max="1" step="0.05" value="1"></label> ` +
           `<label>low <input class="low" type="range" min="${channel.window.min}" max="${channel.window.max}" step="${step}" value="${channel.low}"></label> ` +
           `<label>high <input class="high" type="range" min="${channel.window.min}" max="${channel.window.max}" step="${step}" value="${channel.high}"></label>`;
-        row.querySelector(".on").addEventListener("change", (event) => {
+        row.prepend(toggle);
+        on.addEventListener("change", (event) => {
           channel.on = event.target.checked;
           refresh();
         });
