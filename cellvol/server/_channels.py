@@ -70,7 +70,8 @@ def pick_channels(channels: Sequence[Channel], text: str | None, where: str) -> 
     Raises
     ------
     InvalidInputError
-        For a name or index the image does not have.
+        For a name or index the image does not have, or a channel named twice (each
+        chosen channel is read once per request: at most the image's channel count).
     """
     if text is None or text == "":
         return list(channels)
@@ -87,6 +88,9 @@ def pick_channels(channels: Sequence[Channel], text: str | None, where: str) -> 
             raise InvalidInputError(
                 f"{where} has no channel {part!r}; its channels are {names} (or 0-{len(names) - 1})"
             )
+        if any(c is chosen[-1] for c in chosen[:-1]):
+            # Not merged silently: windows= and opacities= follow the chosen channels' order.
+            raise InvalidInputError(f"{where}: channel {part!r} is chosen twice in {text!r}")
     return chosen
 
 
