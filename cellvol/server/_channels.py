@@ -82,7 +82,7 @@ def pick_channels(channels: Sequence[Channel], text: str | None, where: str) -> 
     for part in text.split(","):
         if part in names:
             chosen.append(channels[names.index(part)])
-        elif part.lstrip("-").isdigit() and -len(channels) <= int(part) < len(channels):
+        elif _is_integer(part) and -len(channels) <= int(part) < len(channels):
             chosen.append(channels[int(part)])
         else:
             raise InvalidInputError(
@@ -92,6 +92,11 @@ def pick_channels(channels: Sequence[Channel], text: str | None, where: str) -> 
             # Not merged silently: windows= and opacities= follow the chosen channels' order.
             raise InvalidInputError(f"{where}: channel {part!r} is chosen twice in {text!r}")
     return chosen
+
+
+def _is_integer(text: str) -> bool:
+    """Whether ``int(text)`` reads ``text`` as a plain ASCII integer (``"²"`` is a digit, not one)."""
+    return text.isascii() and text.removeprefix("-").isdigit()
 
 
 def windows_of(text: str | None, channels: Sequence[Channel]) -> list[Window]:

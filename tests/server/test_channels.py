@@ -26,3 +26,9 @@ def test_a_repeated_channel_is_refused_not_read_again(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="chosen twice"):
         pick_channels(channels, "a,0", "img")
     assert [c.name for c in pick_channels(channels, "b,a", "img")] == ["b", "a"]
+
+
+def test_a_non_ascii_digit_is_a_clear_error(tmp_path: Path) -> None:
+    channels = _channels(tmp_path, ["a", "b"])
+    with pytest.raises(InvalidInputError, match="no channel"):
+        pick_channels(channels, "²", "img")
