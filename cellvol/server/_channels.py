@@ -62,7 +62,11 @@ def channels_of_image(volume: Volume) -> list[Channel]:
 
 
 def pick_channels(channels: Sequence[Channel], text: str | None, where: str) -> list[Channel]:
-    """The channels ``text`` names: comma-separated names or indices; none given, all.
+    """The channels ``text`` names: comma-separated names or positions; none given, all.
+
+    ``#N`` is always position ``N`` (what the page sends: a numeric label such as ``"488"``
+    never shadows it). A bare part is a channel's name; a bare integer that names no channel
+    is taken as a position too, for typing URLs by hand.
 
     ``none`` (unless a channel is so named) selects no channel: the page with every
     channel unchecked.
@@ -80,7 +84,14 @@ def pick_channels(channels: Sequence[Channel], text: str | None, where: str) -> 
         return []
     chosen = []
     for part in text.split(","):
-        if part in names:
+        position = part.removeprefix("#")
+        if part.startswith("#") and _is_integer(position):
+            if not -len(channels) <= int(position) < len(channels):
+                raise InvalidInputError(
+                    f"{where} has no channel at {part!r}; its positions are #0-#{len(names) - 1}"
+                )
+            chosen.append(channels[int(position)])
+        elif part in names:
             chosen.append(channels[names.index(part)])
         elif _is_integer(part) and -len(channels) <= int(part) < len(channels):
             chosen.append(channels[int(part)])

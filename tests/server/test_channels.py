@@ -32,3 +32,13 @@ def test_a_non_ascii_digit_is_a_clear_error(tmp_path: Path) -> None:
     channels = _channels(tmp_path, ["a", "b"])
     with pytest.raises(InvalidInputError, match="no channel"):
         pick_channels(channels, "²", "img")
+
+
+def test_numeric_labels_do_not_shadow_positions(tmp_path: Path) -> None:
+    channels = _channels(tmp_path, ["1", "2"])
+    # What the page sends: positions, each channel exactly once.
+    assert [c.name for c in pick_channels(channels, "#0,#1", "img")] == ["1", "2"]
+    # A bare number is the channel of that name.
+    assert [c.name for c in pick_channels(channels, "2", "img")] == ["2"]
+    with pytest.raises(InvalidInputError, match="no channel at '#2'"):
+        pick_channels(channels, "#2", "img")

@@ -16,7 +16,7 @@ const overlay = (() => {
 
   function channelParams() {
     if (!own.channels.length) return {};
-    const picked = own.channels.map((c, i) => (own.on[i] ? String(i) : null)).filter((v) => v !== null);
+    const picked = own.channels.map((c, i) => (own.on[i] ? `#${i}` : null)).filter((v) => v !== null);
     // None checked: "none" draws nothing. No single window: each channel keeps its own.
     return { channel: picked.length ? picked.join(",") : "none", window: "" };
   }
@@ -118,7 +118,7 @@ const overlay = (() => {
         level: params.level,
         rows: params.rows,
         cols: params.cols,
-        channel: active.map(([, i]) => i).join(","),
+        channel: active.map(([, i]) => `#${i}`).join(","), // positions: labels may be numbers
         windows: active.map(([c]) => `${c.low},${c.high}`).join(";"),
         opacities: active.map(([c]) => c.opacity).join(","),
       });
