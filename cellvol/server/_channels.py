@@ -9,6 +9,7 @@ one gets the window estimated from the coarsest level and a colour from a fixed 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -17,7 +18,13 @@ import numpy as np
 import numpy.typing as npt
 
 from cellvol.errors import InvalidInputError
-from cellvol.ome._display import Window, channel_color, channels_of, contrast_window
+from cellvol.ome._display import (
+    ChannelDisplay,
+    Window,
+    channel_color,
+    contrast_window,
+    stored_channels,
+)
 from cellvol.read._volume import Volume
 
 __all__ = ["Channel", "blend", "channels_of_image", "pick_channels", "to_rgb", "windows_of"]
@@ -45,20 +52,38 @@ def channels_of_image(volume: Volume) -> list[Channel]:
     names = volume.channels
     if not names:
         return []
-    stored = channels_of(volume.attributes)
+    stored = stored_channels(volume.attributes)
+    if len(stored) != len(names):
+        stored = [None] * len(names)
     found = []
-    for index, name in enumerate(names):
+    for index, (name, display) in enumerate(zip(names, stored, strict=True)):
         view = volume.channel(index)
-        if len(stored) == len(names):
-            window, color = stored[index].window, stored[index].color
+        if display is not None:
+            window = display.window
         else:
             coarsest = view.levels[-1]
             window = contrast_window(
                 coarsest.__getitem__, coarsest.shape, coarsest.chunks, coarsest.dtype
             )
-            color = _PALETTE[index % len(_PALETTE)]
-        found.append(Channel(name, view, window, channel_color(color)))
+        found.append(Channel(name, view, window, _color(display, index, volume)))
     return found
+
+
+def _color(display: ChannelDisplay | None, index: int, volume: Volume) -> str:
+    """The stored colour of a channel, or the palette's when it names none or a bad one."""
+    fallback = _PALETTE[index % len(_PALETTE)]
+    if display is None:
+        return fallback
+    try:
+        return channel_color(display.color)
+    except InvalidInputError:
+        # A third-party image still reads fine: shown in the palette's colour, not refused.
+        warnings.warn(
+            f"{volume.url}: channel {index} has colour {display.color!r}, not RRGGBB; "
+            f"showing it in {fallback}",
+            stacklevel=2,
+        )
+        return fallback
 
 
 def pick_channels(channels: Sequence[Channel], text: str | None, where: str) -> list[Channel]:

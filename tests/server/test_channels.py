@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import cellvol
 from cellvol.errors import InvalidInputError
+from cellvol.ome._display import DEFAULT_CHANNEL_COLORS, Window
+from cellvol.server._app import Served
 from cellvol.server._channels import Channel, channels_of_image, pick_channels
 
 
@@ -42,3 +46,42 @@ def test_numeric_labels_do_not_shadow_positions(tmp_path: Path) -> None:
     assert [c.name for c in pick_channels(channels, "2", "img")] == ["2"]
     with pytest.raises(InvalidInputError, match="no channel at '#2'"):
         pick_channels(channels, "#2", "img")
+
+
+def _edit_omero(path: Path, edit: Any) -> None:
+    """Change the stored omero channels of the image at ``path`` (as a third party wrote it)."""
+    meta = path / "zarr.json"
+    document = json.loads(meta.read_text())
+    edit(document["attributes"]["ome"]["omero"]["channels"])
+    meta.write_text(json.dumps(document))
+
+
+def test_a_bad_stored_colour_falls_back_to_the_palette(tmp_path: Path) -> None:
+    _channels(tmp_path, ["a", "b"])
+    path = tmp_path / "c.ome.zarr"
+
+    def edit(channels: list[dict[str, Any]]) -> None:
+        channels[1]["color"] = "FF0000FF"  # RGBA: not what omero stores
+
+    _edit_omero(path, edit)
+    with pytest.warns(UserWarning, match="'FF0000FF', not RRGGBB"):
+        channels = channels_of_image(cellvol.open(path))
+    assert channels[1].color == DEFAULT_CHANNEL_COLORS[1]
+    with pytest.warns(UserWarning, match="not RRGGBB"):
+        served = Served.open(str(path))  # served, not refused
+    assert [c.name for c in served.channels] == ["a", "b"]
+
+
+def test_one_bad_window_keeps_the_others(tmp_path: Path) -> None:
+    _channels(tmp_path, ["a", "b", "c"])
+    path = tmp_path / "c.ome.zarr"
+    first: dict[str, float] = {}
+
+    def edit(channels: list[dict[str, Any]]) -> None:
+        channels[0]["window"] = first | {"start": 1.0, "end": 2.0, "min": 0.0, "max": 3.0}
+        del channels[2]["window"]["end"]
+
+    _edit_omero(path, edit)
+    volume = cellvol.open(path)
+    assert volume.window == Window(1.0, 2.0, 0.0, 3.0)
+    assert channels_of_image(volume)[0].window == Window(1.0, 2.0, 0.0, 3.0)
