@@ -12,13 +12,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from cellvol.errors import InvalidInputError
 from cellvol.ome._display import (
+    DEFAULT_CHANNEL_COLORS,
     ChannelDisplay,
     Window,
     channel_color,
@@ -28,9 +29,6 @@ from cellvol.ome._display import (
 from cellvol.read._volume import Volume
 
 __all__ = ["Channel", "blend", "channels_of_image", "pick_channels", "to_rgb", "windows_of"]
-
-# Colours for channels that name none: the usual fluorescence stains' first.
-_PALETTE: Final = ("00FF00", "FF00FF", "00FFFF", "FFFF00", "FF0000", "0000FF", "FFFFFF")
 
 
 @dataclass(frozen=True)
@@ -71,7 +69,7 @@ def channels_of_image(volume: Volume) -> list[Channel]:
 
 def _color(display: ChannelDisplay | None, index: int, volume: Volume) -> str:
     """The stored colour of a channel, or the palette's when it names none or a bad one."""
-    fallback = _PALETTE[index % len(_PALETTE)]
+    fallback = DEFAULT_CHANNEL_COLORS[index % len(DEFAULT_CHANNEL_COLORS)]
     if display is None:
         return fallback
     try:

@@ -85,3 +85,12 @@ def test_one_bad_window_keeps_the_others(tmp_path: Path) -> None:
     volume = cellvol.open(path)
     assert volume.window == Window(1.0, 2.0, 0.0, 3.0)
     assert channels_of_image(volume)[0].window == Window(1.0, 2.0, 0.0, 3.0)
+
+
+def test_channels_without_colours_get_the_writers_palette(tmp_path: Path) -> None:
+    names = [f"c{i}" for i in range(len(DEFAULT_CHANNEL_COLORS))]
+    _channels(tmp_path, names)
+    path = tmp_path / "c.ome.zarr"
+    _edit_omero(path, lambda channels: channels.clear())  # no usable omero channels
+    shown = [c.color for c in channels_of_image(cellvol.open(path))]
+    assert shown == list(DEFAULT_CHANNEL_COLORS)  # channel 4 red, as cellvol writes it
