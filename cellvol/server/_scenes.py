@@ -37,7 +37,7 @@ from starlette.routing import Route
 from cellvol._store import open_store, parse_location, read_bytes
 from cellvol.errors import CellvolError, InvalidInputError
 from cellvol.read._level import Level
-from cellvol.read._resample import index_matrix
+from cellvol.read._resample import finest_level, index_matrix, sample_at
 from cellvol.read._scene import Scene, open_scene
 from cellvol.server._catalog import NEUROGLANCER
 from cellvol.server._channels import Channel, blend, pick_channels, to_rgb, windows_of
@@ -255,8 +255,6 @@ async def _sample(
     read: Callable[[Any, Level, tuple[Any, ...]], Awaitable[Any]],
 ) -> npt.NDArray[np.float32]:
     """``channel`` sampled (trilinear) at the voxels of ``grid[box]``; NaN outside it."""
-    from scipy.ndimage import map_coordinates
-
     spans = [
         (k, k + 1) if isinstance(k, int) else (k.start, k.stop)
         for k in box  # one index (the plane) and two slices
@@ -277,11 +275,10 @@ async def _sample(
     values = np.asarray(
         await read(
             served, level, tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
-        ),
-        dtype=np.float32,
+        )
     )
-    sampled = map_coordinates(values, coords - low[:, None], order=1, mode="constant", cval=np.nan)
-    return np.asarray(sampled, dtype=np.float32).reshape(_plane_shape(box, shape))
+    sampled, inside = sample_at(values, coords - low[:, None], 1)  # as Scene.resample samples
+    return np.where(inside, sampled, np.nan).astype(np.float32).reshape(_plane_shape(box, shape))
 
 
 def _inverse(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -302,11 +299,8 @@ def _finest_readable(
     while the box the points span would exceed :data:`_BOX_VOXELS`; None if they miss it.
     """
     levels = channel.volume.levels
-    chosen = 0
-    for level in levels:
-        if max(level.scale) <= spacing * 1.001:
-            chosen = level.index
-    for level in levels[chosen:]:
+    # The level Scene.resample would pick for points this far apart: one rule for both.
+    for level in levels[finest_level(levels, spacing) :]:
         to_index = _inverse(index_matrix(level))[:3]
         coords = to_index[:, :3] @ physical + to_index[:, 3:]
         low = np.maximum(np.floor(coords.min(axis=1)) - 1, 0)
