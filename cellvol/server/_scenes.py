@@ -254,7 +254,35 @@ async def _sample(
     box: tuple[Any, ...],
     read: Callable[[Any, Level, tuple[Any, ...]], Awaitable[Any]],
 ) -> npt.NDArray[np.float32]:
-    """``channel`` sampled (trilinear) at the voxels of ``grid[box]``; NaN outside it."""
+    """``channel`` sampled (trilinear) at the voxels of ``grid[box]``; NaN outside it.
+
+    The numeric work (hundreds of MB for a large plane) runs in worker threads, within the
+    caller's ``bounded`` work: the event loop keeps serving other requests meanwhile.
+    """
+    level, coords, shape = await anyio.to_thread.run_sync(_locate, channel, matrix, grid, box)
+    if level is None:
+        return np.full(_plane_shape(box, shape), np.nan, np.float32)
+    low = np.maximum(np.floor(coords.min(axis=1)).astype(int) - 1, 0)
+    high = np.minimum(np.ceil(coords.max(axis=1)).astype(int) + 2, level.shape)
+    values = np.asarray(
+        await read(
+            served, level, tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
+        )
+    )
+
+    def sample() -> npt.NDArray[np.float32]:
+        sampled, inside = sample_at(values, coords - low[:, None], 1)  # as Scene.resample
+        return (
+            np.where(inside, sampled, np.nan).astype(np.float32).reshape(_plane_shape(box, shape))
+        )
+
+    return await anyio.to_thread.run_sync(sample)
+
+
+def _locate(
+    channel: Channel, matrix: npt.NDArray[np.float64], grid: Level, box: tuple[Any, ...]
+) -> tuple[Level | None, npt.NDArray[np.float64], tuple[int, ...]]:
+    """The level to sample ``grid[box]``'s voxels in, their coordinates there, the box's shape."""
     spans = [
         (k, k + 1) if isinstance(k, int) else (k.start, k.stop)
         for k in box  # one index (the plane) and two slices
@@ -268,17 +296,7 @@ async def _sample(
     steps = np.linalg.norm(physical[:, :3], axis=0)
     spacing = min(float(s) for k, s in zip(box, steps, strict=True) if not isinstance(k, int))
     level, coords = _finest_readable(channel, where, spacing)
-    if level is None:
-        return np.full(_plane_shape(box, shape), np.nan, np.float32)
-    low = np.maximum(np.floor(coords.min(axis=1)).astype(int) - 1, 0)
-    high = np.minimum(np.ceil(coords.max(axis=1)).astype(int) + 2, level.shape)
-    values = np.asarray(
-        await read(
-            served, level, tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
-        )
-    )
-    sampled, inside = sample_at(values, coords - low[:, None], 1)  # as Scene.resample samples
-    return np.where(inside, sampled, np.nan).astype(np.float32).reshape(_plane_shape(box, shape))
+    return level, coords, shape
 
 
 def _inverse(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
