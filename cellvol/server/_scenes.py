@@ -120,8 +120,9 @@ class ServedScene:
 def neuroglancer_state(scene: ServedScene, base: str) -> dict[str, Any]:
     """A neuroglancer state showing the reference and, placed by their affine, the others.
 
-    Each placed layer's source ``transform`` maps its level-0 voxel indices (neuroglancer's
-    coordinates of a zarr source) to the reference's physical space, rows and columns in
+    Each placed layer's source ``transform`` maps its level-0 voxel coordinates (neuroglancer's
+    coordinates of a zarr source, voxel ``i``'s centre at ``i + 0.5``) to the reference's
+    physical space, rows and columns in
     ``z, y, x`` order, its translation column in the reference's unit, which
     ``outputDimensions`` gives in metres. The reference's layer keeps its own metadata.
     """
@@ -133,7 +134,12 @@ def neuroglancer_state(scene: ServedScene, base: str) -> dict[str, Any]:
     ]
     for image in scene.placed:
         level = _spatial(scene.scene[image]).levels[0]
-        matrix = scene.scene.transform(image, scene.reference) @ index_matrix(level)
+        # Neuroglancer's voxel i spans [i, i+1) (its centre is i + 0.5); OME's is centred on i.
+        # Its OME reader shifts the reference by half a voxel itself; this explicit
+        # transform replaces that shift, so it carries it.
+        centre = np.eye(4)
+        centre[:3, 3] = -0.5
+        matrix = scene.scene.transform(image, scene.reference) @ index_matrix(level) @ centre
         layers.append(
             {
                 "type": "image",
