@@ -149,6 +149,9 @@ class RetryingS3FileSystem(S3FileSystem):  # type: ignore[misc]
             for part in (parameters.get("Bucket"), parameters.get("Key", parameters.get("Prefix")))
             if part
         )
+        objects = (parameters.get("Delete") or {}).get("Objects") or []
+        if objects:  # DeleteObjects: its first key, and how many
+            where = f"{where}/{objects[0].get('Key')} (and {len(objects) - 1} more)"
         endpoint = self.endpoint_url or (self._s3.meta.endpoint_url if self._s3 else None)
         at = f" at {redact(str(endpoint))}" if endpoint else ""
         return f"S3 {operation} of s3://{where}{at}"

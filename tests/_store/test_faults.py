@@ -287,3 +287,14 @@ def test_error_answers_and_short_bodies_share_one_budget(
         read_bytes(store, "k")
     counts = fault_proxy.take_counts()
     assert counts.get("500", 0) + counts.get("short-body", 0) == 4, counts
+
+
+def test_a_failed_batch_delete_names_its_keys(s3_bucket: S3Bucket) -> None:
+    store = open_store(s3_bucket.url("img"), mode="a", storage_options=s3_bucket.storage_options)
+    keys = [{"Key": f"img/gone/{i}"} for i in range(3)]
+    described = store.fs._describe(  # type: ignore[attr-defined]
+        "delete_objects", {"Bucket": s3_bucket.name, "Delete": {"Objects": keys}}
+    )
+    assert described.startswith(
+        f"S3 DeleteObjects of s3://{s3_bucket.name}/img/gone/0 (and 2 more)"
+    )
