@@ -36,8 +36,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from urllib.parse import quote
 from typing import Any, Final
+from urllib.parse import quote
 
 import anyio.to_thread
 import numpy as np

@@ -129,7 +129,7 @@ def pick_channels(channels: Sequence[Channel], text: str | None, where: str) -> 
 
 
 def _is_integer(text: str) -> bool:
-    """Whether ``int(text)`` reads ``text`` as a plain ASCII integer (``"²"`` is a digit, not one)."""
+    """Whether ``text`` is a plain ASCII integer (``"²"`` is a digit, yet ``int`` refuses it)."""
     return text.isascii() and text.removeprefix("-").isdigit()
 
 
