@@ -237,7 +237,7 @@ class _ObjectLease(StoreLease):
                 return lease
             abandoned = age > ttl
             takes_over = breaking or (resume and abandoned) or holder.get("token") is None
-            if takes_over and lease._put(match=etag):
+            if takes_over and (lease._put(match=etag) or lease._is_ours()):
                 lease._start_renewing()
                 return lease
             if abandoned:
@@ -252,6 +252,18 @@ class _ObjectLease(StoreLease):
                 "{break_lease=True}",
             )
         raise WriteConflictError(f"{url}: could not take the write lease {key}; try again")
+
+    def _is_ours(self) -> bool:
+        """Whether the stored lease holds our token (a PUT whose answer was lost landed).
+
+        A takeover's conditional PUT that succeeded, lost its answer and was retried meets
+        its own lease: a failed condition (412) though the lease is now ours.
+        """
+        current = self._current()
+        if current is None or current[0].get("token") != self._holder["token"]:
+            return False
+        self._etag = current[1]
+        return True
 
     def _body(self) -> bytes:
         return json.dumps({**self._holder, "renewed": time.time(), "ttl": self.ttl}).encode()

@@ -5,7 +5,8 @@ What fails transiently: a 5xx answer (500 InternalError, 503 SlowDown...), throt
 timed out before an answer, and an answer whose body is cut short or broken off. Anything
 else (404, 403, 412...) is an answer, never retried.
 
-Two places retry, one kind of failure each, so the two budgets never multiply:
+Two places retry, one kind of failure each, and they share one budget per request (one
+count of tries, kept for the request's task in :data:`_SPENT`), so they never multiply:
 
 - botocore's client, whose ``needs-retry`` event asks cellvol (:func:`install`) after every
   attempt of every request (paginated listings included) whether to try again, and how long
@@ -23,6 +24,7 @@ key; a resumed write starts again from the shards it had finished.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib
 import random
 import socket
@@ -143,6 +145,13 @@ class RetryPolicy:
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
+# The tries a request around its body (retry_reads) has spent, and those of its current
+# call (botocore's attempts so far), as needs-retry sees them in the same task.
+_SPENT: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "cellvol_retry_spent", default=None
+)
+
+
 def install(client: Any, policy: RetryPolicy, connect_attempts: int | None = None) -> None:
     """Make botocore ``client`` retry failed answers and connections by ``policy``.
 
@@ -158,7 +167,12 @@ def install(client: Any, policy: RetryPolicy, connect_attempts: int | None = Non
         caught_exception: BaseException | None = None,
         **_: Any,
     ) -> float | None:
-        if attempts >= policy.attempts:
+        spent = _SPENT.get()
+        earlier = 0
+        if spent is not None:
+            spent[1] = attempts
+            earlier = spent[0]
+        if earlier + attempts >= policy.attempts:
             return None
         answered = caught_exception is None
         if caught_exception is not None:
@@ -178,29 +192,41 @@ async def retry_reads[T](
     """``await call()``, again after a broken answer body, within ``policy``.
 
     Failed answers and connections were retried inside ``call`` already (see
-    :func:`install`): when one comes out, its budget is spent. Either way that ends in
+    :func:`install`), on the same count of tries: when one comes out, the budget is spent,
+    and a broken body is tried again only while tries are left. Either way that ends in
     :class:`StoreUnavailableError`, whose message starts with ``describe()`` (the request
     and its key). Other errors are raised as they are.
     """
     started = time.monotonic()
-    for attempt in range(1, policy.attempts + 1):
-        try:
-            return await call()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            if _is_body_error(exc) and attempt < policy.attempts:
-                await asyncio.sleep(policy.delay(attempt, answered=False))
-                continue
-            elapsed = time.monotonic() - started
-            raise StoreUnavailableError(
-                f"{describe()} kept failing for {elapsed:.1f} s, up to the retry budget of "
-                f"{policy.attempts} tries; the last failure: {describe_failure(exc)}",
-                hint="try again once the store answers (a write resumes from where it "
-                "stopped with {resume=True}), or allow more tries with the storage option "
-                "'retry' (attempts, first_delay, max_delay)",
-            ) from exc
-    raise AssertionError("unreachable")  # pragma: no cover
+    spent = [0, 0]  # tries before this call, tries of this call (botocore's attempts)
+    token = _SPENT.set(spent)
+    try:
+        while True:
+            spent[1] = 0
+            try:
+                return await call()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                spent[0] += max(spent[1], 1)
+                if not (_is_body_error(exc) and spent[0] < policy.attempts):
+                    raise _spent(describe(), policy, started, exc) from exc
+            await asyncio.sleep(policy.delay(spent[0], answered=False))
+    finally:
+        _SPENT.reset(token)
+
+
+def _spent(
+    request: str, policy: RetryPolicy, started: float, exc: BaseException
+) -> StoreUnavailableError:
+    elapsed = time.monotonic() - started
+    return StoreUnavailableError(
+        f"{request} kept failing for {elapsed:.1f} s, up to the retry budget of "
+        f"{policy.attempts} tries; the last failure: {describe_failure(exc)}",
+        hint="try again once the store answers (a write resumes from where it "
+        "stopped with {resume=True}), or allow more tries with the storage option "
+        "'retry' (attempts, first_delay, max_delay)",
+    )
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -75,6 +75,23 @@ def open_s3(location: Location, mode: Mode, options: dict[str, Any]) -> Store:
     return S3Store(fs, path=location.path, read_only=mode == "r")
 
 
+def blocking_filesystem(location: Location, options: Mapping[str, Any]) -> Any:
+    """A synchronous S3 filesystem of its own, with cellvol's retries (storage option ``retry``).
+
+    For readers that are not zarr stores (a ``.ozx`` archive read by byte ranges): the same
+    budget per request as :func:`open_s3`'s stores, and botocore's own retries off.
+    """
+    options = dict(options)
+    policy = RetryPolicy.of(options.pop("retry", None), location.url)
+    options = _without_botocore_retries(_with_connection_pool(options))
+    from cellvol._store._s3fs import RetryingS3FileSystem
+
+    try:
+        return RetryingS3FileSystem(**options, retry=policy, skip_instance_cache=True)
+    except Exception as exc:
+        raise _s3_setup_error(exc, location, options) from exc
+
+
 class S3Store(FsspecStore):
     """zarr's fsspec store over S3, reading a whole object with one GET.
 

@@ -9,6 +9,7 @@ every request and for the reading of each downloaded body.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -28,7 +29,7 @@ from cellvol._store._retry import (
 )
 from cellvol.errors import StoreUnavailableError
 
-__all__ = ["RetryingS3FileSystem", "retrying_filesystem"]
+__all__ = ["RetryingS3FileSystem", "multipart_etag", "retrying_filesystem"]
 
 
 def retrying_filesystem(
@@ -77,6 +78,8 @@ class RetryingS3FileSystem(S3FileSystem):  # type: ignore[misc]
         client = await self.get_s3(kwargs.get("Bucket"))
         call = getattr(client, method)
         parameters = self._get_s3_method_kwargs(call, *akwarglist, **kwargs)
+        if method == "complete_multipart_upload":
+            return await self._retrying(lambda: _complete(client, parameters), method, parameters)
         return await self._retrying(lambda: call(**parameters), method, parameters)
 
     async def get_object(self, **parameters: Any) -> tuple[dict[str, Any], bytes]:
@@ -146,6 +149,38 @@ class RetryingS3FileSystem(S3FileSystem):  # type: ignore[misc]
             for part in (parameters.get("Bucket"), parameters.get("Key", parameters.get("Prefix")))
             if part
         )
+        objects = (parameters.get("Delete") or {}).get("Objects") or []
+        if objects:  # DeleteObjects: its first key, and how many
+            where = f"{where}/{objects[0].get('Key')} (and {len(objects) - 1} more)"
         endpoint = self.endpoint_url or (self._s3.meta.endpoint_url if self._s3 else None)
         at = f" at {redact(str(endpoint))}" if endpoint else ""
         return f"S3 {operation} of s3://{where}{at}"
+
+
+async def _complete(client: Any, parameters: Mapping[str, Any]) -> Any:
+    """CompleteMultipartUpload, safe to retry after its answer was lost.
+
+    The store may have completed the upload and lost the answer; the retry then meets
+    ``NoSuchUpload``. The object is then looked at: if its ETag is the one these parts make
+    (the MD5 of their MD5s, ``-`` their count), the upload is done and this is its answer.
+    """
+    try:
+        return await client.complete_multipart_upload(**parameters)
+    except Exception as exc:
+        if getattr(exc, "response", {}).get("Error", {}).get("Code") != "NoSuchUpload":
+            raise
+        parts = parameters.get("MultipartUpload", {}).get("Parts", [])
+        expected = multipart_etag([str(p["ETag"]) for p in parts])
+        try:
+            head = await client.head_object(Bucket=parameters["Bucket"], Key=parameters["Key"])
+        except Exception:
+            raise exc from None
+        if not parts or head.get("ETag") != expected:
+            raise
+        return {"Bucket": parameters["Bucket"], "Key": parameters["Key"], "ETag": expected}
+
+
+def multipart_etag(part_etags: list[str]) -> str:
+    """The ETag S3 gives an object completed from parts with these ETags (quoted)."""
+    digests = b"".join(bytes.fromhex(etag.strip('"')) for etag in part_etags)
+    return f'"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(part_etags)}"'

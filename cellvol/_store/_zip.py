@@ -91,10 +91,14 @@ def _remote_file(
     """
     import fsspec
 
-    protocol = "s3" if location.scheme == "s3" else "http"
     # A synchronous filesystem of its own: the store's reads run on fsspec's I/O thread, not
-    # on zarr's loop, which calls the store's blocking get.
-    fs = fsspec.filesystem(protocol, **options, skip_instance_cache=True)
+    # on zarr's loop, which calls the store's blocking get. On S3, with cellvol's retries.
+    if location.scheme == "s3":
+        from cellvol._store._s3 import blocking_filesystem
+
+        fs = blocking_filesystem(location, options)
+    else:
+        fs = fsspec.filesystem("http", **options, skip_instance_cache=True)
     target = location.path if location.scheme == "s3" else location.url
     try:
         handle = fs.open(target, "rb", block_size=_REMOTE_BLOCK_BYTES, cache_type="readahead")

@@ -37,6 +37,7 @@ __all__ = [
     "contrast_window",
     "label_color",
     "omero_metadata",
+    "stored_channels",
     "window_of",
 ]
 
@@ -204,8 +205,8 @@ def omero_metadata(channels: Sequence[ChannelDisplay], depth: int) -> dict[str, 
 
 def window_of(attributes: dict[str, Any]) -> Window | None:
     """The first channel's stored window, if the metadata has a complete one."""
-    displays = channels_of(attributes)
-    return displays[0].window if displays else None
+    first = stored_channels(attributes)[:1]
+    return first[0].window if first and first[0] is not None else None
 
 
 def channels_of(attributes: Mapping[str, Any]) -> list[ChannelDisplay]:
@@ -214,23 +215,35 @@ def channels_of(attributes: Mapping[str, Any]) -> list[ChannelDisplay]:
     Empty when the block is absent or a channel's window is incomplete (not cellvol's, and
     not to be trusted for display). A channel without a label is named by its index.
     """
+    found = stored_channels(attributes)
+    return [] if None in found else [d for d in found if d is not None]
+
+
+def stored_channels(attributes: Mapping[str, Any]) -> list[ChannelDisplay | None]:
+    """Each channel of the stored ``omero`` block, read on its own: ``None`` where unusable.
+
+    One entry per stored channel, so that one bad channel does not discard the others'
+    windows. The colour is the stored string, unchecked (see :func:`channel_color`).
+    """
     omero = ome_namespace(attributes).get("omero")
-    displays: list[ChannelDisplay] = []
-    try:
-        for number, stored in enumerate(omero["channels"]):  # type: ignore[index]
-            window = Window(*(float(stored["window"][k]) for k in ("start", "end", "min", "max")))
-            label = stored.get("label")
-            color = stored.get("color")
-            displays.append(
-                ChannelDisplay(
-                    label if isinstance(label, str) else str(number),
-                    window,
-                    color if isinstance(color, str) else "FFFFFF",
-                )
-            )
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+    stored = omero.get("channels") if isinstance(omero, Mapping) else None
+    if not isinstance(stored, list):
         return []
-    return displays
+    return [_stored_channel(number, entry) for number, entry in enumerate(stored)]
+
+
+def _stored_channel(number: int, stored: Any) -> ChannelDisplay | None:
+    try:
+        window = Window(*(float(stored["window"][k]) for k in ("start", "end", "min", "max")))
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return None
+    label = stored.get("label")
+    color = stored.get("color")
+    return ChannelDisplay(
+        label if isinstance(label, str) else str(number),
+        window,
+        color if isinstance(color, str) else "FFFFFF",
+    )
 
 
 def label_color(label: int) -> tuple[int, int, int, int]:

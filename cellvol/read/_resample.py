@@ -19,9 +19,16 @@ import numpy.typing as npt
 from cellvol.errors import InvalidInputError
 from cellvol.read._level import Level
 
-__all__ = ["BOX_BYTES", "Interpolation", "index_matrix", "resample_level"]
+__all__ = [
+    "BOX_BYTES",
+    "Interpolation",
+    "finest_level",
+    "index_matrix",
+    "resample_level",
+    "sample_at",
+]
 
-#: The most source bytes one output block reads (as float32, what it is sampled in).
+#: The most bytes one output block's source box takes (at 8 bytes a voxel: float64 for linear).
 BOX_BYTES: Final = 32 * 2**20
 # Output voxels whose source coordinates are computed at once (24 bytes each).
 _SLAB_VOXELS: Final = 2**18
@@ -37,6 +44,45 @@ def index_matrix(level: Level) -> npt.NDArray[np.float64]:
     matrix[:n, :n] = np.diag(level.scale)
     matrix[:n, n] = level.translation
     return matrix
+
+
+def finest_level(levels: Sequence[Level], spacing: float) -> int:
+    """The coarsest level whose voxels are no larger than ``spacing`` (level 0 if none is).
+
+    What a sampler at points ``spacing`` apart needs: a finer level adds nothing.
+    """
+    chosen = 0
+    for level in levels:
+        if max(level.scale) <= spacing * (1 + 1e-6):
+            chosen = level.index
+    return chosen
+
+
+def sample_at(
+    box: npt.NDArray[Any], coords: npt.NDArray[np.float64], order: int
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
+    """``box`` sampled at voxel coordinates ``coords`` (``(ndim, n)``), and which lie inside.
+
+    ``order`` 0 (nearest) indexes ``box`` itself, so values keep their dtype exactly (label
+    IDs above 2**24 do not survive float32). ``order`` 1 (linear) interpolates in float64 for
+    integers and float64 sources, float32 otherwise; the caller rounds back if it must.
+    Values outside ``box`` are 0 and marked ``False``.
+    """
+    from scipy.ndimage import map_coordinates
+
+    if order == 0:
+        index = np.rint(coords).astype(np.intp)
+        limits = np.asarray(box.shape)[:, None]
+        inside = np.all((index >= 0) & (index < limits), axis=0)
+        values = np.zeros(coords.shape[1], dtype=box.dtype)
+        values[inside] = box[tuple(index[:, inside])]
+        return values, inside
+    wide = np.issubdtype(box.dtype, np.integer) or box.dtype == np.float64
+    data = box.astype(np.float64 if wide else np.float32, copy=False)
+    values = map_coordinates(data, coords, order=order, mode="constant", cval=np.nan)
+    inside = ~np.isnan(values)
+    values[~inside] = 0
+    return values, inside
 
 
 def resample_level(
@@ -116,7 +162,7 @@ def _block_shape(
     linear = np.abs(to_source[:-1, :-1])
     while True:
         extent = linear @ np.asarray(block, dtype=float) + 3  # the box, margins included
-        if np.prod(extent) * 4 <= BOX_BYTES or max(block) == 1:
+        if np.prod(extent) * 8 <= BOX_BYTES or max(block) == 1:
             return block
         widest = int(np.argmax(block))
         block[widest] = max(1, block[widest] // 2)
@@ -129,8 +175,6 @@ def _sample_block(
     order: int,
     fill: float,
 ) -> npt.NDArray[Any]:
-    from scipy.ndimage import map_coordinates
-
     shape = tuple(stop - start for start, stop in location)
     out = np.full(shape, fill, dtype=source.dtype)
     n = len(shape)
@@ -147,7 +191,6 @@ def _sample_block(
     if np.any(high <= low):
         return out  # the block lies outside the source
     box = source[tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))]
-    box = box.astype(np.float32, copy=False)
     integer = np.issubdtype(source.dtype, np.integer)
     # The coordinates take 24 bytes a voxel: made a slab of the block at a time.
     plane = int(np.prod(shape[1:]))
@@ -159,10 +202,9 @@ def _sample_block(
         grid += np.asarray([start for start, _ in location], dtype=np.float64)[:, None]
         grid[0] += first
         coords = to_source[:-1, :-1] @ grid + offset
-        values = map_coordinates(box, coords, order=order, mode="constant", cval=np.nan)
-        values = values.reshape(part)
-        inside = ~np.isnan(values)
-        if integer:
+        values, inside = sample_at(box, coords, order)
+        values, inside = values.reshape(part), inside.reshape(part)
+        if integer and order:
             limits = np.iinfo(source.dtype)
             values = np.clip(np.rint(values), limits.min, limits.max)
         out[first : first + part[0]][inside] = values[inside].astype(source.dtype)

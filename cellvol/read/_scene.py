@@ -22,7 +22,7 @@ from cellvol._store import open_store, parse_location, read_bytes
 from cellvol.errors import InvalidInputError, MetadataError, NotOMEZarrError
 from cellvol.ome._scene import Edge, Place, chain, read_scene
 from cellvol.read._open import open as open_volume
-from cellvol.read._resample import Interpolation, resample_level
+from cellvol.read._resample import Interpolation, finest_level, resample_level
 from cellvol.read._volume import Volume
 
 __all__ = ["Scene", "open_scene"]
@@ -288,8 +288,4 @@ def _spatial(volume: Volume) -> Volume:
 def _finest_needed(volume: Volume, matrix: npt.NDArray[np.float64], grid: tuple[float, ...]) -> int:
     # The length, in the source's units, of one grid step along each grid axis.
     steps = np.linalg.norm(np.linalg.inv(matrix)[:-1, :-1] @ np.diag(grid), axis=0)
-    chosen = 0
-    for level in volume.levels:
-        if max(level.scale) <= min(steps) * (1 + 1e-6):
-            chosen = level.index
-    return chosen
+    return finest_level(volume.levels, float(min(steps)))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import html
 import itertools
 import json
 import re
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import quote
 
 import anyio.to_thread
 import numpy as np
@@ -254,8 +256,9 @@ def create_app(
         shown = scene.served[scene.reference] if scene else request.path_params["name"]
         target = find(shown)
         page = resources.files("cellvol.server").joinpath("static/viewer.html").read_text()
-        page = page.replace("{{name}}", target.name).replace(
-            "{{scene}}", scene.name if scene else ""
+        # Names come from the files (a scene's image names): escaped, never markup.
+        page = page.replace("{{name}}", html.escape(target.name, quote=True)).replace(
+            "{{scene}}", html.escape(scene.name if scene else "", quote=True)
         )
         return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
@@ -268,7 +271,10 @@ def create_app(
     async def index(request: Request) -> Response:
         if len(volumes) == 1:
             return RedirectResponse(f"/view/{names[0]}")
-        links = "".join(f'<li><a href="/view/{n}">{n}</a></li>' for n in [*by_scene, *volumes])
+        links = "".join(
+            f'<li><a href="/view/{quote(n, safe="")}">{html.escape(n)}</a></li>'
+            for n in [*by_scene, *volumes]
+        )
         return HTMLResponse(f"<!doctype html><title>cellvol</title><ul>{links}</ul>")
 
     static = Path(str(resources.files("cellvol.server").joinpath("static")))

@@ -9,21 +9,26 @@ one gets the window estimated from the coarsest level and a colour from a fixed 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from cellvol.errors import InvalidInputError
-from cellvol.ome._display import Window, channel_color, channels_of, contrast_window
+from cellvol.ome._display import (
+    DEFAULT_CHANNEL_COLORS,
+    ChannelDisplay,
+    Window,
+    channel_color,
+    contrast_window,
+    stored_channels,
+)
 from cellvol.read._volume import Volume
 
 __all__ = ["Channel", "blend", "channels_of_image", "pick_channels", "to_rgb", "windows_of"]
-
-# Colours for channels that name none: the usual fluorescence stains' first.
-_PALETTE: Final = ("00FF00", "FF00FF", "00FFFF", "FFFF00", "FF0000", "0000FF", "FFFFFF")
 
 
 @dataclass(frozen=True)
@@ -45,24 +50,46 @@ def channels_of_image(volume: Volume) -> list[Channel]:
     names = volume.channels
     if not names:
         return []
-    stored = channels_of(volume.attributes)
+    stored = stored_channels(volume.attributes)
+    if len(stored) != len(names):
+        stored = [None] * len(names)
     found = []
-    for index, name in enumerate(names):
+    for index, (name, display) in enumerate(zip(names, stored, strict=True)):
         view = volume.channel(index)
-        if len(stored) == len(names):
-            window, color = stored[index].window, stored[index].color
+        if display is not None:
+            window = display.window
         else:
             coarsest = view.levels[-1]
             window = contrast_window(
                 coarsest.__getitem__, coarsest.shape, coarsest.chunks, coarsest.dtype
             )
-            color = _PALETTE[index % len(_PALETTE)]
-        found.append(Channel(name, view, window, channel_color(color)))
+        found.append(Channel(name, view, window, _color(display, index, volume)))
     return found
 
 
+def _color(display: ChannelDisplay | None, index: int, volume: Volume) -> str:
+    """The stored colour of a channel, or the palette's when it names none or a bad one."""
+    fallback = DEFAULT_CHANNEL_COLORS[index % len(DEFAULT_CHANNEL_COLORS)]
+    if display is None:
+        return fallback
+    try:
+        return channel_color(display.color)
+    except InvalidInputError:
+        # A third-party image still reads fine: shown in the palette's colour, not refused.
+        warnings.warn(
+            f"{volume.url}: channel {index} has colour {display.color!r}, not RRGGBB; "
+            f"showing it in {fallback}",
+            stacklevel=2,
+        )
+        return fallback
+
+
 def pick_channels(channels: Sequence[Channel], text: str | None, where: str) -> list[Channel]:
-    """The channels ``text`` names: comma-separated names or indices; none given, all.
+    """The channels ``text`` names: comma-separated names or positions; none given, all.
+
+    ``#N`` is always position ``N`` (what the page sends: a numeric label such as ``"488"``
+    never shadows it). A bare part is a channel's name; a bare integer that names no channel
+    is taken as a position too, for typing URLs by hand.
 
     ``none`` (unless a channel is so named) selects no channel: the page with every
     channel unchecked.
@@ -70,7 +97,8 @@ def pick_channels(channels: Sequence[Channel], text: str | None, where: str) -> 
     Raises
     ------
     InvalidInputError
-        For a name or index the image does not have.
+        For a name or index the image does not have, or a channel named twice (each
+        chosen channel is read once per request: at most the image's channel count).
     """
     if text is None or text == "":
         return list(channels)
@@ -79,15 +107,30 @@ def pick_channels(channels: Sequence[Channel], text: str | None, where: str) -> 
         return []
     chosen = []
     for part in text.split(","):
-        if part in names:
+        position = part.removeprefix("#")
+        if part.startswith("#") and _is_integer(position):
+            if not -len(channels) <= int(position) < len(channels):
+                raise InvalidInputError(
+                    f"{where} has no channel at {part!r}; its positions are #0-#{len(names) - 1}"
+                )
+            chosen.append(channels[int(position)])
+        elif part in names:
             chosen.append(channels[names.index(part)])
-        elif part.lstrip("-").isdigit() and -len(channels) <= int(part) < len(channels):
+        elif _is_integer(part) and -len(channels) <= int(part) < len(channels):
             chosen.append(channels[int(part)])
         else:
             raise InvalidInputError(
                 f"{where} has no channel {part!r}; its channels are {names} (or 0-{len(names) - 1})"
             )
+        if any(c is chosen[-1] for c in chosen[:-1]):
+            # Not merged silently: windows= and opacities= follow the chosen channels' order.
+            raise InvalidInputError(f"{where}: channel {part!r} is chosen twice in {text!r}")
     return chosen
+
+
+def _is_integer(text: str) -> bool:
+    """Whether ``text`` is a plain ASCII integer (``"²"`` is a digit, yet ``int`` refuses it)."""
+    return text.isascii() and text.removeprefix("-").isdigit()
 
 
 def windows_of(text: str | None, channels: Sequence[Channel]) -> list[Window]:

@@ -37,7 +37,7 @@ from starlette.routing import Route
 from cellvol._store import open_store, parse_location, read_bytes
 from cellvol.errors import CellvolError, InvalidInputError
 from cellvol.read._level import Level
-from cellvol.read._resample import index_matrix
+from cellvol.read._resample import finest_level, index_matrix, sample_at
 from cellvol.read._scene import Scene, open_scene
 from cellvol.server._catalog import NEUROGLANCER
 from cellvol.server._channels import Channel, blend, pick_channels, to_rgb, windows_of
@@ -120,8 +120,9 @@ class ServedScene:
 def neuroglancer_state(scene: ServedScene, base: str) -> dict[str, Any]:
     """A neuroglancer state showing the reference and, placed by their affine, the others.
 
-    Each placed layer's source ``transform`` maps its level-0 voxel indices (neuroglancer's
-    coordinates of a zarr source) to the reference's physical space, rows and columns in
+    Each placed layer's source ``transform`` maps its level-0 voxel coordinates (neuroglancer's
+    coordinates of a zarr source, voxel ``i``'s centre at ``i + 0.5``) to the reference's
+    physical space, rows and columns in
     ``z, y, x`` order, its translation column in the reference's unit, which
     ``outputDimensions`` gives in metres. The reference's layer keeps its own metadata.
     """
@@ -133,7 +134,12 @@ def neuroglancer_state(scene: ServedScene, base: str) -> dict[str, Any]:
     ]
     for image in scene.placed:
         level = _spatial(scene.scene[image]).levels[0]
-        matrix = scene.scene.transform(image, scene.reference) @ index_matrix(level)
+        # Neuroglancer's voxel i spans [i, i+1) (its centre is i + 0.5); OME's is centred on i.
+        # Its OME reader shifts the reference by half a voxel itself; this explicit
+        # transform replaces that shift, so it carries it.
+        centre = np.eye(4)
+        centre[:3, 3] = -0.5
+        matrix = scene.scene.transform(image, scene.reference) @ index_matrix(level) @ centre
         layers.append(
             {
                 "type": "image",
@@ -254,9 +260,35 @@ async def _sample(
     box: tuple[Any, ...],
     read: Callable[[Any, Level, tuple[Any, ...]], Awaitable[Any]],
 ) -> npt.NDArray[np.float32]:
-    """``channel`` sampled (trilinear) at the voxels of ``grid[box]``; NaN outside it."""
-    from scipy.ndimage import map_coordinates
+    """``channel`` sampled (trilinear) at the voxels of ``grid[box]``; NaN outside it.
 
+    The numeric work (hundreds of MB for a large plane) runs in worker threads, within the
+    caller's ``bounded`` work: the event loop keeps serving other requests meanwhile.
+    """
+    level, coords, shape = await anyio.to_thread.run_sync(_locate, channel, matrix, grid, box)
+    if level is None:
+        return np.full(_plane_shape(box, shape), np.nan, np.float32)
+    low = np.maximum(np.floor(coords.min(axis=1)).astype(int) - 1, 0)
+    high = np.minimum(np.ceil(coords.max(axis=1)).astype(int) + 2, level.shape)
+    values = np.asarray(
+        await read(
+            served, level, tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
+        )
+    )
+
+    def sample() -> npt.NDArray[np.float32]:
+        sampled, inside = sample_at(values, coords - low[:, None], 1)  # as Scene.resample
+        return (
+            np.where(inside, sampled, np.nan).astype(np.float32).reshape(_plane_shape(box, shape))
+        )
+
+    return await anyio.to_thread.run_sync(sample)
+
+
+def _locate(
+    channel: Channel, matrix: npt.NDArray[np.float64], grid: Level, box: tuple[Any, ...]
+) -> tuple[Level | None, npt.NDArray[np.float64], tuple[int, ...]]:
+    """The level to sample ``grid[box]``'s voxels in, their coordinates there, the box's shape."""
     spans = [
         (k, k + 1) if isinstance(k, int) else (k.start, k.stop)
         for k in box  # one index (the plane) and two slices
@@ -270,18 +302,7 @@ async def _sample(
     steps = np.linalg.norm(physical[:, :3], axis=0)
     spacing = min(float(s) for k, s in zip(box, steps, strict=True) if not isinstance(k, int))
     level, coords = _finest_readable(channel, where, spacing)
-    if level is None:
-        return np.full(_plane_shape(box, shape), np.nan, np.float32)
-    low = np.maximum(np.floor(coords.min(axis=1)).astype(int) - 1, 0)
-    high = np.minimum(np.ceil(coords.max(axis=1)).astype(int) + 2, level.shape)
-    values = np.asarray(
-        await read(
-            served, level, tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
-        ),
-        dtype=np.float32,
-    )
-    sampled = map_coordinates(values, coords - low[:, None], order=1, mode="constant", cval=np.nan)
-    return np.asarray(sampled, dtype=np.float32).reshape(_plane_shape(box, shape))
+    return level, coords, shape
 
 
 def _inverse(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -302,11 +323,8 @@ def _finest_readable(
     while the box the points span would exceed :data:`_BOX_VOXELS`; None if they miss it.
     """
     levels = channel.volume.levels
-    chosen = 0
-    for level in levels:
-        if max(level.scale) <= spacing * 1.001:
-            chosen = level.index
-    for level in levels[chosen:]:
+    # The level Scene.resample would pick for points this far apart: one rule for both.
+    for level in levels[finest_level(levels, spacing) :]:
         to_index = _inverse(index_matrix(level))[:3]
         coords = to_index[:, :3] @ physical + to_index[:, 3:]
         low = np.maximum(np.floor(coords.min(axis=1)) - 1, 0)

@@ -271,3 +271,30 @@ def test_a_hung_connection_ends_at_the_read_timeout_and_is_retried(
     fault_proxy.configure(rate=0.0)
     assert all(read_bytes(store, f"w{i}") == payload for i in range(6))
     assert fault_proxy.take_counts().get("stall", 0) > 0
+
+
+def test_error_answers_and_short_bodies_share_one_budget(
+    fault_proxy: Any, s3_server: S3Server, s3_bucket: S3Bucket
+) -> None:
+    s3_server.client().put_object(Bucket=s3_bucket.name, Key="img/k", Body=os.urandom(5000))
+    options = _options(s3_bucket, fault_proxy, retry={"attempts": 4, "first_delay": 0.001})
+    store = open_store(s3_bucket.url("img"), storage_options=options)
+    fault_proxy.take_counts()
+    # Every GET fails: some with an error answer (botocore's retries), some with a body cut
+    # short (retried around botocore). Together they may try the request 4 times, not 4 x 4.
+    fault_proxy.configure(fail_keys=r"/img/k$", fail_kinds=("500", "short-body"))
+    with pytest.raises(StoreUnavailableError, match="4 tries"):
+        read_bytes(store, "k")
+    counts = fault_proxy.take_counts()
+    assert counts.get("500", 0) + counts.get("short-body", 0) == 4, counts
+
+
+def test_a_failed_batch_delete_names_its_keys(s3_bucket: S3Bucket) -> None:
+    store = open_store(s3_bucket.url("img"), mode="a", storage_options=s3_bucket.storage_options)
+    keys = [{"Key": f"img/gone/{i}"} for i in range(3)]
+    described = store.fs._describe(  # type: ignore[attr-defined]
+        "delete_objects", {"Bucket": s3_bucket.name, "Delete": {"Objects": keys}}
+    )
+    assert described.startswith(
+        f"S3 DeleteObjects of s3://{s3_bucket.name}/img/gone/0 (and 2 more)"
+    )

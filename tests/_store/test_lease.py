@@ -138,3 +138,26 @@ def test_a_file_system_without_flock_is_named(tmp_path, monkeypatch) -> None:
     with pytest.raises(WriteConflictError, match="does not support the lock") as caught:
         take_lease(open_store(str(tmp_path / "img"), mode="a"), "img", KEY)
     assert "flock" in (caught.value.hint or "")
+
+
+def test_a_takeover_whose_reply_was_lost_is_still_ours(s3_bucket, monkeypatch) -> None:
+    from cellvol._store import _lease
+
+    url = s3_bucket.url("img")
+    store = open_store(url, mode="a", storage_options=s3_bucket.storage_options)
+    old = take_lease(store, url, KEY)
+    real_put = _lease._ObjectLease._put
+    lost = {"first": True}
+
+    def put(self, *, create=False, match=None):  # type: ignore[no-untyped-def]
+        succeeded = real_put(self, create=create, match=match)
+        if match is not None and succeeded and lost.pop("first", False):
+            return False  # the takeover landed, its reply did not: the retry got a 412
+        return succeeded
+
+    monkeypatch.setattr(_lease._ObjectLease, "_put", put)
+    with take_lease(store, url, KEY, break_lease=True) as new:
+        new.check()  # renews: ours
+        with pytest.raises(WriteConflictError, match="took this write's lease over"):
+            old.check()
+    old.release()

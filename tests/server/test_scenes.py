@@ -97,9 +97,11 @@ def test_the_neuroglancer_state_places_every_fiducial(clem_scene: Any) -> None:
     assert transform["outputDimensions"] == {a: [1e-9, "m"] for a in "zyx"}
     matrix = np.asarray(transform["matrix"])
     assert matrix.shape == (3, 4)
-    # As neuroglancer applies it: to the LM source's coordinates, its level-0 voxel indices
-    # (z, y, x), giving the output dimensions' coordinates, in nanometres.
-    voxels = pair.fiducials_lm() / pair.lm_voxel
+    # As neuroglancer applies it: to the LM source's coordinates, where level-0 voxel i spans
+    # [i, i+1) so its centre (OME's voxel position i) is at i + 0.5 (z, y, x), giving the
+    # output dimensions' coordinates, in nanometres. The EM layer, read as OME-Zarr, gets
+    # neuroglancer's own half-voxel shift, so there OME positions are drawn where they are.
+    voxels = pair.fiducials_lm() / pair.lm_voxel + 0.5
     placed = (matrix[:, :3] @ voxels.T).T + matrix[:, 3]
     assert np.allclose(placed, pair.fiducials_em, atol=1e-6)
     # The page's link carries the same state.

@@ -16,7 +16,7 @@ const overlay = (() => {
 
   function channelParams() {
     if (!own.channels.length) return {};
-    const picked = own.channels.map((c, i) => (own.on[i] ? String(i) : null)).filter((v) => v !== null);
+    const picked = own.channels.map((c, i) => (own.on[i] ? `#${i}` : null)).filter((v) => v !== null);
     // None checked: "none" draws nothing. No single window: each channel keeps its own.
     return { channel: picked.length ? picked.join(",") : "none", window: "" };
   }
@@ -29,8 +29,13 @@ const overlay = (() => {
       volume.channels.forEach((channel, i) => {
         const label = document.createElement("label");
         label.style.color = `#${channel.color}`;
-        label.innerHTML = `<input type="checkbox" checked data-channel="${i}"> ${channel.name}`;
-        label.querySelector("input").addEventListener("change", (event) => {
+        // Names are file data: text nodes, never markup.
+        const input = document.createElement("input");
+        input.type = "checkbox";
+        input.checked = true;
+        input.dataset.channel = String(i);
+        label.append(input, ` ${channel.name}`);
+        input.addEventListener("change", (event) => {
           own.on[i] = event.target.checked;
           refresh();
         });
@@ -68,12 +73,19 @@ const overlay = (() => {
         row.dataset.image = image;
         row.dataset.channel = String(i);
         const step = (channel.window.max - channel.window.min) / 200 || "any";
+        const toggle = document.createElement("label");
+        const on = document.createElement("input");
+        on.type = "checkbox";
+        on.className = "on";
+        on.checked = true;
+        toggle.append(on, ` ${image}: ${channel.name}`);
+        // The sliders' markup holds numbers only (the stored window); names go in as text.
         row.innerHTML =
-          `<label><input type="checkbox" class="on" checked> ${image}: ${channel.name}</label> ` +
-          `<label>opacity <input class="opacity" type="range" min="0" max="1" step="0.05" value="1"></label> ` +
+          ` <label>opacity <input class="opacity" type="range" min="0" max="1" step="0.05" value="1"></label> ` +
           `<label>low <input class="low" type="range" min="${channel.window.min}" max="${channel.window.max}" step="${step}" value="${channel.low}"></label> ` +
           `<label>high <input class="high" type="range" min="${channel.window.min}" max="${channel.window.max}" step="${step}" value="${channel.high}"></label>`;
-        row.querySelector(".on").addEventListener("change", (event) => {
+        row.prepend(toggle);
+        on.addEventListener("change", (event) => {
           channel.on = event.target.checked;
           refresh();
         });
@@ -106,7 +118,7 @@ const overlay = (() => {
         level: params.level,
         rows: params.rows,
         cols: params.cols,
-        channel: active.map(([, i]) => i).join(","),
+        channel: active.map(([, i]) => `#${i}`).join(","), // positions: labels may be numbers
         windows: active.map(([c]) => `${c.low},${c.high}`).join(";"),
         opacities: active.map(([c]) => c.opacity).join(","),
       });
