@@ -20,6 +20,7 @@ arrow) from any coordinate system to any other the scene connects.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,10 +29,12 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from cellvol.errors import MetadataError
+from cellvol._store import read_bytes
+from cellvol.errors import MetadataError, NotOMEZarrError
 from cellvol.ome._coords06 import affine_matrix, is_axis_aligned
 
 __all__ = [
+    "group_attributes",
     "Edge",
     "Place",
     "chain",
@@ -224,3 +227,22 @@ def _spatial_part(
             "reads placements that act on the spatial axes only"
         )
     return np.asarray(m[np.ix_(rows, cols)], dtype=np.float64)
+
+
+def group_attributes(store: Any, url: str, what: str) -> Any:
+    """The ``attributes`` of the zarr group at the root of ``store`` (at ``url``).
+
+    Raises
+    ------
+    NotOMEZarrError
+        If there is no ``zarr.json``: not ``what`` (a scene, an image).
+    MetadataError
+        If ``zarr.json`` is not a JSON object.
+    """
+    data = read_bytes(store, "zarr.json")
+    if data is None:
+        raise NotOMEZarrError(f"{url}: no zarr.json, so not {what}")
+    try:
+        return json.loads(data).get("attributes", {})
+    except (ValueError, AttributeError):
+        raise MetadataError(f"{url}/zarr.json is not a JSON object") from None

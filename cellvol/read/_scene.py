@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 import urllib.parse
@@ -18,9 +17,9 @@ import numpy as np
 import numpy.typing as npt
 
 from cellvol._codec._cache import ChunkCache
-from cellvol._store import open_store, parse_location, read_bytes
+from cellvol._store import open_store, parse_location
 from cellvol.errors import InvalidInputError, MetadataError, NotOMEZarrError
-from cellvol.ome._scene import Edge, Place, chain, read_scene
+from cellvol.ome._scene import Edge, Place, chain, group_attributes, read_scene
 from cellvol.read._open import open as open_volume
 from cellvol.read._resample import Interpolation, finest_level, resample_level
 from cellvol.read._volume import Volume
@@ -214,13 +213,7 @@ def open_scene(
     """
     location = parse_location(path_or_url)
     store = open_store(location.url, mode="r", storage_options=storage_options)
-    data = read_bytes(store, "zarr.json")
-    if data is None:
-        raise NotOMEZarrError(f"{location.url}: no zarr.json, so not an OME-Zarr 0.6 scene")
-    try:
-        attributes = json.loads(data).get("attributes", {})
-    except (ValueError, AttributeError):
-        raise MetadataError(f"{location.url}/zarr.json is not a JSON object") from None
+    attributes = group_attributes(store, location.url, "an OME-Zarr 0.6 scene")
     ome = attributes.get("ome") if isinstance(attributes, Mapping) else None
     if not isinstance(ome, Mapping) or "scene" not in ome:
         raise NotOMEZarrError(f"{location.url} is not an OME-Zarr 0.6 scene: no 'ome' 'scene'")

@@ -32,7 +32,13 @@ from cellvol.errors import (
 )
 from cellvol.ome._metadata import read_multiscale
 from cellvol.ome._points import AffineFit, fit_affine, read_points
-from cellvol.ome._scene import Place, scene_ome, spatial_embedding, transform_json
+from cellvol.ome._scene import (
+    Place,
+    group_attributes,
+    scene_ome,
+    spatial_embedding,
+    transform_json,
+)
 from cellvol.units import UNIT_IN_NM, normalize_unit
 
 __all__ = ["LinkResult", "link"]
@@ -241,13 +247,7 @@ def _reference(
 def _open_image(url: str | os.PathLike[str], options: Mapping[str, Any] | None) -> _Image:
     location = parse_location(url)
     store = open_store(location.url, mode="r", storage_options=options)
-    data = read_bytes(store, "zarr.json")
-    if data is None:
-        raise NotOMEZarrError(f"{location.url}: no zarr.json, so not an OME-Zarr 0.6 image")
-    try:
-        attributes = json.loads(data).get("attributes", {})
-    except (ValueError, AttributeError):
-        raise MetadataError(f"{location.url}/zarr.json is not a JSON object") from None
+    attributes = group_attributes(store, location.url, "an OME-Zarr 0.6 image")
     multiscale = read_multiscale(attributes, where=location.url)
     if multiscale is None:
         raise NotOMEZarrError(f"{location.url} holds no multiscale image")
