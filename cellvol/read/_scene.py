@@ -24,7 +24,7 @@ from cellvol.read._open import open as open_volume
 from cellvol.read._resample import Interpolation, finest_level, resample_level
 from cellvol.read._volume import Volume
 
-__all__ = ["Scene", "open_scene"]
+__all__ = ["Scene", "open_scene", "spatial"]
 
 
 class Scene:
@@ -125,7 +125,7 @@ class Scene:
 
         moving, fixed = self[name], self[like]
         matrix = self.transform(name, like)
-        grid = _spatial(fixed).level(level)
+        grid = spatial(fixed).level(level)
         if channel is not None:
             views = [moving.channel(channel)]
         elif moving.channels:
@@ -273,7 +273,7 @@ def _scene_systems(attributes: Mapping[str, Any]) -> dict[str, tuple[bool, ...]]
     return found
 
 
-def _spatial(volume: Volume) -> Volume:
+def spatial(volume: Volume) -> Volume:
     """The volume, or its first channel's ``(z, y, x)`` view when it has channels."""
     return volume.channel(0) if volume.channels else volume
 

@@ -246,7 +246,7 @@ def create_app(
     async def catalog(request: Request) -> Response:
         base = str(request.base_url).rstrip("/")
         entries = [catalog_entry(s, base) for s in served]
-        listed = [s.catalog(base) for s in scenes]
+        listed = [s.catalog(base, find) for s in scenes]
         return JSONResponse(
             {"volumes": entries, "scenes": listed}, headers={"Cache-Control": "no-cache"}
         )

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from cellvol.errors import InvalidInputError
+from cellvol.server._neuroglancer import NEUROGLANCER, LayerImage, image_layers, state
 from cellvol.units import convert_lengths
 
 if TYPE_CHECKING:
-    from cellvol.read._volume import Volume
     from cellvol.server._app import Served
 
-__all__ = ["NEUROGLANCER", "catalog_entry"]
-
-#: Where the viewer links open neuroglancer; the state follows in the URL fragment.
-NEUROGLANCER: Final = "https://neuroglancer-demo.appspot.com/#!"
+__all__ = ["catalog_entry"]
 
 
 def catalog_entry(served: Served, base: str) -> dict[str, Any]:
@@ -34,7 +33,7 @@ def catalog_entry(served: Served, base: str) -> dict[str, Any]:
         "source": served.url,
         "data": data_url,
         "view": f"{base}/view/{served.name}",
-        "neuroglancer": _neuroglancer_link(data_url, served.name, volume),
+        "neuroglancer": _neuroglancer_link(data_url, served),
         "dtype": str(volume.dtype),
         "shape": list(volume.shape),
         "axes": list(volume.axes),
@@ -69,13 +68,17 @@ def _nm_per(unit: str | None) -> float | None:
         return None
 
 
-def _neuroglancer_link(data_url: str, name: str, volume: Volume) -> str:
-    """A neuroglancer link whose layer reads the raw keys (zarr v3: ``zarr3://``)."""
-    scheme = "zarr3" if volume.ome_version in ("0.5", "0.6") else "zarr2"  # 0.6 is zarr v3 too
-    window = volume.window
-    layer: dict[str, Any] = {"type": "image", "source": f"{scheme}://{data_url}", "name": name}
-    if window is not None:
-        layer["shaderControls"] = {"normalized": {"range": [window.start, window.end]}}
-    state = {"layers": [layer], "layout": "4panel"}
-    fragment = urllib.parse.quote(json.dumps(state, separators=(",", ":")), safe="")
+def _neuroglancer_link(data_url: str, served: Served) -> str:
+    """A neuroglancer link showing the image on its own (one layer per channel)."""
+    volume = served.volume
+    image = LayerImage(
+        name=served.name,
+        data_url=data_url,
+        volume=volume,
+        channels=served.channels,
+        window=served.window,
+        to_reference=np.eye(4),
+    )
+    found = state(image_layers(image, volume), volume)
+    fragment = urllib.parse.quote(json.dumps(found, separators=(",", ":")), safe="")
     return NEUROGLANCER + fragment

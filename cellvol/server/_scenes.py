@@ -10,8 +10,9 @@ scene in the catalog, and adds:
                                                 ``/slice`` of the reference takes it (``axis=&
                                                 index=&level=&rows=&cols=``), with ``channel=``,
                                                 ``windows=``, ``opacities=``; black outside it
-``/neuroglancer/{scene}``                       a neuroglancer state (JSON) with both images and
+``/neuroglancer/{scene}``                       a neuroglancer state (JSON) with both images,
                                                 the placed one's affine as its ``transform``
+                                                and one layer per channel (``_neuroglancer``)
 ==============================================  =================================================
 
 The overlay reads only the box of the placed image that the plane passes through, at the
@@ -24,7 +25,7 @@ import json
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio.to_thread
 import numpy as np
@@ -38,11 +39,13 @@ from cellvol._store import open_store, parse_location, read_bytes
 from cellvol.errors import CellvolError, InvalidInputError
 from cellvol.read._level import Level
 from cellvol.read._resample import finest_level, index_matrix, sample_at
-from cellvol.read._scene import Scene, open_scene
-from cellvol.server._catalog import NEUROGLANCER
+from cellvol.read._scene import Scene, open_scene, spatial
 from cellvol.server._channels import Channel, blend, pick_channels, to_rgb, windows_of
+from cellvol.server._neuroglancer import NEUROGLANCER, LayerImage, image_layers, state
 from cellvol.server._render import encode
-from cellvol.units import UNIT_IN_NM
+
+if TYPE_CHECKING:
+    from cellvol.server._app import Served
 
 __all__ = ["ServedScene", "is_scene", "neuroglancer_state", "scene_routes"]
 
@@ -97,8 +100,8 @@ class ServedScene:
         served = {image: f"{name}-{image}" for image in scene.images}
         return cls(name, scene, references[0], sorted(placed), served)
 
-    def catalog(self, base: str) -> dict[str, Any]:
-        """The scene as the catalog lists it."""
+    def catalog(self, base: str, served: Callable[[str], Served]) -> dict[str, Any]:
+        """The scene as the catalog lists it; ``served(name)`` gives a served image."""
         return {
             "name": self.name,
             "source": self.scene.url,
@@ -112,64 +115,42 @@ class ServedScene:
             },
             "neuroglancer": NEUROGLANCER
             + urllib.parse.quote(
-                json.dumps(neuroglancer_state(self, base), separators=(",", ":")), safe=""
+                json.dumps(neuroglancer_state(self, base, served), separators=(",", ":")), safe=""
             ),
         }
 
 
-def neuroglancer_state(scene: ServedScene, base: str) -> dict[str, Any]:
+def neuroglancer_state(
+    scene: ServedScene, base: str, served: Callable[[str], Served]
+) -> dict[str, Any]:
     """A neuroglancer state showing the reference and, placed by their affine, the others.
 
-    Each placed layer's source ``transform`` maps its level-0 voxel coordinates (neuroglancer's
-    coordinates of a zarr source, voxel ``i``'s centre at ``i + 0.5``) to the reference's
-    physical space, rows and columns in
-    ``z, y, x`` order, its translation column in the reference's unit, which
-    ``outputDimensions`` gives in metres. The reference's layer keeps its own metadata.
+    ``served(name)`` gives the image served under ``name``. The layers and their transforms
+    are :func:`cellvol.server._neuroglancer.image_layers`'s; the placed images' layers are
+    blended additively over the reference, half opaque.
     """
     reference = scene.scene[scene.reference]
-    metres = UNIT_IN_NM.get(reference.unit or "nanometer", 1.0) * 1e-9
-    output = {axis: [metres, "m"] for axis in "zyx"}
-    layers: list[dict[str, Any]] = [
-        {"type": "image", "name": scene.reference, "source": _source(scene, scene.reference, base)}
-    ]
-    for image in scene.placed:
-        level = _spatial(scene.scene[image]).levels[0]
-        # Neuroglancer's voxel i spans [i, i+1) (its centre is i + 0.5); OME's is centred on i.
-        # Its OME reader shifts the reference by half a voxel itself; this explicit
-        # transform replaces that shift, so it carries it.
-        centre = np.eye(4)
-        centre[:3, 3] = -0.5
-        matrix = scene.scene.transform(image, scene.reference) @ index_matrix(level) @ centre
-        layers.append(
-            {
-                "type": "image",
-                "name": image,
-                "source": {
-                    "url": _source(scene, image, base),
-                    "transform": {
-                        "outputDimensions": output,
-                        "matrix": matrix[:3].tolist(),
-                    },
-                },
-                "blend": "additive",
-                "opacity": 0.6,
-            }
+    layers: list[dict[str, Any]] = []
+    for image in [scene.reference, *scene.placed]:
+        shown = served(scene.served[image])
+        found = image_layers(
+            LayerImage(
+                name=image,
+                data_url=f"{base}/data/{shown.name}/",
+                volume=shown.volume,
+                channels=shown.channels,
+                window=shown.window,
+                to_reference=scene.scene.transform(image, scene.reference),
+            ),
+            reference,
         )
-    return {
-        "dimensions": output,
-        "layers": layers,
-        "layout": "4panel",
-        "selectedLayer": {"layer": scene.placed[0], "visible": True},
-    }
-
-
-def _source(scene: ServedScene, image: str, base: str) -> str:
-    return f"zarr3://{base}/data/{scene.served[image]}/"
-
-
-def _spatial(volume: Any) -> Any:
-    """The volume, or its first channel when it has channels: the grid that is placed."""
-    return volume.channel(0) if volume.channels else volume
+        if image != scene.reference:
+            for layer in found:
+                layer.update(blend="additive", opacity=0.6)
+        layers.extend(found)
+    found_state = state(layers, reference)
+    found_state["selectedLayer"] = {"layer": layers[-1]["name"], "visible": True}
+    return found_state
 
 
 def scene_routes(
@@ -205,7 +186,7 @@ def scene_routes(
         if pixels > _MAX_PIXELS:
             # Each pixel's sample coordinates take 24 bytes: a screenful is well under this.
             raise InvalidInputError(f"an overlay is at most {_MAX_PIXELS:,} pixels, not {pixels:,}")
-        grid = _spatial(target.volume).levels[level_index]
+        grid = spatial(target.volume).levels[level_index]
         moving, channels = layers(scene.served[image])
         query = request.query_params
         chosen = pick_channels(channels, query.get("channel"), image)
@@ -230,7 +211,8 @@ def scene_routes(
     async def neuroglancer(request: Request) -> Response:
         scene = find(request.path_params["scene"])
         base = str(request.base_url).rstrip("/")
-        return JSONResponse(neuroglancer_state(scene, base), headers={"Cache-Control": "no-cache"})
+        found = neuroglancer_state(scene, base, lambda name: layers(name)[0])
+        return JSONResponse(found, headers={"Cache-Control": "no-cache"})
 
     return [
         Route("/overlay/{scene}/{image}.{fmt}", overlay, methods=["GET", "HEAD"]),
