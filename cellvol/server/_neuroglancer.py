@@ -28,6 +28,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from cellvol.ome._display import Window
 from cellvol.read._resample import index_matrix
 from cellvol.read._scene import spatial
 from cellvol.read._volume import Volume
@@ -72,7 +73,7 @@ class LayerImage:
     data_url: str
     volume: Volume
     channels: Sequence[Channel]
-    window: Any  # cellvol.ome._display.Window
+    window: Window | None
     to_reference: npt.NDArray[np.float64]
 
 
@@ -171,5 +172,5 @@ def _transform(
     }
 
 
-def _range(window: Any) -> list[float]:
+def _range(window: Window) -> list[float]:
     return [float(window.start), float(window.end)]

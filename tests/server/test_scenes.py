@@ -91,19 +91,21 @@ def test_the_neuroglancer_state_places_every_fiducial(clem_scene: Any) -> None:
     url, pair, _ = clem_scene
     state = json.loads(_get(f"{url}neuroglancer/cell"))
     em, lm = state["layers"]
-    assert em["source"] == f"zarr3://{url}data/cell-em/"
-    assert lm["source"]["url"] == f"zarr3://{url}data/cell-lm/"
+    # Both images are OME-Zarr 0.6, whose groups neuroglancer refuses: level 0's arrays.
+    assert em["source"]["url"] == f"zarr3://{url}data/cell-em/0/"
+    assert lm["source"]["url"] == f"zarr3://{url}data/cell-lm/0/"
+    metres = {a: [v * 1e-9, "m"] for a, v in zip("zyx", pair.em_voxel, strict=True)}
+    assert state["dimensions"] == {a: metres[a] for a in "xyz"}
     transform = lm["source"]["transform"]
-    assert transform["outputDimensions"] == {a: [1e-9, "m"] for a in "zyx"}
+    assert transform["outputDimensions"] == metres
     matrix = np.asarray(transform["matrix"])
     assert matrix.shape == (3, 4)
-    # As neuroglancer applies it: to the LM source's coordinates, where level-0 voxel i spans
+    # As neuroglancer applies it: to the LM array's coordinates, where level-0 voxel i spans
     # [i, i+1) so its centre (OME's voxel position i) is at i + 0.5 (z, y, x), giving the
-    # output dimensions' coordinates, in nanometres. The EM layer, read as OME-Zarr, gets
-    # neuroglancer's own half-voxel shift, so there OME positions are drawn where they are.
+    # output dimensions' coordinates: EM nanometres over the EM voxel size.
     voxels = pair.fiducials_lm() / pair.lm_voxel + 0.5
     placed = (matrix[:, :3] @ voxels.T).T + matrix[:, 3]
-    assert np.allclose(placed, pair.fiducials_em, atol=1e-6)
+    assert np.allclose(placed * pair.em_voxel, pair.fiducials_em, atol=1e-6)
     # The page's link carries the same state.
     scene = json.loads(_get(f"{url}catalog"))["scenes"][0]
     fragment = urllib.parse.unquote(scene["neuroglancer"].split("#!", 1)[1])
