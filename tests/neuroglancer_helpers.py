@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,8 +152,17 @@ def app_folder() -> Path:
     return Path(done.stdout.strip())
 
 
-def look(browser: Any, app_url: str, state: dict[str, Any], timeout: float = 60.0) -> Look:
-    """Open neuroglancer at ``app_url`` with ``state``; what it shows once its layers settle."""
+def look(
+    browser: Any,
+    app_url: str,
+    state: dict[str, Any],
+    timeout: float = 60.0,
+    hide: Sequence[str] | None = None,
+) -> Look:
+    """Open neuroglancer at ``app_url`` with ``state``; what it shows once its layers settle.
+
+    ``hide`` names the layers hidden for :attr:`Look.hidden` (default: all of them).
+    """
     page = browser.new_page(viewport={"width": 1000, "height": 800})
     console: list[str] = []
     # Failed requests by URL (the console's own line for them names none); the static
@@ -189,7 +199,9 @@ def look(browser: Any, app_url: str, state: dict[str, Any], timeout: float = 60.
             page.wait_for_timeout(200)
         shown = _settled_canvas(page, timeout)
         page.evaluate(
-            "() => window.viewer.layerManager.managedLayers.forEach(m => m.setVisible(false))"
+            """(hide) => window.viewer.layerManager.managedLayers.forEach(
+                 (m) => { if (hide === null || hide.includes(m.name)) m.setVisible(false); })""",
+            None if hide is None else list(hide),
         )
         hidden = _settled_canvas(page, timeout)
         return Look(probe["layers"], probe["global"], shown, hidden, console)

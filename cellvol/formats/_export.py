@@ -15,7 +15,8 @@ IMOD's stamp, is an explicit option (``imod_unsigned``): half the size, but read
 the stamp see values above 127 as negative. Types MRC has no mode for (32- and 64-bit
 integers, float64) are refused: export them to TIFF. TIFF files are OME-TIFF (BigTIFF when
 large) with the physical voxel size. An image with channels (and time points) exports to
-an OME-TIFF with the same axes and the channels' names, or one channel at a time to either.
+an OME-TIFF with the same axes and the channels' names and colours (``Channel/@Color``, signed
+32-bit RGBA, where every channel has one), or one channel at a time to either.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import numpy.typing as npt
 from cellvol._store import replace_durably
 from cellvol.errors import InvalidInputError, WriteConflictError
 from cellvol.formats._imod import IMOD_FIELDS_OFFSET, IMOD_SIGNED_BYTES, IMOD_STAMP
+from cellvol.ome._display import channel_color, stored_channels
 from cellvol.read._level import Level
 from cellvol.read._open import open as open_volume
 from cellvol.read._volume import Volume
@@ -159,7 +161,8 @@ def export(
             label = f"cellvol export of {volume.url}"
             _write_mrc(partial, chosen, box, voxel, origin, label, imod_unsigned=imod_unsigned)
         else:
-            _write_tiff(partial, _volumes(volume, level, lead), box, voxel)
+            colors = _channel_colors(volume) if lead else None
+            _write_tiff(partial, _volumes(volume, level, lead), box, voxel, colors)
         replace_durably(partial, target)
     finally:
         partial.unlink(missing_ok=True)
@@ -321,11 +324,34 @@ def _volumes(volume: Volume, level: int, lead: int) -> list[tuple[tuple[int, ...
     ]
 
 
+def _channel_colors(volume: Volume) -> list[int] | None:
+    """The channels' stored colours as OME-XML ``Channel/@Color``: signed 32-bit RGBA.
+
+    None unless every channel has a valid ``RRGGBB`` colour in the image's ``omero`` block
+    (a file names no colour rather than a made-up one).
+    """
+    stored = [c.color if c is not None else None for c in stored_channels(volume.attributes)]
+    if len(stored) != len(volume.channels):
+        return None
+    found = []
+    for color in stored:
+        try:
+            rgb = int(channel_color(color), 16) if color is not None else None
+        except InvalidInputError:
+            rgb = None
+        if rgb is None:
+            return None
+        rgba = (rgb << 8) | 0xFF  # opaque
+        found.append(rgba - 2**32 if rgba >= 2**31 else rgba)
+    return found
+
+
 def _write_tiff(
     file: Path,
     volumes: list[tuple[tuple[int, ...], Level, str]],
     box: tuple[slice, slice, slice],
     voxel: VoxelSize | None,
+    colors: list[int] | None = None,
 ) -> None:
     import tifffile
 
@@ -336,6 +362,8 @@ def _write_tiff(
     if lead:
         names = list(dict.fromkeys(name for _, _, name in volumes))
         metadata["Channel"] = {"Name": names}
+        if colors is not None:
+            metadata["Channel"]["Color"] = colors
     if voxel is not None:
         size = voxel.to("nanometer")
         for axis, value in zip("ZYX", size.zyx, strict=True):

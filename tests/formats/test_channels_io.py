@@ -2,6 +2,7 @@
 
 import warnings
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -171,3 +172,35 @@ def test_an_ome_zarr_with_channels_converts_with_its_names_and_colours(tmp_path:
     assert colours == ["112233", "445566", "778899"]
     assert volume.levels[0].chunks == (1, 4, 8, 8)
     np.testing.assert_array_equal(volume[:], DATA[0])
+
+
+def test_channel_colours_export_to_ome_tiff_and_back(tmp_path: Path) -> None:
+    colours = ["00FF00", "FF00FF", "112233"]
+    cellvol.write_pyramid(
+        DATA[0], tmp_path / "a.zarr", (40, 8, 8), channel_names=["x", "y", "z"],
+        channel_colors=colours,
+    )  # fmt: skip
+    exported = cellvol.export(tmp_path / "a.zarr", tmp_path / "a.ome.tif")
+    with tifffile.TiffFile(exported) as tif:
+        xml = tif.ome_metadata
+        np.testing.assert_array_equal(tif.asarray(), DATA[0])
+    channels = [e for e in ElementTree.fromstring(xml).iter() if e.tag.endswith("}Channel")]
+    # OME's Color: RGBA as one signed 32-bit integer, opaque (green is 0x00FF00FF).
+    assert [int(str(c.get("Color"))) for c in channels] == [16711935, -16711681, 287454207]
+    assert [c.get("Name") for c in channels] == ["x", "y", "z"]
+    again = _converted(exported, tmp_path / "b.zarr", voxel_size=None)
+    assert [c["color"] for c in again.attributes["ome"]["omero"]["channels"]] == colours
+
+
+def test_palette_colours_of_unnamed_colours_export_too(tmp_path: Path) -> None:
+    cellvol.write_pyramid(DATA[0], tmp_path / "a.zarr", 10.0, channel_names=["x", "y", "z"])
+    volume = cellvol.open(tmp_path / "a.zarr")
+    stored = [c["color"] for c in volume.attributes["ome"]["omero"]["channels"]]
+    exported = cellvol.export(volume, tmp_path / "a.ome.tif")
+    with tifffile.TiffFile(exported) as tif:
+        channels = [
+            e for e in ElementTree.fromstring(tif.ome_metadata).iter() if e.tag.endswith("}Channel")
+        ]
+    # cellvol writes a colour for every channel (the palette's when none is given): exported.
+    written = [int(str(c.get("Color"))) & 0xFFFFFFFF for c in channels]
+    assert [f"{v >> 8:06X}" for v in written] == stored

@@ -180,7 +180,8 @@ def test_the_scene_state_places_the_lm_channels_over_the_em(
         state = json.loads(reply.read())
     names = [la["name"] for la in state["layers"]]
     assert names == ["em", "lm membranes", "lm blobs"]
-    seen = look(browser, _app_url(app, http_server), state)
+    # Hiding the LM's layers changes the canvas: the channels are drawn over the EM.
+    seen = look(browser, _app_url(app, http_server), state, hide=names[1:])
     _loaded(seen, tuple(pair.em_voxel))
     for layer in state["layers"][1:]:
         source = seen.source(layer["name"])
