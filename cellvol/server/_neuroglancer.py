@@ -16,7 +16,8 @@ Every layer gets an explicit source ``transform`` into one output space: the ref
 physical space (``z, y, x``) in units of the reference's level-0 voxels, the voxel size in
 metres as each dimension's scale, so that neuroglancer reports the reference's voxel size. An
 image with channels becomes one layer per channel (the channel axis as the layer's local
-dimension ``c'``, placed at that channel), tinted with the channel's colour through its window.
+dimension ``c'``, placed at that channel; a time axis as ``t'`` at time point 0), tinted with
+the channel's colour through its window.
 """
 
 from __future__ import annotations
@@ -48,8 +49,6 @@ __all__ = [
 NEUROGLANCER: Final = "https://neuroglancer-demo.appspot.com/#!"
 #: The OME-Zarr versions whose groups neuroglancer reads (its pyramid included).
 GROUP_VERSIONS: Final = frozenset({"0.4", "0.5"})
-#: neuroglancer's name for a channel axis kept local to its layer.
-CHANNEL_DIMENSION: Final = "c'"
 
 # A channel's colour times its windowed value: the shader of neuroglancer's own per-channel
 # layers, with the colour and the window as controls the user can change.
@@ -115,19 +114,25 @@ def image_layers(image: LayerImage, reference: Volume) -> list[dict[str, Any]]:
         if image.window is not None:
             layer["shaderControls"] = {"normalized": {"range": _range(image.window)}}
         return [layer]
-    # The channel axis leads (c, z, y, x): a row of its own, shifted like the model's centres.
-    matrix = np.zeros((4, 5))
-    matrix[0, 0] = 1.0
-    matrix[0, 4] = 0.0 if reads_group(volume) else -0.5
-    matrix[1:, 1:] = spatial_matrix
-    transform = _transform(volume, matrix, {CHANNEL_DIMENSION: [1, ""], **output})
+    # The axes before z, y, x (c, or t and c) each get a row of their own, shifted like the
+    # model's centres, and become dimensions local to the layer: its time point and channel.
+    lead = list(volume.axes[: -len(output)])
+    rank = len(lead) + len(output)
+    matrix = np.zeros((rank, rank + 1))
+    for row in range(len(lead)):
+        matrix[row, row] = 1.0
+        matrix[row, rank] = 0.0 if reads_group(volume) else -0.5
+    matrix[len(lead) :, len(lead) :] = spatial_matrix
+    local = {f"{axis}'": [1, ""] for axis in lead}
+    transform = _transform(volume, matrix, {**local, **output})
     return [
         {
             "type": "image",
             "name": f"{image.name} {channel.name}",
             "source": {"url": url, "transform": transform},
-            "localDimensions": {CHANNEL_DIMENSION: [1, ""]},
-            "localPosition": [index],
+            "localDimensions": local,
+            # Time point 0, as the server's channels (``channels_of_image``).
+            "localPosition": [index if axis == "c" else 0 for axis in lead],
             "shader": _CHANNEL_SHADER,
             "shaderControls": {
                 "normalized": {"range": _range(channel.window)},
@@ -163,7 +168,7 @@ def _transform(
     """
     names = list(volume.axes)
     if reads_group(volume):  # the OME reader names a channel axis c' (local to the layer)
-        names = [CHANNEL_DIMENSION if n == "c" else n for n in names]
+        names = ["c'" if n == "c" else n for n in names]
     scales = list(output.values())
     return {
         "inputDimensions": dict(zip(names, scales, strict=True)),

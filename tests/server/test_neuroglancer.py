@@ -48,7 +48,7 @@ def app() -> Path:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One server for the same image as 0.5 and 0.6, and a 2-channel image as 0.5 and 0.6."""
+    """One server: an image as 0.5 and 0.6, a 2-channel one as 0.5 and 0.6, and with time."""
     root = tmp_path_factory.mktemp("neuroglancer")
     z, y, x = np.mgrid[tuple(slice(0, n) for n in SHAPE)]
     data = (1000 + 300 * np.sin(x / 9.0) * np.cos(y / 11.0) + 10 * z).astype(np.uint16)
@@ -73,6 +73,19 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             channel_colors=[GREEN, MAGENTA],
         )
         paths += [str(plain), str(two)]
+    # Two time points, the second dark: the layers must show time point 0.
+    timed = root / "time06.ome.zarr"
+    cellvol.write_pyramid(
+        np.stack([channels, np.zeros_like(channels)]),
+        timed,
+        (100, 50, 50),
+        n_levels=1,
+        ome_version="0.6",
+        axes="tczyx",
+        channel_names=["membrane", "blobs"],
+        channel_colors=[GREEN, MAGENTA],
+    )
+    paths.append(str(timed))
     with Server(paths) as server:
         yield server.url
 
@@ -151,7 +164,7 @@ def test_neuroglancer_does_not_see_05_channel_metadata(
     assert source["channels"] is None
 
 
-@pytest.mark.parametrize("name", ["two05", "two06"])
+@pytest.mark.parametrize("name", ["two05", "two06", "time06"])
 def test_each_channel_is_a_layer_in_its_colour(
     name: str, images: str, app: Path, browser: Any, http_server: Callable[[Path], str]
 ) -> None:
