@@ -26,6 +26,7 @@ from zarr.storage import ZipStore
 
 from cellvol._store._location import Location, parse_location, redact
 from cellvol._store._options import check_options, scrub
+from cellvol._store._readahead import will_read
 from cellvol.errors import (
     AccessDeniedError,
     EndpointUnreachableError,
@@ -215,6 +216,17 @@ class Archive:
         start = info.header_offset
         header = _LOCAL_HEADER.size + name_nbytes + _EXTRA_ALLOWANCE
         return start, start + header + info.compress_size
+
+    def prefetch(self, info: zipfile.ZipInfo) -> None:
+        """Ask the kernel to start reading the bytes :meth:`read_entry` will read for ``info``.
+
+        Entries lie one after the other, and a reader checking them in that order gives each
+        hint a few entries ahead: the disk then streams the archive while the entries already
+        read are hashed. Only for a local archive; remote reads are not hinted.
+        """
+        if self._fd is not None:
+            start, stop = self.extent(info)
+            will_read(self._fd, start, stop - start)
 
     def read_entries(self, infos: Sequence[zipfile.ZipInfo]) -> list[LocalEntry | None]:
         """Entries stored near each other, in one read of the bytes they span.

@@ -130,7 +130,10 @@ class EntryReader:
         ]
 
     def prefetch(self, key: str) -> None:
-        """Nothing: an archive's entries are read in the order they are stored."""
+        """Ask for the entry's bytes to be read ahead (a local archive; nothing if unknown)."""
+        info = self.entries.get(key)
+        if info is not None:
+            self.archive.prefetch(info)
 
 
 def _offset(info: zipfile.ZipInfo) -> int:
