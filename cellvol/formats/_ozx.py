@@ -40,6 +40,7 @@ from cellvol._store import (
     read_bytes,
     read_range,
     replace_durably,
+    will_read_file,
 )
 from cellvol._store._zip import ZIP_SUFFIX
 from cellvol.errors import (
@@ -243,7 +244,8 @@ def _copy_entries(
     """Every object at ``keys`` into the archive, in that order.
 
     A local object is copied by the kernel while the next one's CRC-32 is computed on another
-    thread; anything else is streamed in pieces of at most :data:`PIECE_BYTES`.
+    thread and the one after it is read ahead; anything else is streamed in pieces of at most
+    :data:`PIECE_BYTES`.
     """
     root = Path(store.root) if isinstance(store, LocalStore) else None
     with ThreadPoolExecutor(1, thread_name_prefix="cellvol-pack") as crcs:
@@ -260,6 +262,9 @@ def _copy_entries(
             crc = upcoming
             if number + 1 < len(keys):
                 upcoming = crcs.submit(file_crc, root / keys[number + 1])
+            if number + 2 < len(keys):
+                # Queued behind that CRC-32: the disk reads the file after it meanwhile.
+                crcs.submit(will_read_file, root / keys[number + 2])
             try:
                 writer.add_file(info, root / key, crc)
             except FileNotFoundError:

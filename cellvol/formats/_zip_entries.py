@@ -22,6 +22,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import BinaryIO
 
+from cellvol._store import will_read
 from cellvol.errors import SourceChangedError
 
 __all__ = ["EntryWriter", "file_crc"]
@@ -40,6 +41,9 @@ def file_crc(path: Path) -> tuple[int, int]:
         size = os.fstat(source.fileno()).st_size
         if size == 0:
             return 0, 0
+        # Queued whole before the mapping is populated: a cold file is then read in large
+        # requests in the background, not a read-around window at a time.
+        will_read(source.fileno())
         # Populated at once: faulting the pages in one by one costs more than the CRC.
         flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
         with mmap.mmap(source.fileno(), 0, flags=flags, prot=mmap.PROT_READ) as mapped:
