@@ -16,13 +16,13 @@ import errno
 import mmap
 import os
 import zipfile
-import zlib
 from collections.abc import Iterable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import BinaryIO
 
 from cellvol._store import will_read
+from cellvol._store._zip import zip_crc32
 from cellvol.errors import SourceChangedError
 
 __all__ = ["EntryWriter", "file_crc"]
@@ -47,7 +47,7 @@ def file_crc(path: Path) -> tuple[int, int]:
         # Populated at once: faulting the pages in one by one costs more than the CRC.
         flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
         with mmap.mmap(source.fileno(), 0, flags=flags, prot=mmap.PROT_READ) as mapped:
-            return zlib.crc32(mapped), size  # zlib releases the GIL over large buffers
+            return zip_crc32(mapped), size  # released the GIL: computed beside the copy
 
 
 class EntryWriter:
@@ -77,7 +77,7 @@ class EntryWriter:
         data_start = self._begin(info, size)
         crc = 0
         for piece in pieces:
-            crc = zlib.crc32(piece, crc)
+            crc = zip_crc32(piece, crc)
             self.stream.write(piece)
         self._finish(info, data_start, crc)
 
