@@ -12,7 +12,8 @@ measured on it:
   cache (``posix_fadvise(DONTNEED)`` on each file after a ``sync``, which any user may do;
   the record says whether the pages really left, since some file systems keep them), and
   *warm* with the image cached (when it fits in memory);
-- CRC32C, SHA-256, MD5 and zlib's CRC-32 rates over in-memory buffers on every core.
+- CRC32C, SHA-256, MD5 and the zip CRC-32 (cellvol's, by ISA-L) rates over in-memory buffers
+  on every core.
 
 Then, each in a fresh process whose memory the parent samples: ``verify`` (cold and warm),
 ``verify --zarr-checksum`` (warm), ``pack`` into a ``.ozx`` beside the image against ``cp -r``
@@ -21,7 +22,7 @@ syncs its archive; three alternating rounds, medians compared), and ``verify`` o
 archive; each timed inside the child, after its modules are imported. Throughput is stored
 bytes per second. ``verify`` is given as a fraction of its limit: its hashing (CRC32C then
 SHA-256 of the same bytes on every core; with ``--zarr-checksum`` MD5 too, for an archive
-zlib's CRC-32 too) against the read rate. Cold, the disk transfers while the cores hash, so
+the zip CRC-32 too) against the read rate. Cold, the disk transfers while the cores hash, so
 the limit is the slower of the two, where the cores' share counts the CPU the cold read itself
 took (measured with it: the kernel fills the page cache on the same cores); warm, copying out
 of the page cache takes the same cores as hashing, so the two add up. Peak memory should not
@@ -40,7 +41,6 @@ import shutil
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -161,13 +161,14 @@ def _cpu_seconds() -> float:
 def hashing_rates(workers: int) -> dict[str, float]:
     """Bytes/s of each hash over in-memory buffers, one buffer per core; best of three."""
     from cellvol._codec._shard import crc32c_bytes
+    from cellvol._store._zip import zip_crc32
 
     buffers = [os.urandom(_HASH_BUFFER_BYTES) for _ in range(workers)]
     hashes: dict[str, Callable[[bytes], object]] = {
         "crc32c": crc32c_bytes,
         "sha256": lambda data: hashlib.sha256(data).digest(),
         "md5": lambda data: hashlib.md5(data, usedforsecurity=False).digest(),
-        "zip_crc32": zlib.crc32,
+        "zip_crc32": zip_crc32,
     }
     rates: dict[str, float] = {}
     with ThreadPoolExecutor(workers) as pool:
