@@ -5,10 +5,10 @@ URLs to :func:`cellvol.open` and :func:`cellvol.write_pyramid` instead. Modules,
 each: ``_location`` (parsing), ``_options`` (storage options), ``_open`` (the modes and what
 each guarantees), ``_local``, ``_s3``, ``_http``, ``_zip`` (the backends), ``_s3fs`` and
 ``_retry`` (S3 requests retried within a budget; bodies whole or not at all), ``_objects``
-(whole-object reads and writes, listing, deletion), ``_durable`` (syncing to stable
-storage), ``_nodes`` (zarr groups and arrays found in a store), ``_loop`` (event loops),
-``_sessions`` (closing the network sessions of the filesystems opened). This layer knows nothing
-of OME metadata or pyramids.
+(whole-object reads and writes, listing, deletion), ``_readahead`` (hints of local reads to
+come), ``_durable`` (syncing to stable storage), ``_nodes`` (zarr groups and arrays found in a
+store), ``_loop`` (event loops), ``_sessions`` (closing the network sessions of the
+filesystems opened). This layer knows nothing of OME metadata or pyramids.
 """
 
 from cellvol._store._durable import make_durable, replace_durably
@@ -28,6 +28,7 @@ from cellvol._store._objects import (
     write_bytes,
 )
 from cellvol._store._open import MODES, Mode, open_store
+from cellvol._store._readahead import will_read, will_read_file
 from cellvol._store._s3 import S3Store
 from cellvol._store._sessions import close_sessions
 from cellvol._store._zip import Archive, open_archive
@@ -58,6 +59,8 @@ __all__ = [
     "read_range",
     "read_tail",
     "replace_durably",
+    "will_read",
+    "will_read_file",
     "run_in_fresh_loop",
     "write_bytes",
 ]

@@ -40,6 +40,7 @@ from cellvol._store import (
     read_bytes,
     read_range,
     replace_durably,
+    will_read_file,
 )
 from cellvol._store._zip import ZIP_SUFFIX
 from cellvol.errors import (
@@ -56,6 +57,9 @@ __all__ = ["PIECE_BYTES", "entry_order", "pack", "unpack"]
 PIECE_BYTES: Final = 64 << 20
 """The most of one object held in memory while it is copied."""
 
+# Local objects the kernel is asked to read before the CRC-32 thread reaches them: a few
+# shards of page cache, so that the disk streams while the current ones are copied.
+_READ_AHEAD_FILES: Final = 4
 _ROOT_DOCUMENT: Final = "zarr.json"
 _DEFAULT_VERSION: Final = "0.5"
 
@@ -243,11 +247,15 @@ def _copy_entries(
     """Every object at ``keys`` into the archive, in that order.
 
     A local object is copied by the kernel while the next one's CRC-32 is computed on another
-    thread; anything else is streamed in pieces of at most :data:`PIECE_BYTES`.
+    thread and the few after it are read ahead; anything else is streamed in pieces of at most
+    :data:`PIECE_BYTES`.
     """
     root = Path(store.root) if isinstance(store, LocalStore) else None
     with ThreadPoolExecutor(1, thread_name_prefix="cellvol-pack") as crcs:
         upcoming = crcs.submit(file_crc, root / keys[0]) if root is not None and keys else None
+        if root is not None:
+            for key in keys[1:_READ_AHEAD_FILES]:
+                crcs.submit(will_read_file, root / key)
         for number, key in enumerate(keys):
             info = zipfile.ZipInfo(key, date_time=stamp)  # type: ignore[arg-type]
             info.external_attr = 0o644 << 16  # a regular file, rw-r--r--, for unzip tools
@@ -260,6 +268,9 @@ def _copy_entries(
             crc = upcoming
             if number + 1 < len(keys):
                 upcoming = crcs.submit(file_crc, root / keys[number + 1])
+            if number + _READ_AHEAD_FILES < len(keys):
+                # Queued behind that CRC-32: the disk reads the files after it meanwhile.
+                crcs.submit(will_read_file, root / keys[number + _READ_AHEAD_FILES])
             try:
                 writer.add_file(info, root / key, crc)
             except FileNotFoundError:

@@ -16,12 +16,13 @@ import errno
 import mmap
 import os
 import zipfile
-import zlib
 from collections.abc import Iterable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import BinaryIO
 
+from cellvol._store import will_read
+from cellvol._store._zip import zip_crc32
 from cellvol.errors import SourceChangedError
 
 __all__ = ["EntryWriter", "file_crc"]
@@ -40,10 +41,13 @@ def file_crc(path: Path) -> tuple[int, int]:
         size = os.fstat(source.fileno()).st_size
         if size == 0:
             return 0, 0
+        # Queued whole before the mapping is populated: a cold file is then read in large
+        # requests in the background, not a read-around window at a time.
+        will_read(source.fileno())
         # Populated at once: faulting the pages in one by one costs more than the CRC.
         flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
         with mmap.mmap(source.fileno(), 0, flags=flags, prot=mmap.PROT_READ) as mapped:
-            return zlib.crc32(mapped), size  # zlib releases the GIL over large buffers
+            return zip_crc32(mapped), size  # released the GIL: computed beside the copy
 
 
 class EntryWriter:
@@ -73,7 +77,7 @@ class EntryWriter:
         data_start = self._begin(info, size)
         crc = 0
         for piece in pieces:
-            crc = zlib.crc32(piece, crc)
+            crc = zip_crc32(piece, crc)
             self.stream.write(piece)
         self._finish(info, data_start, crc)
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from cellvol._store import Archive
-from cellvol._store._zip import LocalEntry
+from cellvol._store._zip import LocalEntry, zip_crc32
 from cellvol.integrity._report import Problem
 
 __all__ = ["WHOLE_ARCHIVE", "EntryReader", "archive_problems"]
@@ -130,7 +130,10 @@ class EntryReader:
         ]
 
     def prefetch(self, key: str) -> None:
-        """Nothing: an archive's entries are read in the order they are stored."""
+        """Ask for the entry's bytes to be read ahead (a local archive; nothing if unknown)."""
+        info = self.entries.get(key)
+        if info is not None:
+            self.archive.prefetch(info)
 
 
 def _offset(info: zipfile.ZipInfo) -> int:
@@ -182,7 +185,7 @@ def _checked(info: zipfile.ZipInfo, entry: LocalEntry | None) -> tuple[bytes | N
                 f"{len(data)} bytes, but the central directory records {info.file_size}",
             )
         )
-    crc = zlib.crc32(data)
+    crc = zip_crc32(data)
     if crc != info.CRC:
         problems.append(
             Problem(

@@ -42,7 +42,7 @@ def check_object(
     if layout.shards is None:
         if not layout.checksum:
             return problems, 0
-        return [*problems, *_check_chunk(key, data, 0, len(data), "the chunk")], 1
+        return [*problems, *_check_chunk(key, data, 0, len(data), None, ())], 1
     nbytes = layout.index_nbytes
     if len(data) < nbytes:
         problems.append(
@@ -81,25 +81,43 @@ def check_object(
     for number, (offset, length) in enumerate(entries.reshape(-1, 2).tolist()):
         if offset == ABSENT and length == ABSENT:
             continue
-        position = ".".join(map(str, np.unravel_index(number, grid)))
         if offset < data_start or offset + length > data_stop:
             problems.append(
                 Problem(
                     key,
                     "chunk-range",
-                    f"chunk {position} at bytes {offset}+{length} lies outside the shard's data",
+                    f"chunk {_position(number, grid)} at bytes {offset}+{length} lies outside "
+                    "the shard's data",
                 )
             )
             continue
         if layout.checksum:
-            problems += _check_chunk(key, data, offset, offset + length, f"chunk {position}")
+            problems += _check_chunk(key, data, offset, offset + length, number, grid)
             checked += 1
     return problems, checked
 
 
-def _check_chunk(key: str, data: bytes, start: int, stop: int, what: str) -> Sequence[Problem]:
+def _position(number: int, grid: Sequence[int]) -> str:
+    """The chunk's position in its shard (``"0.1.1"``), from its number in the index."""
+    return ".".join(map(str, np.unravel_index(number, grid)))
+
+
+def _check_chunk(
+    key: str, data: bytes, start: int, stop: int, number: int | None, grid: Sequence[int]
+) -> Sequence[Problem]:
+    """The problem of the chunk at ``data[start:stop]``, if it has one.
+
+    It is chunk ``number`` of a shard of ``grid`` chunks, or (``None``) an unsharded chunk,
+    named only in a problem: most chunks are intact, and naming each costs more than its
+    checksum.
+    """
+    if (
+        stop - start >= CRC_BYTES
+        and crc32c_bytes(memoryview(data)[start : stop - CRC_BYTES])
+        == data[stop - CRC_BYTES : stop]
+    ):
+        return []
+    what = "the chunk" if number is None else f"chunk {_position(number, grid)}"
     if stop - start < CRC_BYTES:
         return [Problem(key, "truncated", f"{what} is shorter than its checksum", (start, stop))]
-    if crc32c_bytes(memoryview(data)[start : stop - CRC_BYTES]) != data[stop - CRC_BYTES : stop]:
-        return [Problem(key, "chunk-checksum", f"{what} fails its CRC32C", (start, stop))]
-    return []
+    return [Problem(key, "chunk-checksum", f"{what} fails its CRC32C", (start, stop))]

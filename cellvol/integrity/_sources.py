@@ -13,7 +13,7 @@ from typing import Protocol
 from zarr.abc.store import Store
 from zarr.storage import LocalStore
 
-from cellvol._store import read_bytes, read_objects
+from cellvol._store import read_bytes, read_objects, will_read_file
 from cellvol.integrity._report import Problem
 from cellvol.ome._manifest import LEDGER_PREFIX
 
@@ -63,18 +63,8 @@ class StoreSource:
         The disk then works while the threads hash what they hold, instead of waiting for
         each thread's next read; elsewhere nothing is done.
         """
-        if not isinstance(self.store, LocalStore) or not hasattr(os, "posix_fadvise"):
-            return
-        try:
-            descriptor = os.open(os.path.join(self.store.root, key), os.O_RDONLY)
-        except OSError:
-            return  # a missing object is reported when it is read
-        try:
-            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_WILLNEED)
-        except OSError:
-            pass  # a hint: a file system that refuses it is read the ordinary way
-        finally:
-            os.close(descriptor)
+        if isinstance(self.store, LocalStore):
+            will_read_file(os.path.join(self.store.root, key))
 
 
 def _is_record(key: str) -> bool:
