@@ -59,6 +59,13 @@ STAGES: list[tuple[str, str | None, str, str]] = [
     ("write (syscalls, page cache)", None, "cellvol.write._tasks", "write_bytes"),
     ("sync (fsync)", None, "cellvol.write._tasks", "make_durable"),
     ("ledger record", None, "cellvol.write._ledger", "Ledger.record"),
+    # The main thread's own work before and after the tasks: no task runs meanwhile.
+    ("start: create the levels' arrays", None, "cellvol.write._pyramid", "_create_level"),
+    ("start: source sample digest", None, "cellvol.write._pyramid", "_source_sample"),
+    ("end: contrast window (reads level 0)", None, "cellvol.write._pyramid", "channel_displays"),
+    ("end: manifest records", None, "cellvol.write._pyramid", "end_records"),
+    ("end: RO-Crate metadata", None, "cellvol.write._pyramid", "write_crate"),
+    ("end: metadata digests", None, "cellvol.write._pyramid", "metadata_digests"),
 ]
 
 
