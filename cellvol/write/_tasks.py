@@ -171,6 +171,7 @@ def _forget_job(job_key: str) -> None:
     if context is not None:
         context.syncing.wait(reraise=False)
         context.writers.shutdown()
+    release_mapped()  # a failed stage's input pages too
 
 
 def forget_job_on_workers(client: Client, job: Job) -> None:
