@@ -16,6 +16,7 @@ read releases its pages at once, as before.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import mmap
 import threading
 import weakref
@@ -23,6 +24,10 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Final
+
+import numpy as np
+
+from cellvol.write._allocator import _glibc
 
 __all__ = ["MappedPages", "keeping_mapped", "release_mapped"]
 
@@ -67,6 +72,9 @@ class MappedPages:
     def __init__(self, file_map: mmap.mmap) -> None:
         self._map = file_map
         self.size = len(file_map)
+        # The map's address, for releasing through the C library: mmap.madvise holds the GIL
+        # while the kernel unmaps (milliseconds for a batch), which stalled the other tasks.
+        self._base = np.frombuffer(file_map, dtype=np.uint8).ctypes.data
         self._lock = threading.Lock()
         # rows read -> (bytes of those rows, (start, length) to release)
         self._spans: OrderedDict[tuple[int, ...], tuple[int, tuple[int, int]]] = OrderedDict()
@@ -81,7 +89,7 @@ class MappedPages:
         """
         budget = _BUDGET.get()
         if budget <= 0 or rows is None:
-            self._map.madvise(mmap.MADV_DONTNEED, *span)
+            self._release(*span)
             return
         released: list[tuple[int, int]] = []
         with self._lock:
@@ -98,7 +106,7 @@ class MappedPages:
             with _HOLDING_LOCK:
                 _HOLDING.add(self)
         for old in released:
-            self._map.madvise(mmap.MADV_DONTNEED, *old)
+            self._release(*old)
 
     def release(self) -> None:
         """Release every span kept."""
@@ -107,4 +115,11 @@ class MappedPages:
             self._spans.clear()
             self._held = 0
         for span in spans:
-            self._map.madvise(mmap.MADV_DONTNEED, *span)
+            self._release(*span)
+
+    def _release(self, start: int, length: int) -> None:
+        """``MADV_DONTNEED`` on ``length`` bytes from ``start``, without holding the GIL."""
+        libc = _glibc()
+        address = ctypes.c_void_p(self._base + start)
+        if libc is None or libc.madvise(address, ctypes.c_size_t(length), mmap.MADV_DONTNEED):
+            self._map.madvise(mmap.MADV_DONTNEED, start, length)  # elsewhere, or to raise
