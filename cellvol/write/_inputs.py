@@ -7,6 +7,7 @@ use in the process that reads it.
 
 from __future__ import annotations
 
+import math
 import mmap
 import sys
 import threading
@@ -19,6 +20,7 @@ import numpy.typing as npt
 from numpy.lib.array_utils import byte_bounds
 
 from cellvol.errors import InvalidInputError
+from cellvol.write._mapped import MappedPages
 from cellvol.write._plan import Region
 
 __all__ = [
@@ -58,7 +60,9 @@ class MemmapSource(OpenedPerProcess):
     Each read returns a copy of the region and then tells the kernel this process no longer
     needs the file pages it touched (``MADV_DONTNEED``). They stay in the page cache, but no
     longer count in the process's resident memory, which therefore does not grow with the
-    file's size even though every byte of a multi-terabyte file passes through the map.
+    file's size even though every byte of a multi-terabyte file passes through the map. A
+    write's tasks keep some of the pages mapped for their next reads, within a budget taken
+    from the write's memory limit (:mod:`cellvol.write._mapped`).
     """
 
     filename: str
@@ -74,7 +78,7 @@ class MemmapSource(OpenedPerProcess):
         return np.dtype(self.dtype_str)
 
     @property
-    def _mapped(self) -> tuple[mmap.mmap, npt.NDArray[Any]]:
+    def _mapped(self) -> tuple[MappedPages, npt.NDArray[Any]]:
         """The file's map and the array over it, made once per process (writer threads race)."""
         opened = self.__dict__.get("_opened")
         if opened is None:
@@ -87,11 +91,11 @@ class MemmapSource(OpenedPerProcess):
                         self.shape, self.dtype, buffer=file_map, offset=self.offset,
                         order=self.order,
                     )  # fmt: skip
-                    opened = self.__dict__["_opened"] = (file_map, array)
+                    opened = self.__dict__["_opened"] = (MappedPages(file_map), array)
         return opened
 
     def __getitem__(self, key: Any) -> npt.NDArray[Any]:
-        file_map, array = self._mapped
+        pages, array = self._mapped
         selected = array[key]
         if not (_CAN_RELEASE and selected.size and np.may_share_memory(selected, array)):
             return np.array(selected)
@@ -101,33 +105,46 @@ class MemmapSource(OpenedPerProcess):
         while lead < selected.ndim - 1 and selected.shape[lead] == 1:
             lead += 1
         if not lead:
-            return self._copied(file_map, array, selected)
+            return self._copied(pages, array, selected)
         view = selected.reshape(selected.shape[lead:])
-        return self._copied(file_map, array, view).reshape(selected.shape)
+        return self._copied(pages, array, view).reshape(selected.shape)
 
     def _copied(
-        self, file_map: mmap.mmap, array: npt.NDArray[Any], view: npt.NDArray[Any]
+        self, pages: MappedPages, array: npt.NDArray[Any], view: npt.NDArray[Any]
     ) -> npt.NDArray[Any]:
         """A copy of ``view`` of the map, releasing the pages it read as it goes."""
         block: npt.NDArray[Any] = np.empty_like(view, order="C")
         if view.ndim == 1:
             block[...] = view
-            file_map.madvise(mmap.MADV_DONTNEED, *self._span(file_map, array, view))
+            self._done(pages, array, view)
             return block
         # Copy a few outer indices (z planes) at a time and release their pages, so the pages
         # mapped at any moment are a batch's span, not the whole region's. Each release costs
         # a TLB flush on every core running this process, so batches are about
         # _RELEASE_BATCH_BYTES rather than a plane (a release per plane slowed builds).
-        _, plane_span = self._span(file_map, array, view[0])
+        _, plane_span = self._span(pages, array, view[0])
         planes = max(1, _RELEASE_BATCH_BYTES // plane_span)
         for start in range(0, len(view), planes):
             part = slice(start, start + planes)
             block[part] = view[part]
-            file_map.madvise(mmap.MADV_DONTNEED, *self._span(file_map, array, view[part]))
+            self._done(pages, array, view[part])
         return block
 
+    def _done(self, pages: MappedPages, array: npt.NDArray[Any], view: npt.NDArray[Any]) -> None:
+        """Hand the pages ``view`` read to ``pages``, which releases them now or later."""
+        span = self._span(pages, array, view)
+        if self.order != "C" or array.ndim < 2 or view.ndim < 2:
+            pages.read(None, 0, span)  # no rows to tell reads apart by: released at once
+            return
+        # The file's rows (its last axis) that the view crosses; every page of them may be
+        # mapped. Shards side by side along the last axis cross the same rows.
+        row = array.strides[-2]
+        low, high = (a - array.ctypes.data for a in byte_bounds(view))
+        rows = math.prod(view.shape[:-1])
+        pages.read((low // row, (high - 1) // row, rows), rows * row, span)
+
     def _span(
-        self, file_map: mmap.mmap, array: npt.NDArray[Any], view: npt.NDArray[Any]
+        self, pages: MappedPages, array: npt.NDArray[Any], view: npt.NDArray[Any]
     ) -> tuple[int, int]:
         """(start, length) in the file of the pages ``view`` spans, for ``madvise``.
 
@@ -136,7 +153,7 @@ class MemmapSource(OpenedPerProcess):
         """
         low, high = (a - array.ctypes.data + self.offset for a in byte_bounds(view))
         first = low - low % _FOLIO_ALIGNMENT
-        end = min(len(file_map), -(-high // _FOLIO_ALIGNMENT) * _FOLIO_ALIGNMENT)
+        end = min(pages.size, -(-high // _FOLIO_ALIGNMENT) * _FOLIO_ALIGNMENT)
         return first, end - first
 
 

@@ -379,12 +379,16 @@ def write_pyramid(
         finished = ledger.trusted(ledger.finished())
         if finished:  # a resume: its input must be the one the finished shards were made from
             prove_inputs(readable, plan.levels[0], finished, location.url, workers=threads)
+        # What the schedule leaves of the memory limit may hold input pages for the next
+        # reads; on a cluster, shared among as many processes as there may be.
+        spare = max(0, memory_limit - schedule.peak_bytes) // (parallel if client else 1)
         job = Job(
             url=location.url,
             storage_options=options,
             plan=plan,
             method=method,
             source=readable,
+            keep_mapped=spare,
         )
         written = reused = 0
         context = TaskContext(job, store)

@@ -35,6 +35,7 @@ from cellvol.progress import ProgressCallback, ProgressReporter
 from cellvol.write._downsample import Method, downsample
 from cellvol.write._inputs import read_source
 from cellvol.write._ledger import Ledger, ShardKey, ShardRecord
+from cellvol.write._mapped import keeping_mapped, release_mapped
 from cellvol.write._plan import (
     LevelPlan,
     PyramidPlan,
@@ -68,6 +69,9 @@ class Job:
     ``token`` tells one call of the write from another: a cluster's workers keep each job's
     open store and arrays between its tasks, and a later write to the same place, with
     another layout or other data, must not run on what they kept.
+
+    ``keep_mapped`` is what the memory limit leaves beside the tasks' buffers: bytes of a
+    memory-mapped input a process may keep mapped between reads (:mod:`cellvol.write._mapped`).
     """
 
     url: str
@@ -75,6 +79,7 @@ class Job:
     plan: PyramidPlan
     method: Method
     source: Any
+    keep_mapped: int = 0
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
@@ -155,6 +160,7 @@ def _wait_for_worker_records(job_key: str) -> None:
     """On a worker: wait until every record of its tasks of this job is written."""
     if job_key in _JOBS:  # a worker that ran none of the job's tasks has none
         _worker_context(job_key).syncing.wait()
+    release_mapped()
 
 
 def _forget_job(job_key: str) -> None:
@@ -165,6 +171,7 @@ def _forget_job(job_key: str) -> None:
     if context is not None:
         context.syncing.wait(reraise=False)
         context.writers.shutdown()
+    release_mapped()  # a failed stage's input pages too
 
 
 def forget_job_on_workers(client: Client, job: Job) -> None:
@@ -216,7 +223,8 @@ def run_task(
 
     writer = _ShardWriter(context, context.shards_in_flight)
     try:
-        obtain(stage.top, region)
+        with keeping_mapped(job.keep_mapped):
+            obtain(stage.top, region)
     finally:
         writer.finish()
     return nbytes_read
@@ -482,6 +490,8 @@ def _run_on_threads(
     except BaseException:
         syncing.wait(reraise=False)  # no record may be written after its stage has ended
         raise
+    finally:
+        release_mapped()  # no input page stays mapped past its stage
     syncing.wait()
 
 

@@ -10,6 +10,7 @@ import pytest
 from memory_helpers import resident_kib
 
 from cellvol.write._inputs import MemmapSource, Transposed, portable, region_of
+from cellvol.write._mapped import keeping_mapped, release_mapped
 
 DATA = np.random.default_rng(9).integers(0, 60000, (32, 128, 256), dtype=np.uint16)
 
@@ -54,6 +55,27 @@ def test_pages_read_are_released_from_the_process(mapped: MemmapSource) -> None:
     for z in range(0, 32, 4):  # 2 MiB of pages pass through the map
         mapped[z : z + 4, :, :]
     assert resident_kib(mapped.filename) < 256  # a full map would hold 2048 KiB
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/smaps")
+def test_a_write_keeps_the_pages_of_its_last_reads_mapped_within_its_budget(
+    tmp_path: Path,
+) -> None:
+    # 16 MiB of 1 KiB rows: eight planes are one 2 MiB folio, the unit pages are released in.
+    data = np.random.default_rng(3).integers(0, 255, (64, 256, 1024), dtype=np.uint8)
+    np.save(tmp_path / "wide.npy", data)
+    source = portable(np.load(tmp_path / "wide.npy", mmap_mode="r"))
+    budget = 4 * 2**20
+    with keeping_mapped(budget):
+        for z in range(0, 64, 8):
+            for x in (0, 512):  # side by side along x: the same rows, the same pages
+                np.testing.assert_array_equal(
+                    source[z : z + 8, :, x : x + 512], data[z : z + 8, :, x : x + 512]
+                )
+        # The last two batches of rows are kept, and nothing older.
+        assert 2 * 2**10 < resident_kib(source.filename) <= budget // 2**10 + 256
+    release_mapped()
+    assert resident_kib(source.filename) < 256
 
 
 def test_transposed_reads_the_permuted_region() -> None:
