@@ -20,7 +20,8 @@ would. In one run, on the seed-0 synthetic uint8 tomogram (``--size-gib``):
   (``zarr.storage.ObjectStore``), and cellvol; no cache anywhere; each reader's values are
   checked equal to the input before it is timed; median and p90 ms;
 - **requests and bytes**, by method, per shard written and per plane read: the same write and
-  reads once more through the fault proxy (``_fault_proxy.py``) at 0% faults, which counts them;
+  reads once more through the fault proxy (``_fault_proxy.py``) at 0% faults, which counts them
+  (``other_requests``: the HEADs and listings of all ``--counted`` planes together);
 - **moto's memory** (its peak RSS), which holds every object stored.
 
 Wall-clock times are noisy on a shared machine: CPU seconds come with them. Results:
