@@ -25,13 +25,20 @@ query without the bucket's name, Range) and how many times that same request was
 before, not of the order in which concurrent requests arrive: a run with the same requests
 meets the same faults (into a bucket of any name), and a retry of a failed request draws
 again. Requests whose path matches ``fail_keys`` (a regular
-expression searched in the path) fail every time, with a kind from ``fail_kinds``.
+expression searched in the path) fail every time, with a kind from ``fail_kinds``; so do
+requests matching ``fail_requests``, searched in ``METHOD /bucket/key?query`` (the part
+uploads of a multipart upload, say: ``^PUT .*[?&]partNumber=``).
+
+The traffic, counted apart from the faults: by method, ``GET requests``, ``GET bytes up``
+(request bodies sent on) and ``GET bytes down`` (answer bodies relayed), and ``in-flight
+peak``, the most requests in progress at once since the traffic was last taken.
 
 Paths under ``/_faults/`` control the proxy and are neither counted nor forwarded:
 
 - ``/_faults/counts``: the requests seen and the faults injected, by kind, as JSON;
-- ``/_faults/configure?rate=R&seed=S&fail_keys=RE&kinds=a,b``: change the settings (only
-  those given; an empty ``fail_keys`` clears it).
+- ``/_faults/traffic``: the requests and bytes by method since the last call, as JSON;
+- ``/_faults/configure?rate=R&seed=S&fail_keys=RE&fail_requests=RE&kinds=a,b``: change the
+  settings (only those given; an empty ``fail_keys`` or ``fail_requests`` clears it).
 """
 
 from __future__ import annotations
@@ -75,6 +82,7 @@ class FaultSettings:
     seed: int = 0
     kinds: Sequence[str] = KINDS
     fail_keys: str | None = None
+    fail_requests: str | None = None
     fail_kinds: Sequence[str] = ("503", "500", "reset")
     delay: float = 0.2
     stall: float = 30.0
@@ -132,7 +140,9 @@ class FaultProxy:
     host: str = "127.0.0.1"
     port: int = 0
     counts: Counter[str] = field(default_factory=Counter)
+    traffic: Counter[str] = field(default_factory=Counter)
     _seen: Counter[tuple[bytes, ...]] = field(default_factory=Counter)
+    _in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
@@ -153,6 +163,13 @@ class FaultProxy:
             counts = dict(self.counts)
             self.counts.clear()
         return counts
+
+    def take_traffic(self) -> dict[str, int]:
+        """Requests and bytes by method, and the in-flight peak, since the last call."""
+        with self._lock:
+            traffic = dict(self.traffic)
+            self.traffic.clear()
+        return traffic
 
     # Running.
 
@@ -231,55 +248,25 @@ class FaultProxy:
                     await self._control(target.decode(), writer)
                     continue
                 kind = self._draw(request, target)
+                method = request.first.split(b" ")[0].decode()
                 with self._lock:
                     self.counts["requests"] += 1
                     if kind is not None:
                         self.counts[kind] += 1
-                if kind in _ERROR_BODIES:
-                    writer.write(_error_answer(kind, target))
-                    await writer.drain()
-                    continue
-                if kind == "reset":
-                    _reset(writer)
-                    return
-                if kind == "delay":
-                    await asyncio.sleep(self.settings.delay)
-                if upstream is None:
-                    upstream = await self._connect()
+                    self.traffic[f"{method} requests"] += 1
+                    self.traffic[f"{method} bytes up"] += len(request.body)
+                    self._in_flight += 1
+                    peak = self.traffic["in-flight peak"]
+                    self.traffic["in-flight peak"] = max(peak, self._in_flight)
                 try:
-                    answer = await _forward(request, *upstream)
-                except (ConnectionError, asyncio.IncompleteReadError):
-                    # The upstream server closed a kept-alive connection: once more, afresh.
-                    _close(upstream[1])
-                    upstream = await self._connect()
-                    answer = await _forward(request, *upstream)
-                if answer.close:
-                    _close(upstream[1])
-                    upstream = None
-                if kind == "lost-answer":
-                    _reset(writer)
+                    upstream, answered = await self._answer(request, target, kind, upstream, writer)
+                finally:
+                    with self._lock:
+                        self._in_flight -= 1
+                if answered is None:
                     return
-                if kind in ("reset-body", "short-body", "stall") and answer.body:
-                    writer.write(answer.head() + answer.body[: len(answer.body) // 2])
-                    await writer.drain()
-                    if kind == "stall":
-                        await asyncio.sleep(self.settings.stall)
-                    if kind == "reset-body":
-                        _reset(writer)
-                    else:
-                        writer.close()
-                    return
-                if kind in ("reset-body", "short-body", "stall"):
-                    # Nothing to cut short: cut the headers instead.
-                    head = answer.head()
-                    writer.write(head[: len(head) // 2])
-                    await writer.drain()
-                    if kind == "stall":
-                        await asyncio.sleep(self.settings.stall)
-                    _reset(writer)
-                    return
-                writer.write(answer.head() + answer.body)
-                await writer.drain()
+                with self._lock:
+                    self.traffic[f"{method} bytes down"] += answered
                 if request.close:
                     return
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
@@ -292,6 +279,66 @@ class FaultProxy:
             if upstream is not None:
                 _close(upstream[1])
             _close(writer)
+
+    async def _answer(
+        self,
+        request: _Message,
+        target: bytes,
+        kind: str | None,
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None,
+        writer: asyncio.StreamWriter,
+    ) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None, int | None]:
+        """Answer one request with ``kind`` of fault (None: none).
+
+        Returns the upstream connection to keep, and the answer body's bytes sent or None
+        when the fault closed the client's connection.
+        """
+        if kind in _ERROR_BODIES:
+            writer.write(_error_answer(kind, target))
+            await writer.drain()
+            return upstream, 0
+        if kind == "reset":
+            _reset(writer)
+            return upstream, None
+        if kind == "delay":
+            await asyncio.sleep(self.settings.delay)
+        if upstream is None:
+            upstream = await self._connect()
+        try:
+            answer = await _forward(request, *upstream)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            # The upstream server closed a kept-alive connection: once more, afresh.
+            _close(upstream[1])
+            upstream = await self._connect()
+            answer = await _forward(request, *upstream)
+        if answer.close:
+            _close(upstream[1])
+            upstream = None
+        if kind == "lost-answer":
+            _reset(writer)
+            return upstream, None
+        if kind in ("reset-body", "short-body", "stall") and answer.body:
+            writer.write(answer.head() + answer.body[: len(answer.body) // 2])
+            await writer.drain()
+            if kind == "stall":
+                await asyncio.sleep(self.settings.stall)
+            if kind == "reset-body":
+                _reset(writer)
+            else:
+                writer.close()
+            return upstream, None
+        if kind in ("reset-body", "short-body", "stall"):
+            # Nothing to cut short: cut the headers instead.
+            head = answer.head()
+            writer.write(head[: len(head) // 2])
+            await writer.drain()
+            if kind == "stall":
+                await asyncio.sleep(self.settings.stall)
+            _reset(writer)
+            return upstream, None
+        writer.write(answer.head() + answer.body)
+        await writer.drain()
+        return upstream, len(answer.body)
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         parts = urlsplit(self.upstream)
@@ -314,6 +361,10 @@ class FaultProxy:
         path = urlsplit(target.decode()).path
         if settings.fail_keys and re.search(settings.fail_keys, path):
             return settings.fail_kinds[pick % len(settings.fail_kinds)]
+        if settings.fail_requests and re.search(
+            settings.fail_requests, f"{method.decode()} {target.decode()}"
+        ):
+            return settings.fail_kinds[pick % len(settings.fail_kinds)]
         if chance / 2**64 < settings.rate:
             return settings.kinds[pick % len(settings.kinds)]
         return None
@@ -327,6 +378,8 @@ class FaultProxy:
         try:
             if command == "counts":
                 reply = dict(self.take_counts())
+            elif command == "traffic":
+                reply = dict(self.take_traffic())
             elif command == "configure":
                 changes: dict[str, object] = {}
                 if "rate" in query:
@@ -335,6 +388,8 @@ class FaultProxy:
                     changes["seed"] = int(query["seed"])
                 if "fail_keys" in query:
                     changes["fail_keys"] = query["fail_keys"] or None
+                if "fail_requests" in query:
+                    changes["fail_requests"] = query["fail_requests"] or None
                 if "kinds" in query:
                     changes["kinds"] = tuple(query["kinds"].split(","))
                 self.configure(**changes)

@@ -1,12 +1,16 @@
 """One pyramid build per tool, run in a fresh process by compare_pyramid.py.
 
-Usage: python benchmarks/_tools.py TOOL INPUT OUTPUT_DIR LEVELS CHUNK [CONFIG-JSON]
+Usage: python benchmarks/_tools.py TOOL INPUT OUTPUT LEVELS CHUNK [CONFIG-JSON]
+
+OUTPUT is a directory, or ``s3://bucket/prefix`` on the S3 endpoint the environment names
+(``AWS_ENDPOINT_URL``, with ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``): every
+tool then writes through its own S3 client (tensorstore its ``s3`` kvstore, the others s3fs).
 
 Every tool builds the same thing: LEVELS levels with the CONFIG's per-level factors and method
 (default: 2x mean; each tool's closest equivalent) from INPUT (a raw ``.npy`` volume, an MRC
 file or a directory of TIFF slices: see :func:`load_source`), zstd level 3, CHUNK³ chunks.
 Prints one JSON line with the seconds the build itself took, reading the input included
-(imports and interpreter start excluded).
+(imports and interpreter start excluded), and the CPU seconds of the process meanwhile.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from typing import Any
 
 import numpy as np
 
+Output = Path | str
+"""A directory, or an ``s3://`` URL (a string: a Path would fold its ``//``)."""
+
 Config = dict[str, Any]
 """``voxel_size``, ``factors`` (one triple per level after the first) and ``method``."""
 
@@ -38,8 +45,26 @@ def _cumulative(factors: list[list[int]]) -> list[list[int]]:
     return out
 
 
+def is_s3(out: Output) -> bool:
+    return str(out).startswith("s3://")
+
+
+def _kvstore(out: Output, level: int) -> dict[str, Any]:
+    """tensorstore's kvstore for ``level`` of the pyramid at ``out``."""
+    if not is_s3(out):
+        return {"driver": "file", "path": str(Path(out) / str(level))}
+    bucket, _, prefix = str(out).removeprefix("s3://").partition("/")
+    return {
+        "driver": "s3",
+        "bucket": bucket,
+        "path": f"{prefix}/{level}/",
+        "endpoint": os.environ["AWS_ENDPOINT_URL"],
+        "aws_region": os.environ.get("AWS_REGION", "us-east-1"),
+    }
+
+
 def build_cellvol(
-    source: np.ndarray, out: Path, chunk: int, config: Config, tune: bool = True
+    source: np.ndarray, out: Output, chunk: int, config: Config, tune: bool = True
 ) -> None:
     """cellvol in the job every tool runs; ``tune``: the process opts in to malloc tuning."""
     import cellvol
@@ -60,7 +85,7 @@ def build_cellvol(
     )
 
 
-def build_cellvol_default(source: np.ndarray, out: Path, chunk: int, config: Config) -> None:
+def build_cellvol_default(source: np.ndarray, out: Output, chunk: int, config: Config) -> None:
     """cellvol with its own default layout (64³ chunks in 256³ shards, coarse levels raw)."""
     import cellvol
 
@@ -77,7 +102,7 @@ def build_cellvol_default(source: np.ndarray, out: Path, chunk: int, config: Con
 
 
 def build_tensorstore(
-    source: np.ndarray, out: Path, chunk: int, config: Config, sync: bool = True
+    source: np.ndarray, out: Output, chunk: int, config: Config, sync: bool = True
 ) -> None:
     """tensorstore's pipeline. Its file store fsyncs every chunk it writes by default, as
     cellvol syncs every shard; ``sync=False`` turns that off, as zarr-python never syncs."""
@@ -92,7 +117,7 @@ def build_tensorstore(
     for level, level_shape in enumerate(shapes):
         spec = {
             "driver": "zarr3",
-            "kvstore": {"driver": "file", "path": str(out / str(level))},
+            "kvstore": _kvstore(out, level),
             "metadata": {
                 "shape": level_shape,
                 "data_type": str(source.dtype),
@@ -115,7 +140,7 @@ def build_tensorstore(
         arrays[level].write(view).result()
 
 
-def build_ome_zarr(source: np.ndarray, out: Path, chunk: int, config: Config) -> None:
+def build_ome_zarr(source: np.ndarray, out: Output, chunk: int, config: Config) -> None:
     import dask.array as da
     import zarr
     from ome_zarr.scale import Methods
@@ -136,7 +161,7 @@ def build_ome_zarr(source: np.ndarray, out: Path, chunk: int, config: Config) ->
     )
 
 
-def build_ngff_zarr(source: np.ndarray, out: Path, chunk: int, config: Config) -> None:
+def build_ngff_zarr(source: np.ndarray, out: Output, chunk: int, config: Config) -> None:
     import dask.array as da
     import ngff_zarr as nz
     import zarr
@@ -152,7 +177,7 @@ def build_ngff_zarr(source: np.ndarray, out: Path, chunk: int, config: Config) -
     zarr.open_group(out, mode="r")  # it must have written a readable group
 
 
-TOOLS: dict[str, Callable[[np.ndarray, Path, int, Config], None]] = {
+TOOLS: dict[str, Callable[[np.ndarray, Output, int, Config], None]] = {
     "cellvol": build_cellvol,
     "cellvol-default-layout": build_cellvol_default,
     "cellvol-untuned": functools.partial(build_cellvol, tune=False),
@@ -181,9 +206,13 @@ IMPORTS = {
 }
 
 
-def stored_bytes(root: Path) -> int:
-    """Bytes of every file below ``root``: what a build stored."""
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+def stored_bytes(root: Output) -> int:
+    """Bytes of every file (or S3 object) below ``root``: what a build stored."""
+    if is_s3(root):
+        import s3fs
+
+        return int(s3fs.S3FileSystem(skip_instance_cache=True).du(str(root)))
+    return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
 
 
 # Open inputs stay referenced here: an MRC file's array is a view of its open memory map.
@@ -224,25 +253,17 @@ def main() -> None:
     )
     for module in IMPORTS[tool]:
         importlib.import_module(module)
-    out_path = Path(out)
-    shutil.rmtree(out_path, ignore_errors=True)
-    started, cpu_started = time.perf_counter(), time.process_time()
+    out_path: Output = out if is_s3(out) else Path(out)
+    if not is_s3(out_path):  # an S3 output goes into a fresh bucket
+        shutil.rmtree(out_path, ignore_errors=True)
+    started, cpu = time.perf_counter(), time.process_time()
     source = load_source(Path(source_path))  # inside the clock: reading a TIFF stack is work
     TOOLS[tool](source, out_path, int(chunk), config)
-    seconds = time.perf_counter() - started
-    # CPU time of every thread of the build: steadier than wall time on a shared machine.
-    cpu = time.process_time() - cpu_started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     stored = stored_bytes(out_path)
-    print(
-        json.dumps(
-            {
-                "tool": tool,
-                "build_seconds": seconds,
-                "build_cpu_seconds": cpu,
-                "stored_bytes": stored,
-            }
-        )
-    )
+    # CPU time of every thread of the build: steadier than wall time on a shared machine.
+    report = {"tool": tool, "build_seconds": seconds, "cpu_seconds": cpu, "stored_bytes": stored}
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from s3fs.core import version_id_kw
 from s3fs.errors import translate_boto_error
 
 from cellvol._store._location import redact
+from cellvol._store._multipart import put_object
 from cellvol._store._retry import (
     RetryPolicy,
     ShortBodyError,
@@ -111,6 +112,23 @@ class RetryingS3FileSystem(S3FileSystem):  # type: ignore[misc]
             return reply, data
 
         return await self._retrying(fetch, "get_object", parameters)
+
+    async def _pipe_file(
+        self, path: str, data: bytes, mode: str = "overwrite", **kwargs: Any
+    ) -> Any:
+        """Store ``data`` at ``path``: one PUT, or parts in parallel for a large object.
+
+        s3fs's own sends objects below 100 MiB whole and larger ones ten 50 MiB parts at a
+        time; see :mod:`cellvol._store._multipart` for the split used instead.
+        """
+        bucket, key, _ = self.split_path(path)
+        kwargs.pop("chunksize", None)  # s3fs's part size and concurrency: replaced
+        kwargs.pop("max_concurrency", None)
+        if mode == "create":
+            kwargs["IfNoneMatch"] = "*"
+        reply = await put_object(self, bucket, key, data, **kwargs)
+        self.invalidate_cache(path)
+        return reply
 
     async def _cat_file(
         self,

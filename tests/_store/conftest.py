@@ -58,7 +58,8 @@ def fault_proxy(s3_server: S3Server) -> Iterator[Any]:
     """A :class:`FaultProxy` on 127.0.0.1 in front of the session's moto server, no faults yet.
 
     ``fault_proxy.configure(rate=..., seed=..., kinds=..., fail_keys=...)`` sets what it
-    injects, ``fault_proxy.take_counts()`` tells what it did, and ``fault_proxy.url`` is the
+    injects, ``fault_proxy.take_counts()`` tells what it did, ``fault_proxy.take_traffic()`` the
+    requests and bytes by method, and ``fault_proxy.url`` is the
     endpoint to give as ``endpoint_url``. Buckets are the moto server's (``s3_bucket``).
     """
     module = _proxy_module()
