@@ -228,16 +228,19 @@ class Archive:
         header = _LOCAL_HEADER.size + name_nbytes + _EXTRA_ALLOWANCE
         return start, start + header + info.compress_size
 
-    def prefetch(self, info: zipfile.ZipInfo) -> None:
+    def prefetch(self, info: zipfile.ZipInfo, limit: int | None = None) -> int:
         """Ask the kernel to start reading the bytes :meth:`read_entry` will read for ``info``.
 
         Entries lie one after the other, and a reader checking them in that order gives each
         hint a few entries ahead: the disk then streams the archive while the entries already
-        read are hashed. Only for a local archive; remote reads are not hinted.
+        read are hashed. Only for a local archive; remote reads are not hinted. At most
+        ``limit`` bytes (None: the whole extent); returns the bytes hinted.
         """
-        if self._fd is not None:
-            start, stop = self.extent(info)
-            will_read(self._fd, start, stop - start)
+        if self._fd is None:
+            return 0
+        start, stop = self.extent(info)
+        length = stop - start if limit is None else min(limit, stop - start)
+        return will_read(self._fd, start, length)
 
     def read_entries(self, infos: Sequence[zipfile.ZipInfo]) -> list[LocalEntry | None]:
         """Entries stored near each other, in one read of the bytes they span.

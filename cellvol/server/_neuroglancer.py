@@ -84,7 +84,7 @@ def reads_group(volume: Volume) -> bool:
 
 
 def _scheme(volume: Volume) -> str:
-    """neuroglancer's data source for the image's zarr format: ``zarr2`` or ``zarr3``.
+    """The data source neuroglancer needs for the image's zarr format: ``zarr2`` or ``zarr3``.
 
     It does not look for the other format's documents: a zarr v2 image (OME-Zarr 0.4) linked
     as ``zarr3`` fails on the missing ``zarr.json``. The group and its arrays share a format.
