@@ -14,14 +14,15 @@ zip itself with it.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import zipfile
-from collections.abc import Buffer, Mapping, Sequence
+import zlib
+from collections.abc import Buffer, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from isal import isal_zlib
 from zarr.abc.store import Store
 from zarr.storage import ZipStore
 
@@ -69,9 +70,20 @@ def zip_crc32(data: Buffer, value: int = 0) -> int:
 
     ISA-L's implementation, which gives zlib's values several times faster (it folds with
     carry-less multiplication); both release the GIL over large buffers. A packed or verified
-    archive computes one over every byte it holds.
+    archive computes one over every byte it holds. Where ``isal`` is not installed (no wheel
+    for the platform), zlib's own, with the same values.
     """
-    return isal_zlib.crc32(data, value)
+    return _crc32()(data, value)
+
+
+@functools.cache
+def _crc32() -> Callable[[Buffer, int], int]:
+    # Imported here, not with the module: a platform without isal's wheel still imports cellvol.
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        return zlib.crc32
+    return isal_zlib.crc32  # type: ignore[no-any-return]
 
 
 def open_zip(location: Location, mode: Mode, options: dict[str, Any]) -> Store:
