@@ -83,7 +83,7 @@ def _crc32() -> Callable[[Buffer, int], int]:
         from isal import isal_zlib
     except ImportError:
         return zlib.crc32
-    return isal_zlib.crc32  # type: ignore[no-any-return]
+    return isal_zlib.crc32
 
 
 def open_zip(location: Location, mode: Mode, options: dict[str, Any]) -> Store:
