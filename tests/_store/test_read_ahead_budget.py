@@ -14,7 +14,7 @@ import pytest
 from zarr.storage import LocalStore
 
 import cellvol
-from cellvol._store import ReadAhead
+from cellvol._store import ReadAhead, will_read_file
 from cellvol._store._ahead import MAX_READ_AHEAD, read_ahead_budget
 from cellvol.integrity._pool import IN_FLIGHT_PER_WORKER
 from cellvol.integrity._scan import Scan
@@ -81,6 +81,17 @@ def test_leaving_early_stops_the_hints() -> None:
     hinted = [item for item, _ in hint.calls]
     assert hinted == sorted(set(hinted))
     assert max(hinted, default=0) <= 8
+
+
+def test_without_posix_fadvise_hints_are_no_ops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on macOS or Windows: nothing is hinted, nothing counts against a budget.
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"x" * 10_000)
+    monkeypatch.delattr("os.posix_fadvise", raising=False)
+    assert will_read_file(path) == 0
+    assert path.read_bytes() == b"x" * 10_000
 
 
 def test_the_budget_is_bounded_by_memory_and_a_constant() -> None:
