@@ -200,7 +200,11 @@ def look(
 
 
 def _settled_canvas(page: Any, timeout: float) -> np.ndarray:
-    """The canvas once neuroglancer has no chunks left to fetch and two frames agree."""
+    """The canvas once two screenshots half a second apart agree (its chunks drawn).
+
+    A canvas that still changes when the time is out is a failure, not a result: comparing
+    a half-drawn canvas would pass or fail by chance.
+    """
     deadline = time.monotonic() + timeout
     previous = None
     while True:
@@ -210,5 +214,5 @@ def _settled_canvas(page: Any, timeout: float) -> np.ndarray:
         if previous is not None and np.array_equal(shot, previous):
             return shot
         if time.monotonic() > deadline:
-            return shot
+            raise AssertionError(f"neuroglancer's canvas still changing after {timeout} s")
         previous = shot

@@ -87,3 +87,30 @@ def forget_cached_filesystems() -> None:
                 with contextlib.suppress(Exception):
                     sync(session.close(), timeout=5)
         cls.clear_instance_cache()
+
+
+def write_ome_zarr_04(path: Path, data: Any, scale: list[float]) -> None:
+    """An OME-Zarr 0.4 image on zarr v2, as other tools write it: two levels, in micrometres."""
+    import zarr
+
+    group = zarr.open_group(path, mode="w", zarr_format=2)
+    group.create_array("s0", data=data, chunks=(8, 8, 8))
+    group.create_array("s1", data=data[::2, ::2, ::2], chunks=(8, 8, 8))
+    group.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "name": "v04",
+            "axes": [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"],
+            "datasets": [
+                {"path": "s0", "coordinateTransformations": [{"type": "scale", "scale": scale}]},
+                {
+                    "path": "s1",
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": [2 * s for s in scale]},
+                        {"type": "translation", "translation": [s / 2 for s in scale]},
+                    ],
+                },
+            ],
+            "coordinateTransformations": [{"type": "scale", "scale": [1.0, 2.0, 2.0]}],
+        }
+    ]

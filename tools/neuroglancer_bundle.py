@@ -1,14 +1,21 @@
 """Fetch neuroglancer from the npm registry and build its web app, once, into a cache folder.
 
     python tools/neuroglancer_bundle.py              # prints the app's folder
-    python tools/neuroglancer_bundle.py --version 2.41.2 --cache ~/.cache/cellvol
+    python tools/neuroglancer_bundle.py --cache ~/.cache/cellvol
 
 The npm package ships neuroglancer's ES modules, not a built client, so this installs it with
-esbuild (both from the npm registry, with ``npm``) in ``CACHE/neuroglancer-VERSION/build`` and
-bundles it with ``tools/neuroglancer_build.mjs`` into ``CACHE/neuroglancer-VERSION/app``: a
-static site (``index.html`` and its bundles) to serve from any folder root, e.g.
-``python -m http.server -d APP --bind 127.0.0.1``. A finished app is reused: the second call
-costs nothing. The cache defaults to ``$XDG_CACHE_HOME/cellvol`` (``~/.cache/cellvol``).
+esbuild from the npm registry, exactly as ``tools/neuroglancer/package-lock.json`` records
+them (``npm ci``, every package checked against the lock's integrity hash, no package's
+install script run), in ``CACHE/neuroglancer-VERSION-HASH/build``, and bundles it with
+``tools/neuroglancer_build.mjs`` into ``CACHE/neuroglancer-VERSION-HASH/app``: a static site
+(``index.html`` and its bundles) to serve from any folder root, e.g.
+``python -m http.server -d APP --bind 127.0.0.1``. ``HASH`` is that of the manifest, the lock
+and the build script, so a change to any of them builds a new app; a finished app is reused
+(the second call costs nothing). The cache defaults to ``$XDG_CACHE_HOME/cellvol``
+(``~/.cache/cellvol``).
+
+To move to another release: change ``tools/neuroglancer/package.json`` and regenerate the lock
+there with ``npm install --package-lock-only --ignore-scripts``.
 
 Exit status: 0 with the app's folder on stdout; 3 when the bundle cannot be made here because
 ``npm``/``node`` is missing or the registry cannot be reached (the message says which); 1 for
@@ -18,6 +25,7 @@ any other failure.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -26,15 +34,17 @@ import sys
 from pathlib import Path
 from typing import Final
 
-#: The neuroglancer release the project tests against (see docs/format.md).
-VERSION: Final = "2.41.2"
-#: The bundler, pinned so that a bundle is the same on every machine.
-ESBUILD: Final = "0.25.10"
-#: The icon set neuroglancer's package.json pins to a git commit, which npm cannot fetch from
-#: its registry alone; its npm release stands in (the build script maps the missing icons).
-IKONATE: Final = "1.1.1"
-UNAVAILABLE: Final = 3
+#: What is installed: neuroglancer, the bundler, and the icon set neuroglancer's package.json
+#: pins to a git commit, which npm cannot fetch from its registry alone (its npm release stands
+#: in; the build script maps the missing icons); the lock pins every other package.
+PACKAGE: Final = Path(__file__).with_name("neuroglancer")
 BUILD_SCRIPT: Final = Path(__file__).with_name("neuroglancer_build.mjs")
+#: The neuroglancer release the project tests against (see docs/format.md).
+VERSION: Final = str(
+    json.loads((PACKAGE / "package.json").read_text())["dependencies"]["neuroglancer"]
+)
+UNAVAILABLE: Final = 3
+_INPUTS: Final = (PACKAGE / "package.json", PACKAGE / "package-lock.json", BUILD_SCRIPT)
 
 
 class Unavailable(RuntimeError):
@@ -47,8 +57,8 @@ def default_cache() -> Path:
     return Path(base) / "cellvol"
 
 
-def bundle(version: str = VERSION, cache: Path | None = None) -> Path:
-    """The folder of a built neuroglancer ``version`` web app, building it if not yet there.
+def bundle(cache: Path | None = None) -> Path:
+    """The folder of the built neuroglancer web app, building it if not yet there.
 
     Raises
     ------
@@ -57,7 +67,7 @@ def bundle(version: str = VERSION, cache: Path | None = None) -> Path:
     RuntimeError
         The install or the build failed for another reason (the tool's output is included).
     """
-    root = (cache or default_cache()) / f"neuroglancer-{version}"
+    root = (cache or default_cache()) / f"neuroglancer-{VERSION}-{inputs_hash()}"
     app = root / "app"
     if (app / "index.html").is_file():
         return app
@@ -66,31 +76,36 @@ def bundle(version: str = VERSION, cache: Path | None = None) -> Path:
             raise Unavailable(f"{tool} is not installed (apt-get install nodejs npm)")
     build = root / "build"
     build.mkdir(parents=True, exist_ok=True)
-    manifest = {
-        "name": "cellvol-neuroglancer-build",
-        "private": True,
-        "dependencies": {"neuroglancer": version, "esbuild": ESBUILD},
-        "overrides": {"ikonate": IKONATE},
-    }
-    (build / "package.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    install = _run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], build, 600)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(PACKAGE / name, build / name)
+    # No install scripts: esbuild's binary comes as a package of its own for the platform.
+    command = ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"]
+    install = _run(command, build, 600)
     if install.returncode != 0:
         text = install.stdout + install.stderr
         if any(s in text for s in ("ENOTFOUND", "ECONNREFUSED", "EAI_AGAIN", "ETIMEDOUT")):
             raise Unavailable(f"the npm registry cannot be reached: {text.strip()[-500:]}")
-        raise RuntimeError(f"npm install of neuroglancer {version} failed in {build}:\n{text}")
+        raise RuntimeError(f"npm ci of neuroglancer {VERSION} failed in {build}:\n{text}")
     shutil.copyfile(BUILD_SCRIPT, build / "build.mjs")  # beside node_modules: resolves esbuild
     partial = root / "app.partial"
     shutil.rmtree(partial, ignore_errors=True)
     built = _run(["node", "build.mjs", str(partial)], build, 600)
     if built.returncode != 0 or not (partial / "index.html").is_file():
         raise RuntimeError(
-            f"bundling neuroglancer {version} failed in {build}:\n{built.stdout}{built.stderr}"
+            f"bundling neuroglancer {VERSION} failed in {build}:\n{built.stdout}{built.stderr}"
         )
     # Renamed only when complete, so an interrupted build is never taken for a finished one.
     shutil.rmtree(app, ignore_errors=True)
     partial.rename(app)
     return app
+
+
+def inputs_hash() -> str:
+    """A short hash of the manifest, the lock and the build script: the app's cache key."""
+    digest = hashlib.sha256()
+    for path in _INPUTS:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def _run(command: list[str], cwd: Path, timeout: int) -> subprocess.CompletedProcess[str]:
@@ -101,11 +116,10 @@ def _run(command: list[str], cwd: Path, timeout: int) -> subprocess.CompletedPro
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--version", default=VERSION, help=f"neuroglancer release ({VERSION})")
     parser.add_argument("--cache", type=Path, default=None, help="cache folder")
     args = parser.parse_args(argv)
     try:
-        print(bundle(args.version, args.cache))
+        print(bundle(args.cache))
     except Unavailable as error:
         print(f"neuroglancer bundle unavailable: {error}", file=sys.stderr)
         return UNAVAILABLE

@@ -11,6 +11,7 @@ store), ``_loop`` (event loops), ``_sessions`` (closing the network sessions of 
 filesystems opened). This layer knows nothing of OME metadata or pyramids.
 """
 
+from cellvol._store._ahead import ReadAhead
 from cellvol._store._durable import make_durable, replace_durably
 from cellvol._store._location import METADATA_KEYS, SUPPORTED, Location, join, parse_location
 from cellvol._store._loop import on_zarr_loop, run_in_fresh_loop
@@ -40,6 +41,7 @@ __all__ = [
     "SUPPORTED",
     "Location",
     "Mode",
+    "ReadAhead",
     "S3Store",
     "delete_all_but",
     "close_sessions",

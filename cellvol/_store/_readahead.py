@@ -27,7 +27,7 @@ _DEFAULT_WINDOW = 128 << 10
 _SYSFS_BLOCK = Path("/sys/dev/block")
 
 
-def will_read(descriptor: int, start: int = 0, length: int = 0) -> None:
+def will_read(descriptor: int, start: int = 0, length: int | None = None) -> int:
     """Ask the kernel to start reading ``length`` bytes at ``start`` of an open local file.
 
     Parameters
@@ -35,31 +35,41 @@ def will_read(descriptor: int, start: int = 0, length: int = 0) -> None:
     descriptor
         The file's open descriptor.
     start, length
-        The range in bytes; ``length`` 0 means to the end of the file. What lies past the end
-        is left out.
+        The range in bytes; ``length`` None means to the end of the file, and 0 means nothing.
+        What lies past the end is left out.
+
+    Returns
+    -------
+    int
+        The bytes hinted: 0 where hints are not available or the file system refuses them.
     """
     if not hasattr(os, "posix_fadvise"):  # not on macOS or Windows: reads go the usual way
-        return
+        return 0
     # A hint: a file system that refuses it is read the ordinary way.
+    start = max(0, start)
+    hinted = 0
     with contextlib.suppress(OSError):
         status = os.fstat(descriptor)
-        stop = status.st_size if length == 0 else min(start + length, status.st_size)
+        stop = status.st_size if length is None else min(start + max(0, length), status.st_size)
         window = _window(status.st_dev)
-        for at in range(max(0, start), stop, window):
+        for at in range(start, stop, window):
             os.posix_fadvise(descriptor, at, min(window, stop - at), os.POSIX_FADV_WILLNEED)
+            hinted += min(window, stop - at)
+    return hinted
 
 
-def will_read_file(path: str | os.PathLike[str]) -> None:
-    """As :func:`will_read` for the whole local file at ``path``; nothing if it cannot be opened.
+def will_read_file(path: str | os.PathLike[str], length: int | None = None) -> int:
+    """As :func:`will_read` for the first ``length`` bytes of a local file (None: all of it).
 
-    A missing or unreadable file is reported by the read that follows, not here.
+    Returns the bytes hinted; 0 if the file cannot be opened: a missing or unreadable file is
+    reported by the read that follows, not here.
     """
     try:
         descriptor = os.open(path, os.O_RDONLY)
     except OSError:
-        return
+        return 0
     try:
-        will_read(descriptor)
+        return will_read(descriptor, 0, length)
     finally:
         os.close(descriptor)
 

@@ -14,14 +14,15 @@ zip itself with it.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import zipfile
-from collections.abc import Buffer, Mapping, Sequence
+import zlib
+from collections.abc import Buffer, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from isal import isal_zlib
 from zarr.abc.store import Store
 from zarr.storage import ZipStore
 
@@ -69,9 +70,20 @@ def zip_crc32(data: Buffer, value: int = 0) -> int:
 
     ISA-L's implementation, which gives zlib's values several times faster (it folds with
     carry-less multiplication); both release the GIL over large buffers. A packed or verified
-    archive computes one over every byte it holds.
+    archive computes one over every byte it holds. Where ``isal`` is not installed (no wheel
+    for the platform), zlib's own, with the same values.
     """
-    return isal_zlib.crc32(data, value)
+    return _crc32()(data, value)
+
+
+@functools.cache
+def _crc32() -> Callable[[Buffer, int], int]:
+    # Imported here, not with the module: a platform without isal's wheel still imports cellvol.
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        return zlib.crc32
+    return isal_zlib.crc32
 
 
 def open_zip(location: Location, mode: Mode, options: dict[str, Any]) -> Store:
@@ -228,16 +240,19 @@ class Archive:
         header = _LOCAL_HEADER.size + name_nbytes + _EXTRA_ALLOWANCE
         return start, start + header + info.compress_size
 
-    def prefetch(self, info: zipfile.ZipInfo) -> None:
+    def prefetch(self, info: zipfile.ZipInfo, limit: int | None = None) -> int:
         """Ask the kernel to start reading the bytes :meth:`read_entry` will read for ``info``.
 
         Entries lie one after the other, and a reader checking them in that order gives each
         hint a few entries ahead: the disk then streams the archive while the entries already
-        read are hashed. Only for a local archive; remote reads are not hinted.
+        read are hashed. Only for a local archive; remote reads are not hinted. At most
+        ``limit`` bytes (None: the whole extent); returns the bytes hinted.
         """
-        if self._fd is not None:
-            start, stop = self.extent(info)
-            will_read(self._fd, start, stop - start)
+        if self._fd is None:
+            return 0
+        start, stop = self.extent(info)
+        length = stop - start if limit is None else min(limit, stop - start)
+        return will_read(self._fd, start, length)
 
     def read_entries(self, infos: Sequence[zipfile.ZipInfo]) -> list[LocalEntry | None]:
         """Entries stored near each other, in one read of the bytes they span.

@@ -17,6 +17,8 @@ temporary name beside it and renamed at the end.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import os
 import shutil
@@ -32,6 +34,7 @@ from zarr.abc.store import Store
 from zarr.storage import LocalStore
 
 from cellvol._store import (
+    ReadAhead,
     list_keys,
     make_durable,
     object_size,
@@ -57,9 +60,6 @@ __all__ = ["PIECE_BYTES", "entry_order", "pack", "unpack"]
 PIECE_BYTES: Final = 64 << 20
 """The most of one object held in memory while it is copied."""
 
-# Local objects the kernel is asked to read before the CRC-32 thread reaches them: a few
-# shards of page cache, so that the disk streams while the current ones are copied.
-_READ_AHEAD_FILES: Final = 4
 _ROOT_DOCUMENT: Final = "zarr.json"
 _DEFAULT_VERSION: Final = "0.5"
 
@@ -247,35 +247,42 @@ def _copy_entries(
     """Every object at ``keys`` into the archive, in that order.
 
     A local object is copied by the kernel while the next one's CRC-32 is computed on another
-    thread and the few after it are read ahead; anything else is streamed in pieces of at most
-    :data:`PIECE_BYTES`.
+    thread, and the files after it are read ahead within the read-ahead budget; anything else
+    is streamed in pieces of at most :data:`PIECE_BYTES`.
     """
-    root = Path(store.root) if isinstance(store, LocalStore) else None
-    with ThreadPoolExecutor(1, thread_name_prefix="cellvol-pack") as crcs:
-        upcoming = crcs.submit(file_crc, root / keys[0]) if root is not None and keys else None
-        if root is not None:
-            for key in keys[1:_READ_AHEAD_FILES]:
-                crcs.submit(will_read_file, root / key)
-        for number, key in enumerate(keys):
-            info = zipfile.ZipInfo(key, date_time=stamp)  # type: ignore[arg-type]
-            info.external_attr = 0o644 << 16  # a regular file, rw-r--r--, for unzip tools
-            if root is None or upcoming is None:
-                size = object_size(store, key)
-                if size is None:
-                    raise SourceChangedError(f"{where}: {key} disappeared while it was copied")
-                writer.add_pieces(info, size, _pieces(store, key, where))
-                continue
-            crc = upcoming
-            if number + 1 < len(keys):
-                upcoming = crcs.submit(file_crc, root / keys[number + 1])
-            if number + _READ_AHEAD_FILES < len(keys):
-                # Queued behind that CRC-32: the disk reads the files after it meanwhile.
-                crcs.submit(will_read_file, root / keys[number + _READ_AHEAD_FILES])
-            try:
-                writer.add_file(info, root / key, crc)
-            except FileNotFoundError:
-                gone = f"{where}: {key} disappeared while it was copied"
-                raise SourceChangedError(gone) from None
+    if not isinstance(store, LocalStore):
+        for key in keys:
+            size = object_size(store, key)
+            if size is None:
+                raise SourceChangedError(f"{where}: {key} disappeared while it was copied")
+            writer.add_pieces(_info(key, stamp), size, _pieces(store, key, where))
+        return
+    root = Path(store.root)
+    crcs = ThreadPoolExecutor(1, thread_name_prefix="cellvol-pack")
+    try:
+        # The CRC-32 thread is the reader the files are hinted ahead of.
+        with ReadAhead(keys, lambda key, room: will_read_file(root / key, room)) as ahead:
+            futures = (crcs.submit(file_crc, root / key) for key in ahead)
+            pending = collections.deque(itertools.islice(futures, 1))
+            for key in keys:
+                pending.extend(itertools.islice(futures, 1))  # the next file's, beside this copy
+                crc = pending.popleft()
+                try:
+                    writer.add_file(_info(key, stamp), root / key, crc)
+                except FileNotFoundError:
+                    gone = f"{where}: {key} disappeared while it was copied"
+                    raise SourceChangedError(gone) from None
+    except BaseException:
+        # Not waiting for the next file's CRC-32 (a whole file's read): nothing needs it.
+        crcs.shutdown(wait=False, cancel_futures=True)
+        raise
+    crcs.shutdown()
+
+
+def _info(key: str, stamp: tuple[int, ...]) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(key, date_time=stamp)  # type: ignore[arg-type]
+    info.external_attr = 0o644 << 16  # a regular file, rw-r--r--, for unzip tools
+    return info
 
 
 def _copy_out(store: Store, key: str, path: Path, where: str) -> None:

@@ -129,11 +129,13 @@ class EntryReader:
             for info, entry in zip(infos, self.archive.read_entries(infos), strict=True)
         ]
 
-    def prefetch(self, key: str) -> None:
-        """Ask for the entry's bytes to be read ahead (a local archive; nothing if unknown)."""
+    def prefetch(self, key: str, limit: int) -> int:
+        """Ask for at most ``limit`` of the entry's bytes to be read ahead; the bytes asked for.
+
+        Only for a local archive's known entries; else nothing (0).
+        """
         info = self.entries.get(key)
-        if info is not None:
-            self.archive.prefetch(info)
+        return 0 if info is None else self.archive.prefetch(info, limit)
 
 
 def _offset(info: zipfile.ZipInfo) -> int:

@@ -20,7 +20,7 @@ import bisect
 import json
 import math
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +31,7 @@ from zarr.abc.store import Store
 from zarr.storage import StorePath
 
 from cellvol._codec._layout import ChunkLayout, chunk_layout
-from cellvol._store import list_keys, read_objects
+from cellvol._store import ReadAhead, list_keys, read_objects
 from cellvol._store._nodes import _node_from_document
 from cellvol.errors import IntegrityError, MetadataError
 from cellvol.integrity._digests import digest_problem, marker_format
@@ -54,11 +54,6 @@ from cellvol.ome._validation import validate
 from cellvol.progress import ProgressCallback, ProgressReporter
 
 __all__ = ["Scan"]
-
-
-# Objects per worker the kernel is asked to read before their turn: page cache, not the
-# process's memory; beyond the two in flight, it keeps a virtual disk's queue full.
-_READ_AHEAD_PER_WORKER = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,37 +460,23 @@ class Scan:
 
     def check_objects(self, workers: int, progress: ProgressCallback | None) -> None:
         """Read and check every collected object, ``workers`` at a time."""
-        with (
-            ThreadPoolExecutor(max(1, workers), thread_name_prefix="cellvol-verify") as pool,
-            ThreadPoolExecutor(1, thread_name_prefix="cellvol-read-ahead") as hinter,
-        ):
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="cellvol-verify") as pool:
             for stage, (n_levels, objects) in enumerate(self.objects):
                 levels = tuple(range(n_levels))
                 reporter = ProgressReporter(progress, stage, levels, len(objects))
                 reporter.start()
-                ahead = self.prefetched(objects, workers * _READ_AHEAD_PER_WORKER, hinter)
-                for problems, nbytes, chunks in bounded(pool, self.check_one, ahead, workers):
-                    self.report.problems += problems
-                    self.report.chunks += chunks
-                    if nbytes is not None:
-                        self.report.shards += 1
-                        self.report.nbytes += nbytes
-                    reporter.advance(nbytes or 0)
+                # The source reads ahead of the workers, within one budget of bytes.
+                with ReadAhead(objects, self.prefetch) as ahead:
+                    for problems, nbytes, chunks in bounded(pool, self.check_one, ahead, workers):
+                        self.report.problems += problems
+                        self.report.chunks += chunks
+                        if nbytes is not None:
+                            self.report.shards += 1
+                            self.report.nbytes += nbytes
+                        reporter.advance(nbytes or 0)
 
-    def prefetched(
-        self, objects: list[_Object], ahead: int, hinter: ThreadPoolExecutor
-    ) -> Iterator[_Object]:
-        """``objects`` in order, each hinted to the source ``ahead`` objects before its turn.
-
-        The hints go out on a thread of their own: a kernel's read-ahead can block while it
-        queues the reads, and the checks must not wait for it.
-        """
-        for item in objects[:ahead]:
-            hinter.submit(self.source.prefetch, item.key)
-        for number, item in enumerate(objects):
-            if number + ahead < len(objects):
-                hinter.submit(self.source.prefetch, objects[number + ahead].key)
-            yield item
+    def prefetch(self, item: _Object, limit: int) -> int:
+        return self.source.prefetch(item.key, limit)
 
     def check_one(self, item: _Object) -> tuple[list[Problem], int | None, int]:
         data, found = self.fetch(item.key)

@@ -34,7 +34,7 @@ class Source(Protocol):
 
     def read_run(self, keys: Sequence[str]) -> list[Read]: ...
 
-    def prefetch(self, key: str) -> None: ...
+    def prefetch(self, key: str, limit: int) -> int: ...
 
 
 class StoreSource:
@@ -57,14 +57,15 @@ class StoreSource:
     def read_run(self, keys: Sequence[str]) -> list[Read]:
         return [(data, []) for data in read_objects(self.store, keys)]
 
-    def prefetch(self, key: str) -> None:
-        """Ask the kernel to start reading a local object that will be read soon.
+    def prefetch(self, key: str, limit: int) -> int:
+        """Ask the kernel to start reading at most ``limit`` bytes of a local object.
 
         The disk then works while the threads hash what they hold, instead of waiting for
-        each thread's next read; elsewhere nothing is done.
+        each thread's next read; elsewhere nothing is done. Returns the bytes hinted.
         """
         if isinstance(self.store, LocalStore):
-            will_read_file(os.path.join(self.store.root, key))
+            return will_read_file(os.path.join(self.store.root, key), limit)
+        return 0
 
 
 def _is_record(key: str) -> bool:

@@ -2,7 +2,8 @@
 
 What neuroglancer (checked: 2.41.2, see docs/format.md) reads of cellvol's keys:
 
-- an OME-Zarr **0.5** group (``zarr3://.../data/NAME/``), with its pyramid; its model
+- an OME-Zarr **0.4** or **0.5** group (``zarr2://`` or ``zarr3://.../data/NAME/``, after the
+  group's zarr format: 0.4 groups are zarr v2), with its pyramid; its model
   coordinates are the image's physical coordinates divided by level 0's voxel size (voxel
   centres on whole numbers);
 - not a **0.6** group: it stops at "OME multiscale metadata version "0.6" is not supported".
@@ -29,6 +30,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from cellvol.errors import InvalidInputError
 from cellvol.ome._display import Window
 from cellvol.read._resample import index_matrix
 from cellvol.read._scene import spatial
@@ -81,6 +83,15 @@ def reads_group(volume: Volume) -> bool:
     return volume.ome_version in GROUP_VERSIONS
 
 
+def _scheme(volume: Volume) -> str:
+    """The data source neuroglancer needs for the image's zarr format: ``zarr2`` or ``zarr3``.
+
+    It does not look for the other format's documents: a zarr v2 image (OME-Zarr 0.4) linked
+    as ``zarr3`` fails on the missing ``zarr.json``. The group and its arrays share a format.
+    """
+    return f"zarr{volume.levels[0].array.metadata.zarr_format}"
+
+
 def output_dimensions(reference: Volume) -> dict[str, list[Any]]:
     """The state's dimensions: ``z, y, x`` scaled by the reference's level-0 voxel, in metres."""
     level = spatial(reference).levels[0]
@@ -89,15 +100,26 @@ def output_dimensions(reference: Volume) -> dict[str, list[Any]]:
 
 
 def image_layers(image: LayerImage, reference: Volume) -> list[dict[str, Any]]:
-    """The image's layers: one for a plain image, one per channel for an image with channels."""
+    """The image's layers: one for a plain image, one per channel for an image with channels.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``image.channels`` are not one per channel of the volume's channel axis.
+    """
     volume = image.volume
+    if len(image.channels) != len(volume.channels):
+        raise InvalidInputError(
+            f"{image.name}: axes {volume.axes} hold {len(volume.channels)} channels, "
+            f"but {len(image.channels)} channels were given for its layers"
+        )
     base = spatial(volume).levels[0]
     if reads_group(volume):
-        url = f"zarr3://{image.data_url}"
+        url = f"{_scheme(volume)}://{image.data_url}"
         # Model coordinates: physical / level-0 voxel size (the OME reader's convention).
         model = np.diag([*base.scale, 1.0])
     else:
-        url = f"zarr3://{image.data_url}{volume.levels[0].path}/"
+        url = f"{_scheme(volume)}://{image.data_url}{volume.levels[0].path}/"
         # Model coordinates: voxel indices, voxel i's centre at i + 0.5; OME's is at i.
         centre = np.eye(4)
         centre[:3, 3] = -0.5

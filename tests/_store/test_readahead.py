@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -20,6 +21,13 @@ import pytest
 import cellvol
 from cellvol._store import open_archive, will_read, will_read_file
 from cellvol._store._readahead import _window
+
+# Residency (mincore), dropping pages (fadvise DONTNEED) and sysfs are Linux's; elsewhere the
+# hints are no-ops, checked in test_read_ahead_budget.py.
+pytestmark = pytest.mark.skipif(
+    sys.platform != "linux" or not hasattr(os, "posix_fadvise"),
+    reason="read-ahead hints and page-cache residency are checked on Linux only",
+)
 
 PAGE = mmap.PAGESIZE
 # How long the kernel's background reads may take before a test calls a hint ignored: a
@@ -108,9 +116,19 @@ def test_a_hint_reads_its_range_and_nothing_far_from_it(cold_file: Path) -> None
 
 
 def test_a_whole_file_hint_reads_it_all(cold_file: Path) -> None:
-    will_read_file(cold_file)
+    assert will_read_file(cold_file) == 16 << 20
     everything = slice(0, None)
     assert _settled(cold_file, everything).all()
+
+
+def test_an_empty_range_hints_nothing(cold_file: Path) -> None:
+    descriptor = os.open(cold_file, os.O_RDONLY)
+    try:
+        assert will_read(descriptor, 1 << 20, 0) == 0
+        assert will_read_file(cold_file, 0) == 0
+    finally:
+        os.close(descriptor)
+    assert not _resident(cold_file).any()
 
 
 def test_hints_past_the_end_or_on_nothing_are_harmless(tmp_path: Path) -> None:

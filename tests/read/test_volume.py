@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from support import write_ome_zarr_04
 
 import cellvol
 from cellvol._codec._keys import touched_ranges
@@ -82,33 +83,9 @@ def test_every_level_opens_in_tensorstore_and_zarr_python(written) -> None:
         np.testing.assert_array_equal(zarr.open_array(path / level.path, mode="r")[:], level[:])
 
 
-def _write_v04(path: Path, data: np.ndarray, scale: list[float]) -> None:
-    group = zarr.open_group(path, mode="w", zarr_format=2)
-    group.create_array("s0", data=data, chunks=(8, 8, 8))
-    group.create_array("s1", data=data[::2, ::2, ::2], chunks=(8, 8, 8))
-    group.attrs["multiscales"] = [
-        {
-            "version": "0.4",
-            "name": "v04",
-            "axes": [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"],
-            "datasets": [
-                {"path": "s0", "coordinateTransformations": [{"type": "scale", "scale": scale}]},
-                {
-                    "path": "s1",
-                    "coordinateTransformations": [
-                        {"type": "scale", "scale": [2 * s for s in scale]},
-                        {"type": "translation", "translation": [s / 2 for s in scale]},
-                    ],
-                },
-            ],
-            "coordinateTransformations": [{"type": "scale", "scale": [1.0, 2.0, 2.0]}],
-        }
-    ]
-
-
 def test_reads_ome_zarr_04_on_zarr_v2(tmp_path: Path) -> None:
     data = np.arange(16 * 16 * 16, dtype=np.int16).reshape(16, 16, 16)
-    _write_v04(tmp_path / "v04.zarr", data, [0.5, 0.25, 0.25])
+    write_ome_zarr_04(tmp_path / "v04.zarr", data, [0.5, 0.25, 0.25])
     vol = cellvol.open(tmp_path / "v04.zarr")
     assert vol.ome_version == "0.4"
     np.testing.assert_array_equal(vol[:], data)
@@ -122,7 +99,7 @@ def test_reads_bioformats2raw_layout(tmp_path: Path) -> None:
     root = zarr.open_group(tmp_path / "bf.zarr", mode="w", zarr_format=2)
     root.attrs["bioformats2raw.layout"] = 3
     data = np.ones((8, 8, 8), np.uint8)
-    _write_v04(tmp_path / "bf.zarr" / "0", data, [1.0, 1.0, 1.0])
+    write_ome_zarr_04(tmp_path / "bf.zarr" / "0", data, [1.0, 1.0, 1.0])
     vol = cellvol.open(tmp_path / "bf.zarr")
     assert vol.url.endswith("/0")
     np.testing.assert_array_equal(vol[:], data)
@@ -158,7 +135,7 @@ def test_missing_path_is_store_not_found(tmp_path: Path) -> None:
 
 def test_dataset_pointing_nowhere(tmp_path: Path) -> None:
     data = np.zeros((8, 8, 8), np.uint8)
-    _write_v04(tmp_path / "v.zarr", data, [1.0, 1.0, 1.0])
+    write_ome_zarr_04(tmp_path / "v.zarr", data, [1.0, 1.0, 1.0])
     group = zarr.open_group(tmp_path / "v.zarr", mode="r+")
     meta = group.attrs["multiscales"]
     meta[0]["datasets"][1]["path"] = "missing"
@@ -168,7 +145,7 @@ def test_dataset_pointing_nowhere(tmp_path: Path) -> None:
 
 
 def test_scale_of_the_wrong_length(tmp_path: Path) -> None:
-    _write_v04(tmp_path / "w.zarr", np.zeros((8, 8, 8), np.uint8), [1.0, 1.0])
+    write_ome_zarr_04(tmp_path / "w.zarr", np.zeros((8, 8, 8), np.uint8), [1.0, 1.0])
     with pytest.raises(
         MetadataError, match=r"scale \[1\.0, 1\.0\] must have one number per axis \(3\)"
     ):

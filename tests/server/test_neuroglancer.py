@@ -25,6 +25,7 @@ import pytest
 from browser_helpers import launch
 from neuroglancer_helpers import Look, app_folder, look
 from server_helpers import GREEN, MAGENTA
+from support import write_ome_zarr_04
 
 import cellvol
 from cellvol.server import Server
@@ -48,7 +49,8 @@ def app() -> Path:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One server: an image as 0.5 and 0.6, a 2-channel one as 0.5 and 0.6, and with time."""
+    """One server: an image as 0.5 and 0.6, a 2-channel one as 0.5 and 0.6, and with time;
+    a zarr v2 OME-Zarr 0.4 image written as other tools write it."""
     root = tmp_path_factory.mktemp("neuroglancer")
     z, y, x = np.mgrid[tuple(slice(0, n) for n in SHAPE)]
     data = (1000 + 300 * np.sin(x / 9.0) * np.cos(y / 11.0) + 10 * z).astype(np.uint16)
@@ -86,6 +88,8 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         channel_colors=[GREEN, MAGENTA],
     )
     paths.append(str(timed))
+    write_ome_zarr_04(root / "v04", data[:16, :16, :16], [0.5, 0.25, 0.25])
+    paths.append(str(root / "v04"))
     with Server(paths) as server:
         yield server.url
 
@@ -150,6 +154,20 @@ def test_the_catalog_link_opens_05_and_06_images(
     _loaded(seen, VOXEL)
     # Where neuroglancer's own OME reader puts the 0.5 group's voxels, to the half voxel.
     assert _box(seen.bounds(name)) == pytest.approx(_box(BOUNDS))
+
+
+def test_the_catalog_link_opens_a_04_image(
+    images: str, app: Path, browser: Any, http_server: Callable[[Path], str]
+) -> None:
+    state = _catalog_state(images, "v04")
+    assert state["layers"][0]["source"]["url"] == f"zarr2://{images}data/v04/"
+    seen = look(browser, _app_url(app, http_server), state)
+    # Its zarr v2 source first asks whether the URL is an array; a group answers 404 there.
+    assert seen.console == [f"HTTP 404 {images}data/v04/.zarray"]
+    seen.console.clear()
+    # 0.5 x 0.25 x 0.25 micrometres, times the multiscale-wide scale (1, 2, 2).
+    _loaded(seen, (500.0, 500.0, 500.0))
+    assert _box(seen.bounds("v04")) == pytest.approx([-0.5, 15.5] * 3)
 
 
 def test_neuroglancer_does_not_see_05_channel_metadata(
