@@ -41,6 +41,7 @@ from cellvol._codec._shard import sharding_codecs
 from cellvol._store import (
     delete_all_but,
     delete_prefix,
+    is_local_store,
     list_keys,
     make_durable,
     open_store,
@@ -403,6 +404,10 @@ def write_pyramid(
             _close_job(context, client, job, failing=True)
             raise
         _close_job(context, client, job, failing=False)
+        if client is not None and is_local_store(store):
+            # A worker killed between writing a file and renaming it leaves the temporary; its
+            # task ran again elsewhere, so the records must not vouch for a store holding it.
+            _remove_interrupted_temporaries(store)
 
         extra = source_record() if callable(source_record) else source_record
         record = provenance(

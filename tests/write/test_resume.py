@@ -418,3 +418,25 @@ def test_a_shard_is_on_the_disk_before_it_is_recorded_and_everything_before_comp
     for vouched in ("zarr.json", "0/zarr.json", "2/zarr.json", "_cellvol/manifest.json"):
         assert first(f"synced {dest / vouched}") < complete, vouched
     assert first(f"synced {dest}") < complete
+
+
+def test_a_temporary_left_by_a_killed_worker_is_gone_when_the_write_finishes(
+    tmp_path: Path, clean_build, cluster_client
+) -> None:
+    # A worker killed between writing a shard's file and renaming it leaves this name behind
+    # while the rest of the cluster carries on; the write's end, not the next resume, removes it.
+    dest = tmp_path / "w.zarr"
+    left = dest / "0" / "c" / "0" / "0" / f"0.{'ef' * 16}.partial"
+
+    def leave_one(event: cellvol.ProgressEvent) -> None:
+        if event.stage == 0 and event.done == 1:
+            left.parent.mkdir(parents=True, exist_ok=True)
+            left.write_bytes(b"half a shard")
+
+    cellvol.write_pyramid(
+        SyntheticVolume(SHAPE, seed=7), dest, 2.0, client=cluster_client, progress=leave_one,
+        **LAYOUT,
+    )  # fmt: skip
+    assert not left.exists()
+    assert data_files(dest) == clean_build
+    assert cellvol.verify(dest).problems == []
