@@ -28,6 +28,8 @@ bench: $(VENV)/.installed-dev
 	$(PY) benchmarks/compare_pyramid.py --dtype float32 --out benchmarks/results/pyramid-1gib-float32.json
 	$(PY) benchmarks/compare_pyramid.py --geometry 3D-SEM --out benchmarks/results/pyramid-1gib-3dsem.json
 	$(PY) benchmarks/compare_pyramid.py --dtype uint32 --out benchmarks/results/pyramid-1gib-labels.json
+	$(PY) benchmarks/compare_pyramid.py --data-dir /dev/shm/cellvol-bench --tools cellvol-default-layout,cellvol,tensorstore --repeat 3 --out benchmarks/results/pyramid-1gib-tmpfs.json
+	$(PY) benchmarks/profile_build.py --data-dir /dev/shm/cellvol-bench
 	$(PY) benchmarks/ingest_scale.py
 	$(PY) benchmarks/first_plane.py
 	$(PY) benchmarks/read_planes.py
@@ -35,6 +37,7 @@ bench: $(VENV)/.installed-dev
 	$(PY) benchmarks/cluster_scaling.py
 	$(PY) benchmarks/scaling.py
 	$(PY) benchmarks/verify_pack.py --sizes 1,16 --data-dir /tmp/cellvol-bench
+	$(PY) benchmarks/s3_throughput.py --size-gib 1
 	$(PY) benchmarks/meshes.py
 	$(PY) benchmarks/first_frame.py
 	$(PY) -m pytest benchmarks/suite -q -p no:cacheprovider --benchmark-autosave --benchmark-json=benchmarks/results/suite-small.json
