@@ -63,3 +63,29 @@ def make_image(root: Path) -> tuple[Path, np.ndarray, np.ndarray]:
         path, "cells", 2, name="mitochondrion", references=["GO:0005739", "UniProt:P69905"]
     )
     return path, data, labels
+
+
+def quadrant_channels() -> np.ndarray:
+    """A 2-channel (c, z, y, x) uint16 image for the viewers: "membrane" bright on the left
+    half, "blobs" on the top half, so each quadrant of an XY plane shows one colour, both, or
+    neither."""
+    channels = np.zeros((2, 16, 64, 64), np.uint16)
+    channels[0, :, :, :32] = 1000
+    channels[1, :, :32, :] = 1000
+    return channels
+
+
+def write_quadrant_channels(
+    path: Path, ome_version: str, channels: np.ndarray | None = None, axes: str | None = None
+) -> None:
+    """Write ``quadrant_channels()`` (or ``channels``) named and coloured, one level."""
+    cellvol.write_pyramid(
+        quadrant_channels() if channels is None else channels,
+        path,
+        (100, 50, 50),
+        n_levels=1,
+        ome_version=ome_version,
+        axes=axes,
+        channel_names=["membrane", "blobs"],
+        channel_colors=[GREEN, MAGENTA],
+    )

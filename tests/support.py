@@ -52,6 +52,19 @@ class S3Server:
             )
         return self._clients[0]
 
+    def objects(self, bucket: str, prefix: str = "") -> dict[str, bytes]:
+        """Every object of ``bucket``, straight from the server: key -> bytes.
+
+        ``prefix`` is taken off the keys, so that images under different prefixes compare.
+        """
+        client = self.client()
+        found: dict[str, bytes] = {}
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for entry in page.get("Contents", []):
+                body = client.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read()
+                found[entry["Key"].removeprefix(prefix)] = body
+        return found
+
 
 class S3Bucket(NamedTuple):
     """A bucket made for one test; unpacks as ``name, storage_options``."""

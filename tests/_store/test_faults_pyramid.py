@@ -38,7 +38,7 @@ def reference(s3_server: S3Server, source: np.ndarray) -> Iterator[dict[str, byt
     cellvol.write_pyramid(
         source, f"s3://{bucket}/{IMAGE}", 1.0, storage_options=s3_server.storage_options(), **LAYOUT
     )
-    yield _objects(s3_server, bucket)
+    yield s3_server.objects(bucket, prefix=f"{IMAGE}/")
     _drop_bucket(s3_server, bucket)
 
 
@@ -74,7 +74,7 @@ def test_a_pyramid_written_and_read_through_faults_is_the_fault_free_one(
     read = fault_proxy.take_counts()
 
     fault_proxy.configure(rate=0.0)
-    stored = _objects(s3_server, bucket)
+    stored = s3_server.objects(bucket, prefix=f"{IMAGE}/")
     assert sorted(stored) == sorted(reference)
     assert [key for key in reference if stored[key] != reference[key]] == []
     # Faults were met, and survived: at 20 %, every kind of them.
@@ -103,12 +103,12 @@ def test_a_shard_that_always_fails_stops_the_write_naming_it_and_resume_finishes
     ) as stop:
         cellvol.write_pyramid(source, url, 1.0, storage_options=options, **LAYOUT)
     assert "resume=True" in str(stop.value)
-    assert doomed.removeprefix(f"{IMAGE}/") not in _objects(s3_server, bucket)
+    assert doomed.removeprefix(f"{IMAGE}/") not in s3_server.objects(bucket, prefix=f"{IMAGE}/")
 
     fault_proxy.configure(fail_keys=None)  # the store recovers
     result = cellvol.write_pyramid(source, url, 1.0, storage_options=options, **LAYOUT)
     assert result.shards_reused > 0  # resumed, not started again
-    stored = _objects(s3_server, bucket)
+    stored = s3_server.objects(bucket, prefix=f"{IMAGE}/")
     assert sorted(stored) == sorted(reference)
     assert [key for key in reference if stored[key] != reference[key]] == []
 
@@ -134,17 +134,6 @@ def _new_bucket(server: S3Server) -> str:
     name = f"cellvol-faults-{uuid.uuid4().hex[:12]}"
     server.client().create_bucket(Bucket=name)
     return name
-
-
-def _objects(server: S3Server, bucket: str) -> dict[str, bytes]:
-    """Every object under the image, straight from moto: key (under the image) -> bytes."""
-    client = server.client()
-    found: dict[str, bytes] = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for entry in page.get("Contents", []):
-            body = client.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read()
-            found[entry["Key"].removeprefix(f"{IMAGE}/")] = body
-    return found
 
 
 def _drop_bucket(server: S3Server, bucket: str) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from browser_helpers import launch
 from neuroglancer_helpers import Look, app_folder, look
-from server_helpers import GREEN, MAGENTA
+from server_helpers import quadrant_channels, write_quadrant_channels
 from support import write_ome_zarr_04
 
 import cellvol
@@ -54,38 +54,19 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("neuroglancer")
     z, y, x = np.mgrid[tuple(slice(0, n) for n in SHAPE)]
     data = (1000 + 300 * np.sin(x / 9.0) * np.cos(y / 11.0) + 10 * z).astype(np.uint16)
-    # "membrane" bright on the left half, "blobs" on the top half: each quadrant of an XY
-    # plane shows one colour, both, or neither.
-    channels = np.zeros((2, 16, 64, 64), np.uint16)
-    channels[0, :, :, :32] = 1000
-    channels[1, :, :32, :] = 1000
+    channels = quadrant_channels()
     paths = []
     for version in ("0.5", "0.6"):
         tag = version.replace(".", "")
         plain = root / f"plain{tag}.ome.zarr"
         cellvol.write_pyramid(data, plain, VOXEL, n_levels=2, ome_version=version)
         two = root / f"two{tag}.ome.zarr"
-        cellvol.write_pyramid(
-            channels,
-            two,
-            (100, 50, 50),
-            n_levels=1,
-            ome_version=version,
-            channel_names=["membrane", "blobs"],
-            channel_colors=[GREEN, MAGENTA],
-        )
+        write_quadrant_channels(two, version)
         paths += [str(plain), str(two)]
     # Two time points, the second dark: the layers must show time point 0.
     timed = root / "time06.ome.zarr"
-    cellvol.write_pyramid(
-        np.stack([channels, np.zeros_like(channels)]),
-        timed,
-        (100, 50, 50),
-        n_levels=1,
-        ome_version="0.6",
-        axes="tczyx",
-        channel_names=["membrane", "blobs"],
-        channel_colors=[GREEN, MAGENTA],
+    write_quadrant_channels(
+        timed, "0.6", np.stack([channels, np.zeros_like(channels)]), axes="tczyx"
     )
     paths.append(str(timed))
     write_ome_zarr_04(root / "v04", data[:16, :16, :16], [0.5, 0.25, 0.25])

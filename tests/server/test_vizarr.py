@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 from browser_helpers import launch
-from server_helpers import GREEN, MAGENTA
+from server_helpers import write_quadrant_channels
 from vizarr_helpers import Look, app_folder, look
 
 import cellvol
@@ -53,26 +53,13 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("vizarr")
     z, y, x = np.mgrid[0:32, 0:96, 0:128]
     plain = (100 + 100 * np.sin(x / 9.0) * np.cos(y / 11.0) + z).astype(np.uint8)
-    # "membrane" bright on the left half, "blobs" on the top half: each quadrant of an XY
-    # plane shows one colour, both, or neither.
-    channels = np.zeros((2, 16, 64, 64), np.uint16)
-    channels[0, :, :, :32] = 1000
-    channels[1, :, :32, :] = 1000
     paths = []
     for version in ("0.5", "0.6"):
         tag = version.replace(".", "")
         paths.append(str(root / f"plain{tag}.ome.zarr"))
         cellvol.write_pyramid(plain, paths[-1], (8.0, 4.0, 4.0), n_levels=2, ome_version=version)
         paths.append(str(root / f"two{tag}.ome.zarr"))
-        cellvol.write_pyramid(
-            channels,
-            paths[-1],
-            (100, 50, 50),
-            n_levels=1,
-            ome_version=version,
-            channel_names=["membrane", "blobs"],
-            channel_colors=[GREEN, MAGENTA],
-        )
+        write_quadrant_channels(Path(paths[-1]), version)
     with Server(paths) as server:
         yield server.url
 

@@ -172,8 +172,8 @@ def test_a_killed_cluster_then_resume_on_a_new_one_on_s3(
         _end_group(pgid)
     assert resumed.shards_reused > 0
     assert resumed.shards_written + resumed.shards_reused == clean.shards_written
-    expected = _objects(s3_server, clean_in)
-    stored = _objects(s3_server, killed_in)
+    expected = s3_server.objects(clean_in)
+    stored = s3_server.objects(killed_in)
     assert sorted(stored) == sorted(expected)  # no lease, no temporary, nothing missing
     assert [key for key in expected if stored[key] != expected[key]] == []
     uploads = s3_server.client().list_multipart_uploads(Bucket=killed_in)
@@ -203,12 +203,3 @@ def _files(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
     }
-
-
-def _objects(server: S3Server, bucket: str) -> dict[str, bytes]:
-    client = server.client()
-    found: dict[str, bytes] = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for entry in page.get("Contents", []):
-            found[entry["Key"]] = client.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read()
-    return found

@@ -70,16 +70,7 @@ def test_a_worker_killed_mid_write_costs_a_retry_and_nothing_else(
     )
     assert killed, "the worker was never killed mid-stage"
     assert victim not in cluster_client.run(os.getpid).values()  # a new worker took its place
-    expected = _objects(s3_server, clean)
-    stored = _objects(s3_server, killed_in)
+    expected = s3_server.objects(clean)
+    stored = s3_server.objects(killed_in)
     assert sorted(stored) == sorted(expected)  # no lease, no temporary, nothing missing
     assert [key for key in expected if stored[key] != expected[key]] == []
-
-
-def _objects(server: S3Server, bucket: str) -> dict[str, bytes]:
-    client = server.client()
-    found: dict[str, bytes] = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for entry in page.get("Contents", []):
-            found[entry["Key"]] = client.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read()
-    return found
