@@ -10,9 +10,10 @@ levels raw; ``--chunk`` changes the chunks) from the synthetic seed-0 tomogram o
 (point it at tmpfs, ``/dev/shm``, to take the disk away). The build runs in this process on
 ``--workers`` threads, and the functions each stage calls are wrapped, in this process only,
 by a timer of the calling thread's CPU time (user and system: page faults and syscalls count
-where they happen). Nested stages (gather, compress and checksum inside the shard encoder) are
-shown indented and counted once in the total. What no stage accounts for (planning, metadata,
-the task loop, the ledger's bookkeeping) is "other".
+where they happen). Work a stage hands to cellvol's decode pool (a read back decodes its chunks
+there) counts in that stage, timed in the pool's threads. Nested stages (gather, compress and
+checksum inside the shard encoder) are shown indented and counted once in the total. What no
+stage accounts for (planning, metadata, the task loop, the ledger's bookkeeping) is "other".
 
 CPU times are per GiB of input, summed over threads: on a machine shared with other work they
 hold far better than wall-clock time, which is reported too. The input of ``--size-mib`` below
@@ -33,6 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,10 @@ STAGES: list[tuple[str, str | None, str, str]] = [
     ("end: metadata digests", None, "cellvol.write._pyramid", "metadata_digests"),
 ]
 
+# (module, attribute): functions returning a pool of helper threads, whose tasks are timed in
+# the stages that submit them, not in "other".
+POOLS: list[tuple[str, str]] = [("cellvol._codec._reader", "_decode_pool")]
+
 
 class Timers:
     """CPU seconds and calls per stage, summed over the threads that ran them."""
@@ -76,20 +82,59 @@ class Timers:
         self.seconds: dict[str, float] = {name: 0.0 for name, *_ in STAGES}
         self.calls: dict[str, int] = {name: 0 for name, *_ in STAGES}
         self._lock = threading.Lock()
+        self._running = threading.local()  # the stages the calling thread is in, outermost first
+
+    def _stack(self) -> list[str]:
+        stack: list[str] | None = getattr(self._running, "stack", None)
+        if stack is None:
+            stack = self._running.stack = []
+        return stack
 
     def wrap(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(function)
         def timed(*args: Any, **kwargs: Any) -> Any:
+            stack = self._stack()
+            stack.append(name)
+            started = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent = time.thread_time() - started
+                stack.pop()
+                with self._lock:
+                    self.seconds[name] += spent
+                    self.calls[name] += 1
+
+        return timed
+
+    def on_behalf(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        """``function`` timed, wherever it runs, in the stages the calling thread is in now."""
+        stages = tuple(self._stack())
+        if not stages:
+            return function
+
+        def helped(*args: Any, **kwargs: Any) -> Any:
             started = time.thread_time()
             try:
                 return function(*args, **kwargs)
             finally:
                 spent = time.thread_time() - started
                 with self._lock:
-                    self.seconds[name] += spent
-                    self.calls[name] += 1
+                    for name in stages:  # a nested stage's time is in its parent's too
+                        self.seconds[name] += spent
 
-        return timed
+        return helped
+
+
+class AttributedPool(Executor):
+    """A pool whose tasks count in the stages that submitted them."""
+
+    def __init__(self, pool: Executor, timers: Timers) -> None:
+        self._pool = pool
+        self._timers = timers
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return self._pool.submit(self._timers.on_behalf(fn), *args, **kwargs)
 
 
 def install(timers: Timers) -> None:
@@ -102,6 +147,10 @@ def install(timers: Timers) -> None:
         for part in path:
             owner = getattr(owner, part)
         setattr(owner, last, timers.wrap(name, getattr(owner, last)))
+    for module_name, attribute in POOLS:
+        module = importlib.import_module(module_name)
+        make_pool = getattr(module, attribute)
+        setattr(module, attribute, lambda make_pool=make_pool: AttributedPool(make_pool(), timers))
 
 
 def slab_input(size_mib: int, data_dir: Path) -> Path:
@@ -202,6 +251,9 @@ def _remember() -> None:
         for part in path:
             owner = getattr(owner, part)
         _ORIGINALS[(module_name, attribute)] = (owner, last, getattr(owner, last))
+    for module_name, attribute in POOLS:
+        module = importlib.import_module(module_name)
+        _ORIGINALS[(module_name, attribute)] = (module, attribute, getattr(module, attribute))
 
 
 def _uninstall() -> None:
