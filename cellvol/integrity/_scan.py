@@ -21,7 +21,7 @@ import json
 import math
 import threading
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +100,8 @@ class Scan:
         # Keys read so far (from worker threads too), so that the last pass reads none twice.
         self.seen: set[str] = set()
         self._seen_lock = threading.Lock()
+        # The RO-Crate's check under way (see crate), and the keys reported before it began.
+        self._crate: tuple[Future[tuple[list[str], list[str]]], set[str]] | None = None
 
     def listing(self, prefix: str) -> list[str]:
         """Every stored key under ``prefix`` (the whole store is listed once)."""
@@ -298,16 +300,29 @@ class Scan:
         return manifest
 
     def crate(self) -> None:
-        """Check the RO-Crate metadata, when the image has one.
+        """Start checking the RO-Crate metadata, when the image has one; see :meth:`crate_checked`.
 
-        It must be JSON-LD that rocrate loads, listing objects the image holds (those already
-        reported missing are not reported again).
+        Loading rocrate takes several times as long as the rest of the metadata pass, and the
+        check needs nothing the objects' checks find: it runs on a thread of its own beside them.
         """
         raw = self.read(CRATE_KEY)
         if raw is None:
             return
-        problems, keys = crate_problems(raw)
-        reported = {p.key for p in self.report.problems}
+        pool = ThreadPoolExecutor(1, thread_name_prefix="cellvol-verify-crate")
+        self._crate = (pool.submit(crate_problems, raw), {p.key for p in self.report.problems})
+        pool.shutdown(wait=False)  # its one task runs on
+
+    def crate_checked(self) -> None:
+        """Report the RO-Crate's problems, once its check is done.
+
+        It must be JSON-LD that rocrate loads, listing objects the image holds (those reported
+        missing before its check started are not reported again).
+        """
+        if self._crate is None:
+            return
+        pending, reported = self._crate
+        self._crate = None
+        problems, keys = pending.result()
         unlisted = [k for k in keys if k not in reported]
         if self.listable:  # the listing tells, and spares reading them
             stored = set(self.listing(""))
