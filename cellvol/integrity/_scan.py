@@ -3,7 +3,8 @@
 It runs in two passes. The first reads the metadata documents and cellvol's records, image by
 image (the image, then each label image), checking each document against the image's digests
 as it reads it, and lists the store once; it notes what is missing, unreadable, changed or
-unlisted, and collects the objects to read. The second reads those objects on a thread pool,
+unlisted, and collects the objects to read (the RO-Crate, whose check loads rocrate, is checked
+on a thread of its own during the second pass). The second reads those objects on a thread pool,
 each whole and once, and checks its size and fingerprint against the manifest, every CRC32C
 inside it and its SHA-256 against the digests. At most two objects per worker are in flight, so
 memory stays bounded by a few shards whatever the image's size.
