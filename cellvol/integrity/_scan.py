@@ -36,7 +36,7 @@ from cellvol._store import ReadAhead, list_keys, read_objects
 from cellvol._store._nodes import _node_from_document
 from cellvol.errors import IntegrityError, MetadataError
 from cellvol.integrity._digests import digest_problem, marker_format
-from cellvol.integrity._pool import bounded
+from cellvol.integrity._pool import IN_FLIGHT_PER_WORKER, bounded
 from cellvol.integrity._report import Problem, ProblemKind, VerifyReport
 from cellvol.integrity._shards import check_object
 from cellvol.integrity._sources import Read, Source
@@ -481,8 +481,10 @@ class Scan:
                 levels = tuple(range(n_levels))
                 reporter = ProgressReporter(progress, stage, levels, len(objects))
                 reporter.start()
-                # The source reads ahead of the workers, within one budget of bytes.
-                with ReadAhead(objects, self.prefetch) as ahead:
+                # The source reads ahead of the workers, within one budget of bytes; the pool
+                # takes its first objects at once, before the hints start: those are hinted too.
+                held = workers * IN_FLIGHT_PER_WORKER + 1
+                with ReadAhead(objects, self.prefetch, held=held) as ahead:
                     for problems, nbytes, chunks in bounded(pool, self.check_one, ahead, workers):
                         self.report.problems += problems
                         self.report.chunks += chunks
