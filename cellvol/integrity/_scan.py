@@ -3,11 +3,12 @@
 It runs in two passes. The first reads the metadata documents and cellvol's records, image by
 image (the image, then each label image), checking each document against the image's digests
 as it reads it, and lists the store once; it notes what is missing, unreadable, changed or
-unlisted, and collects the objects to read (the RO-Crate, whose check loads rocrate, is checked
-on a thread of its own during the second pass). The second reads those objects on a thread pool,
-each whole and once, and checks its size and fingerprint against the manifest, every CRC32C
-inside it and its SHA-256 against the digests. At most two objects per worker are in flight, so
-memory stays bounded by a few shards whatever the image's size.
+unlisted, and collects the objects to read (the RO-Crate, whose check loads rocrate unless its
+digest vouches for it, is checked on a thread of its own during the second pass). The second
+reads those objects on a thread pool, each whole and once, and checks its size and fingerprint
+against the manifest, every CRC32C inside it and its SHA-256 against the digests. At most two
+objects per worker are in flight, so memory stays bounded by a few shards whatever the image's
+size.
 
 Objects are read through a source (``_sources``): the store itself, or for a ``.ozx`` the
 archive's entry reader, which checks each entry's ZIP CRC-32 over the same bytes. For an
@@ -303,14 +304,21 @@ class Scan:
     def crate(self) -> None:
         """Start checking the RO-Crate metadata, when the image has one; see :meth:`crate_checked`.
 
-        Loading rocrate takes several times as long as the rest of the metadata pass, and the
-        check needs nothing the objects' checks find: it runs on a thread of its own beside them.
+        A crate whose bytes match the image's digests is the one cellvol built and loaded with
+        rocrate: its structure is checked without rocrate. Any other is loaded with rocrate,
+        which takes several times as long as the rest of the metadata pass: it runs on a thread
+        of its own beside the objects' checks, as does the cheap check, for one way of running.
         """
-        raw = self.read(CRATE_KEY)
+        raw = self.raw(CRATE_KEY)
+        recorded = CRATE_KEY in self.digests
+        matches = self.matches_digest(CRATE_KEY, raw)
         if raw is None:
             return
+        as_written = recorded and matches
+        self.report.crate = "digest" if as_written else "rocrate"
         pool = ThreadPoolExecutor(1, thread_name_prefix="cellvol-verify-crate")
-        self._crate = (pool.submit(crate_problems, raw), {p.key for p in self.report.problems})
+        check = pool.submit(crate_problems, raw, as_written=as_written)
+        self._crate = (check, {p.key for p in self.report.problems})
         pool.shutdown(wait=False)  # its one task runs on
 
     def crate_checked(self) -> None:
