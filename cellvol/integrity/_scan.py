@@ -304,10 +304,10 @@ class Scan:
     def crate(self) -> None:
         """Start checking the RO-Crate metadata, when the image has one; see :meth:`crate_checked`.
 
-        A crate whose bytes match the image's digests is the one cellvol built and loaded with
-        rocrate: its structure is checked without rocrate. Any other is loaded with rocrate,
-        which takes several times as long as the rest of the metadata pass: it runs on a thread
-        of its own beside the objects' checks, as does the cheap check, for one way of running.
+        A crate whose bytes match the image's digests is the one cellvol built with rocrate:
+        its structure is checked without importing rocrate. Any other is loaded with rocrate,
+        which takes several times as long as the rest of the metadata pass. Either check runs
+        on a thread of its own beside the objects' checks, as it needs nothing they find.
         """
         raw = self.raw(CRATE_KEY)
         recorded = CRATE_KEY in self.digests
