@@ -12,7 +12,7 @@ filesystems opened). This layer knows nothing of OME metadata or pyramids.
 """
 
 from cellvol._store._ahead import ReadAhead
-from cellvol._store._durable import make_durable, replace_durably
+from cellvol._store._durable import make_durable, replace_durably, start_writeback
 from cellvol._store._location import METADATA_KEYS, SUPPORTED, Location, join, parse_location
 from cellvol._store._loop import on_zarr_loop, run_in_fresh_loop
 from cellvol._store._objects import (
@@ -60,6 +60,7 @@ __all__ = [
     "read_objects",
     "read_range",
     "read_tail",
+    "start_writeback",
     "replace_durably",
     "will_read",
     "will_read_file",

@@ -60,8 +60,11 @@ class ReadAhead[T]:
 
     ``hint(item, room)`` asks for at most ``room`` bytes of ``item`` to be read ahead and
     returns how many it asked for (0 where nothing can be hinted). An item counts against the
-    budget from its hint until the reader takes it; an item the reader has already taken is
-    not hinted. The hints go out on a thread of their own: a kernel's read-ahead can block
+    budget from its hint until the reader takes it. An item the reader has taken is not hinted,
+    unless it is one of the last ``held`` taken: a reader that takes several items before it
+    reads them (a pool's items in flight) may not have read those yet, and hinting them first
+    queues their reads ahead of the later items'. They count against no budget: the reader
+    bounds them. The hints go out on a thread of their own: a kernel's read-ahead can block
     while it queues the reads, and the reader must not wait for it.
 
     Use as a context manager; leaving it (an error included) stops the thread after the hint
@@ -69,10 +72,16 @@ class ReadAhead[T]:
     """
 
     def __init__(
-        self, items: Sequence[T], hint: Callable[[T, int], int], budget: int | None = None
+        self,
+        items: Sequence[T],
+        hint: Callable[[T, int], int],
+        budget: int | None = None,
+        *,
+        held: int = 0,
     ) -> None:
         self._items = items
         self._hint = hint
+        self._held = held
         self._budget = read_ahead_budget() if budget is None else budget
         self._changed = threading.Condition()
         self._taken = 0  # items handed to the reader
@@ -113,7 +122,7 @@ class ReadAhead[T]:
                 if self._stopped:
                     return
                 room = self._budget - self._ahead
-                overtaken = number < self._taken
+                overtaken = number < self._taken - self._held
             hinted = 0 if overtaken else self._hint(item, room)
             with self._changed:
                 self._hinted.append(hinted)

@@ -21,7 +21,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import BinaryIO
 
-from cellvol._store import will_read
+from cellvol._store import start_writeback, will_read
 from cellvol._store._zip import zip_crc32
 from cellvol.errors import SourceChangedError
 
@@ -33,6 +33,9 @@ _COPY_BYTES = 256 << 20
 # copy_file_range is refused between some file systems and by some kernels: copy through
 # Python instead.
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
+# The archive's finished bytes are sent to the disk in runs of at least this many, so that the
+# disk writes while the next entries are copied; small enough that the disk starts early.
+_WRITEBACK_BYTES = 16 << 20
 
 
 def file_crc(path: Path) -> tuple[int, int]:
@@ -54,12 +57,15 @@ class EntryWriter:
     """Adds stored entries to a :class:`zipfile.ZipFile` opened for writing on ``stream``.
 
     ``stream`` must be an unbuffered, seekable file (``open(path, "wb", buffering=0)``), so
-    that the kernel's copies and Python's writes see one file position.
+    that the kernel's copies and Python's writes see one file position. Each finished run of
+    entries is sent to the disk as the archive grows (:func:`start_writeback`), so the final
+    sync waits for the last run alone.
     """
 
     def __init__(self, archive: zipfile.ZipFile, stream: BinaryIO) -> None:
         self.archive = archive
         self.stream = stream
+        self._written_back = stream.tell()  # bytes before this were sent to the disk
 
     def add_file(self, info: zipfile.ZipInfo, path: Path, crc: Future[tuple[int, int]]) -> None:
         """Copy the local file at ``path`` in as ``info``; ``crc`` is :func:`file_crc`'s."""
@@ -105,6 +111,10 @@ class EntryWriter:
         self.archive.NameToInfo[info.filename] = info
         self.archive.start_dir = end
         self.archive._didModify = True  # type: ignore[attr-defined]
+        # Only once its header is final: a page rewritten under writeback is written twice.
+        if end - self._written_back >= _WRITEBACK_BYTES:
+            start_writeback(self.stream.fileno(), self._written_back, end)
+            self._written_back = end
 
 
 def _copy(source: BinaryIO, target: BinaryIO, size: int) -> None:

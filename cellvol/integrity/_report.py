@@ -95,6 +95,11 @@ class VerifyReport:
         cannot list its objects, a codec without checksums).
     recomputed
         Shards of coarser levels recomputed from the level below (deep verification only).
+    crate
+        How the RO-Crate metadata was checked: ``"digest"`` when its bytes match the image's
+        digests (the crate cellvol wrote, its structure checked without ``rocrate``),
+        ``"rocrate"`` when not (no digest recorded, or a changed crate: loaded with
+        ``rocrate`` and checked in full); None without a crate.
     zarr_checksum
         With ``zarr_checksum=True``, the DANDI zarr checksum of every object under the
         location (``<md5>-<objects>--<bytes>``); None when not asked for or not computable.
@@ -109,6 +114,7 @@ class VerifyReport:
     unchecked: list[str] = field(default_factory=list)
     recomputed: int = 0
     zarr_checksum: str | None = None
+    crate: Literal["digest", "rocrate"] | None = None
 
     @property
     def intact(self) -> bool:

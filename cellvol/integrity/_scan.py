@@ -3,10 +3,12 @@
 It runs in two passes. The first reads the metadata documents and cellvol's records, image by
 image (the image, then each label image), checking each document against the image's digests
 as it reads it, and lists the store once; it notes what is missing, unreadable, changed or
-unlisted, and collects the objects to read. The second reads those objects on a thread pool,
-each whole and once, and checks its size and fingerprint against the manifest, every CRC32C
-inside it and its SHA-256 against the digests. At most two objects per worker are in flight, so
-memory stays bounded by a few shards whatever the image's size.
+unlisted, and collects the objects to read (the RO-Crate, whose check loads rocrate unless its
+digest vouches for it, is checked on a thread of its own during the second pass). The second
+reads those objects on a thread pool, each whole and once, and checks its size and fingerprint
+against the manifest, every CRC32C inside it and its SHA-256 against the digests. At most two
+objects per worker are in flight, so memory stays bounded by a few shards whatever the image's
+size.
 
 Objects are read through a source (``_sources``): the store itself, or for a ``.ozx`` the
 archive's entry reader, which checks each entry's ZIP CRC-32 over the same bytes. For an
@@ -21,7 +23,7 @@ import json
 import math
 import threading
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +37,7 @@ from cellvol._store import ReadAhead, list_keys, read_objects
 from cellvol._store._nodes import _node_from_document
 from cellvol.errors import IntegrityError, MetadataError
 from cellvol.integrity._digests import digest_problem, marker_format
-from cellvol.integrity._pool import bounded
+from cellvol.integrity._pool import IN_FLIGHT_PER_WORKER, bounded
 from cellvol.integrity._report import Problem, ProblemKind, VerifyReport
 from cellvol.integrity._shards import check_object
 from cellvol.integrity._sources import Read, Source
@@ -100,6 +102,8 @@ class Scan:
         # Keys read so far (from worker threads too), so that the last pass reads none twice.
         self.seen: set[str] = set()
         self._seen_lock = threading.Lock()
+        # The RO-Crate's check under way (see crate), and the keys reported before it began.
+        self._crate: tuple[Future[tuple[list[str], list[str]]], set[str]] | None = None
 
     def listing(self, prefix: str) -> list[str]:
         """Every stored key under ``prefix`` (the whole store is listed once)."""
@@ -298,16 +302,36 @@ class Scan:
         return manifest
 
     def crate(self) -> None:
-        """Check the RO-Crate metadata, when the image has one.
+        """Start checking the RO-Crate metadata, when the image has one; see :meth:`crate_checked`.
 
-        It must be JSON-LD that rocrate loads, listing objects the image holds (those already
-        reported missing are not reported again).
+        A crate whose bytes match the image's digests is the one cellvol built with rocrate:
+        its structure is checked without importing rocrate. Any other is loaded with rocrate,
+        which takes several times as long as the rest of the metadata pass. Either check runs
+        on a thread of its own beside the objects' checks, as it needs nothing they find.
         """
-        raw = self.read(CRATE_KEY)
+        raw = self.raw(CRATE_KEY)
+        recorded = CRATE_KEY in self.digests
+        matches = self.matches_digest(CRATE_KEY, raw)
         if raw is None:
             return
-        problems, keys = crate_problems(raw)
-        reported = {p.key for p in self.report.problems}
+        as_written = recorded and matches
+        self.report.crate = "digest" if as_written else "rocrate"
+        pool = ThreadPoolExecutor(1, thread_name_prefix="cellvol-verify-crate")
+        check = pool.submit(crate_problems, raw, as_written=as_written)
+        self._crate = (check, {p.key for p in self.report.problems})
+        pool.shutdown(wait=False)  # its one task runs on
+
+    def crate_checked(self) -> None:
+        """Report the RO-Crate's problems, once its check is done.
+
+        It must be JSON-LD that rocrate loads, listing objects the image holds (those reported
+        missing before its check started are not reported again).
+        """
+        if self._crate is None:
+            return
+        pending, reported = self._crate
+        self._crate = None
+        problems, keys = pending.result()
         unlisted = [k for k in keys if k not in reported]
         if self.listable:  # the listing tells, and spares reading them
             stored = set(self.listing(""))
@@ -465,8 +489,10 @@ class Scan:
                 levels = tuple(range(n_levels))
                 reporter = ProgressReporter(progress, stage, levels, len(objects))
                 reporter.start()
-                # The source reads ahead of the workers, within one budget of bytes.
-                with ReadAhead(objects, self.prefetch) as ahead:
+                # The source reads ahead of the workers, within one budget of bytes; the pool
+                # takes its first objects at once, before the hints start: those are hinted too.
+                held = workers * IN_FLIGHT_PER_WORKER + 1
+                with ReadAhead(objects, self.prefetch, held=held) as ahead:
                     for problems, nbytes, chunks in bounded(pool, self.check_one, ahead, workers):
                         self.report.problems += problems
                         self.report.chunks += chunks

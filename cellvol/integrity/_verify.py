@@ -111,6 +111,7 @@ def verify(
             raise NotOMEZarrError(f"{location.url} holds no OME-Zarr image: nothing to verify")
         workers = workers or os.cpu_count() or 1
         scan.check_objects(workers, progress)
+        scan.crate_checked()
         if archive is not None:
             scan.report.problems += archive_problems(archive)
         if archive is not None or checksum is not None:

@@ -66,6 +66,19 @@ def test_objects_larger_than_the_budget_are_hinted_in_part() -> None:
     assert all(n <= 64 * MiB for _, n in hint.calls)
 
 
+@pytest.mark.parametrize(("held", "skipped"), [(0, [0, 1, 2]), (2, [0]), (3, [])])
+def test_the_last_held_items_taken_are_still_hinted(held: int, skipped: list[int]) -> None:
+    hint = _Recorder([10 * MiB] * 8)
+    ahead = ReadAhead(range(8), hint, budget=64 * MiB, held=held)
+    taken = iter(ahead)
+    # A pool takes its first items before the hints start, and reads them later.
+    assert [next(taken), next(taken), next(taken)] == [0, 1, 2]
+    with ahead:
+        calls = hint.wait_for(8 - len(skipped))  # the rest fit the budget: none is taken yet
+        assert list(taken) == list(range(3, 8))
+    assert [item for item, _ in calls] == [i for i in range(8) if i not in skipped]
+
+
 def test_leaving_early_stops_the_hints() -> None:
     hint = _Recorder([10 * MiB] * 1000)
 
@@ -106,17 +119,20 @@ class _CountingSource(StoreSource):
         self.sizes = sizes
         self.lock = threading.Lock()
         self.pending: dict[str, int] = {}
+        self.done: set[str] = set()
         self.most = 0
 
     def prefetch(self, key: str, limit: int) -> int:
         hinted = min(self.sizes.get(key, 0), limit)
         with self.lock:
-            self.pending[key] = hinted
-            self.most = max(self.most, sum(self.pending.values()))
+            if key not in self.done:  # a hint after the read brings nothing in
+                self.pending[key] = hinted
+                self.most = max(self.most, sum(self.pending.values()))
         return hinted
 
     def read(self, key: str) -> tuple[bytes | None, list]:  # type: ignore[type-arg]
         with self.lock:
+            self.done.add(key)
             self.pending.pop(key, None)
         return super().read(key)
 

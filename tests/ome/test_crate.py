@@ -8,6 +8,8 @@ of cellvol's own check in ``verify``.
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 import zipfile
 from datetime import date
 from pathlib import Path
@@ -23,6 +25,7 @@ from typer.testing import CliRunner
 import cellvol
 from cellvol._store import open_store
 from cellvol.cli import app, main
+from cellvol.ome._crate import crate_problems
 from cellvol.synthetic import SyntheticVolume
 from cellvol.write._digests import refresh_digests
 
@@ -358,10 +361,64 @@ def test_verify_reports_a_bad_crate(tmp_path: Path, damage: Any, said: str) -> N
     assert cellvol.verify(image).intact
     path = image / CRATE
     path.write_text(damage(path.read_text()))
-    problems = cellvol.verify(image).problems
+    report = cellvol.verify(image)
+    problems = report.problems
     # The crate is also one of the objects the write's digests vouch for.
     assert {(p.key, p.kind) for p in problems} == {(CRATE, "metadata"), (CRATE, "digest")}
     assert any(said in p.detail for p in problems), problems
+    assert report.crate == "rocrate"  # a changed crate is loaded and checked in full
+
+
+def test_verify_trusts_a_crate_its_digest_vouches_for_without_rocrate(tmp_path: Path) -> None:
+    image = tmp_path / "t.zarr"
+    cellvol.write_pyramid(np.ones((4, 16, 16), np.uint16), image, 1.0)
+    cellvol.write_labels(image, np.ones((4, 16, 16), np.uint8), "cells")
+    # In a process of its own: this module imports rocrate.
+    script = (
+        "import sys, cellvol; r = cellvol.verify(sys.argv[1]); "
+        "print(r.intact, r.crate, 'rocrate' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(image)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["True", "digest", "False"]
+    # The structural check finds the objects the full one does.
+    raw = (image / CRATE).read_bytes()
+    assert crate_problems(raw, as_written=True) == crate_problems(raw)
+    assert "labels/cells/0/zarr.json" in crate_problems(raw, as_written=True)[1]
+
+
+def test_a_crate_without_a_recorded_digest_is_loaded_with_rocrate(tmp_path: Path) -> None:
+    image = tmp_path / "n.zarr"
+    cellvol.write_pyramid(np.ones((4, 16, 16), np.uint16), image, 1.0)
+    digests = json.loads((image / "_cellvol" / "digests.json").read_bytes())
+    assert CRATE in json.dumps(digests)
+    (image / "_cellvol" / "digests.json").unlink()
+    (image / "_cellvol" / "complete.json").unlink()
+    report = cellvol.verify(image)
+    assert report.crate == "rocrate"
+    assert all(p.key != CRATE for p in report.problems), report.summary()
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        (lambda d: d | {"@context": "https://w3id.org/ro/crate/1.2/context"}, "not RO-Crate 1.1"),
+        (lambda d: d | {"@graph": {}}, "not a list of entities"),
+        (lambda d: d | {"@graph": [*d["@graph"], {"@id": "x"}]}, "not a list of entities"),
+        (lambda d: d | {"@graph": [e for e in d["@graph"] if e["@id"] != "./"]}, "no ./"),
+        (lambda d: d | {"@graph": [e for e in d["@graph"] if e["@id"] != CRATE]}, f"no {CRATE}"),
+    ],
+)
+def test_the_structural_check_names_what_is_not_a_crate(
+    tmp_path: Path, damage: Any, said: str
+) -> None:
+    image = tmp_path / "s.zarr"
+    cellvol.write_pyramid(np.ones((4, 16, 16), np.uint16), image, 1.0)
+    document = json.loads((image / CRATE).read_bytes())
+    problems, keys = crate_problems(json.dumps(damage(document)).encode(), as_written=True)
+    assert any(said in problem for problem in problems), problems
+    assert keys == []
 
 
 def test_verify_reports_a_crate_listing_what_is_gone(tmp_path: Path) -> None:
