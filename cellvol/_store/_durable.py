@@ -62,7 +62,10 @@ def _fsync(path: Path) -> None:
 
 
 def start_writeback(descriptor: int, start: int, stop: int) -> None:
-    """Start writing bytes ``start`` to ``stop`` of an open local file to disk; do not wait.
+    """Start writing bytes ``start`` to ``stop`` of an open local file to disk.
+
+    It returns without waiting for the writes to finish (it may block while the device
+    queue is full).
 
     A large file written in full and then synced leaves the disk idle while it is written
     and the writer idle while it is synced; started a range at a time as the file grows, the
@@ -82,7 +85,7 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+        function = ctypes.CDLL(None).sync_file_range
     except (OSError, AttributeError):
         return None
     function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]

@@ -112,9 +112,12 @@ class EntryWriter:
         self.archive.start_dir = end
         self.archive._didModify = True  # type: ignore[attr-defined]
         # Only once its header is final: a page rewritten under writeback is written twice.
+        # For the same reason the run stops at the last whole page: the next entry's header
+        # goes into the page ``end`` falls in.
         if end - self._written_back >= _WRITEBACK_BYTES:
-            start_writeback(self.stream.fileno(), self._written_back, end)
-            self._written_back = end
+            stop = end - end % mmap.PAGESIZE
+            start_writeback(self.stream.fileno(), self._written_back, stop)
+            self._written_back = stop
 
 
 def _copy(source: BinaryIO, target: BinaryIO, size: int) -> None:

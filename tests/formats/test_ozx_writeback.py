@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import mmap
 import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -36,12 +38,16 @@ def test_runs_cover_finished_entries_in_order(
     out = cellvol.pack(image, tmp_path / "img.ozx")
     with zipfile.ZipFile(out) as archive:
         infos = archive.infolist()
-    # Each run starts where the last ended and ends where an entry ends, its header final.
-    ends = {i.header_offset + len(i.FileHeader(zip64=True)) + i.file_size for i in infos}
+    # Each run starts where the last ended and ends at the last page boundary before an
+    # entry's end: its header is final, and the next header's page is left for later.
+    ends = [i.header_offset + len(i.FileHeader(zip64=True)) + i.file_size for i in infos]
     assert len(ranges) > 1
     assert ranges[0][0] == 0
     assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
-    assert all(stop - start >= 4096 and stop in ends for start, stop in ranges)
+    for start, stop in ranges:
+        assert stop - start >= 4096
+        assert stop % mmap.PAGESIZE == 0
+        assert any(stop <= end < stop + mmap.PAGESIZE for end in ends), stop
     assert ranges[-1][1] <= os.path.getsize(out)
 
 
@@ -59,13 +65,22 @@ def test_the_archive_is_the_same_without_writeback(
     assert len(with_runs) == len(without)
 
 
-def test_start_writeback_changes_nothing_and_never_fails(tmp_path: Path) -> None:
-    path = tmp_path / "f.bin"
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux's")
+def test_sync_file_range_is_called_as_the_c_library_declares_it(tmp_path: Path) -> None:
+    # Wrong argument types would pass a garbled range or flag, which the kernel refuses.
+    call = _durable._sync_file_range()
+    assert call is not None
     data = os.urandom(1 << 20)
-    with open(path, "wb", buffering=0) as stream:
+    with open(tmp_path / "f.bin", "wb", buffering=0) as stream:
         stream.write(data)
-        start_writeback(stream.fileno(), 0, len(data))
-        start_writeback(stream.fileno(), 0, 0)  # nothing to write
-        start_writeback(stream.fileno(), len(data), 10 * len(data))  # past the end
-    start_writeback(-1, 0, 10)  # a bad descriptor: a hint, refused silently
-    assert path.read_bytes() == data
+        assert call(stream.fileno(), 0, len(data), 2) == 0
+        assert call(stream.fileno(), len(data) << 20, 1 << 40, 2) == 0  # past the end, 64-bit
+        assert call(stream.fileno(), 0, len(data), 1 << 8) == -1  # an unknown flag
+    assert (tmp_path / "f.bin").read_bytes() == data
+
+
+def test_start_writeback_refusals_are_silent(tmp_path: Path) -> None:
+    start_writeback(-1, 0, 10)  # a bad descriptor: a hint, refused without an error
+    with open(tmp_path / "f.bin", "wb", buffering=0) as stream:
+        stream.write(b"x" * 10)
+        start_writeback(stream.fileno(), 0, 0)  # nothing to write: not called at all
