@@ -5,10 +5,17 @@ around botocore, which retries on its own too (up to seconds between tries): two
 multiply, and waits far longer than a failed request on S3 calls for. Here botocore's own
 retries are off and s3fs's loop is replaced: :mod:`cellvol._store._retry` decides, once, for
 every request and for the reading of each downloaded body.
+
+A body whose SHA-256 the caller has already (a shard's, computed for its record) goes up
+with it in ``x-amz-checksum-sha256``, which the server checks the body against, and with
+the payload left out of the signature (``UNSIGNED-PAYLOAD``). botocore would otherwise hash
+every body twice more over plain HTTP: SHA-256 for the signature, CRC32 for a checksum
+header. Every other body keeps botocore's signed payload and checksum.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -31,6 +38,10 @@ from cellvol._store._retry import (
 from cellvol.errors import StoreUnavailableError
 
 __all__ = ["RetryingS3FileSystem", "multipart_etag", "retrying_filesystem"]
+
+_UNSIGNED_ID = "cellvol-unsigned-if-checksummed"
+# The header of a body's SHA-256 that S3 checks the body against (base64 of the digest).
+_SHA256_HEADER = "x-amz-checksum-sha256"
 
 
 def retrying_filesystem(
@@ -64,14 +75,23 @@ class RetryingS3FileSystem(S3FileSystem):  # type: ignore[misc]
 
     async def set_session(self, refresh: bool = False, kwargs: Any = None) -> Any:
         client = await super().set_session(refresh=refresh, kwargs=kwargs or {})
-        install(client, self.retry_policy, self.connect_attempts)
+        _install(client, self.retry_policy, self.connect_attempts)
         return client
 
     async def get_s3(self, bucket: str | None = None) -> Any:
         # Clients made per bucket region, if s3fs was asked to, get the same retries.
         client = await super().get_s3(bucket)
-        install(client, self.retry_policy, self.connect_attempts)
+        _install(client, self.retry_policy, self.connect_attempts)
         return client
+
+    async def put_verified(self, path: str, data: bytes, sha256: str) -> Any:
+        """Store ``data`` at ``path``, with its SHA-256 (hex) for the server to check.
+
+        An object sent in parts (from :data:`~cellvol._store._multipart.MULTIPART_THRESHOLD`
+        up) goes without it: each part keeps botocore's own checksum and signed payload.
+        """
+        checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
+        return await self._pipe_file(path, data, ChecksumSHA256=checksum)
 
     async def _call_s3(self, method: str, *akwarglist: Any, **kwargs: Any) -> Any:
         """One S3 request (``"put_object"``...), retried; s3fs's errors when it fails."""
@@ -173,6 +193,35 @@ class RetryingS3FileSystem(S3FileSystem):  # type: ignore[misc]
         endpoint = self.endpoint_url or (self._s3.meta.endpoint_url if self._s3 else None)
         at = f" at {redact(str(endpoint))}" if endpoint else ""
         return f"S3 {operation} of s3://{where}{at}"
+
+
+def _install(client: Any, policy: RetryPolicy, connect_attempts: int | None) -> None:
+    """Give ``client`` cellvol's retries, and unsigned payloads for bodies with their SHA-256."""
+    install(client, policy, connect_attempts)
+    client.meta.events.register(
+        "before-sign.s3.PutObject", _unsigned_if_checksummed, unique_id=_UNSIGNED_ID
+    )
+
+
+def _unsigned_if_checksummed(request: Any, **_: Any) -> None:
+    """Leave a body out of the signature when it carries its SHA-256 for the server to check.
+
+    S3 refuses a body that does not match its ``x-amz-checksum-sha256`` (``BadDigest``), as
+    it refuses one that does not match a signed payload hash: the body is checked end to end
+    either way, and hashed once (by the caller) instead of three times. botocore decides on
+    signing the payload from the client's configuration alone, so this request is given a
+    copy of it that says not to.
+    """
+    if _SHA256_HEADER not in request.headers:
+        return
+    config = request.context.get("client_config")
+    if config is None:
+        return
+    s3 = dict(config.s3 or {})
+    if s3.get("payload_signing_enabled") is True:
+        return  # the caller asked for signed payloads: kept
+    s3["payload_signing_enabled"] = False
+    request.context["client_config"] = config.merge(type(config)(s3=s3))  # a botocore Config
 
 
 async def _complete(client: Any, parameters: Mapping[str, Any]) -> Any:
