@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -201,6 +202,15 @@ def _install(client: Any, policy: RetryPolicy, connect_attempts: int | None) -> 
     client.meta.events.register(
         "before-sign.s3.PutObject", _unsigned_if_checksummed, unique_id=_UNSIGNED_ID
     )
+    # botocore wraps a body given as bytes in a BytesIO, which aiohttp then copies whole
+    # (BytesIO.getbuffer unshares it) and sends in chunks, each copied again; and botocore
+    # asks a file-like body's server for "100 Continue" first, a wait per object. Given as
+    # bytes, the body goes to the socket as it is. Retries need no rewinding of bytes.
+    handlers = importlib.import_module("botocore.handlers")
+    for operation in ("PutObject", "UploadPart"):
+        client.meta.events.unregister(
+            f"before-parameter-build.s3.{operation}", handlers.convert_body_to_file_like_object
+        )
 
 
 def _unsigned_if_checksummed(request: Any, **_: Any) -> None:

@@ -3,6 +3,7 @@
 A body sent with its SHA-256 (a shard's, which the writer computes for its record) goes with
 ``x-amz-checksum-sha256`` and an unsigned payload; every other body keeps botocore's signed
 payload and CRC32. (moto checks neither: real S3 refuses a body that matches neither.)
+Bodies go as the bytes they are, without botocore's wait for ``100 Continue``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from cellvol._store._multipart import MULTIPART_THRESHOLD
 pytestmark = pytest.mark.s3
 
 Sent = list[tuple[str, str, dict[str, str]]]
-_HEADERS = ("x-amz-content-sha256", "x-amz-checksum-sha256", "x-amz-checksum-crc32")
+_HEADERS = ("x-amz-content-sha256", "x-amz-checksum-sha256", "x-amz-checksum-crc32", "expect")
 
 
 @pytest.fixture
@@ -106,6 +107,7 @@ def test_parts_of_a_large_object_keep_their_own_checks(s3_bucket: S3Bucket, sent
     for _, headers in parts:
         assert headers["x-amz-content-sha256"] != "UNSIGNED-PAYLOAD"
         assert "x-amz-checksum-crc32" in headers
+        assert "expect" not in headers
     assert read_bytes(store, "big") == data
 
 
