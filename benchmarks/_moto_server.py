@@ -10,9 +10,7 @@ It keeps connections open between requests, as S3 does. moto's own server (werkz
 the connection after every response, so each request paid a new TCP connection: a cost a
 real store does not impose, and one that weighs more on Python clients (aiohttp sets up and
 tears down each connection on the event loop that also parses every reply). cheroot, a
-threaded WSGI server with HTTP/1.1 keep-alive, serves moto's application instead. Measured on
-a random 512² XY plane (10 planes, cellvol, 2026-12-02): 124 -> 100 ms on tensorstore's 128³
-store, 142 -> 121 ms on cellvol's layout.
+threaded WSGI server with HTTP/1.1 keep-alive, serves moto's application instead.
 
 It keeps every object's bytes in a temporary file (under SPILL-DIR if given, else the
 system's temporary directory), not in its memory, and its request buffers in one malloc
@@ -104,10 +102,9 @@ def spill_to_disk(directory: str | None) -> None:
     moto holds an object's value in a SpooledTemporaryFile that moves to disk only past
     ``MOTO_S3_DEFAULT_KEY_BUFFER_SIZE`` bytes (5 MiB by default), so every smaller object
     (coarse levels' and sparse shards, metadata) stays in its memory: a 16 GiB write did not
-    fit. A limit of one
-    byte sends every value to a file. The setting is read as each object is made, so it
-    must be in the environment before the first request. ``directory`` must be on a disk
-    (not a tmpfs such as /dev/shm, which is memory again).
+    fit. A limit of one byte sends every value to a file. The setting is read as each object
+    is made, so it must be in the environment before the first request. ``directory`` must be
+    on a disk (not a tmpfs such as /dev/shm, which is memory again).
     """
     os.environ["MOTO_S3_DEFAULT_KEY_BUFFER_SIZE"] = "1"
     if directory is not None:
@@ -125,8 +122,10 @@ def one_malloc_arena() -> None:
     raw body, the object's value), and each of the threads' arenas keeps its own freed ones:
     with every object on disk, those held most of moto's memory. Does nothing but on glibc.
     """
+    if sys.platform != "linux":
+        return  # dlopen(NULL) is not how other systems' C libraries are found
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    if sys.platform == "linux" and mallopt is not None:
+    if mallopt is not None:  # musl has none
         m_arena_max = -8  # glibc's malloc.h
         mallopt(m_arena_max, 1)
 
