@@ -24,6 +24,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
+from cellvol._store._s3 import S3Store
 from cellvol.errors import ReadOnlyStoreError
 
 __all__ = [
@@ -136,10 +137,8 @@ def write_bytes(
     parts: Sequence[bytes] = [data] if isinstance(data, bytes) else data
     if isinstance(store, LocalStore):
         _write_local_file(Path(store.root) / key, parts)
-    elif sha256 is not None and hasattr(getattr(store, "fs", None), "put_verified"):
-        # Past zarr's store.set, whose Buffer.to_bytes would copy the body once more.
-        path = f"{store.path.rstrip('/')}/{key}"  # type: ignore[attr-defined]
-        sync(store.fs.put_verified(path, b"".join(parts), sha256))  # type: ignore[attr-defined]
+    elif sha256 is not None and isinstance(store, S3Store):
+        sync(store.set_verified(key, b"".join(parts), sha256))
     else:
         joined = b"".join(parts)
         sync(store.set(key, default_buffer_prototype().buffer.from_bytes(joined)))
