@@ -19,6 +19,8 @@ Each request is forwarded to the upstream server unless a fault is drawn for it.
 ``stall``         moto answers; the headers and part of the body are sent, then nothing more
                   for ``stall`` seconds (a hung connection: only the client's read timeout
                   ends it). Not in the default mix, which would then wait on timeouts.
+``bad-digest``    a 400 BadDigest answer, as S3 refuses a body that no longer matches its
+                  checksum (changed in transit); never reaches moto. Not in the default mix.
 
 Whether a request fails, and how, is a function of the seed, the request (method, path and
 query without the bucket's name, Range) and how many times that same request was seen
@@ -59,7 +61,7 @@ from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 KINDS: Final = ("500", "503", "reset", "reset-body", "short-body", "lost-answer", "delay")
-ALL_KINDS: Final = (*KINDS, "stall")
+ALL_KINDS: Final = (*KINDS, "stall", "bad-digest")
 CONTROL: Final = "/_faults/"
 _ERROR_BODIES: Final = {
     "500": (
@@ -68,6 +70,11 @@ _ERROR_BODIES: Final = {
         "We encountered an internal error. Please try again.",
     ),
     "503": ("503 Slow Down", "SlowDown", "Please reduce your request rate."),
+    "bad-digest": (
+        "400 Bad Request",
+        "BadDigest",
+        "The x-amz-checksum-sha256 you specified did not match the calculated checksum.",
+    ),
 }
 _HEAD_LIMIT: Final = 64 * 1024
 # Headers about one connection, not the message: the proxy speaks for itself on each side.

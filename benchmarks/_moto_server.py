@@ -1,6 +1,6 @@
 """A moto S3 server on 127.0.0.1 that counts and logs the requests it answers.
 
-Usage: python benchmarks/_moto_server.py   (prints ``port N`` once it listens)
+Usage: python benchmarks/_moto_server.py [SPILL-DIR]   (prints ``port N`` once it listens)
 
 It runs in a process of its own, as a real object store would: in the benchmark's process,
 moto's Python request handling would share one interpreter lock with the Python readers being
@@ -10,21 +10,28 @@ It keeps connections open between requests, as S3 does. moto's own server (werkz
 the connection after every response, so each request paid a new TCP connection: a cost a
 real store does not impose, and one that weighs more on Python clients (aiohttp sets up and
 tears down each connection on the event loop that also parses every reply). cheroot, a
-threaded WSGI server with HTTP/1.1 keep-alive, serves moto's application instead. Measured on
-a random 512² XY plane (10 planes, cellvol, 2026-12-02): 124 -> 100 ms on tensorstore's 128³
-store, 142 -> 121 ms on cellvol's layout.
+threaded WSGI server with HTTP/1.1 keep-alive, serves moto's application instead.
+
+It keeps every object's bytes in a temporary file (under SPILL-DIR if given, else the
+system's temporary directory), not in its memory, and its request buffers in one malloc
+arena: see :func:`spill_to_disk` and :func:`one_malloc_arena`.
 
 Paths under ``/_bench/`` control the counter and are neither counted nor logged:
 
-- ``/_bench/reset``: the requests and response body bytes since the last reset, as JSON, and
-  the counts start again from zero;
+- ``/_bench/reset``: the requests (also by method: ``PUT``, ``PUT part``, ``POST``...) and
+  response body bytes since the last reset, as JSON, and the counts start again from zero;
 - ``/_bench/start-log``: from now on, log each request (method, path with query, Range);
 - ``/_bench/take-log``: the logged requests as JSON; logging stops.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import resource
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -43,6 +50,7 @@ class Counter:
         self.app = app
         self.requests = 0
         self.bytes = 0
+        self.methods: dict[str, int] = {}
         self.lock = threading.Lock()
         self.log: list[tuple[str, str, str | None]] | None = None
 
@@ -50,10 +58,12 @@ class Counter:
         path = environ["PATH_INFO"]
         if path.startswith(CONTROL):
             return self.control(path.removeprefix(CONTROL), start_response)
+        query = environ.get("QUERY_STRING")
+        method = environ["REQUEST_METHOD"] + (" part" if "partNumber=" in (query or "") else "")
         with self.lock:
             self.requests += 1
+            self.methods[method] = self.methods.get(method, 0) + 1
             if self.log is not None:
-                query = environ.get("QUERY_STRING")
                 full = path + (f"?{query}" if query else "")
                 self.log.append((environ["REQUEST_METHOD"], full, environ.get("HTTP_RANGE")))
         return self.counted(self.app(environ, start_response))
@@ -72,6 +82,7 @@ class Counter:
         with self.lock:
             if command == "reset":
                 reply: Any = {"requests": self.requests, "bytes": self.bytes}
+                reply["by_method"], self.methods = self.methods, {}
                 self.requests = self.bytes = 0
             elif command == "start-log":
                 self.log, reply = [], {}
@@ -85,7 +96,43 @@ class Counter:
         return [body]
 
 
+def spill_to_disk(directory: str | None) -> None:
+    """Make moto keep each object's bytes in a temporary file in ``directory``, not in RAM.
+
+    moto holds an object's value in a SpooledTemporaryFile that moves to disk only past
+    ``MOTO_S3_DEFAULT_KEY_BUFFER_SIZE`` bytes (5 MiB by default), so every smaller object
+    (coarse levels' and sparse shards, metadata) stays in its memory: a 16 GiB write did not
+    fit. A limit of one byte sends every value to a file. The setting is read as each object
+    is made, so it must be in the environment before the first request. ``directory`` must be
+    on a disk (not a tmpfs such as /dev/shm, which is memory again).
+    """
+    os.environ["MOTO_S3_DEFAULT_KEY_BUFFER_SIZE"] = "1"
+    if directory is not None:
+        os.makedirs(directory, exist_ok=True)
+        tempfile.tempdir = directory
+    # One open (deleted) file per stored object and part: allow as many as the system does.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def one_malloc_arena() -> None:
+    """Keep the server's freed request buffers in one glibc malloc arena, not one per thread.
+
+    Each request's body passes through a few copies of its size (werkzeug's stream, moto's
+    raw body, the object's value), and each of the threads' arenas keeps its own freed ones:
+    with every object on disk, those held most of moto's memory. Does nothing but on glibc.
+    """
+    if sys.platform != "linux":
+        return  # dlopen(NULL) is not how other systems' C libraries are found
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:  # musl has none
+        m_arena_max = -8  # glibc's malloc.h
+        mallopt(m_arena_max, 1)
+
+
 def main() -> None:
+    spill_to_disk(sys.argv[1] if len(sys.argv) > 1 else None)
+    one_malloc_arena()  # before the server's threads start
     from cheroot.wsgi import Server
     from moto.server import DomainDispatcherApplication, create_backend_app
 

@@ -3,13 +3,15 @@
     .venv/bin/pip install -r benchmarks/requirements.txt
     .venv/bin/python benchmarks/s3_throughput.py                 # the 1 GiB tomogram
     .venv/bin/python benchmarks/s3_throughput.py --size-gib 0.25 --tools cellvol,tensorstore
+    .venv/bin/python benchmarks/s3_throughput.py --size-gib 16 --tools cellvol --writes-only
 
 A moto server (``_moto_server.py``) runs on 127.0.0.1 in a process of its own, as a real store
 would. In one run, on the seed-0 synthetic uint8 tomogram (``--size-gib``):
 
 - **writes**: the 4-level 2x mean pyramid (zstd 3, 128³ chunks; cellvol puts them in its 256³
   shards) by each tool in a fresh process (``_tools.py``, the jobs of compare_pyramid.py) into
-  a bucket of its own: seconds, the tool's CPU seconds, moto's CPU seconds, peak memory;
+  a bucket of its own: seconds, the tool's CPU seconds, moto's CPU seconds, peak memory, and
+  the requests moto answered by method, per object stored;
 - **the server's limit**: every object cellvol's write stored, PUT again and then GET, as many
   at once as the client takes, by three clients: obstore (Rust), s3fs (cellvol's transport,
   one event loop) and plain unsigned HTTP on 32 threads; MB/s;
@@ -22,7 +24,12 @@ would. In one run, on the seed-0 synthetic uint8 tomogram (``--size-gib``):
 - **requests and bytes**, by method, per shard written and per plane read: the same write and
   reads once more through the fault proxy (``_fault_proxy.py``) at 0% faults, which counts them
   (``other_requests``: the HEADs and listings of all ``--counted`` planes together);
-- **moto's memory** (its peak RSS), which holds every object stored.
+- **moto's memory** (its peak RSS). moto keeps the objects' bytes in files under
+  ``--data-dir`` (``moto-objects``, deleted as it exits), not in memory: a 16 GiB write fits.
+
+``--writes-only`` stops after the writes (and moto's memory): everything after them reads or
+stores every object again, which for 16 GiB takes long and, for the server's limit, holds
+every object in this process's memory.
 
 Wall-clock times are noisy on a shared machine: CPU seconds come with them. Results:
 ``results/s3-throughput.json`` and Markdown tables on stdout.
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -62,10 +70,9 @@ BIG_OBJECT = 64 * 2**20
 
 
 def shape_of(size_gib: float) -> tuple[int, int, int]:
+    """compare_pyramid's shape for 1, 4 and 16 GiB; else 1 GiB's, longer or shorter in z."""
     if size_gib in SHAPES:
         return SHAPES[int(size_gib)]
-    if size_gib > 1:
-        raise SystemExit(f"--size-gib {size_gib}: expected at most 1, or one of {list(SHAPES)}")
     return (max(CHUNK, round(512 * size_gib)), 1024, 2048)
 
 
@@ -75,14 +82,19 @@ def moto_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def moto_memory_mib(pid: int) -> dict[str, float]:
-    """moto's resident memory now and at its peak (MiB)."""
+def moto_memory_mib(pid: int, spill: Path) -> dict[str, float]:
+    """moto's resident memory now and at its peak (MiB), and its objects' files in ``spill``."""
     values = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, rest = line.partition(":")
         if key in ("VmRSS", "VmHWM"):
             values[key] = round(int(rest.split()[0]) / 1024, 1)
-    return {"rss_mib": values["VmRSS"], "peak_rss_mib": values["VmHWM"]}
+    # Each stored object (and part) is a deleted temporary file moto holds open.
+    files = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            files += os.readlink(fd).startswith(str(spill))
+    return {"rss_mib": values["VmRSS"], "peak_rss_mib": values["VmHWM"], "files_on_disk": files}
 
 
 # Writes --------------------------------------------------------------------------------------
@@ -99,8 +111,10 @@ def write_rows(
         command = [sys.executable, str(HERE / "_tools.py"), tool, str(source)]
         command += [f"s3://{bucket}/image.zarr", str(LEVELS), str(CHUNK)]
         cpu = moto_cpu_seconds(moto.process.pid)
+        moto.get("/_bench/reset")
         result = measure(command)
         moto_cpu = moto_cpu_seconds(moto.process.pid) - cpu
+        requests = moto.get("/_bench/reset")["by_method"]
         if result.returncode != 0:
             rows.append({"tool": tool, "error": result.output[-600:]})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
@@ -123,6 +137,10 @@ def write_rows(
                 "peak_anon_mib": round(result.peak_anon_mib),
                 "objects": len(objects),
                 "stored_MB": round(sum(size for size, _ in objects.values()) / 1e6, 1),
+                "requests_per_object": {
+                    method: round(count / len(objects), 2)
+                    for method, count in sorted(requests.items())
+                },
             }
         )
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
@@ -401,7 +419,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     shape = shape_of(args.size_gib)
     source = write_synthetic_npy(args.data_dir / f"s3tp_{'x'.join(map(str, shape))}.npy", shape)
-    moto = Process(str(HERE / "_moto_server.py"))
+    spill = args.data_dir / "moto-objects"
+    moto = Process(str(HERE / "_moto_server.py"), str(spill))
     proxy = Process(str(HERE / "_fault_proxy.py"), moto.url)
     os.environ.update(
         AWS_ENDPOINT_URL=moto.url,
@@ -414,10 +433,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     client = boto3.client("s3", endpoint_url=moto.url, region_name=REGION)
     result: dict[str, Any] = {"benchmark": "s3-throughput", "shape": list(shape)}
+    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     try:
         tools = args.tools.split(",")
         result["writes"] = write_rows(client, moto, source, shape, tools)
-        result["moto_after_writes"] = moto_memory_mib(moto.process.pid)
+        result["moto_after_writes"] = moto_memory_mib(moto.process.pid, spill)
+        if args.writes_only:
+            return result
         written = listing(client, "write-cellvol")
         blobs = {
             key: (client.get_object(Bucket="write-cellvol", Key=key)["Body"].read())
@@ -432,11 +454,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["reads"] = read_rows(moto.url, volume, stores, args.reads)
         if {"cellvol", "tensorstore"} <= set(tools):
             result["traffic"] = traffic_rows(proxy, client, source, shape, args.counted)
-        result["moto_at_end"] = moto_memory_mib(moto.process.pid)
+        result["moto_at_end"] = moto_memory_mib(moto.process.pid, spill)
     finally:
         proxy.stop()
         moto.stop()
-    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     return result
 
 
@@ -454,6 +475,14 @@ def tables(result: dict[str, Any]) -> str:
             f"| {r['tool']} | {r['seconds']} | {r['MBps']} | {r['cpu_seconds']} | "
             f"{r['moto_cpu_seconds']} | {r['peak_anon_mib']} | {r['objects']} | {r['stored_MB']} |"
         )
+    lines += ["", "| tool | requests per object stored, by method |", "|---|---|"]
+    for r in result["writes"]:
+        if "requests_per_object" in r:
+            counts = ", ".join(f"{k} {v}" for k, v in r["requests_per_object"].items())
+            lines.append(f"| {r['tool']} | {counts} |")
+    lines += ["", f"moto after the writes: {result['moto_after_writes']}"]
+    if "bulk" not in result:
+        return "\n".join(lines)
     lines += ["", "| client | PUT MB/s | GET MB/s |", "|---|---|---|"]
     lines += [f"| {r['client']} | {r['put_MBps']} | {r['get_MBps']} |" for r in result["bulk"]]
     lines += ["", "| 64 MiB objects | MB/s | CPU (s) |", "|---|---|---|"]
@@ -472,7 +501,15 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=20, help="per orientation and reader")
     parser.add_argument("--counted", type=int, default=5, help="planes counted per reader")
     parser.add_argument("--big-objects", type=int, default=8)
-    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/cellvol-bench"))
+    parser.add_argument(
+        "--writes-only", action="store_true", help="only the writes: no bulk, multipart or reads"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("/tmp/cellvol-bench"),
+        help="the input volume, and moto's objects: a directory on disk, not in memory",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "s3-throughput.json")
     args = parser.parse_args()
     args.data_dir.mkdir(parents=True, exist_ok=True)

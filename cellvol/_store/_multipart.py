@@ -53,6 +53,10 @@ async def put_object(
     if len(data) < MULTIPART_THRESHOLD:
         return await fs._call_s3("put_object", Bucket=bucket, Key=key, Body=data, **extra)
     match = {name: extra.pop(name) for name in ("IfNoneMatch",) if name in extra}
+    # The whole object's SHA-256 has no place in a multipart upload (S3 keeps a digest of the
+    # parts' digests instead): each part goes up with botocore's own checksum.
+    extra.pop("ChecksumSHA256", None)
+    extra.pop("ChecksumAlgorithm", None)
     upload = await fs._call_s3("create_multipart_upload", Bucket=bucket, Key=key, **extra)
     upload_id = upload["UploadId"]
     try:

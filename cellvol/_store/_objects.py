@@ -24,6 +24,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
+from cellvol._store._s3 import S3Store
 from cellvol.errors import ReadOnlyStoreError
 
 __all__ = [
@@ -109,12 +110,19 @@ def read_objects(
     return [None if buffer is None else buffer.to_bytes() for buffer in sync(fetch_all())]
 
 
-def write_bytes(store: Store, key: str, data: bytes | Sequence[bytes]) -> None:
+def write_bytes(
+    store: Store, key: str, data: bytes | Sequence[bytes], sha256: str | None = None
+) -> None:
     """Write ``data`` as the whole object at ``key``, replacing any object there.
 
     ``data`` may be a sequence of parts, stored as their concatenation: a local store writes
     them one after the other without joining them first (an encoded shard is a hundred parts
     and most of a shard's size, so a join would copy every byte once more).
+
+    ``sha256``: the SHA-256 of ``data`` (64 hex digits), when the caller has it. An S3 store
+    sends it for the server to check the body against (``x-amz-checksum-sha256``), in place
+    of the two digests the client would otherwise compute over the body (see
+    :mod:`cellvol._store._s3fs`); other stores ignore it.
 
     The object appears whole or not at all: a local file is written under a temporary name
     ending in ``.<32 hex digits>.partial`` (the name zarr's own local store uses, which an
@@ -129,6 +137,8 @@ def write_bytes(store: Store, key: str, data: bytes | Sequence[bytes]) -> None:
     parts: Sequence[bytes] = [data] if isinstance(data, bytes) else data
     if isinstance(store, LocalStore):
         _write_local_file(Path(store.root) / key, parts)
+    elif sha256 is not None and isinstance(store, S3Store):
+        sync(store.set_verified(key, b"".join(parts), sha256))
     else:
         joined = b"".join(parts)
         sync(store.set(key, default_buffer_prototype().buffer.from_bytes(joined)))

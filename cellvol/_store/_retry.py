@@ -1,9 +1,11 @@
 """Retrying S3 requests that fail transiently: fast jittered backoff within a bounded budget.
 
 What fails transiently: a 5xx answer (500 InternalError, 503 SlowDown...), throttling (429,
-``SlowDown``, ``Throttling``), S3's 400 ``RequestTimeout``, a connection refused, reset or
-timed out before an answer, and an answer whose body is cut short or broken off. Anything
-else (404, 403, 412...) is an answer, never retried.
+``SlowDown``, ``Throttling``), S3's 400 ``RequestTimeout``, a body the server found changed
+in transit (400 ``BadDigest``, ``XAmzContentSHA256Mismatch``: it no longer matched the
+checksum or signed hash it was sent with), a connection refused, reset or timed out before
+an answer, and an answer whose body is cut short or broken off. Anything else (404, 403,
+412...) is an answer, never retried.
 
 Two places retry, one kind of failure each, and they share one budget per request (one
 count of tries, kept for the request's task in :data:`_SPENT`), so they never multiply:
@@ -58,6 +60,9 @@ _TRANSIENT_CODES: Final = frozenset(
         "ServiceUnavailable",
         "BandwidthLimitExceeded",
         "EC2ThrottledException",
+        # The body arrived changed (corrupted in transit): sent again, it arrives whole.
+        "BadDigest",
+        "XAmzContentSHA256Mismatch",
     }
 )
 _TRANSIENT_STATUS: Final = frozenset({408, 429})

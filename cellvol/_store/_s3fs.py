@@ -5,15 +5,33 @@ around botocore, which retries on its own too (up to seconds between tries): two
 multiply, and waits far longer than a failed request on S3 calls for. Here botocore's own
 retries are off and s3fs's loop is replaced: :mod:`cellvol._store._retry` decides, once, for
 every request and for the reading of each downloaded body.
+
+A body whose SHA-256 the caller has already (a shard's, computed for its record) goes up
+with it in ``x-amz-checksum-sha256``, which the server checks the body against, and with
+the payload left out of the signature (``UNSIGNED-PAYLOAD``). botocore would otherwise hash
+every body twice more over plain HTTP: SHA-256 for the signature, CRC32 for a checksum
+header. Every other body keeps botocore's signed payload and checksum.
+
+Over HTTPS, TLS guards the unsigned body in transit (botocore's own default for S3 with a
+checksum). Over plain HTTP the body is checked only if the server checks the header, which
+S3 does and says so by echoing the checksum in its reply; some S3-compatible servers ignore
+the header. The first reply without the echo has its object sent again with a signed
+payload, which every SigV4 server checks, and so is every later body of that filesystem.
 """
 
 from __future__ import annotations
 
+import base64
+import contextvars
 import hashlib
+import logging
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from botocore import handlers as botocore_handlers
 from s3fs import S3FileSystem
 from s3fs.core import version_id_kw
 from s3fs.errors import translate_boto_error
@@ -31,6 +49,27 @@ from cellvol._store._retry import (
 from cellvol.errors import StoreUnavailableError
 
 __all__ = ["RetryingS3FileSystem", "multipart_etag", "retrying_filesystem"]
+
+_UNSIGNED_ID = "cellvol-unsigned-if-checksummed"
+# The header of a body's SHA-256 that S3 checks the body against (base64 of the digest).
+_SHA256_HEADER = "x-amz-checksum-sha256"
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Unsigned:
+    """A PutObject that may go unsigned; whether it went so over plain HTTP."""
+
+    over_http: bool = False
+
+
+# Set by put_verified around its request: the before-sign handler runs in the same task.
+_UNSIGNED: contextvars.ContextVar[_Unsigned | None] = contextvars.ContextVar(
+    "cellvol_unsigned", default=None
+)
+# Clients that have cellvol's handlers already (s3fs hands the same client out on every call).
+_INSTALLED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def retrying_filesystem(
@@ -61,17 +100,58 @@ class RetryingS3FileSystem(S3FileSystem):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.retry_policy = retry
         self.connect_attempts = connect_attempts
+        # Set once a server over plain HTTP did not echo a body's checksum (see put_verified).
+        self.signed_payloads = False
 
     async def set_session(self, refresh: bool = False, kwargs: Any = None) -> Any:
         client = await super().set_session(refresh=refresh, kwargs=kwargs or {})
-        install(client, self.retry_policy, self.connect_attempts)
+        _install(client, self.retry_policy, self.connect_attempts)
         return client
 
     async def get_s3(self, bucket: str | None = None) -> Any:
         # Clients made per bucket region, if s3fs was asked to, get the same retries.
         client = await super().get_s3(bucket)
-        install(client, self.retry_policy, self.connect_attempts)
+        _install(client, self.retry_policy, self.connect_attempts)
         return client
+
+    async def put_verified(self, path: str, data: bytes, sha256: str) -> Any:
+        """Store ``data`` at ``path``, with its SHA-256 (hex) for the server to check.
+
+        A single PUT carries the SHA-256 in ``x-amz-checksum-sha256`` and leaves the body
+        out of the signature, unless the caller asked for signed payloads or this filesystem
+        fell back to them: over plain HTTP, a reply that does not echo the checksum means the
+        server may not have checked the body, and the object is sent again, signed. An object
+        sent in parts (from :data:`~cellvol._store._multipart.MULTIPART_THRESHOLD` up) does
+        not carry the whole object's SHA-256: each part has botocore's own checksum and
+        signed payload.
+        """
+        # The algorithm is named too (x-amz-sdk-checksum-algorithm), as AWS's SDKs do: some
+        # servers (moto, for one) echo the checksum only then.
+        checksum = {
+            "ChecksumSHA256": base64.b64encode(bytes.fromhex(sha256)).decode(),
+            "ChecksumAlgorithm": "SHA256",
+        }
+        if self.signed_payloads:
+            return await self._pipe_file(path, data, **checksum)
+        unsigned = _Unsigned()
+        token = _UNSIGNED.set(unsigned)
+        try:
+            reply = await self._pipe_file(path, data, **checksum)
+        finally:
+            _UNSIGNED.reset(token)
+        echo = (reply or {}).get("ChecksumSHA256")
+        if not unsigned.over_http or echo == checksum["ChecksumSHA256"]:
+            return reply
+        if not self.signed_payloads:
+            self.signed_payloads = True
+            endpoint = redact(str(self.endpoint_url or self._s3.meta.endpoint_url))
+            _log.warning(
+                "the S3 server at %s did not confirm the SHA-256 of %s: it may not check "
+                "x-amz-checksum-sha256, so bodies go with signed payloads from now on",
+                endpoint,
+                path,
+            )
+        return await self._pipe_file(path, data, **checksum)
 
     async def _call_s3(self, method: str, *akwarglist: Any, **kwargs: Any) -> Any:
         """One S3 request (``"put_object"``...), retried; s3fs's errors when it fails."""
@@ -173,6 +253,51 @@ class RetryingS3FileSystem(S3FileSystem):  # type: ignore[misc]
         endpoint = self.endpoint_url or (self._s3.meta.endpoint_url if self._s3 else None)
         at = f" at {redact(str(endpoint))}" if endpoint else ""
         return f"S3 {operation} of s3://{where}{at}"
+
+
+def _install(client: Any, policy: RetryPolicy, connect_attempts: int | None) -> None:
+    """Give ``client`` cellvol's retries, and unsigned payloads for bodies with their SHA-256."""
+    if client in _INSTALLED:
+        return
+    install(client, policy, connect_attempts)
+    client.meta.events.register(
+        "before-sign.s3.PutObject", _unsigned_if_checksummed, unique_id=_UNSIGNED_ID
+    )
+    # botocore wraps a body given as bytes in a BytesIO, which aiohttp then copies whole
+    # (BytesIO.getbuffer unshares it) and sends in chunks, each copied again; and botocore
+    # asks a file-like body's server for "100 Continue" first, a wait per object. Given as
+    # bytes, the body goes to the socket as it is. Retries need no rewinding of bytes.
+    for operation in ("PutObject", "UploadPart"):
+        client.meta.events.unregister(
+            f"before-parameter-build.s3.{operation}",
+            botocore_handlers.convert_body_to_file_like_object,
+        )
+    _INSTALLED.add(client)
+
+
+def _unsigned_if_checksummed(request: Any, **_: Any) -> None:
+    """Leave a body out of the signature when it carries its SHA-256 for the server to check.
+
+    S3 refuses a body that does not match its ``x-amz-checksum-sha256`` (``BadDigest``), as
+    it refuses one that does not match a signed payload hash: the body is checked end to end
+    either way, and hashed once (by the caller) instead of three times. botocore decides on
+    signing the payload from the client's configuration alone, so this request is given a
+    copy of it that says not to. Only a request of :meth:`RetryingS3FileSystem.put_verified`
+    is, which learns whether it went over plain HTTP (then the reply must echo the checksum).
+    """
+    unsigned = _UNSIGNED.get()
+    if unsigned is None or _SHA256_HEADER not in request.headers:
+        return
+    config = request.context.get("client_config")
+    if config is None:
+        return
+    s3 = dict(config.s3 or {})
+    if s3.get("payload_signing_enabled") is True:
+        return  # the caller asked for signed payloads: kept
+    s3["payload_signing_enabled"] = False
+    request.context["client_config"] = config.merge(type(config)(s3=s3))  # a botocore Config
+    if not request.url.startswith("https:"):
+        unsigned.over_http = True
 
 
 async def _complete(client: Any, parameters: Mapping[str, Any]) -> Any:

@@ -326,7 +326,7 @@ class _ShardWriter:
             sha256_hex(encoded),
             input_crc,
         )
-        write_bytes(context.store, key, encoded)
+        write_bytes(context.store, key, encoded, record.sha256)
         if not context.sync_before_record:
             context.ledger.record(level, index, record)
             return
