@@ -312,12 +312,12 @@ def test_a_parent_is_recorded_only_after_all_its_children(
     writing_threads: set[str] = set()
     lock = threading.Lock()
 
-    def slow_level0_write(store, key, data):
+    def slow_level0_write(store, key, data, sha256=None):
         if key.startswith("0/"):
             time.sleep(0.02)  # level-0 stores finish last unless the writer waits for them
         with lock:
             writing_threads.add(threading.current_thread().name.split("_")[0])
-        original_write(store, key, data)
+        original_write(store, key, data, sha256)
 
     def remember(self, level, index, nbytes):
         original_record(self, level, index, nbytes)
