@@ -14,7 +14,7 @@ threaded WSGI server with HTTP/1.1 keep-alive, serves moto's application instead
 
 It keeps every object's bytes in a temporary file (under SPILL-DIR if given, else the
 system's temporary directory), not in its memory, and its request buffers in one malloc
-arena: see :func:`spill_to_disk` and :func:`one_malloc_arena`.
+arena: see :func:`spill_to_disk`.
 
 Paths under ``/_bench/`` control the counter and are neither counted nor logged:
 
@@ -26,7 +26,6 @@ Paths under ``/_bench/`` control the counter and are neither counted nor logged:
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import resource
@@ -35,6 +34,8 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from cellvol.write._allocator import limit_malloc_arenas
 
 CONTROL = "/_bench/"
 # Requests answered at once: a plane of small chunks asks for about 30 at a time.
@@ -115,24 +116,11 @@ def spill_to_disk(directory: str | None) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def one_malloc_arena() -> None:
-    """Keep the server's freed request buffers in one glibc malloc arena, not one per thread.
-
-    Each request's body passes through a few copies of its size (werkzeug's stream, moto's
-    raw body, the object's value), and each of the threads' arenas keeps its own freed ones:
-    with every object on disk, those held most of moto's memory. Does nothing but on glibc.
-    """
-    if sys.platform != "linux":
-        return  # dlopen(NULL) is not how other systems' C libraries are found
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    if mallopt is not None:  # musl has none
-        m_arena_max = -8  # glibc's malloc.h
-        mallopt(m_arena_max, 1)
-
-
 def main() -> None:
     spill_to_disk(sys.argv[1] if len(sys.argv) > 1 else None)
-    one_malloc_arena()  # before the server's threads start
+    # Each request's body passes through a few copies of its size, and each thread's arena kept
+    # its own freed ones: with every object on disk, those held most of moto's memory.
+    limit_malloc_arenas(1)  # before the server's threads start
     from cheroot.wsgi import Server
     from moto.server import DomainDispatcherApplication, create_backend_app
 
