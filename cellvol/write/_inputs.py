@@ -115,8 +115,7 @@ class MemmapSource(OpenedPerProcess):
         """A copy of ``view`` of the map, releasing the pages it read as it goes."""
         block: npt.NDArray[Any] = np.empty_like(view, order="C")
         if view.ndim == 1:
-            block[...] = view
-            self._done(pages, array, view)
+            self._copy(pages, array, view, block)
             return block
         # Copy a few outer indices (z planes) at a time and release their pages, so the pages
         # mapped at any moment are a batch's span, not the whole region's. Each release costs
@@ -126,22 +125,36 @@ class MemmapSource(OpenedPerProcess):
         planes = max(1, _RELEASE_BATCH_BYTES // plane_span)
         for start in range(0, len(view), planes):
             part = slice(start, start + planes)
-            block[part] = view[part]
-            self._done(pages, array, view[part])
+            self._copy(pages, array, view[part], block[part])
         return block
 
-    def _done(self, pages: MappedPages, array: npt.NDArray[Any], view: npt.NDArray[Any]) -> None:
-        """Hand the pages ``view`` read to ``pages``, which releases them now or later."""
+    def _copy(
+        self,
+        pages: MappedPages,
+        array: npt.NDArray[Any],
+        view: npt.NDArray[Any],
+        out: npt.NDArray[Any],
+    ) -> None:
+        """Copy ``view`` into ``out``; hand the pages it reads to ``pages``, to release or keep.
+
+        Kept pages are noted before the copy, so that the older spans released to make room
+        for them are released first: a span runs from a batch's first byte to its last, across
+        the rows of its planes that the next shard along y reads, and released after the copy
+        it would take the rows just read with it, for the shard beside along x to fault in
+        again.
+        """
         span = self._span(pages, array, view)
-        if self.order != "C" or array.ndim < 2 or view.ndim < 2:
-            pages.read(None, 0, span)  # no rows to tell reads apart by: released at once
-            return
-        # The file's rows (its last axis) that the view crosses; every page of them may be
-        # mapped. Shards side by side along the last axis cross the same rows.
-        row = array.strides[-2]
-        low, high = (a - array.ctypes.data for a in byte_bounds(view))
-        rows = math.prod(view.shape[:-1])
-        pages.read((low // row, (high - 1) // row, rows), rows * row, span)
+        kept = False
+        if self.order == "C" and array.ndim >= 2 and view.ndim >= 2:
+            # The file's rows (its last axis) that the view crosses; every page of them may be
+            # mapped. Shards side by side along the last axis cross the same rows.
+            row = array.strides[-2]
+            low, high = (a - array.ctypes.data for a in byte_bounds(view))
+            rows = math.prod(view.shape[:-1])
+            kept = pages.keep((low // row, (high - 1) // row, rows), rows * row, span)
+        out[...] = view
+        if not kept:  # no rows to tell reads apart by, or no budget: released at once
+            pages.release_span(span)
 
     def _span(
         self, pages: MappedPages, array: npt.NDArray[Any], view: npt.NDArray[Any]

@@ -80,17 +80,17 @@ class MappedPages:
         self._spans: OrderedDict[tuple[int, ...], tuple[int, tuple[int, int]]] = OrderedDict()
         self._held = 0
 
-    def read(self, rows: tuple[int, ...] | None, nbytes: int, span: tuple[int, int]) -> None:
+    def keep(self, rows: tuple[int, ...], nbytes: int, span: tuple[int, int]) -> bool:
         """Note a read of ``rows`` (``nbytes`` of pages at most) within ``span`` of the map.
 
-        ``rows`` tells which rows of the file were read (first, last, count): rows read
+        ``rows`` tells which rows of the file are read (first, last, count): rows read
         again (by a neighbouring shard) count once. Spans beyond the budget of the calling
-        thread, oldest first, are released; with None, ``span`` is released at once.
+        thread, oldest first, are released. Returns False, noting nothing, where the thread
+        has no budget for them: the caller releases ``span`` itself once read.
         """
         budget = _BUDGET.get()
-        if budget <= 0 or rows is None:
-            self._release(*span)
-            return
+        if nbytes > budget:
+            return False
         released: list[tuple[int, int]] = []
         with self._lock:
             previous = self._spans.pop(rows, None)
@@ -107,6 +107,11 @@ class MappedPages:
                 _HOLDING.add(self)
         for old in released:
             self._release(*old)
+        return True
+
+    def release_span(self, span: tuple[int, int]) -> None:
+        """Release ``span`` (start, length) of the map at once."""
+        self._release(*span)
 
     def release(self) -> None:
         """Release every span kept."""

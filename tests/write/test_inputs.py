@@ -78,6 +78,22 @@ def test_a_write_keeps_the_pages_of_its_last_reads_mapped_within_its_budget(
     assert resident_kib(source.filename) < 256
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/smaps")
+def test_making_room_for_a_read_does_not_release_the_rows_it_reads(tmp_path: Path) -> None:
+    # Two shards along y of the same planes: the first one's span covers the second one's
+    # rows. With room for one shard's rows, the first is released to make room for the second
+    # before the second is read, not after, which would drop the rows just read.
+    data = np.random.default_rng(4).integers(0, 255, (8, 512, 1024), dtype=np.uint8)
+    np.save(tmp_path / "planes.npy", data)
+    source = portable(np.load(tmp_path / "planes.npy", mmap_mode="r"))
+    with keeping_mapped(8 * 256 * 1024):  # the rows of one shard
+        for y in (0, 256):
+            np.testing.assert_array_equal(source[:, y : y + 256, :512], data[:, y : y + 256, :512])
+        assert resident_kib(source.filename) >= 1536  # most of the second shard's 2 MiB of rows
+    release_mapped()
+    assert resident_kib(source.filename) < 256
+
+
 def test_transposed_reads_the_permuted_region() -> None:
     view = Transposed(DATA, (2, 0, 1))
     assert view.shape == (256, 32, 128)
