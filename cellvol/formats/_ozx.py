@@ -24,6 +24,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
@@ -49,7 +50,7 @@ from cellvol.errors import (
     SourceChangedError,
     WriteConflictError,
 )
-from cellvol.formats._zip_entries import EntryWriter
+from cellvol.formats._zip_entries import EntryWriter, OpenedFile, open_file
 from cellvol.ome._manifest import LEDGER_PREFIX
 
 __all__ = ["PIECE_BYTES", "entry_order", "pack", "unpack"]
@@ -244,8 +245,9 @@ def _copy_entries(
 ) -> None:
     """Every object at ``keys`` into the archive, in that order.
 
-    A local object is copied through a memory map, hashed and written a piece at a time, and
-    the files after it are read ahead within the read-ahead budget; anything else is streamed
+    A local object is copied through a memory map, hashed and written a piece at a time, while
+    the next one is opened and read in on another thread and the files after it are read
+    ahead within the read-ahead budget; anything else is streamed
     in pieces of at most :data:`PIECE_BYTES`.
     """
     if not isinstance(store, LocalStore):
@@ -256,13 +258,26 @@ def _copy_entries(
             writer.add_pieces(_info(key, stamp), size, _pieces(store, key, where))
         return
     root = Path(store.root)
-    with ReadAhead(keys, lambda key, room: will_read_file(root / key, room)) as ahead:
-        for key in ahead:
-            try:
-                writer.add_file(_info(key, stamp), root / key)
-            except FileNotFoundError:
-                gone = f"{where}: {key} disappeared while it was copied"
-                raise SourceChangedError(gone) from None
+    # The next file is opened and read in on this thread while the current one is written.
+    opener = ThreadPoolExecutor(1, thread_name_prefix="cellvol-pack-open")
+    following: Future[OpenedFile] | None = None
+    try:
+        # The opening thread is the reader the files are hinted ahead of.
+        with ReadAhead(keys, lambda key, room: will_read_file(root / key, room)) as ahead:
+            opening = (opener.submit(open_file, root / key) for key in ahead)
+            following = next(opening, None)
+            for key in keys:
+                current, following = following, next(opening, None)
+                assert current is not None  # one per key
+                try:
+                    writer.add_file(_info(key, stamp), current.result())
+                except FileNotFoundError:
+                    gone = f"{where}: {key} disappeared while it was copied"
+                    raise SourceChangedError(gone) from None
+    finally:
+        opener.shutdown(wait=True)
+        if following is not None and following.done() and following.exception() is None:
+            following.result().close()  # opened for a copy an error stopped
 
 
 def _info(key: str, stamp: tuple[int, ...]) -> zipfile.ZipInfo:

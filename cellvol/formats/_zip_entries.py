@@ -19,6 +19,7 @@ import os
 import zipfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Final
@@ -27,7 +28,7 @@ from cellvol._store import start_writeback, will_read
 from cellvol._store._zip import zip_crc32
 from cellvol.errors import SourceChangedError
 
-__all__ = ["EntryWriter"]
+__all__ = ["EntryWriter", "OpenedFile", "open_file"]
 
 # Bytes of a local object mapped at once: the most of it held in memory at a time.
 _MAP_BYTES: Final = 64 << 20
@@ -36,6 +37,56 @@ _PIECE_BYTES: Final = 1 << 20
 # The archive's finished bytes are sent to the disk in runs of at least this many, so that the
 # disk writes while the next entries are copied; small enough that the disk starts early.
 _WRITEBACK_BYTES = 16 << 20
+
+
+@dataclass
+class OpenedFile:
+    """A local file opened for :meth:`EntryWriter.add_file`: its size and first window mapped.
+
+    A context manager: leaving it closes the mapping and the file.
+    """
+
+    source: BinaryIO
+    size: int
+    first: mmap.mmap | None  # None for an empty file
+
+    def __enter__(self) -> OpenedFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.first is not None:
+            self.first.close()
+        self.source.close()
+
+
+def open_file(path: Path) -> OpenedFile:
+    """Open a local file and map its first window, reading it in (from the disk if cold).
+
+    Called for the next file while the current one is written, so that a cold file's read
+    goes on beside the writing, not before it.
+    """
+    source = open(path, "rb")  # noqa: SIM115 (closed by the OpenedFile, or here on an error)
+    try:
+        size = os.fstat(source.fileno()).st_size
+        if size == 0:
+            return OpenedFile(source, 0, None)
+        # Queued whole before the first window is populated: a cold file is then read in large
+        # requests in the background, not a read-around window at a time.
+        will_read(source.fileno())
+        return OpenedFile(source, size, _map(source.fileno(), 0, min(size, _MAP_BYTES)))
+    except BaseException:
+        source.close()
+        raise
+
+
+def _map(descriptor: int, start: int, length: int) -> mmap.mmap:
+    """``length`` bytes of a file from ``start`` (a multiple of the page size), read in."""
+    # Populated at once: faulting the pages in one by one costs more than the CRC.
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    return mmap.mmap(descriptor, length, flags=flags, prot=mmap.PROT_READ, offset=start)
 
 
 class EntryWriter:
@@ -68,20 +119,19 @@ class EntryWriter:
         # On an error the runs not begun are of an archive about to be deleted: not sent.
         self._writeback.shutdown(wait=True, cancel_futures=error is not None)
 
-    def add_file(self, info: zipfile.ZipInfo, path: Path) -> None:
-        """Copy the local file at ``path`` in as ``info``."""
-        with open(path, "rb") as source:
-            descriptor = source.fileno()
-            size = os.fstat(descriptor).st_size
-            data_start = self._begin(info, size)
-            # Queued whole before the first window is populated: a cold file is then read in
-            # large requests in the background, not a read-around window at a time.
-            will_read(descriptor)
+    def add_file(self, info: zipfile.ZipInfo, opened: OpenedFile) -> None:
+        """Copy a local file in as ``info``, from :func:`open_file`; closes ``opened``."""
+        with opened:
+            data_start = self._begin(info, opened.size)
             crc = 0
-            for start in range(0, size, _MAP_BYTES):
-                crc = self._copy_window(descriptor, start, min(_MAP_BYTES, size - start), crc)
-            if os.fstat(descriptor).st_size != size:
-                raise SourceChangedError(f"{path} changed size while it was packed")
+            if opened.first is not None:
+                crc = self._write_window(opened.first, crc)
+            for start in range(_MAP_BYTES, opened.size, _MAP_BYTES):
+                length = min(_MAP_BYTES, opened.size - start)
+                with _map(opened.source.fileno(), start, length) as window:
+                    crc = self._write_window(window, crc)
+            if os.fstat(opened.source.fileno()).st_size != opened.size:
+                raise SourceChangedError(f"{opened.source.name} changed size while it was packed")
         self._finish(info, data_start, crc)
 
     def add_pieces(self, info: zipfile.ZipInfo, size: int, pieces: Iterable[bytes]) -> None:
@@ -93,19 +143,11 @@ class EntryWriter:
             self.stream.write(piece)
         self._finish(info, data_start, crc)
 
-    def _copy_window(self, descriptor: int, start: int, length: int, crc: int) -> int:
-        """Write ``length`` bytes of a file from ``start`` (a multiple of the page size).
-
-        Returns ``crc`` continued over them.
-        """
-        # Populated at once: faulting the pages in one by one costs more than the CRC.
-        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    def _write_window(self, mapped: mmap.mmap, crc: int) -> int:
+        """Write a mapped window of a file; ``crc`` continued over it."""
         target = self.stream.fileno()
-        with (
-            mmap.mmap(descriptor, length, flags=flags, prot=mmap.PROT_READ, offset=start) as mapped,
-            memoryview(mapped) as window,
-        ):
-            for at in range(0, length, _PIECE_BYTES):
+        with memoryview(mapped) as window:
+            for at in range(0, len(mapped), _PIECE_BYTES):
                 with window[at : at + _PIECE_BYTES] as piece:
                     crc = zip_crc32(piece, crc)
                     written = os.write(target, piece)

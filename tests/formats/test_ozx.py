@@ -346,15 +346,15 @@ def test_an_object_that_grows_while_packed_is_reported(
 ) -> None:
     source = tmp_path / "source.ome.zarr"
     shutil.copytree(image, source)
-    real = EntryWriter._copy_window
+    real = _ozx.open_file
 
-    def growing(self: EntryWriter, descriptor: int, *args: Any) -> int:
-        crc = real(self, descriptor, *args)
-        with open(f"/proc/self/fd/{descriptor}", "ab") as stream:
+    def growing(path: Path) -> _zip_entries.OpenedFile:
+        opened = real(path)
+        with open(path, "ab") as stream:  # after its size was taken
             stream.write(b"more")
-        return crc
+        return opened
 
-    monkeypatch.setattr(EntryWriter, "_copy_window", growing)
+    monkeypatch.setattr(_ozx, "open_file", growing)
     with pytest.raises(SourceChangedError, match="changed size while it was packed"):
         cellvol.pack(source, tmp_path / "x.ozx")
     assert not (tmp_path / "x.ozx").exists()
