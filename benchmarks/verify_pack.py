@@ -243,22 +243,9 @@ def measure_size(size: str, data_dir: Path, workers: int, hashes: dict[str, floa
     verify_warm = run_child(verify_code(image, False))
     checksum_warm = run_child(verify_code(image, True))
     archive = data_dir / f"verify-{size}.ozx"
-    # The disk's write speed swings by several times within minutes: pack and cp take turns,
-    # each output removed and synced away before the next, and the medians are compared.
-    packs, copies = [], []
-    for _ in range(PACK_ROUNDS):
-        archive.unlink(missing_ok=True)
-        os.sync()
-        packs.append(run_child(pack_code(image, archive)))
-        copies.append(copy_with_cp(image, data_dir / f"verify-{size}-cp.ome.zarr"))
+    pack, cp = pack_rounds(image, archive, data_dir / f"verify-{size}-cp.ome.zarr")
     verify_archive = run_child(verify_code(archive, False))
     archive.unlink(missing_ok=True)
-    pack = sorted(packs, key=lambda run: run["inner_seconds"])[PACK_ROUNDS // 2] | {
-        "rounds_seconds": [run["inner_seconds"] for run in packs]
-    }
-    cp = sorted(copies, key=lambda run: run["seconds"])[PACK_ROUNDS // 2] | {
-        "rounds_seconds": [run["seconds"] for run in copies]
-    }
     # verify hashes every byte twice (CRC32C, then SHA-256 against the digests); a checksum
     # run adds MD5, an archive zip's CRC-32.
     crc_limit = _serial(hashes, "crc32c", "sha256")
@@ -291,6 +278,59 @@ def measure_size(size: str, data_dir: Path, workers: int, hashes: dict[str, floa
         "pack": pack,
         "cp": cp,
     }
+
+
+def pack_rounds(image: Path, archive: Path, copy: Path) -> tuple[dict, dict]:
+    """``pack`` into ``archive`` and ``cp -r`` into ``copy``, in turns: each one's median run.
+
+    The archive of the last round is left in place (for a verify of it).
+    """
+    # The disk's write speed swings by several times within minutes: pack and cp take turns,
+    # each output removed and synced away before the next, and the medians are compared.
+    packs, copies = [], []
+    for _ in range(PACK_ROUNDS):
+        archive.unlink(missing_ok=True)
+        os.sync()
+        packs.append(run_child(pack_code(image, archive)))
+        copies.append(copy_with_cp(image, copy))
+    pack = sorted(packs, key=lambda run: run["inner_seconds"])[PACK_ROUNDS // 2] | {
+        "rounds_seconds": [run["inner_seconds"] for run in packs]
+    }
+    cp = sorted(copies, key=lambda run: run["seconds"])[PACK_ROUNDS // 2] | {
+        "rounds_seconds": [run["seconds"] for run in copies]
+    }
+    return pack, cp
+
+
+def measure_pack_only(size: str, data_dir: Path) -> dict[str, Any]:
+    """Only the pack-against-cp rounds of :func:`measure_size`, on the image as it is cached."""
+    image = build_image(size, data_dir)
+    files = stored_files(image)
+    archive = data_dir / f"verify-{size}.ozx"
+    pack, cp = pack_rounds(image, archive, data_dir / f"verify-{size}-cp.ome.zarr")
+    archive.unlink(missing_ok=True)
+    return {
+        "size": size,
+        "shape": list(SHAPES[size]),
+        "stored_bytes": sum(p.stat().st_size for p in files),
+        "objects": len(files),
+        "pack": pack,
+        "cp": cp,
+    }
+
+
+def print_pack_report(report: dict[str, Any]) -> None:
+    """The Markdown table of a ``--pack-only`` run."""
+    print("\n| size | stored MB | pack s (rounds) | cp -r && sync s (rounds) | of cp's speed |")
+    print("|---|---|---|---|---|")
+    for case in report["sizes"]:
+        pack, cp = case["pack"], case["cp"]
+        rounds = [", ".join(f"{s:.1f}" for s in run["rounds_seconds"]) for run in (pack, cp)]
+        print(
+            f"| {case['size']} | {case['stored_bytes'] / 1e6:.0f} "
+            f"| {pack['inner_seconds']:.1f} ({rounds[0]}) | {cp['seconds']:.1f} ({rounds[1]}) "
+            f"| {cp['seconds'] / pack['inner_seconds']:.0%} |"
+        )
 
 
 #: The issue's limit of a cold verify: the disk, or hashing on every core, the slower.
@@ -425,20 +465,36 @@ def main() -> None:
     parser.add_argument(
         "--report", type=Path, help="print an earlier run's tables; measure nothing"
     )
+    parser.add_argument(
+        "--pack-only",
+        action="store_true",
+        help="only the pack against cp rounds (default out: results/verify-pack-only.json)",
+    )
     args = parser.parse_args()
     if args.report is not None:
-        print_report(json.loads(args.report.read_text()))
+        earlier = json.loads(args.report.read_text())
+        (print_pack_report if earlier.get("pack_only") else print_report)(earlier)
         return
     sizes = ["quick"] if args.quick else args.sizes.split(",")
     unknown = sorted(set(sizes) - set(SHAPES))
     if unknown:
         parser.error(f"unknown size(s) {unknown}: choose from {sorted(SHAPES)}")
+    name = "verify-pack-only" if args.pack_only else "verify-pack"
     out = args.out or (
-        args.data_dir / "verify-pack-quick.json"
-        if args.quick
-        else HERE / "results" / "verify-pack.json"
+        args.data_dir / f"{name}-quick.json" if args.quick else HERE / "results" / f"{name}.json"
     )
     args.data_dir.mkdir(parents=True, exist_ok=True)
+    if args.pack_only:
+        report = {
+            "pack_only": True,
+            "machine": {"cpus": os.cpu_count() or 1, "python": platform.python_version()},
+            "sizes": [measure_pack_only(size, args.data_dir) for size in sizes],
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1))
+        print_pack_report(report)
+        print(f"\nraw results: {out}")
+        return
     workers = os.cpu_count() or 1
     hashes = hashing_rates(workers)
     report = {

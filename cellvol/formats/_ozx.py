@@ -17,8 +17,6 @@ temporary name beside it and renamed at the end.
 
 from __future__ import annotations
 
-import collections
-import itertools
 import json
 import os
 import shutil
@@ -26,7 +24,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
@@ -52,7 +50,7 @@ from cellvol.errors import (
     SourceChangedError,
     WriteConflictError,
 )
-from cellvol.formats._zip_entries import EntryWriter, file_crc
+from cellvol.formats._zip_entries import EntryWriter, OpenedFile, open_file
 from cellvol.ome._manifest import LEDGER_PREFIX
 
 __all__ = ["PIECE_BYTES", "entry_order", "pack", "unpack"]
@@ -138,7 +136,8 @@ def pack(
             open(partial, "wb", buffering=0) as stream,
             zipfile.ZipFile(stream, "w", zipfile.ZIP_STORED, allowZip64=True) as archive,
         ):
-            _copy_entries(store, entry_order(keys), EntryWriter(archive, stream), stamp, source.url)
+            with EntryWriter(archive, stream) as writer:
+                _copy_entries(store, entry_order(keys), writer, stamp, source.url)
             archive.comment = json.dumps(comment, separators=(",", ":")).encode()
         replace_durably(partial, target)
     except BaseException:
@@ -246,9 +245,10 @@ def _copy_entries(
 ) -> None:
     """Every object at ``keys`` into the archive, in that order.
 
-    A local object is copied by the kernel while the next one's CRC-32 is computed on another
-    thread, and the files after it are read ahead within the read-ahead budget; anything else
-    is streamed in pieces of at most :data:`PIECE_BYTES`.
+    A local object is copied through a memory map, hashed and written a piece at a time, while
+    the next one is opened and read in on another thread and the files after it are read
+    ahead within the read-ahead budget; anything else is streamed
+    in pieces of at most :data:`PIECE_BYTES`.
     """
     if not isinstance(store, LocalStore):
         for key in keys:
@@ -258,25 +258,26 @@ def _copy_entries(
             writer.add_pieces(_info(key, stamp), size, _pieces(store, key, where))
         return
     root = Path(store.root)
-    crcs = ThreadPoolExecutor(1, thread_name_prefix="cellvol-pack")
+    # The next file is opened and read in on this thread while the current one is written.
+    opener = ThreadPoolExecutor(1, thread_name_prefix="cellvol-pack-open")
+    following: Future[OpenedFile] | None = None
     try:
-        # The CRC-32 thread is the reader the files are hinted ahead of.
+        # The opening thread is the reader the files are hinted ahead of.
         with ReadAhead(keys, lambda key, room: will_read_file(root / key, room)) as ahead:
-            futures = (crcs.submit(file_crc, root / key) for key in ahead)
-            pending = collections.deque(itertools.islice(futures, 1))
+            opening = (opener.submit(open_file, root / key) for key in ahead)
+            following = next(opening, None)
             for key in keys:
-                pending.extend(itertools.islice(futures, 1))  # the next file's, beside this copy
-                crc = pending.popleft()
+                current, following = following, next(opening, None)
+                assert current is not None  # one per key
                 try:
-                    writer.add_file(_info(key, stamp), root / key, crc)
+                    writer.add_file(_info(key, stamp), current.result())
                 except FileNotFoundError:
                     gone = f"{where}: {key} disappeared while it was copied"
                     raise SourceChangedError(gone) from None
-    except BaseException:
-        # Not waiting for the next file's CRC-32 (a whole file's read): nothing needs it.
-        crcs.shutdown(wait=False, cancel_futures=True)
-        raise
-    crcs.shutdown()
+    finally:
+        opener.shutdown(wait=True)
+        if following is not None and following.done() and following.exception() is None:
+            following.result().close()  # opened for a copy an error stopped
 
 
 def _info(key: str, stamp: tuple[int, ...]) -> zipfile.ZipInfo:

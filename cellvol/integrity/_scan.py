@@ -102,8 +102,31 @@ class Scan:
         # Keys read so far (from worker threads too), so that the last pass reads none twice.
         self.seen: set[str] = set()
         self._seen_lock = threading.Lock()
-        # The RO-Crate's check under way (see crate), and the keys reported before it began.
-        self._crate: tuple[Future[tuple[list[str], list[str]]], set[str]] | None = None
+        # The RO-Crate's check under way (see crate): its thread, its result to come, and the
+        # keys reported before it began.
+        self._crate: (
+            tuple[ThreadPoolExecutor, Future[tuple[list[str], list[str]]], set[str]] | None
+        ) = None
+
+    def __enter__(self) -> Scan:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the RO-Crate's check if :meth:`crate_checked` did not: on an error's way out.
+
+        A check not yet begun is cancelled; one under way is waited for (a thread cannot be
+        stopped), so that it never outlives the verification. Its findings are dropped, and so
+        is any error it raised: the error that ended the verification is the one to report.
+        """
+        if self._crate is None:
+            return
+        pool, pending, _ = self._crate
+        self._crate = None
+        pending.cancel()
+        pool.shutdown(wait=True)
 
     def listing(self, prefix: str) -> list[str]:
         """Every stored key under ``prefix`` (the whole store is listed once)."""
@@ -318,8 +341,7 @@ class Scan:
         self.report.crate = "digest" if as_written else "rocrate"
         pool = ThreadPoolExecutor(1, thread_name_prefix="cellvol-verify-crate")
         check = pool.submit(crate_problems, raw, as_written=as_written)
-        self._crate = (check, {p.key for p in self.report.problems})
-        pool.shutdown(wait=False)  # its one task runs on
+        self._crate = (pool, check, {p.key for p in self.report.problems})
 
     def crate_checked(self) -> None:
         """Report the RO-Crate's problems, once its check is done.
@@ -329,9 +351,12 @@ class Scan:
         """
         if self._crate is None:
             return
-        pending, reported = self._crate
+        pool, pending, reported = self._crate
         self._crate = None
-        problems, keys = pending.result()
+        try:
+            problems, keys = pending.result()
+        finally:
+            pool.shutdown(wait=True)  # its thread ends with its one task
         unlisted = [k for k in keys if k not in reported]
         if self.listable:  # the listing tells, and spares reading them
             stored = set(self.listing(""))

@@ -106,12 +106,14 @@ def verify(
         listable = archive is not None or location.scheme in ("file", "s3")
         checksum = ZarrChecksum() if zarr_checksum and listable else None
         scan = Scan(store, location.url, listable=listable, source=source, checksum=checksum)
-        scan.image("")
-        if scan.report.images == [] and not scan.report.problems:
-            raise NotOMEZarrError(f"{location.url} holds no OME-Zarr image: nothing to verify")
-        workers = workers or os.cpu_count() or 1
-        scan.check_objects(workers, progress)
-        scan.crate_checked()
+        # Left on any path, an error's too, it ends the RO-Crate check that image() starts.
+        with scan:
+            scan.image("")
+            if scan.report.images == [] and not scan.report.problems:
+                raise NotOMEZarrError(f"{location.url} holds no OME-Zarr image: nothing to verify")
+            workers = workers or os.cpu_count() or 1
+            scan.check_objects(workers, progress)
+            scan.crate_checked()
         if archive is not None:
             scan.report.problems += archive_problems(archive)
         if archive is not None or checksum is not None:

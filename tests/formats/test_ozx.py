@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import errno
 import json
+import mmap
 import os
+import shutil
 import struct
 import zipfile
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from cellvol.errors import (
     StoreNotFoundError,
     WriteConflictError,
 )
-from cellvol.formats import _ozx
+from cellvol.formats import _ozx, _zip_entries
 from cellvol.formats._zip_entries import EntryWriter
 
 _ZIP64_EXTRA = 0x0001
@@ -313,16 +314,13 @@ def _zipfile_written(image: Path, packed: Path, out: Path) -> bytes:
     return out.read_bytes()
 
 
-@pytest.mark.parametrize("kernel_copy", [True, False])
+@pytest.mark.parametrize("small_windows", [False, True])
 def test_pack_writes_what_zipfile_would(
-    image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_copy: bool
+    image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_windows: bool
 ) -> None:
-    if not kernel_copy:  # a file system or kernel that refuses copy_file_range
-
-        def refused(*args: object, **kwargs: object) -> int:
-            raise OSError(errno.EXDEV, "cross-device")
-
-        monkeypatch.setattr(os, "copy_file_range", refused)
+    if small_windows:  # mapped a page at a time, in pieces that do not divide it
+        monkeypatch.setattr(_zip_entries, "_MAP_BYTES", mmap.ALLOCATIONGRANULARITY)
+        monkeypatch.setattr(_zip_entries, "_PIECE_BYTES", 1000)
     out = cellvol.pack(image, tmp_path / "fast.ozx")
     assert out.read_bytes() == _zipfile_written(image, out, tmp_path / "zipfile.ozx")
 
@@ -341,3 +339,23 @@ def test_pack_of_an_image_out_of_the_page_cache_writes_what_zipfile_would(
             os.close(descriptor)
     out = cellvol.pack(image, tmp_path / "cold.ozx")
     assert out.read_bytes() == _zipfile_written(image, out, tmp_path / "zipfile.ozx")
+
+
+def test_an_object_that_grows_while_packed_is_reported(
+    image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "source.ome.zarr"
+    shutil.copytree(image, source)
+    real = _ozx.open_file
+
+    def growing(path: Path) -> _zip_entries.OpenedFile:
+        opened = real(path)
+        with open(path, "ab") as stream:  # after its size was taken
+            stream.write(b"more")
+        return opened
+
+    monkeypatch.setattr(_ozx, "open_file", growing)
+    with pytest.raises(SourceChangedError, match="changed size while it was packed"):
+        cellvol.pack(source, tmp_path / "x.ozx")
+    assert not (tmp_path / "x.ozx").exists()
+    assert not (tmp_path / "x.ozx.partial").exists()

@@ -327,3 +327,30 @@ def test_cli_a_bug_is_no_verdict_and_exits_2(image: Path, monkeypatch: pytest.Mo
     result = runner.invoke(app, ["verify", str(image)])
     assert result.exit_code == 2
     assert "this is a bug in cellvol" in result.output
+
+
+def test_an_error_during_verify_ends_the_crate_check(
+    pristine: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from cellvol.integrity import _scan
+
+    finished = threading.Event()
+
+    def slow_crate_check(raw: bytes, *, as_written: bool = False) -> None:
+        time.sleep(0.3)  # still under way when the objects' check fails
+        finished.set()
+        raise ValueError("the crate check's own failure")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(_scan, "crate_problems", slow_crate_check)
+    monkeypatch.setattr(_scan, "check_object", broken)
+    with pytest.raises(RuntimeError, match="a bug"):  # the first error, not the crate's
+        cellvol.verify(pristine, workers=2)
+    # Joined before verify returned: the thread is gone and its task ran to its end.
+    assert finished.is_set()
+    assert not [t for t in threading.enumerate() if t.name.startswith("cellvol-verify-crate")]
