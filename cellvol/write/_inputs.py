@@ -137,23 +137,27 @@ class MemmapSource(OpenedPerProcess):
     ) -> None:
         """Copy ``view`` into ``out``; hand the pages it reads to ``pages``, to release or keep.
 
-        Kept pages are noted before the copy, so that the older spans released to make room
-        for them are released first: a span runs from a batch's first byte to its last, across
-        the rows of its planes that the next shard along y reads, and released after the copy
-        it would take the rows just read with it, for the shard beside along x to fault in
-        again.
+        Room for kept pages is made before the copy, so that the older spans released for
+        them go first: a span runs from a batch's first byte to its last, across the rows of
+        its planes that the next shard along y reads, and released after the copy it would take
+        the rows just read with it, for the shard beside along x to fault in again. The span
+        itself is noted after the copy, so that no other thread releases it mid-copy.
         """
         span = self._span(pages, array, view)
-        kept = False
-        if self.order == "C" and array.ndim >= 2 and view.ndim >= 2:
-            # The file's rows (its last axis) that the view crosses; every page of them may be
-            # mapped. Shards side by side along the last axis cross the same rows.
-            row = array.strides[-2]
-            low, high = (a - array.ctypes.data for a in byte_bounds(view))
-            rows = math.prod(view.shape[:-1])
-            kept = pages.keep((low // row, (high - 1) // row, rows), rows * row, span)
+        if self.order != "C" or array.ndim < 2 or view.ndim < 2:
+            out[...] = view
+            pages.release_span(span)  # no rows to tell reads apart by: released at once
+            return
+        # The file's rows (its last axis) that the view crosses; every page of them may be
+        # mapped. Shards side by side along the last axis cross the same rows.
+        row = array.strides[-2]
+        low, high = (a - array.ctypes.data for a in byte_bounds(view))
+        rows = math.prod(view.shape[:-1])
+        kept = pages.make_room(rows * row)
         out[...] = view
-        if not kept:  # no rows to tell reads apart by, or no budget: released at once
+        if kept:
+            pages.note((low // row, (high - 1) // row, rows), rows * row, span)
+        else:  # more than the thread's budget: released at once
             pages.release_span(span)
 
     def _span(

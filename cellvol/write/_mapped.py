@@ -80,34 +80,60 @@ class MappedPages:
         self._spans: OrderedDict[tuple[int, ...], tuple[int, tuple[int, int]]] = OrderedDict()
         self._held = 0
 
-    def keep(self, rows: tuple[int, ...], nbytes: int, span: tuple[int, int]) -> bool:
-        """Note a read of ``rows`` (``nbytes`` of pages at most) within ``span`` of the map.
+    def make_room(self, nbytes: int) -> bool:
+        """Release the oldest spans until ``nbytes`` more fit in the calling thread's budget.
 
-        ``rows`` tells which rows of the file are read (first, last, count): rows read
-        again (by a neighbouring shard) count once. Spans beyond the budget of the calling
-        thread, oldest first, are released. Returns False, noting nothing, where the thread
-        has no budget for them: the caller releases ``span`` itself once read.
+        Called before a read, so that a span released to make room cannot take the pages the
+        read is about to map (spans run across the rows of a batch's planes, which the next
+        shard reads too). Returns False, releasing nothing, where ``nbytes`` exceed the budget:
+        the caller then releases the read's span itself once done.
         """
         budget = _BUDGET.get()
         if nbytes > budget:
             return False
-        released: list[tuple[int, int]] = []
+        with self._lock:
+            released = self._evict(budget - nbytes)
+        for old in released:
+            self._release(*old)
+        return True
+
+    def note(self, rows: tuple[int, ...], nbytes: int, span: tuple[int, int]) -> None:
+        """Keep ``span`` of the map, read for ``rows`` (``nbytes`` of pages at most).
+
+        Called after the read (after :meth:`make_room`), so no other thread releases it while
+        it is copied: its pages would be mapped again and left untracked. ``rows`` tells which
+        rows of the file were read (first, last, count): rows read again (by a neighbouring
+        shard) count once, and keep the union of both reads' spans. Spans beyond the calling
+        thread's budget, oldest first, are released.
+        """
+        budget = _BUDGET.get()
         with self._lock:
             previous = self._spans.pop(rows, None)
             if previous is not None:
                 self._held -= previous[0]
+                (start, length), (old_start, old_length) = span, previous[1]
+                first = min(start, old_start)
+                span = (first, max(start + length, old_start + old_length) - first)
             self._spans[rows] = (nbytes, span)
             self._held += nbytes
-            while self._held > budget and self._spans:
-                _, (size, old) = self._spans.popitem(last=False)
-                self._held -= size
-                released.append(old)
+            released = self._evict(budget)
         if previous is None:
             with _HOLDING_LOCK:
                 _HOLDING.add(self)
         for old in released:
             self._release(*old)
-        return True
+
+    def _evict(self, limit: int) -> list[tuple[int, int]]:
+        """Forget the oldest spans until at most ``limit`` bytes are held; the spans forgotten.
+
+        The caller holds the lock, and releases the spans after letting it go.
+        """
+        released: list[tuple[int, int]] = []
+        while self._held > limit and self._spans:
+            _, (size, old) = self._spans.popitem(last=False)
+            self._held -= size
+            released.append(old)
+        return released
 
     def release_span(self, span: tuple[int, int]) -> None:
         """Release ``span`` (start, length) of the map at once."""

@@ -1,5 +1,6 @@
 """The lazy arrays sources hand to the writer: memory maps, transposed views, region keys."""
 
+import mmap
 import pickle
 import sys
 import threading
@@ -10,7 +11,7 @@ import pytest
 from memory_helpers import resident_kib
 
 from cellvol.write._inputs import MemmapSource, Transposed, portable, region_of
-from cellvol.write._mapped import keeping_mapped, release_mapped
+from cellvol.write._mapped import MappedPages, keeping_mapped, release_mapped
 
 DATA = np.random.default_rng(9).integers(0, 60000, (32, 128, 256), dtype=np.uint16)
 
@@ -112,3 +113,29 @@ def test_region_of_accepts_unit_slices_only() -> None:
         region_of((1, slice(None), slice(None)), (4, 6, 8))
     with pytest.raises(IndexError, match="unit-step"):
         region_of((slice(0, 4, 2),), (4, 6, 8))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/smaps")
+def test_a_span_read_while_another_thread_makes_room_stays_tracked(tmp_path: Path) -> None:
+    # Two reads interleaved as two threads may run them, with room for one read's rows: the
+    # second read making room must not release the first one's span while it is copied, or
+    # the first copy maps its pages again untracked and release_mapped() misses them.
+    path = tmp_path / "planes.bin"
+    path.write_bytes(np.random.default_rng(5).integers(0, 255, 8 * 2**20, np.uint8).tobytes())
+    with open(path, "rb") as stream:
+        file_map = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+    pages = MappedPages(file_map)
+    view = np.frombuffer(file_map, dtype=np.uint8)
+    half = 4 * 2**20
+    spans = {"a": (0, half), "b": (half, half)}
+    with keeping_mapped(half):
+        assert pages.make_room(half)  # thread a, about to copy
+        assert pages.make_room(half)  # thread b, about to copy
+        for name, (start, length) in spans.items():
+            assert view[start : start + length].sum() > 0  # the copy maps the span's pages
+            pages.note((start, start + length - 1, 1), half, spans[name])
+        assert resident_kib(str(path)) <= half // 2**10 + 256  # a was released for b
+    release_mapped()
+    assert resident_kib(str(path)) < 256
+    del view
+    file_map.close()
