@@ -245,10 +245,10 @@ def _copy_entries(
 ) -> None:
     """Every object at ``keys`` into the archive, in that order.
 
-    A local object is copied through a memory map, hashed and written a piece at a time, while
-    the next one is opened and read in on another thread and the files after it are read
-    ahead within the read-ahead budget; anything else is streamed
-    in pieces of at most :data:`PIECE_BYTES`.
+    A local object is read, hashed and written a piece at a time, while the next one is
+    opened (and its head read in) on another thread and the files after it are read ahead
+    within the read-ahead budget; anything else is streamed in pieces of at most
+    :data:`PIECE_BYTES`.
     """
     if not isinstance(store, LocalStore):
         for key in keys:
@@ -260,6 +260,7 @@ def _copy_entries(
     root = Path(store.root)
     # The next file is opened and read in on this thread while the current one is written.
     opener = ThreadPoolExecutor(1, thread_name_prefix="cellvol-pack-open")
+    current: Future[OpenedFile] | None = None
     following: Future[OpenedFile] | None = None
     try:
         # The opening thread is the reader the files are hinted ahead of.
@@ -276,8 +277,15 @@ def _copy_entries(
                     raise SourceChangedError(gone) from None
     finally:
         opener.shutdown(wait=True)
-        if following is not None and following.done() and following.exception() is None:
-            following.result().close()  # opened for a copy an error stopped
+        # Files opened for copies an error stopped (closing one add_file closed does nothing).
+        for future in (current, following):
+            if (
+                future is not None
+                and future.done()
+                and not future.cancelled()
+                and future.exception() is None
+            ):
+                future.result().close()
 
 
 def _info(key: str, stamp: tuple[int, ...]) -> zipfile.ZipInfo:

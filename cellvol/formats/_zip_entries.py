@@ -2,14 +2,16 @@
 
 :mod:`zipfile` writes an entry's data through Python, computing its CRC-32 on the way: two
 copies and a CRC on one core, a third of what ``cp`` manages on a large image. Here a local
-object is memory-mapped (no copy into Python) and written a piece at a time, each piece's
-CRC-32 computed just before the write, while the piece is still in the processor's cache:
-the bytes are read from memory once and copied once, as ``cp`` copies them. An object
-elsewhere (S3) is streamed in pieces. Each entry's local header is written first with the CRC
-left at zero and rewritten once it is known, exactly as :mod:`zipfile` does on a seekable
-file, and the entry is then handed to the :class:`zipfile.ZipFile`, which writes the central
-directory when it closes: the archive is the one ``ZipFile.open(info, "w", force_zip64=True)``
-would have written.
+object is read a piece at a time into one reused buffer (``os.preadv``), each piece's CRC-32
+computed just after the read, while the piece is still in the processor's cache, and then
+written: memory held is one piece, whatever the object's size. No source is memory-mapped, so
+a file that shrinks or a disk error while it is copied is an exception naming it
+(:class:`~cellvol.errors.SourceChangedError` or :class:`OSError`), not a ``SIGBUS``. An
+object elsewhere (S3) is streamed in pieces. Each entry's local header is written first with
+the CRC left at zero and rewritten once it is known, exactly as :mod:`zipfile` does on a
+seekable file, and the entry is then handed to the :class:`zipfile.ZipFile`, which writes the
+central directory when it closes: the archive is the one
+``ZipFile.open(info, "w", force_zip64=True)`` would have written.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import mmap
 import os
 import zipfile
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -30,10 +32,12 @@ from cellvol.errors import SourceChangedError
 
 __all__ = ["EntryWriter", "OpenedFile", "open_file"]
 
-# Bytes of a local object mapped at once: the most of it held in memory at a time.
-_MAP_BYTES: Final = 64 << 20
-# Bytes hashed then written at a time: small enough to stay in a core's cache between the two.
+# Bytes read, hashed then written at a time: small enough to stay in a core's cache between
+# the three, large enough that the calls cost little.
 _PIECE_BYTES: Final = 1 << 20
+# Bytes at a file's start the kernel is asked to read in when it is opened: the rest is read
+# ahead by the kernel as the reads go on, so a multi-GiB file is not queued whole.
+_HEAD_BYTES: Final = 16 << 20
 # The archive's finished bytes are sent to the disk in runs of at least this many, so that the
 # disk writes while the next entries are copied; small enough that the disk starts early.
 _WRITEBACK_BYTES = 16 << 20
@@ -41,14 +45,14 @@ _WRITEBACK_BYTES = 16 << 20
 
 @dataclass
 class OpenedFile:
-    """A local file opened for :meth:`EntryWriter.add_file`: its size and first window mapped.
+    """A local file opened for :meth:`EntryWriter.add_file`, and its size when opened.
 
-    A context manager: leaving it closes the mapping and the file.
+    A context manager: leaving it closes the file.
     """
 
-    source: BinaryIO
+    path: Path
+    descriptor: int
     size: int
-    first: mmap.mmap | None  # None for an empty file
 
     def __enter__(self) -> OpenedFile:
         return self
@@ -57,36 +61,25 @@ class OpenedFile:
         self.close()
 
     def close(self) -> None:
-        if self.first is not None:
-            self.first.close()
-        self.source.close()
+        if self.descriptor >= 0:
+            os.close(self.descriptor)
+            self.descriptor = -1
 
 
 def open_file(path: Path) -> OpenedFile:
-    """Open a local file and map its first window, reading it in (from the disk if cold).
+    """Open a local file and ask the kernel to start reading its head.
 
-    Called for the next file while the current one is written, so that a cold file's read
-    goes on beside the writing, not before it.
+    Called for the next file while the current one is written, so that a cold file's first
+    reads go on beside the writing, not before it.
     """
-    source = open(path, "rb")  # noqa: SIM115 (closed by the OpenedFile, or here on an error)
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
-        size = os.fstat(source.fileno()).st_size
-        if size == 0:
-            return OpenedFile(source, 0, None)
-        # Queued whole before the first window is populated: a cold file is then read in large
-        # requests in the background, not a read-around window at a time.
-        will_read(source.fileno())
-        return OpenedFile(source, size, _map(source.fileno(), 0, min(size, _MAP_BYTES)))
+        size = os.fstat(descriptor).st_size
+        will_read(descriptor, 0, _HEAD_BYTES)
     except BaseException:
-        source.close()
+        os.close(descriptor)
         raise
-
-
-def _map(descriptor: int, start: int, length: int) -> mmap.mmap:
-    """``length`` bytes of a file from ``start`` (a multiple of the page size), read in."""
-    # Populated at once: faulting the pages in one by one costs more than the CRC.
-    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-    return mmap.mmap(descriptor, length, flags=flags, prot=mmap.PROT_READ, offset=start)
+    return OpenedFile(path, descriptor, size)
 
 
 class EntryWriter:
@@ -96,16 +89,19 @@ class EntryWriter:
     that writes to its descriptor and to the stream see one file position. Each finished run
     of entries is sent to the disk as the archive grows (:func:`start_writeback`), so the final
     sync waits for the last run alone. Use as a context manager, left before ``archive`` is
-    closed: leaving waits for the runs still being sent.
+    closed: leaving waits for the runs still being sent, and raises their errors.
     """
 
     def __init__(self, archive: zipfile.ZipFile, stream: BinaryIO) -> None:
         self.archive = archive
         self.stream = stream
         self._written_back = stream.tell()  # bytes before this were sent to the disk
+        # One buffer for every piece of every file: memory stays one piece.
+        self._buffer = memoryview(bytearray(_PIECE_BYTES))
         # Starting a run can block while the disk's queue is full: on a thread of its own, so
         # that the next entries are copied meanwhile.
         self._writeback = ThreadPoolExecutor(1, thread_name_prefix="cellvol-pack-writeback")
+        self._runs: list[Future[None]] = []
 
     def __enter__(self) -> EntryWriter:
         return self
@@ -118,20 +114,29 @@ class EntryWriter:
     ) -> None:
         # On an error the runs not begun are of an archive about to be deleted: not sent.
         self._writeback.shutdown(wait=True, cancel_futures=error is not None)
+        self._buffer.release()
+        if error is None:
+            self._check_runs(every=True)
 
     def add_file(self, info: zipfile.ZipInfo, opened: OpenedFile) -> None:
-        """Copy a local file in as ``info``, from :func:`open_file`; closes ``opened``."""
+        """Copy a local file in as ``info``, from :func:`open_file`; closes ``opened``.
+
+        Raises
+        ------
+        SourceChangedError
+            If the file ends early or changes size while it is copied.
+        OSError
+            If the file cannot be read, naming it.
+        """
         with opened:
             data_start = self._begin(info, opened.size)
-            crc = 0
-            if opened.first is not None:
-                crc = self._write_window(opened.first, crc)
-            for start in range(_MAP_BYTES, opened.size, _MAP_BYTES):
-                length = min(_MAP_BYTES, opened.size - start)
-                with _map(opened.source.fileno(), start, length) as window:
-                    crc = self._write_window(window, crc)
-            if os.fstat(opened.source.fileno()).st_size != opened.size:
-                raise SourceChangedError(f"{opened.source.name} changed size while it was packed")
+            crc = self._copy(opened, info.filename)
+            try:
+                size = os.fstat(opened.descriptor).st_size
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, str(opened.path)) from exc
+            if size != opened.size:
+                raise SourceChangedError(f"{opened.path} changed size while it was packed")
         self._finish(info, data_start, crc)
 
     def add_pieces(self, info: zipfile.ZipInfo, size: int, pieces: Iterable[bytes]) -> None:
@@ -143,18 +148,41 @@ class EntryWriter:
             self.stream.write(piece)
         self._finish(info, data_start, crc)
 
-    def _write_window(self, mapped: mmap.mmap, crc: int) -> int:
-        """Write a mapped window of a file; ``crc`` continued over it."""
+    def _copy(self, opened: OpenedFile, key: str) -> int:
+        """Read, hash and write ``opened``'s ``size`` bytes a piece at a time; their CRC-32."""
         target = self.stream.fileno()
-        with memoryview(mapped) as window:
-            for at in range(0, len(mapped), _PIECE_BYTES):
-                with window[at : at + _PIECE_BYTES] as piece:
-                    crc = zip_crc32(piece, crc)
+        buffer = self._buffer
+        crc = 0
+        at = 0
+        while at < opened.size:
+            with buffer[: min(_PIECE_BYTES, opened.size - at)] as room:
+                try:
+                    got = os.preadv(opened.descriptor, [room], at)
+                except OSError as exc:
+                    raise OSError(exc.errno, exc.strerror, str(opened.path)) from exc
+                if got == 0:
+                    raise SourceChangedError(
+                        f"{key} ({opened.path}) ended early while it was packed: "
+                        f"{at} of {opened.size} bytes"
+                    )
+                with room[:got] as piece:
+                    crc = zip_crc32(piece, crc)  # releases the GIL
                     written = os.write(target, piece)
-                    while written < len(piece):
+                    while written < got:
                         with piece[written:] as rest:
                             written += os.write(target, rest)
+            at += got
         return crc
+
+    def _check_runs(self, *, every: bool) -> None:
+        """Raise the error of a run sent to the disk; ``every`` waits for those not done."""
+        pending = []
+        for run in self._runs:
+            if every or run.done():
+                run.result()
+            else:
+                pending.append(run)
+        self._runs = pending
 
     def _begin(self, info: zipfile.ZipInfo, size: int) -> int:
         """Write the entry's header with its CRC left at zero; where its data starts."""
@@ -185,5 +213,10 @@ class EntryWriter:
         # goes into the page ``end`` falls in.
         if end - self._written_back >= _WRITEBACK_BYTES:
             stop = end - end % mmap.PAGESIZE
-            self._writeback.submit(start_writeback, self.stream.fileno(), self._written_back, stop)
+            self._check_runs(every=False)
+            self._runs.append(
+                self._writeback.submit(
+                    start_writeback, self.stream.fileno(), self._written_back, stop
+                )
+            )
             self._written_back = stop
