@@ -125,7 +125,6 @@ def test_an_interrupted_pack_leaves_no_archive(
         nonlocal copies
         copies += 1
         if copies == 5:
-            args[1].close()  # as add_file does with the file it is given, whatever happens
             raise SourceChangedError("interrupted")
         real(self, *args)
 
@@ -330,8 +329,8 @@ def test_pack_writes_what_zipfile_would(
 def test_pack_of_an_image_out_of_the_page_cache_writes_what_zipfile_would(
     image: Path, tmp_path: Path
 ) -> None:
-    # Cold, each file is read ahead (the next few queued behind the one being copied) and its
-    # head read in as it is opened: the archive is the same.
+    # Cold, each file is read ahead (the next few queued behind the CRC-32 being computed)
+    # before it is copied: the archive is the same.
     for path in sorted(p for p in image.rglob("*") if p.is_file()):
         descriptor = os.open(path, os.O_RDONLY)
         try:
@@ -348,15 +347,15 @@ def test_an_object_that_grows_while_packed_is_reported(
 ) -> None:
     source = tmp_path / "source.ome.zarr"
     shutil.copytree(image, source)
-    real = _ozx.open_file
+    real = _zip_entries.FileHasher.crc
 
-    def growing(path: Path) -> _zip_entries.OpenedFile:
-        opened = real(path)
-        with open(path, "ab") as stream:  # after its size was taken
+    def growing(self: _zip_entries.FileHasher, path: Path) -> tuple[int, int]:
+        found = real(self, path)
+        with open(path, "ab") as stream:  # after its CRC was computed
             stream.write(b"more")
-        return opened
+        return found
 
-    monkeypatch.setattr(_ozx, "open_file", growing)
+    monkeypatch.setattr(_zip_entries.FileHasher, "crc", growing)
     with pytest.raises(SourceChangedError, match="changed size while it was packed"):
         cellvol.pack(source, tmp_path / "x.ozx")
     assert not (tmp_path / "x.ozx").exists()
@@ -414,14 +413,14 @@ def test_an_object_that_vanishes_before_it_is_opened_is_reported(
     source = tmp_path / "source.ome.zarr"
     shutil.copytree(image, source)
     victim = _largest_file(source)
-    real = _ozx.open_file
+    real = _zip_entries.FileHasher.crc
 
-    def vanishing(path: Path) -> _zip_entries.OpenedFile:
-        if path == victim:  # on the opening thread, after the image was listed
+    def vanishing(self: _zip_entries.FileHasher, path: Path) -> tuple[int, int]:
+        if path == victim:  # on the CRC-32 thread, after the image was listed
             path.unlink()
-        return real(path)
+        return real(self, path)
 
-    monkeypatch.setattr(_ozx, "open_file", vanishing)
+    monkeypatch.setattr(_zip_entries.FileHasher, "crc", vanishing)
     key = victim.relative_to(source).as_posix()
     with pytest.raises(SourceChangedError, match=f"{key} disappeared while it was copied"):
         cellvol.pack(source, tmp_path / "x.ozx")
