@@ -226,6 +226,8 @@ def copy_with_cp(image: Path, out: Path) -> dict[str, Any]:
     result = measure(["sh", "-c", 'cp -r "$0" "$1" && sync', str(image), str(out)])
     shutil.rmtree(out, ignore_errors=True)
     os.sync()
+    if result.returncode != 0:  # a failed copy's time is no measure of a copy
+        raise SystemExit(f"cp -r {image} {out} failed ({result.returncode}):\n{result.output}")
     return {"seconds": result.seconds, "returncode": result.returncode}
 
 
@@ -285,14 +287,17 @@ def pack_rounds(image: Path, archive: Path, copy: Path) -> tuple[dict, dict]:
 
     The archive of the last round is left in place (for a verify of it).
     """
-    # The disk's write speed swings by several times within minutes: pack and cp take turns,
-    # each output removed and synced away before the next, and the medians are compared.
+    # The disk's write speed swings by several times within minutes: cp and pack take turns,
+    # each output removed and synced away before the next starts, and the medians are
+    # compared. cp goes first in a round, so that only the last round's archive is left.
     packs, copies = [], []
     for _ in range(PACK_ROUNDS):
         archive.unlink(missing_ok=True)
         os.sync()
-        packs.append(run_child(pack_code(image, archive)))
         copies.append(copy_with_cp(image, copy))
+        packs.append(run_child(pack_code(image, archive)))
+        if packs[-1]["returncode"] != 0:
+            raise SystemExit(f"pack failed ({packs[-1]['returncode']}):\n{packs[-1]['output']}")
     pack = sorted(packs, key=lambda run: run["inner_seconds"])[PACK_ROUNDS // 2] | {
         "rounds_seconds": [run["inner_seconds"] for run in packs]
     }

@@ -17,6 +17,8 @@ temporary name beside it and renamed at the end.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import os
 import shutil
@@ -24,7 +26,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
@@ -50,7 +52,7 @@ from cellvol.errors import (
     SourceChangedError,
     WriteConflictError,
 )
-from cellvol.formats._zip_entries import EntryWriter, OpenedFile, open_file
+from cellvol.formats._zip_entries import EntryWriter, FileHasher
 from cellvol.ome._manifest import LEDGER_PREFIX
 
 __all__ = ["PIECE_BYTES", "entry_order", "pack", "unpack"]
@@ -245,10 +247,10 @@ def _copy_entries(
 ) -> None:
     """Every object at ``keys`` into the archive, in that order.
 
-    A local object is copied through a memory map, hashed and written a piece at a time, while
-    the next one is opened and read in on another thread and the files after it are read
-    ahead within the read-ahead budget; anything else is streamed
-    in pieces of at most :data:`PIECE_BYTES`.
+    A local object is copied by the kernel while its CRC-32 is computed on another thread
+    (reading a piece at a time, one file ahead of the copy), and the files after it are read
+    ahead within the read-ahead budget; anything else is streamed in pieces of at most
+    :data:`PIECE_BYTES`.
     """
     if not isinstance(store, LocalStore):
         for key in keys:
@@ -258,26 +260,27 @@ def _copy_entries(
             writer.add_pieces(_info(key, stamp), size, _pieces(store, key, where))
         return
     root = Path(store.root)
-    # The next file is opened and read in on this thread while the current one is written.
-    opener = ThreadPoolExecutor(1, thread_name_prefix="cellvol-pack-open")
-    following: Future[OpenedFile] | None = None
+    hasher = FileHasher()
+    crcs = ThreadPoolExecutor(1, thread_name_prefix="cellvol-pack-crc")
     try:
-        # The opening thread is the reader the files are hinted ahead of.
+        # The CRC-32 thread is the reader the files are hinted ahead of.
         with ReadAhead(keys, lambda key, room: will_read_file(root / key, room)) as ahead:
-            opening = (opener.submit(open_file, root / key) for key in ahead)
-            following = next(opening, None)
+            futures = (crcs.submit(hasher.crc, root / key) for key in ahead)
+            pending = collections.deque(itertools.islice(futures, 1))
             for key in keys:
-                current, following = following, next(opening, None)
-                assert current is not None  # one per key
+                pending.extend(itertools.islice(futures, 1))  # the next file's, beside this copy
+                crc = pending.popleft()
                 try:
-                    writer.add_file(_info(key, stamp), current.result())
+                    writer.add_file(_info(key, stamp), root / key, crc)
                 except FileNotFoundError:
                     gone = f"{where}: {key} disappeared while it was copied"
                     raise SourceChangedError(gone) from None
+    except BaseException:
+        hasher.stop()  # the CRC under way ends at its next piece: nothing needs it
+        raise
     finally:
-        opener.shutdown(wait=True)
-        if following is not None and following.done() and following.exception() is None:
-            following.result().close()  # opened for a copy an error stopped
+        # Joined on every exit: no thread outlives the pack, and no file it opened.
+        crcs.shutdown(wait=True, cancel_futures=True)
 
 
 def _info(key: str, stamp: tuple[int, ...]) -> zipfile.ZipInfo:

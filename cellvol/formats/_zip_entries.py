@@ -1,25 +1,28 @@
 """Stored (uncompressed) zip entries written at the speed of a file copy.
 
 :mod:`zipfile` writes an entry's data through Python, computing its CRC-32 on the way: two
-copies and a CRC on one core, a third of what ``cp`` manages on a large image. Here a local
-object is memory-mapped (no copy into Python) and written a piece at a time, each piece's
-CRC-32 computed just before the write, while the piece is still in the processor's cache:
-the bytes are read from memory once and copied once, as ``cp`` copies them. An object
-elsewhere (S3) is streamed in pieces. Each entry's local header is written first with the CRC
-left at zero and rewritten once it is known, exactly as :mod:`zipfile` does on a seekable
-file, and the entry is then handed to the :class:`zipfile.ZipFile`, which writes the central
-directory when it closes: the archive is the one ``ZipFile.open(info, "w", force_zip64=True)``
-would have written.
+copies and a CRC on one core, a third of what ``cp`` manages on a large image. Here the data of
+a local object is copied by the kernel (``os.copy_file_range``) while another thread computes
+its CRC-32 (:class:`FileHasher`), reading the file a piece at a time into one reused buffer:
+memory held is one piece, whatever the object's size. No source is memory-mapped, so a file
+that shrinks or a disk error while it is copied is an exception naming it
+(:class:`~cellvol.errors.SourceChangedError` or :class:`OSError`), not a ``SIGBUS``. An
+object elsewhere (S3) is streamed in pieces. Each entry's local header is written first with
+the CRC left at zero and rewritten once it is known, exactly as :mod:`zipfile` does on a
+seekable file, and the entry is then handed to the :class:`zipfile.ZipFile`, which writes the
+central directory when it closes: the archive is the one
+``ZipFile.open(info, "w", force_zip64=True)`` would have written.
 """
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import threading
 import zipfile
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Final
@@ -28,75 +31,84 @@ from cellvol._store import start_writeback, will_read
 from cellvol._store._zip import zip_crc32
 from cellvol.errors import SourceChangedError
 
-__all__ = ["EntryWriter", "OpenedFile", "open_file"]
+__all__ = ["EntryWriter", "FileHasher"]
 
-# Bytes of a local object mapped at once: the most of it held in memory at a time.
-_MAP_BYTES: Final = 64 << 20
-# Bytes hashed then written at a time: small enough to stay in a core's cache between the two.
+# Bytes read and hashed at a time: small enough to stay in a core's cache between the two.
 _PIECE_BYTES: Final = 1 << 20
+# Bytes at a file's start the kernel is asked to read in when it is opened for its CRC: the
+# rest is read ahead by the kernel as the reads go on, so a multi-GiB file is not queued whole.
+_HEAD_BYTES: Final = 16 << 20
+# Bytes per copy_file_range call: large enough to cost nothing, small enough to stay
+# interruptible.
+_COPY_BYTES: Final = 256 << 20
+# copy_file_range is refused between some file systems and by some kernels: copy through
+# Python instead.
+_NO_KERNEL_COPY: Final = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
 # The archive's finished bytes are sent to the disk in runs of at least this many, so that the
 # disk writes while the next entries are copied; small enough that the disk starts early.
 _WRITEBACK_BYTES = 16 << 20
 
 
-@dataclass
-class OpenedFile:
-    """A local file opened for :meth:`EntryWriter.add_file`: its size and first window mapped.
+class FileHasher:
+    """Computes local files' zip CRC-32, one file at a time, through one reused buffer.
 
-    A context manager: leaving it closes the mapping and the file.
+    Meant for one thread, beside the copies; :meth:`stop` makes a CRC under way end at its
+    next piece (with :class:`InterruptedError`), once the pack it was for has failed.
     """
 
-    source: BinaryIO
-    size: int
-    first: mmap.mmap | None  # None for an empty file
+    def __init__(self) -> None:
+        self._buffer = bytearray(_PIECE_BYTES)
+        self._stopped = threading.Event()
 
-    def __enter__(self) -> OpenedFile:
-        return self
+    def stop(self) -> None:
+        self._stopped.set()
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def crc(self, path: Path) -> tuple[int, int]:
+        """The file's zip CRC-32 and its size when opened.
 
-    def close(self) -> None:
-        if self.first is not None:
-            self.first.close()
-        self.source.close()
-
-
-def open_file(path: Path) -> OpenedFile:
-    """Open a local file and map its first window, reading it in (from the disk if cold).
-
-    Called for the next file while the current one is written, so that a cold file's read
-    goes on beside the writing, not before it.
-    """
-    source = open(path, "rb")  # noqa: SIM115 (closed by the OpenedFile, or here on an error)
-    try:
-        size = os.fstat(source.fileno()).st_size
-        if size == 0:
-            return OpenedFile(source, 0, None)
-        # Queued whole before the first window is populated: a cold file is then read in large
-        # requests in the background, not a read-around window at a time.
-        will_read(source.fileno())
-        return OpenedFile(source, size, _map(source.fileno(), 0, min(size, _MAP_BYTES)))
-    except BaseException:
-        source.close()
-        raise
-
-
-def _map(descriptor: int, start: int, length: int) -> mmap.mmap:
-    """``length`` bytes of a file from ``start`` (a multiple of the page size), read in."""
-    # Populated at once: faulting the pages in one by one costs more than the CRC.
-    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-    return mmap.mmap(descriptor, length, flags=flags, prot=mmap.PROT_READ, offset=start)
+        Raises
+        ------
+        SourceChangedError
+            If the file ends before that size.
+        OSError
+            If it cannot be opened or read, naming it.
+        """
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            size = os.fstat(descriptor).st_size
+            will_read(descriptor, 0, _HEAD_BYTES)
+            crc = 0
+            at = 0
+            with memoryview(self._buffer) as buffer:
+                while at < size:
+                    if self._stopped.is_set():
+                        raise InterruptedError(f"{path}: its pack stopped")
+                    with buffer[: min(len(buffer), size - at)] as room:
+                        got = os.preadv(descriptor, [room], at)
+                        if got == 0:
+                            raise SourceChangedError(
+                                f"{path} ended early while it was packed: {at} of {size} bytes"
+                            )
+                        with room[:got] as piece:
+                            crc = zip_crc32(piece, crc)  # releases the GIL: beside the copy
+                    at += got
+            return crc, size
+        except OSError as exc:
+            if exc.filename is None:
+                raise OSError(exc.errno, exc.strerror, str(path)) from exc
+            raise
+        finally:
+            os.close(descriptor)
 
 
 class EntryWriter:
     """Adds stored entries to a :class:`zipfile.ZipFile` opened for writing on ``stream``.
 
     ``stream`` must be an unbuffered, seekable file (``open(path, "wb", buffering=0)``), so
-    that writes to its descriptor and to the stream see one file position. Each finished run
-    of entries is sent to the disk as the archive grows (:func:`start_writeback`), so the final
+    that the kernel's copies and Python's writes see one file position. Each finished run of
+    entries is sent to the disk as the archive grows (:func:`start_writeback`), so the final
     sync waits for the last run alone. Use as a context manager, left before ``archive`` is
-    closed: leaving waits for the runs still being sent.
+    closed: leaving waits for the runs still being sent, and raises their errors.
     """
 
     def __init__(self, archive: zipfile.ZipFile, stream: BinaryIO) -> None:
@@ -106,6 +118,7 @@ class EntryWriter:
         # Starting a run can block while the disk's queue is full: on a thread of its own, so
         # that the next entries are copied meanwhile.
         self._writeback = ThreadPoolExecutor(1, thread_name_prefix="cellvol-pack-writeback")
+        self._runs: list[Future[None]] = []
 
     def __enter__(self) -> EntryWriter:
         return self
@@ -118,21 +131,28 @@ class EntryWriter:
     ) -> None:
         # On an error the runs not begun are of an archive about to be deleted: not sent.
         self._writeback.shutdown(wait=True, cancel_futures=error is not None)
+        if error is None:
+            self._check_runs(every=True)
 
-    def add_file(self, info: zipfile.ZipInfo, opened: OpenedFile) -> None:
-        """Copy a local file in as ``info``, from :func:`open_file`; closes ``opened``."""
-        with opened:
-            data_start = self._begin(info, opened.size)
-            crc = 0
-            if opened.first is not None:
-                crc = self._write_window(opened.first, crc)
-            for start in range(_MAP_BYTES, opened.size, _MAP_BYTES):
-                length = min(_MAP_BYTES, opened.size - start)
-                with _map(opened.source.fileno(), start, length) as window:
-                    crc = self._write_window(window, crc)
-            if os.fstat(opened.source.fileno()).st_size != opened.size:
-                raise SourceChangedError(f"{opened.source.name} changed size while it was packed")
-        self._finish(info, data_start, crc)
+    def add_file(self, info: zipfile.ZipInfo, path: Path, crc: Future[tuple[int, int]]) -> None:
+        """Copy the local file at ``path`` in as ``info``; ``crc`` is :meth:`FileHasher.crc`'s.
+
+        Raises
+        ------
+        SourceChangedError
+            If the file ends early or changes size while it is copied.
+        OSError
+            If the file cannot be read, naming it.
+        """
+        with open(path, "rb") as source:
+            size = os.fstat(source.fileno()).st_size
+            data_start = self._begin(info, size)
+            _copy(source, path, self.stream, size)
+            grown = os.fstat(source.fileno()).st_size != size
+        found, hashed = crc.result()
+        if grown or hashed != size:
+            raise SourceChangedError(f"{path} changed size while it was packed")
+        self._finish(info, data_start, found)
 
     def add_pieces(self, info: zipfile.ZipInfo, size: int, pieces: Iterable[bytes]) -> None:
         """Write ``pieces`` (``size`` bytes in all) in as ``info``."""
@@ -143,18 +163,15 @@ class EntryWriter:
             self.stream.write(piece)
         self._finish(info, data_start, crc)
 
-    def _write_window(self, mapped: mmap.mmap, crc: int) -> int:
-        """Write a mapped window of a file; ``crc`` continued over it."""
-        target = self.stream.fileno()
-        with memoryview(mapped) as window:
-            for at in range(0, len(mapped), _PIECE_BYTES):
-                with window[at : at + _PIECE_BYTES] as piece:
-                    crc = zip_crc32(piece, crc)
-                    written = os.write(target, piece)
-                    while written < len(piece):
-                        with piece[written:] as rest:
-                            written += os.write(target, rest)
-        return crc
+    def _check_runs(self, *, every: bool) -> None:
+        """Raise the error of a run sent to the disk; ``every`` waits for those not done."""
+        pending = []
+        for run in self._runs:
+            if every or run.done():
+                run.result()
+            else:
+                pending.append(run)
+        self._runs = pending
 
     def _begin(self, info: zipfile.ZipInfo, size: int) -> int:
         """Write the entry's header with its CRC left at zero; where its data starts."""
@@ -185,5 +202,42 @@ class EntryWriter:
         # goes into the page ``end`` falls in.
         if end - self._written_back >= _WRITEBACK_BYTES:
             stop = end - end % mmap.PAGESIZE
-            self._writeback.submit(start_writeback, self.stream.fileno(), self._written_back, stop)
+            self._check_runs(every=False)
+            self._runs.append(
+                self._writeback.submit(
+                    start_writeback, self.stream.fileno(), self._written_back, stop
+                )
+            )
             self._written_back = stop
+
+
+def _copy(source: BinaryIO, path: Path, target: BinaryIO, size: int) -> None:
+    """``size`` bytes from ``source``'s start to ``target``'s position, by the kernel if it can."""
+    copied = 0
+    try:
+        try:
+            while copied < size:
+                done = os.copy_file_range(
+                    source.fileno(), target.fileno(), min(_COPY_BYTES, size - copied), copied
+                )
+                if done == 0:
+                    break
+                copied += done
+        except OSError as exc:
+            if exc.errno not in _NO_KERNEL_COPY or copied:
+                raise
+            source.seek(0)
+            while copied < size:
+                piece = source.read(min(_COPY_BYTES, size - copied))
+                if not piece:
+                    break
+                target.write(piece)
+                copied += len(piece)
+    except OSError as exc:
+        if exc.filename is None:  # the source's or the archive's: named as the copy's file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+    if copied < size:
+        raise SourceChangedError(
+            f"{path} ended early while it was packed: {copied} of {size} bytes"
+        )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import mmap
 import os
 import shutil
 import struct
+import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -131,6 +132,7 @@ def test_an_interrupted_pack_leaves_no_archive(
     with pytest.raises(SourceChangedError):
         cellvol.pack(image, tmp_path / "x.ozx")
     assert list(tmp_path.iterdir()) == []
+    _assert_nothing_left_open(image)
 
 
 def test_an_interrupted_unpack_leaves_no_directory(
@@ -314,12 +316,11 @@ def _zipfile_written(image: Path, packed: Path, out: Path) -> bytes:
     return out.read_bytes()
 
 
-@pytest.mark.parametrize("small_windows", [False, True])
+@pytest.mark.parametrize("small_pieces", [False, True])
 def test_pack_writes_what_zipfile_would(
-    image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_windows: bool
+    image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_pieces: bool
 ) -> None:
-    if small_windows:  # mapped a page at a time, in pieces that do not divide it
-        monkeypatch.setattr(_zip_entries, "_MAP_BYTES", mmap.ALLOCATIONGRANULARITY)
+    if small_pieces:  # many pieces a file, the last one short
         monkeypatch.setattr(_zip_entries, "_PIECE_BYTES", 1000)
     out = cellvol.pack(image, tmp_path / "fast.ozx")
     assert out.read_bytes() == _zipfile_written(image, out, tmp_path / "zipfile.ozx")
@@ -329,7 +330,7 @@ def test_pack_of_an_image_out_of_the_page_cache_writes_what_zipfile_would(
     image: Path, tmp_path: Path
 ) -> None:
     # Cold, each file is read ahead (the next few queued behind the CRC-32 being computed)
-    # before it is mapped and copied: the archive is the same.
+    # before it is copied: the archive is the same.
     for path in sorted(p for p in image.rglob("*") if p.is_file()):
         descriptor = os.open(path, os.O_RDONLY)
         try:
@@ -346,16 +347,104 @@ def test_an_object_that_grows_while_packed_is_reported(
 ) -> None:
     source = tmp_path / "source.ome.zarr"
     shutil.copytree(image, source)
-    real = _ozx.open_file
+    real = _zip_entries.FileHasher.crc
 
-    def growing(path: Path) -> _zip_entries.OpenedFile:
-        opened = real(path)
-        with open(path, "ab") as stream:  # after its size was taken
+    def growing(self: _zip_entries.FileHasher, path: Path) -> tuple[int, int]:
+        found = real(self, path)
+        with open(path, "ab") as stream:  # after its CRC was computed
             stream.write(b"more")
-        return opened
+        return found
 
-    monkeypatch.setattr(_ozx, "open_file", growing)
+    monkeypatch.setattr(_zip_entries.FileHasher, "crc", growing)
     with pytest.raises(SourceChangedError, match="changed size while it was packed"):
         cellvol.pack(source, tmp_path / "x.ozx")
     assert not (tmp_path / "x.ozx").exists()
     assert not (tmp_path / "x.ozx.partial").exists()
+
+
+def _assert_nothing_left_open(source: Path) -> None:
+    """No pack thread alive and no descriptor open on a file under ``source``."""
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("cellvol-pack-")]
+    opened = []
+    for entry in Path("/proc/self/fd").iterdir():
+        # A descriptor closed since it was listed (the listing's own) is skipped.
+        with contextlib.suppress(OSError):
+            opened.append(os.readlink(entry))
+    assert not [name for name in opened if name.startswith(str(source))]
+
+
+def _largest_file(root: Path) -> Path:
+    return max((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def test_an_object_that_shrinks_while_packed_is_reported(
+    image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "source.ome.zarr"
+    shutil.copytree(image, source)
+    victim = _largest_file(source)
+    keep = victim.stat().st_size // 2
+    head = victim.read_bytes()[:1000]
+    real_crc = _zip_entries.zip_crc32
+    started = False
+
+    def shrinking(data: Any, crc: int = 0) -> int:
+        nonlocal started
+        # Cut the file under the reader once its first piece has been read.
+        if not started and crc == 0 and bytes(data) == head:
+            started = True
+            os.truncate(victim, keep)
+        return real_crc(data, crc)
+
+    monkeypatch.setattr(_zip_entries, "_PIECE_BYTES", 1000)
+    monkeypatch.setattr(_zip_entries, "zip_crc32", shrinking)
+    key = victim.relative_to(source).as_posix()
+    with pytest.raises(SourceChangedError, match=f"{key} .*ended early while it was packed"):
+        cellvol.pack(source, tmp_path / "x.ozx")
+    assert started
+    assert not (tmp_path / "x.ozx").exists()
+    assert not (tmp_path / "x.ozx.partial").exists()
+    _assert_nothing_left_open(source)
+
+
+def test_an_object_that_vanishes_before_it_is_opened_is_reported(
+    image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "source.ome.zarr"
+    shutil.copytree(image, source)
+    victim = _largest_file(source)
+    real = _zip_entries.FileHasher.crc
+
+    def vanishing(self: _zip_entries.FileHasher, path: Path) -> tuple[int, int]:
+        if path == victim:  # on the CRC-32 thread, after the image was listed
+            path.unlink()
+        return real(self, path)
+
+    monkeypatch.setattr(_zip_entries.FileHasher, "crc", vanishing)
+    key = victim.relative_to(source).as_posix()
+    with pytest.raises(SourceChangedError, match=f"{key} disappeared while it was copied"):
+        cellvol.pack(source, tmp_path / "x.ozx")
+    assert not (tmp_path / "x.ozx.partial").exists()
+    _assert_nothing_left_open(source)
+
+
+def test_a_read_error_names_the_file_and_leaves_nothing(
+    image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.preadv
+    calls = 0
+
+    def failing(descriptor: int, buffers: Any, offset: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # a bad sector under the third piece read
+            raise OSError(5, "Input/output error")
+        return real(descriptor, buffers, offset)
+
+    monkeypatch.setattr(_zip_entries.os, "preadv", failing)
+    with pytest.raises(OSError, match="Input/output error") as caught:
+        cellvol.pack(image, tmp_path / "x.ozx")
+    assert caught.value.filename is not None
+    assert Path(caught.value.filename).is_relative_to(image)
+    assert list(tmp_path.iterdir()) == []
+    _assert_nothing_left_open(image)

@@ -84,3 +84,16 @@ def test_start_writeback_refusals_are_silent(tmp_path: Path) -> None:
     with open(tmp_path / "f.bin", "wb", buffering=0) as stream:
         stream.write(b"x" * 10)
         start_writeback(stream.fileno(), 0, 0)  # nothing to write: not called at all
+
+
+def test_a_failed_run_fails_the_pack(
+    image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(descriptor: int, start: int, stop: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(_zip_entries, "_WRITEBACK_BYTES", 4096)
+    monkeypatch.setattr(_zip_entries, "start_writeback", failing)
+    with pytest.raises(OSError, match="Input/output error"):  # not lost on its thread
+        cellvol.pack(image, tmp_path / "img.ozx")
+    assert list(tmp_path.iterdir()) == []

@@ -333,18 +333,20 @@ def test_an_error_during_verify_ends_the_crate_check(
     pristine: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import threading
-    import time
 
     from cellvol.integrity import _scan
 
+    failed = threading.Event()
     finished = threading.Event()
 
     def slow_crate_check(raw: bytes, *, as_written: bool = False) -> None:
-        time.sleep(0.3)  # still under way when the objects' check fails
+        # Still under way when the objects' check fails: it waits for that failure.
+        assert failed.wait(timeout=60)
         finished.set()
         raise ValueError("the crate check's own failure")
 
     def broken(*args: object, **kwargs: object) -> None:
+        failed.set()
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(_scan, "crate_problems", slow_crate_check)
