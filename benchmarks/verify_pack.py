@@ -15,18 +15,19 @@ measured on it:
 - CRC32C, SHA-256, MD5 and the zip CRC-32 (cellvol's, by ISA-L) rates over in-memory buffers
   on every core.
 
-Then, each in a fresh process whose memory the parent samples: ``verify`` (cold and warm,
-the median of three runs), ``verify --zarr-checksum`` (warm, also three), ``pack`` into a
-``.ozx`` beside the image against ``cp -r`` of the image directory to the same file system
-(both followed by a ``sync``: ``pack`` syncs its archive; three alternating rounds, medians
+Then, each in a fresh process whose memory the parent samples: ``verify`` (cold and warm, the
+median of three runs), ``verify --zarr-checksum`` (warm, also three), ``pack`` into a ``.ozx``
+beside the image against ``cp -r`` of the image directory to the same file system (both
+followed by a ``sync``: ``pack`` syncs its archive; three alternating rounds, medians
 compared), and ``verify`` of the archive; each timed inside the child, after its modules are
 imported. Throughput is stored bytes per second. ``verify`` is given as a fraction of its
-limit: its hashing (CRC32C then SHA-256 of the same bytes on every core; with
-``--zarr-checksum`` MD5 too, for an archive the zip CRC-32 too) against the read rate. Cold, the disk transfers while the cores hash, so
-the limit is the slower of the two, where the cores' share counts the CPU the cold read itself
-took (measured with it: the kernel fills the page cache on the same cores); warm, copying out
-of the page cache takes the same cores as hashing, so the two add up. Peak memory should not
-grow with the image. Results go to a JSON file and a Markdown table.
+limit: its hashing (CRC32C then SHA-256 of the same bytes on every core; with ``--zarr-
+checksum`` MD5 too, for an archive the zip CRC-32 too) against the read rate. Cold, the disk
+transfers while the cores hash, so the limit is the slower of the two, where the cores' share
+counts the CPU the cold read itself took (measured with it: the kernel fills the page cache on
+the same cores); warm, copying out of the page cache takes the same cores as hashing, so the
+two add up. Peak memory should not grow with the image. Results go to a JSON file and a
+Markdown table.
 """
 
 from __future__ import annotations
