@@ -152,11 +152,12 @@ class MemmapSource(OpenedPerProcess):
         # mapped. Shards side by side along the last axis cross the same rows.
         row = array.strides[-2]
         low, high = (a - array.ctypes.data for a in byte_bounds(view))
-        rows = math.prod(view.shape[:-1])
-        kept = pages.make_room(rows * row)
+        count = math.prod(view.shape[:-1])
+        rows = (low // row, (high - 1) // row, count)
+        kept = pages.make_room(rows, count * row)
         out[...] = view
         if kept:
-            pages.note((low // row, (high - 1) // row, rows), rows * row, span)
+            pages.note(rows, count * row, span)
         else:  # more than the thread's budget: released at once
             pages.release_span(span)
 

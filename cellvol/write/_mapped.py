@@ -80,19 +80,24 @@ class MappedPages:
         self._spans: OrderedDict[tuple[int, ...], tuple[int, tuple[int, int]]] = OrderedDict()
         self._held = 0
 
-    def make_room(self, nbytes: int) -> bool:
-        """Release the oldest spans until ``nbytes`` more fit in the calling thread's budget.
+    def make_room(self, rows: tuple[int, ...], nbytes: int) -> bool:
+        """Release the oldest spans until a read of ``rows`` (``nbytes``) fits the budget.
 
-        Called before a read, so that a span released to make room cannot take the pages the
+        Called before the read, so that a span released to make room cannot take the pages the
         read is about to map (spans run across the rows of a batch's planes, which the next
-        shard reads too). Returns False, releasing nothing, where ``nbytes`` exceed the budget:
-        the caller then releases the read's span itself once done.
+        shard reads too). Rows already kept (a neighbouring shard's read of them) count once
+        and are kept. Returns False, releasing nothing, where ``nbytes`` exceed the calling
+        thread's budget: the caller then releases the read's span itself once done.
         """
         budget = _BUDGET.get()
         if nbytes > budget:
             return False
         with self._lock:
-            released = self._evict(budget - nbytes)
+            kept = self._spans.get(rows)
+            if kept is not None:
+                self._spans.move_to_end(rows)  # the newest: released last
+                nbytes -= kept[0]
+            released = self._evict(budget - nbytes, spare=rows)
         for old in released:
             self._release(*old)
         return True
@@ -123,13 +128,14 @@ class MappedPages:
         for old in released:
             self._release(*old)
 
-    def _evict(self, limit: int) -> list[tuple[int, int]]:
+    def _evict(self, limit: int, spare: tuple[int, ...] | None = None) -> list[tuple[int, int]]:
         """Forget the oldest spans until at most ``limit`` bytes are held; the spans forgotten.
 
-        The caller holds the lock, and releases the spans after letting it go.
+        The span of the rows ``spare`` (the newest, if kept) stays. The caller holds the lock,
+        and releases the spans after letting it go.
         """
         released: list[tuple[int, int]] = []
-        while self._held > limit and self._spans:
+        while self._held > limit and self._spans and next(iter(self._spans)) != spare:
             _, (size, old) = self._spans.popitem(last=False)
             self._held -= size
             released.append(old)

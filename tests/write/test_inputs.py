@@ -129,8 +129,8 @@ def test_a_span_read_while_another_thread_makes_room_stays_tracked(tmp_path: Pat
     half = 4 * 2**20
     spans = {"a": (0, half), "b": (half, half)}
     with keeping_mapped(half):
-        assert pages.make_room(half)  # thread a, about to copy
-        assert pages.make_room(half)  # thread b, about to copy
+        assert pages.make_room((0, 4 * 2**20 - 1, 1), half)  # thread a, about to copy
+        assert pages.make_room((4 * 2**20, 8 * 2**20 - 1, 1), half)  # thread b, about to copy
         for name, (start, length) in spans.items():
             assert view[start : start + length].sum() > 0  # the copy maps the span's pages
             pages.note((start, start + length - 1, 1), half, spans[name])
